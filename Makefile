@@ -1,0 +1,34 @@
+# Two commands on a fresh clone: `make audit` and `make test` (each sets up .venv first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+# torch/torchvision pinned to the builds this project is tested with; the rest comes from pyproject.toml.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: audit test test-all benchmark venv clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+audit: $(STAMP)
+	$(BIN)/python -m pipeline $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)
+
+benchmark: $(STAMP)
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,115 @@
+"""ILSVRC / PASCAL VOC XML annotations: one XML file per image.
+
+Layout (ImageNet CLS-LOC val): ``<images>/<stem>.<ext>`` and ``<annotations>/<stem>.xml``. Each XML has
+``<size>`` and one ``<object>`` per instance with ``<name>`` (the class key, e.g. a WordNet id) and
+``<bndbox>`` ``xmin ymin xmax ymax`` as **1-based inclusive** pixel indices. They are converted once,
+here, to pixel-edge coordinates: ``x1 = xmin - 1``, ``x2 = xmax`` (same for y).
+
+The image's label is the class of its objects; objects of other classes are ignored for scoring (only
+the true class's boxes form the ground-truth region), and an image whose objects disagree with the
+label in its file name (ImageNet's ``<wnid>_...`` convention) uses the file name's class when present.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.records import ClassList, SampleRecord, empty_boxes
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _int(node: ET.Element, tag: str) -> int:
+    text = node.findtext(tag)
+    if text is None:
+        raise ValueError(f"missing <{tag}>")
+    return int(round(float(text)))
+
+
+def parse_voc_xml(path: Path) -> tuple[list[tuple[str, tuple[float, float, float, float]]], tuple[int, int] | None, str | None]:
+    """Parse one XML file.
+
+    Returns:
+        objects: ``(class_key, (x1, y1, x2, y2))`` per object, pixel-edge coordinates (converted from
+            1-based inclusive).
+        size: ``(width, height)`` from ``<size>``, or None when absent or zero.
+        filename: the ``<filename>`` text, or None.
+    """
+    root = ET.parse(path).getroot()
+    size = None
+    size_node = root.find("size")
+    if size_node is not None and size_node.findtext("width") and size_node.findtext("height"):
+        width, height = _int(size_node, "width"), _int(size_node, "height")
+        size = (width, height) if width > 0 and height > 0 else None
+    objects = []
+    for obj in root.iter("object"):
+        key = (obj.findtext("name") or "").strip()
+        box = obj.find("bndbox")
+        if box is None:
+            continue
+        xmin, ymin, xmax, ymax = (_int(box, t) for t in ("xmin", "ymin", "xmax", "ymax"))
+        objects.append((key, (float(xmin - 1), float(ymin - 1), float(xmax), float(ymax))))
+    return objects, size, root.findtext("filename")
+
+
+def _index_images(image_dir: Path) -> dict[str, Path]:
+    """Map file stem -> image path for every image file directly in ``image_dir`` (sorted, stable)."""
+    found: dict[str, Path] = {}
+    for path in sorted(image_dir.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(path.stem, path)
+    return found
+
+
+def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassList) -> list[SampleRecord]:
+    """Read every image of ``image_dir`` with its XML annotation from ``annotation_dir``.
+
+    Samples are sorted by id. An image without annotation, an annotation without image, an unreadable
+    XML file or an unknown class becomes a record with ``problem`` set (it is reported, never guessed).
+    Boxes are ``[N, 4]`` pixel-edge coordinates of the stored image, as written in the file (validity
+    against the image size is checked after decoding, when the real size is known).
+    """
+    image_dir, annotation_dir = Path(image_dir), Path(annotation_dir)
+    images = _index_images(image_dir)
+    annotations = {p.stem: p for p in sorted(annotation_dir.glob("*.xml"))}
+    lookup = classes.index()
+    records = []
+    for sample_id in sorted(set(images) | set(annotations)):
+        image = images.get(sample_id)
+        xml = annotations.get(sample_id)
+        image_path = str(image.resolve()) if image else ""
+        if xml is None:
+            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), problem="image has no annotation file"))
+            continue
+        if image is None:
+            records.append(SampleRecord(sample_id, "", -1, empty_boxes(), problem=f"annotation {xml.name} has no image"))
+            continue
+        try:
+            objects, size, _ = parse_voc_xml(xml)
+        except (ET.ParseError, ValueError) as error:
+            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=f"bad annotation {xml.name}: {error}"))
+            continue
+        label_key = _label_key(sample_id, objects, lookup)
+        if label_key is None:
+            keys = sorted({key for key, _ in objects}) or ["<no object>"]
+            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=f"unknown or ambiguous label {', '.join(keys)}"))
+            continue
+        boxes = [box for key, box in objects if lookup.get(key) == lookup[label_key]]
+        array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        records.append(SampleRecord(sample_id, image_path, lookup[label_key], array, size))
+    return records
+
+
+def _label_key(sample_id: str, objects: list, lookup: dict[str, int]) -> str | None:
+    """The image label: the class of its objects, or the ``<key>_`` prefix of its id (ImageNet style)."""
+    prefix = sample_id.split("_", 1)[0]
+    if prefix in lookup:
+        return prefix
+    keys = {key for key, _ in objects}
+    if len(keys) == 1:
+        (key,) = keys
+        return key if key in lookup else None
+    return None

@@ -1,0 +1,135 @@
+"""The shared engine: one forward pass, gradients of the target classes w.r.t. the target layer only.
+
+How the backward pass stays in the head: the parameters are frozen, and a forward hook on the target
+layer replaces its output by a fresh leaf that requires grad (``out.detach().requires_grad_()``). Autograd
+then records only the operations *after* the target layer, so ``torch.autograd.grad(score, leaf)`` walks
+the head and nothing else: no parameter gradients, no backward through the trunk. The hook returns a
+clone of the leaf so that an in-place op after the layer (``ReLU(inplace=True)``) cannot touch the
+activations we keep.
+
+Map arithmetic is float32 even when the forward runs under autocast (bf16/fp16 activations are cast).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.maps.methods import CamMethod
+
+
+@dataclass
+class CamOutput:
+    """What one batch yields.
+
+    Attributes:
+        logits: ``[B, num_classes]`` float32.
+        signed_maps: ``[B, K, h, w]`` float32, the method's map before the final ReLU, one per target.
+    """
+
+    logits: Tensor
+    signed_maps: Tensor
+
+
+class CamEngine:
+    """Computes CAMs for several target classes per image from one forward pass.
+
+    Args:
+        model: the classifier, in eval mode; its parameters are frozen here.
+        target_layer: the module whose output ``[B, C, h, w]`` the maps are made of.
+        method: a :class:`~pipeline.maps.methods.CamMethod`.
+        class_score: ``"logit"`` (Grad-CAM paper) or ``"softmax"`` (probability).
+        head_weight: ``[num_classes, C]`` linear head weights, for CAM.
+        autocast_dtype: ``None`` for float32, or ``torch.bfloat16`` / ``torch.float16``.
+    """
+
+    def __init__(self, model: nn.Module, target_layer: nn.Module, method: CamMethod, class_score: str = "logit",
+                 head_weight: Tensor | None = None, autocast_dtype: torch.dtype | None = None):
+        if class_score not in ("logit", "softmax"):
+            raise ValueError(f"cam.class_score must be 'logit' or 'softmax', got {class_score!r}")
+        self.model = model.eval().requires_grad_(False)
+        self.method = method
+        self.class_score = class_score
+        self.head_weight = head_weight
+        self.autocast_dtype = autocast_dtype
+        self._leaf: Tensor | None = None
+        target_layer.register_forward_hook(self._capture)
+
+    def _capture(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            raise RuntimeError(f"the target layer must output a [B, C, h, w] tensor, got {type(output).__name__} "
+                               f"{tuple(output.shape) if isinstance(output, Tensor) else ''}")
+        self._leaf = output.detach().requires_grad_(self.method.needs_gradients)
+        return self._leaf.clone()  # in-place ops after the layer must not reach the kept activations
+
+    def __call__(self, images: Tensor, targets: Tensor) -> CamOutput:
+        """Maps for ``targets`` ``[B, K]`` (class indices per image; a target may be chosen after the
+        forward via :meth:`forward_then`)."""
+        return self.forward_then(images, lambda logits: targets)[0]
+
+    def forward_then(self, images: Tensor, choose_targets) -> tuple[CamOutput, Tensor]:
+        """Run the forward pass, let ``choose_targets(logits) -> [B, K]`` pick the classes (e.g. the
+        prediction), then make their maps. Returns the output and the targets."""
+        device_type = images.device.type
+        with torch.enable_grad(), torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32,
+                                                  enabled=self.autocast_dtype is not None):
+            logits = self.model(images)
+        logits = logits.float()
+        targets = choose_targets(logits.detach())
+        acts = self._leaf.float()
+        if self.method.needs_gradients:
+            scores = logits.softmax(dim=1) if self.class_score == "softmax" else logits
+            grads = []
+            for k in range(targets.shape[1]):  # K is a handful of targets, not images
+                selected = scores.gather(1, targets[:, k:k + 1]).sum()
+                (grad,) = torch.autograd.grad(selected, self._leaf, retain_graph=k + 1 < targets.shape[1])
+                grads.append(grad.float())
+            grads = torch.stack(grads, dim=1)  # [B, K, C, h, w]
+            class_weights = None
+        else:
+            grads = None
+            class_weights = self.head_weight.float()[targets]  # [B, K, C]
+        with torch.autocast(device_type, enabled=False):
+            signed = self.method.function(acts, grads, class_weights)
+        self._leaf = None
+        return CamOutput(logits.detach(), signed.detach()), targets
+
+
+@dataclass
+class UpsampledMaps:
+    """Maps at network-input resolution, ``[B, K, H, W]`` float32.
+
+    Attributes:
+        normalised: the positive (or negative) map after ReLU, min-max normalised per map to [0, 1];
+            an empty map (constant) is all zero here.
+        raw: the signed map upsampled, not clipped, not normalised (relevance mass accuracy uses it).
+        empty: ``[B, K]`` bool, the map after ReLU was constant.
+        raw_max: ``[B, K]`` the maximum of the map after ReLU before normalisation (tells an empty map
+            from a weak one), at input resolution.
+    """
+
+    normalised: Tensor
+    raw: Tensor
+    empty: Tensor
+    raw_max: Tensor
+
+
+def upsample_and_normalise(signed_maps: Tensor, size: tuple[int, int], negative: bool = False) -> UpsampledMaps:
+    """Bilinear upsampling (``align_corners=False``) to ``size = (H, W)``, then ReLU and per-map min-max.
+
+    ``negative=True`` gives the counterfactual map ``ReLU(-x)``. ReLU commutes with nothing linear, so
+    the order follows definitions.md: the map is upsampled (linear), clipped, then normalised.
+    """
+    raw = F.interpolate(signed_maps.float(), size=size, mode="bilinear", align_corners=False)
+    clipped = (-raw if negative else raw).clamp(min=0)
+    low = clipped.amin(dim=(-2, -1), keepdim=True)
+    high = clipped.amax(dim=(-2, -1), keepdim=True)
+    spread = high - low
+    # Constant after ReLU (usually all zero): no peak, no shape. Relative test: bilinear weights sum to one
+    # only up to rounding, so a constant non-zero map may wobble in the last bits.
+    empty = spread <= 1e-6 * high.abs()
+    normalised = torch.where(empty, torch.zeros_like(clipped), (clipped - low) / torch.where(empty, torch.ones_like(spread), spread))
+    return UpsampledMaps(normalised, raw if not negative else -raw, empty[..., 0, 0], high[..., 0, 0])

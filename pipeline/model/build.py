@@ -1,0 +1,107 @@
+"""Building the model to audit: the built-in default, torchvision or timm by name, or any ``_target_``.
+
+Nothing is downloaded: a checkpoint is a local file loaded with ``torch.load(weights_only=True)``, and a
+request for published weights (``model.weights=DEFAULT``) is honoured only when the file is already in
+torch's local hub cache.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class BuiltModel:
+    """A model ready for the audit, with what the data side needs to know about it."""
+
+    module: nn.Module
+    class_keys: list[str] | None = None  # output order, when the checkpoint names its classes
+    mean: tuple[float, float, float] | None = None  # normalisation the weights expect, when known
+    std: tuple[float, float, float] | None = None
+    input_size: int | None = None
+    info: dict = field(default_factory=dict)
+
+
+def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a checkpoint safely: a bare state dict, or one nested under ``state_dict`` / ``model``.
+
+    ``module.`` prefixes (DataParallel / DDP) are stripped. Returns the state dict and the rest of the
+    checkpoint (e.g. ``classes``, ``mean``, ``std``) for metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.checkpoint={str(path)!r} does not exist")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    extra: dict = {}
+    state = checkpoint
+    if isinstance(checkpoint, dict):
+        for key in ("state_dict", "model"):
+            if key in checkpoint and isinstance(checkpoint[key], dict):
+                state = checkpoint[key]
+                extra = {k: v for k, v in checkpoint.items() if k != key}
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"model.checkpoint={str(path)!r} holds no state dict of tensors")
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return state, extra
+
+
+def infer_num_classes(state: dict[str, torch.Tensor]) -> int | None:
+    """The output width of the last 2-D weight in a state dict (the classifier), if any."""
+    matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return int(matrices[-1].shape[0]) if matrices else None
+
+
+def build_torchvision(name: str, num_classes: int | None, weights: str | None) -> nn.Module:
+    """A torchvision classification model by name, with weights only from the local cache."""
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError as error:
+        raise ValueError(f"model.name={name!r} is not a torchvision classification model") from error
+    if weights:
+        weights_enum = torchvision.models.get_model_weights(name)
+        chosen = weights_enum.DEFAULT if weights == "DEFAULT" else weights_enum[weights]
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(chosen.url)
+        if not cached.is_file():
+            raise ValueError(f"model.weights={weights} needs {cached.name}, which is not in the local cache "
+                             f"({cached.parent}); this tool never downloads: copy the file there or use model.checkpoint")
+        model = builder(weights=None, num_classes=len(chosen.meta["categories"]))
+        model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+        return model
+    return builder(weights=None, **({"num_classes": num_classes} if num_classes else {}))
+
+
+def build_timm(name: str, num_classes: int | None) -> nn.Module:
+    """A timm model by name (optional dependency), without pretrained weights."""
+    try:
+        import timm
+    except ImportError as error:
+        raise ValueError(f"model.name=timm:{name} needs timm: pip install 'cam-audit[timm]'") from error
+    try:
+        return timm.create_model(name, pretrained=False, **({"num_classes": num_classes} if num_classes else {}))
+    except RuntimeError as error:
+        raise ValueError(f"model.name=timm:{name} is not a timm model: {error}") from error
+
+
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], by_position: bool = False) -> None:
+    """Load a state dict strictly; ``by_position`` pairs tensors in order (same shapes, other names)."""
+    if by_position:
+        own = model.state_dict()
+        if len(own) != len(state):
+            raise ValueError(f"checkpoint has {len(state)} tensors, the model {len(own)}: cannot load by position")
+        mapped = {}
+        for (name, target), (source_name, tensor) in zip(own.items(), state.items()):
+            if target.shape != tensor.shape:
+                raise ValueError(f"checkpoint tensor {source_name} {tuple(tensor.shape)} does not fit {name} {tuple(target.shape)}")
+            mapped[name] = tensor
+        state = mapped
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

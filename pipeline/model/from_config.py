@@ -1,0 +1,76 @@
+"""The ``model`` config group -> a :class:`~pipeline.model.build.BuiltModel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+from pipeline.model.build import (BuiltModel, build_timm, build_torchvision, infer_num_classes, load_state_dict,
+                                  load_weights_into)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_model(model_cfg, num_classes: int, cache_dir: Path, data_cfg=None) -> BuiltModel:
+    """Build the model named by ``model_cfg`` (see ``conf/model/*.yaml``).
+
+    Raises:
+        ConfigError: naming the option when the model cannot be built or its weights cannot be loaded.
+    """
+    name = str(model_cfg.name)
+    try:
+        if model_cfg.get("_target_"):
+            import hydra.utils
+
+            module = hydra.utils.instantiate({"_target_": model_cfg._target_, **(model_cfg.get("kwargs") or {})})
+            built = BuiltModel(module)
+        elif name == "default":
+            built = _build_default(cache_dir, data_cfg)
+        elif name.startswith("timm:"):
+            module = build_timm(name[len("timm:"):], model_cfg.get("num_classes") or None)
+            cfg = getattr(module, "pretrained_cfg", {}) or {}
+            built = BuiltModel(module, mean=tuple(cfg["mean"]) if "mean" in cfg else None, std=tuple(cfg["std"]) if "std" in cfg else None)
+        else:
+            state_classes = None
+            if model_cfg.get("checkpoint") and not model_cfg.get("num_classes"):
+                state, _ = load_state_dict(model_cfg.checkpoint)
+                state_classes = infer_num_classes(state)
+            module = build_torchvision(name, model_cfg.get("num_classes") or state_classes, model_cfg.get("weights"))
+            built = BuiltModel(module, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, ImportError, FileNotFoundError) as error:
+        raise ConfigError("model.name", str(error)) from error
+    if model_cfg.get("checkpoint") and name != "default":
+        try:
+            state, extra = load_state_dict(model_cfg.checkpoint)
+            load_weights_into(built.module, state, by_position=bool(model_cfg.get("load_by_position")))
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            raise ConfigError("model.checkpoint", str(error).splitlines()[0]) from error
+        built.info["checkpoint"] = str(model_cfg.checkpoint)
+    if model_cfg.get("mean"):
+        built.mean = tuple(model_cfg.mean)
+    if model_cfg.get("std"):
+        built.std = tuple(model_cfg.std)
+    built.mean = built.mean or IMAGENET_MEAN
+    built.std = built.std or IMAGENET_STD
+    built.info["name"] = name
+    return built
+
+
+def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:
+    """The built-in CNN, trained on the synthetic training split on first use and cached."""
+    import torch
+
+    from pipeline.defaults import synthetic_spec
+    from pipeline.model.default_cnn import AuditNet
+    from pipeline.model.train_default import ensure_default_model
+
+    spec = synthetic_spec(data_cfg.synthetic if data_cfg is not None and "synthetic" in data_cfg else None)
+    path = ensure_default_model(Path(cache_dir), spec)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    module = AuditNet(num_classes=len(checkpoint["classes"]))
+    module.load_state_dict(checkpoint["state_dict"])
+    return BuiltModel(module, class_keys=list(checkpoint["classes"]), mean=tuple(checkpoint["mean"]), std=tuple(checkpoint["std"]),
+                      input_size=int(checkpoint["input_size"]), info={"checkpoint": str(path)})

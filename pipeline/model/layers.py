@@ -1,0 +1,67 @@
+"""Finding the target layer and the linear head of a model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def feature_map_candidates(model: nn.Module, input_size: int, device: torch.device | str = "cpu") -> list[tuple[str, tuple[int, ...]]]:
+    """Modules whose output is a 4-D map ``[B, C, h, w]`` with ``h, w > 1``, in execution order.
+
+    A forward hook fires when a module *finishes*, so a container comes after its children: the last
+    entry is the outermost module that produced the last spatial map (e.g. ``layer4`` of a ResNet).
+    """
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(mod, inputs, output, name=name):
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] > 1 and output.shape[-2] > 1:
+                seen.append((name, tuple(output.shape[1:])))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: torch.device | str = "cpu") -> tuple[str, nn.Module]:
+    """The target layer by dotted name, or ``"auto"``: the last module producing a spatial map.
+
+    Raises:
+        ValueError: naming the candidates when ``name`` is not a module or does not output a map.
+    """
+    candidates = feature_map_candidates(model, input_size, device)
+    names = [candidate for candidate, _ in candidates]
+    if name == "auto":
+        if not candidates:
+            raise ValueError("cam.target_layer=auto found no module that outputs a [B, C, h, w] map with h, w > 1")
+        name = names[-1]
+    modules = dict(model.named_modules())
+    if name not in modules or name not in names:
+        shown = ", ".join(names[-12:]) or "none"
+        raise ValueError(f"cam.target_layer={name!r} is not a module with a spatial [B, C, h, w] output; "
+                         f"candidates (last 12 of {len(names)}): {shown}")
+    return name, modules[name]
+
+
+def find_linear_head(model: nn.Module, channels: int) -> torch.Tensor | None:
+    """The weight ``[num_classes, channels]`` of the last ``nn.Linear`` taking ``channels`` inputs.
+
+    CAM is only defined for global-average-pool + linear heads; this returns the weights of such a head
+    when the last linear layer's input width equals the target layer's channel count, else None.
+    """
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    if last is None or last.in_features != channels:
+        return None
+    return last.weight.detach()

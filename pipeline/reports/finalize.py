@@ -1,0 +1,151 @@
+"""End of a run: merge the parts, write ``classes.parquet`` and ``summary.json``, print the summary.
+
+Dataset-level numbers (definitions.md):
+- accuracy: share of scored images whose prediction is the true class;
+- pointing-game accuracy: per class hits / (hits + misses) of the true-class map, then the mean over
+  classes (TorchRay); images with an empty map or no box in the input are left out;
+- GT-known localisation accuracy: share of images whose true-class map is localised (IoU >= 0.5 at the
+  first tau); top-1 localisation accuracy: share correctly classified **and** localised (ILSVRC);
+  images without a box in the input are left out of both;
+- energy in box and energy lift: means over images with a box (1.0 lift = no better than uniform).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
+from pipeline.reports.schema import ERRORS_SCHEMA
+
+
+def package_versions() -> dict[str, str]:
+    import cv2
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "pyarrow": pa.__version__, "pandas": pd.__version__, "opencv": cv2.__version__}
+
+
+def _tau_key(cfg) -> str:
+    return f"tau{int(round(float(cfg.scores.taus[0]) * 100)):03d}"
+
+
+def _mean(series: pd.Series) -> float:
+    values = series.dropna()
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def dataset_scores(frame: pd.DataFrame, map_name: str, tau: str) -> dict[str, float]:
+    """Headline numbers of one map (``true`` or ``pred``) over the rows of ``frame``."""
+    hits = frame[f"{map_name}_pointing_hit"]
+    per_class = frame.assign(hit=hits).dropna(subset=["hit"]).groupby("label")["hit"].mean()
+    localised = frame[f"{map_name}_localised_{tau}"]
+    has_box = localised.notna()
+    return {
+        "energy_in_box": _mean(frame[f"{map_name}_energy_in_box"]),
+        "energy_lift": _mean(frame[f"{map_name}_energy_lift"]),
+        "pointing_game_accuracy": float(per_class.mean()) if len(per_class) else float("nan"),
+        "relevance_rank_accuracy": _mean(frame[f"{map_name}_relevance_rank_accuracy"]),
+        "gt_known_localisation_accuracy": float(localised[has_box].mean()) if has_box.any() else float("nan"),
+        "top1_localisation_accuracy": float((localised[has_box].astype(bool) & frame.loc[has_box, "correct"]).mean()) if has_box.any() else float("nan"),
+        "empty_maps": int(frame[f"{map_name}_empty"].sum()),
+    }
+
+
+def class_table(frame: pd.DataFrame, tau: str) -> pd.DataFrame:
+    """Per true class: count, accuracy, mean scores of the true-class maps, pointing and localisation."""
+    rows = []
+    for (label, name), group in frame.groupby(["label", "label_name"], sort=True):
+        scores = dataset_scores(group, "true", tau)
+        rows.append({"label": int(label), "label_name": name, "count": len(group), "accuracy": float(group["correct"].mean()),
+                     "mean_confidence": float(group["confidence"].mean()), **{f"true_{k}": v for k, v in scores.items()},
+                     "pred_energy_in_box": _mean(group["pred_energy_in_box"])})
+    return pd.DataFrame(rows)
+
+
+def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
+    """Accuracy and energy in box of both maps per value of a metadata column (e.g. marker_present)."""
+    out = []
+    for value, group in frame.groupby(column, dropna=False):
+        out.append({column: value.item() if hasattr(value, "item") else value, "count": len(group),
+                    "accuracy": float(group["correct"].mean()),
+                    "pred_energy_in_box": _mean(group["pred_energy_in_box"]), "true_energy_in_box": _mean(group["true_energy_in_box"]),
+                    "pred_energy_lift": _mean(group["pred_energy_lift"]), "pred_pointing_hit": _mean(group["pred_pointing_hit"])})
+    return out
+
+
+def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_scored: int, loop_seconds: float,
+                 total_seconds: float) -> dict:
+    """Merge parts into the final tables, write the per-class table and the summary; returns the summary."""
+    from pipeline.run import definition_choices, resolved_config, write_json_atomic
+
+    parts_dir = run_dir / "parts"
+    choices = definition_choices(cfg)
+    metadata = {"cam_audit.config": resolved_config(cfg), "cam_audit.classes": json.dumps(list(setup.classes.names)),
+                "cam_audit.class_keys": json.dumps(list(setup.classes.keys)), "cam_audit.versions": json.dumps(package_versions()),
+                "cam_audit.definitions": json.dumps(choices), "cam_audit.target_layer": setup.target_layer}
+    n_rows = merge_parts(list_parts(parts_dir, "samples"), run_dir / "samples.parquet", samples_schema, metadata)
+    n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, metadata)
+    frame = pd.read_parquet(run_dir / "samples.parquet")
+    errors = pd.read_parquet(run_dir / "errors.parquet")
+    tau = _tau_key(cfg)
+    classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
+    write_table_atomic(pa.Table.from_pandas(classes, preserve_index=False), run_dir / "classes.parquet")
+    groups = {c: group_table(frame, c) for c in cfg.report.group_by if c in frame.columns}
+    summary = {
+        "run_dir": str(run_dir), "images": n_rows, "errors": n_errors,
+        "errors_by_stage": errors.groupby(["stage", "error_type"]).size().rename("n").reset_index().to_dict("records") if n_errors else [],
+        "accuracy": float(frame["correct"].mean()) if n_rows else float("nan"),
+        "true_class_maps": dataset_scores(frame, "true", tau) if n_rows else {},
+        "predicted_class_maps": dataset_scores(frame, "pred", tau) if n_rows else {},
+        "images_without_box_in_input": int((frame["n_boxes"] == 0).sum()) if n_rows else 0,
+        "images_per_second": images_scored / loop_seconds if loop_seconds > 0 else float("nan"),
+        "images_scored_this_invocation": images_scored, "seconds": round(total_seconds, 2),
+        "groups": groups, "lowest_energy_predicted_classes": lowest_energy_predictions(frame),
+        "model": setup.model.info, "target_layer": setup.target_layer, "definitions": choices,
+    }
+    write_json_atomic(run_dir / "summary.json", summary)
+    print(render_summary(summary))
+    return summary
+
+
+def lowest_energy_predictions(frame: pd.DataFrame, top: int = 3) -> list[dict]:
+    """Predicted classes whose maps sit least on the object: where a shortcut is most likely."""
+    if not len(frame):
+        return []
+    grouped = frame.groupby("pred_name").agg(count=("id", "size"), pred_energy_lift=("pred_energy_lift", "mean"),
+                                             pred_energy_in_box=("pred_energy_in_box", "mean"))
+    grouped = grouped[grouped["count"] >= 5].sort_values("pred_energy_lift").head(top)
+    return [{"pred_name": name, **{k: float(v) for k, v in row.items()}} for name, row in grouped.iterrows()]
+
+
+def render_summary(summary: dict) -> str:
+    """A few lines a person reads at the end of the run."""
+    def pct(value) -> str:
+        return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
+
+    true = summary.get("true_class_maps") or {}
+    lines = [
+        f"Audit of {summary['images']} images in {summary['seconds']:.1f}s ({summary['images_per_second']:.1f} images/s scored), "
+        f"{summary['errors']} skipped",
+        f"  accuracy {pct(summary['accuracy'])} | true-class maps: energy in box {true.get('energy_in_box', float('nan')):.3f}, "
+        f"lift {true.get('energy_lift', float('nan')):.2f}, pointing game {pct(true.get('pointing_game_accuracy'))}, "
+        f"GT-known loc. {pct(true.get('gt_known_localisation_accuracy'))}, top-1 loc. {pct(true.get('top1_localisation_accuracy'))}",
+    ]
+    for entry in summary["errors_by_stage"]:
+        lines.append(f"  skipped at {entry['stage']}: {entry['n']} x {entry['error_type']}")
+    for column, rows in summary["groups"].items():
+        for row in rows:
+            lines.append(f"  {column}={row[column]}: {row['count']} images, accuracy {pct(row['accuracy'])}, "
+                         f"predicted-class map energy in box {row['pred_energy_in_box']:.3f}")
+    for entry in summary["lowest_energy_predicted_classes"]:
+        lines.append(f"  when predicting {entry['pred_name']!r} the map's energy lift is {entry['pred_energy_lift']:.2f} "
+                     f"({int(entry['count'])} images): check what it looks at")
+    lines.append(f"  report: {summary['run_dir']}")
+    return "\n".join(lines)

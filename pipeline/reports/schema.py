@@ -1,0 +1,85 @@
+"""The columns of ``samples.parquet`` and ``errors.parquet``.
+
+``samples.parquet``, one row per scored image:
+- identity: ``id``, ``path``, ``label``/``label_name`` (true class), ``pred``/``pred_name``,
+  ``confidence`` (max softmax probability), ``prob_true``, ``correct``;
+- geometry: ``width``/``height`` (stored image), ``n_boxes`` (boxes inside the network input),
+  ``n_boxes_dropped`` (inverted, empty or outside the input: an image with none left has NaN box scores);
+- per map ``m`` in ``pred``, ``true`` (and ``top2``.. with ``cam.top_k``; ``neg_*`` with
+  ``cam.negative``): ``m_empty``, ``m_map_max`` and every score of :func:`pipeline.scores.score_map`
+  as ``m_<score>``;
+- the dataset's metadata columns (e.g. ``marker_present`` for the built-in default).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from pipeline.data.records import SampleRecord
+from pipeline.scores import score_map
+
+ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("stage", pa.string()),
+                           ("error_type", pa.string()), ("message", pa.string())])
+
+IDENTITY = [("id", pa.string()), ("path", pa.string()), ("label", pa.int32()), ("label_name", pa.string()),
+            ("pred", pa.int32()), ("pred_name", pa.string()), ("confidence", pa.float32()), ("prob_true", pa.float32()),
+            ("correct", pa.bool_()), ("width", pa.int32()), ("height", pa.int32()), ("n_boxes", pa.int32()),
+            ("n_boxes_dropped", pa.int32())]
+
+
+def score_names(cfg) -> list[str]:
+    """The keys :func:`score_map` returns for this configuration (from a 1-image dry call)."""
+    maps = torch.zeros(1, 4, 4)
+    scores = score_map(maps, maps, torch.ones(1, dtype=torch.bool), torch.tensor([[[0.0, 0.0, 2.0, 2.0]]]),
+                       torch.ones(1, 1, dtype=torch.bool), tolerance=float(cfg.scores.tolerance),
+                       taus=tuple(cfg.scores.taus), iou_threshold=float(cfg.scores.iou_threshold))
+    return list(scores)
+
+
+def samples_schema(setup, cfg) -> pa.Schema:
+    """The schema of the samples table for this run (fixed by the configuration, so parts of a resumed
+    run match)."""
+    fields = list(IDENTITY)
+    prefixes = [""] + (["neg_"] if cfg.cam.negative else [])
+    for prefix in prefixes:
+        for name in setup.map_names:
+            if name.startswith("top"):
+                fields.append((f"{prefix}{name}_class", pa.int32()))
+            fields += [(f"{prefix}{name}_empty", pa.bool_()), (f"{prefix}{name}_map_max", pa.float32())]
+            for score in score_names(cfg):
+                kind = pa.int32() if score.startswith("peak_") else pa.float32()
+                fields.append((f"{prefix}{name}_{score}", kind))
+    if setup.metadata is not None:
+        for column, dtype in setup.metadata.dtypes.items():
+            if column not in {f[0] for f in fields}:
+                fields.append((column, pa.from_numpy_dtype(dtype) if dtype != object else pa.string()))
+    return pa.schema(fields)
+
+
+def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict[str, pa.Array]:
+    """Per-record columns known before decoding (id, path, label, metadata), as Arrow arrays to ``take``
+    rows from by batch index."""
+    names = np.asarray(setup.classes.names, dtype=object)
+    labels = np.asarray([r.label for r in records], dtype=np.int64)
+    arrays = {
+        "id": pa.array([r.sample_id for r in records], pa.string()),
+        "path": pa.array([r.image_path for r in records], pa.string()),
+        "label": pa.array(labels.astype(np.int32)),
+        "label_name": pa.array(names[labels] if len(records) else [], pa.string()),
+    }
+    if setup.metadata is not None:
+        frame = setup.metadata.reindex(pd.Index([r.sample_id for r in records], dtype=object))
+        for column in setup.metadata.columns:
+            arrays[column] = pa.array(frame[column].to_numpy(), type=schema.field(column).type, from_pandas=True)
+    return arrays
+
+
+def error_rows(entries: list[tuple[SampleRecord, str, str, str]]) -> pa.Table:
+    """Rows of ``errors.parquet`` from ``(record, stage, error type, message)``."""
+    return pa.table({
+        "id": [r.sample_id for r, *_ in entries], "path": [r.image_path for r, *_ in entries],
+        "stage": [e[1] for e in entries], "error_type": [e[2] for e in entries], "message": [str(e[3]) for e in entries],
+    }, schema=ERRORS_SCHEMA)

@@ -1,0 +1,282 @@
+"""Orchestration: one image from the loader to its Parquet row.
+
+``prepare`` checks the whole configuration and builds everything before any work starts (a bad option
+is a :class:`~pipeline.errors.ConfigError`); ``run_audit`` streams the batches through the engine and
+the scores, writes rows and overlays as it goes, and ``pipeline.reports.finalize`` merges the parts and
+writes the summary. Follow one batch in :func:`audit_batch`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples
+from pipeline.data.records import ClassList, SampleRecord
+from pipeline.errors import ConfigError, TooManyFailures
+from pipeline.maps.engine import CamEngine, upsample_and_normalise
+from pipeline.maps.methods import get_method
+from pipeline.model.build import BuiltModel
+from pipeline.model.from_config import build_model
+from pipeline.model.layers import find_linear_head, resolve_target_layer
+from pipeline.reports import schema as report_schema
+from pipeline.reports.finalize import finalize_run
+from pipeline.reports.overlays import save_overlays
+from pipeline.reports.parts import PartWriter, list_parts, read_column
+from pipeline.scores import score_map
+from pipeline.sources import load_records, read_metadata
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class AuditSetup:
+    """Everything a run needs, built and checked before the first batch."""
+
+    records: list[SampleRecord]
+    classes: ClassList
+    metadata: object  # pandas DataFrame indexed by id, or None
+    model: BuiltModel
+    target_layer: str
+    engine: CamEngine
+    device: torch.device
+    preprocess: PreprocessSpec
+    map_names: list[str]
+
+
+def resolve_device(option: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an explicit ``cuda`` without a GPU is an error."""
+    if option == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if option.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("runtime.device", f"{option} was asked for but no CUDA GPU is available; use auto or cpu")
+    if option not in ("cpu",) and not option.startswith("cuda"):
+        raise ConfigError("runtime.device", f"unknown device {option!r}; use auto, cpu or cuda[:N]")
+    return torch.device(option)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before any work when the output folder cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError("hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written ({error.strerror or error})") from error
+
+
+def map_names_for(cam_cfg) -> list[str]:
+    """Names of the maps made per image: ``pred``, ``true``, then ``top2``..``topK``."""
+    return ["pred", "true"] + [f"top{k}" for k in range(2, int(cam_cfg.top_k) + 1)]
+
+
+def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
+    """Check the configuration and build the data index, model and engine. Raises ConfigError."""
+    if cfg.runtime.precision not in PRECISIONS:
+        raise ConfigError("runtime.precision", f"unknown precision {cfg.runtime.precision!r}; use fp32, bf16 or fp16")
+    if int(cfg.runtime.batch_size) < 1:
+        raise ConfigError("runtime.batch_size", "must be at least 1")
+    if int(cfg.cam.top_k) < 1:
+        raise ConfigError("cam.top_k", "must be at least 1")
+    try:
+        method = get_method(cfg.cam.method)
+    except ValueError as error:
+        raise ConfigError("cam.method", str(error).split(": ", 1)[-1]) from error
+    device = resolve_device(str(cfg.runtime.device))
+    check_writable(run_dir)
+    cache_dir = Path(cfg.cache_dir)
+    records, classes, metadata_path = load_records(cfg.data, cache_dir)
+    metadata = read_metadata(metadata_path)
+    built = build_model(cfg.model, len(classes), cache_dir, cfg.data)
+    module = built.module.to(device).eval()
+    size = int(cfg.data.preprocess.size)
+    try:
+        target_name, layer = resolve_target_layer(module, str(cfg.model.target_layer), size, device)
+    except ValueError as error:
+        raise ConfigError("model.target_layer", str(error).split(": ", 1)[-1]) from error
+    with torch.no_grad():
+        outputs = module(torch.zeros(1, 3, size, size, device=device))
+    if outputs.dim() != 2 or outputs.shape[1] != len(classes):
+        raise ConfigError("data.classes", f"the model has {tuple(outputs.shape[1:])} outputs but the class list has {len(classes)} classes")
+    if built.class_keys is not None and list(built.class_keys) != list(classes.keys) and list(built.class_keys) != list(classes.names):
+        raise ConfigError("data.classes", "the class list differs from the classes the checkpoint was trained on")
+    head = None
+    if method.needs_head_weights:
+        channels = target_channels(module, layer, size, device)
+        head = find_linear_head(module, channels)
+        if head is None:
+            raise ConfigError("cam.method", f"cam needs a global-average-pool + linear head after {target_name}; use gradcam")
+    engine = CamEngine(module, layer, method, str(cfg.cam.class_score), head, PRECISIONS[cfg.runtime.precision])
+    preprocess = PreprocessSpec(
+        mode=str(cfg.data.preprocess.mode), size=size, resize_size=cfg.data.preprocess.get("resize_size"),
+        interpolation=str(cfg.data.preprocess.interpolation), fill=int(cfg.data.preprocess.fill),
+        boxes_refer_to=str(cfg.data.preprocess.boxes_refer_to), check_annotated_size=bool(cfg.data.preprocess.check_annotated_size))
+    return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam))
+
+
+def target_channels(module: torch.nn.Module, layer: torch.nn.Module, size: int, device: torch.device) -> int:
+    """The target layer's channel count ``C``, from one dummy forward."""
+    seen: list[int] = []
+    handle = layer.register_forward_hook(lambda mod, inputs, output: seen.append(int(output.shape[1])))
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        handle.remove()
+    return seen[-1]
+
+
+def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], object]:
+    """The hot path for one batch, all on the device.
+
+    Args:
+        batch: from :func:`~pipeline.data.dataset.collate_samples`; ``image`` ``[B, 3, S, S]`` uint8.
+        labels: ``[B]`` long, true classes.
+    Returns:
+        columns: name -> ``[B]`` tensor on the device (predictions, every score of every map);
+        maps: the :class:`~pipeline.maps.engine.UpsampledMaps` (``[B, K, S, S]``), for overlays.
+    """
+    device = setup.device
+    mean = torch.tensor(setup.model.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(setup.model.std, device=device).view(1, 3, 1, 1)
+    images = (batch["image"].to(device, non_blocking=True).float() / 255.0 - mean) / std
+    boxes = batch["boxes"].to(device, non_blocking=True)
+    box_valid = batch["box_valid"].to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True)
+    top_k = int(cfg.cam.top_k)
+
+    def choose_targets(logits: torch.Tensor) -> torch.Tensor:
+        ranked = logits.topk(top_k, dim=1).indices  # [B, top_k]: pred first
+        return torch.cat([ranked[:, :1], labels[:, None], ranked[:, 1:]], dim=1)
+
+    output, targets = setup.engine.forward_then(images, choose_targets)
+    probs = output.logits.softmax(dim=1)
+    confidence, pred = probs.max(dim=1)
+    columns: dict[str, torch.Tensor] = {
+        "pred": pred, "confidence": confidence, "prob_true": probs.gather(1, labels[:, None])[:, 0],
+        "correct": (pred == labels).float(), "n_boxes": box_valid.sum(dim=1).float(),
+    }
+    size = (images.shape[-2], images.shape[-1])
+    maps = upsample_and_normalise(output.signed_maps, size)
+    variants = [("", maps)]
+    if cfg.cam.negative:
+        variants.append(("neg_", upsample_and_normalise(output.signed_maps, size, negative=True)))
+    for prefix, variant in variants:
+        for k, name in enumerate(setup.map_names):
+            if name.startswith("top"):
+                columns[f"{prefix}{name}_class"] = targets[:, k].float()
+            scores = score_map(variant.normalised[:, k], variant.raw[:, k], variant.empty[:, k], boxes, box_valid,
+                               tolerance=float(cfg.scores.tolerance), taus=tuple(cfg.scores.taus), iou_threshold=float(cfg.scores.iou_threshold))
+            columns[f"{prefix}{name}_empty"] = variant.empty[:, k].float()
+            columns[f"{prefix}{name}_map_max"] = variant.raw_max[:, k]
+            for score, values in scores.items():
+                columns[f"{prefix}{name}_{score}"] = values.float()
+    return columns, maps
+
+
+def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: AuditSetup, todo_arrays: dict[str, pa.Array],
+                     schema: pa.Schema) -> pa.Table:
+    """One copy of the ``[B]`` score vectors to the host, then an Arrow table of rows."""
+    names = list(columns)
+    matrix = torch.stack([columns[n].float() for n in names]).cpu().numpy()  # [n_columns, B]: one transfer
+    positions = pa.array(batch["index"].numpy())
+    data = {key: array.take(positions) for key, array in todo_arrays.items()}
+    for row, name in enumerate(names):
+        data[name] = matrix[row]
+    data["pred_name"] = pa.array(np.asarray(setup.classes.names, dtype=object)[matrix[names.index("pred")].astype(np.int64)])
+    for key in ("width", "height", "n_boxes_dropped"):
+        data[key] = batch[key].numpy()
+    return pa.table({field.name: data[field.name] for field in schema}).cast(schema)
+
+
+def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run (or resume) a whole audit into ``run_dir``; returns the summary."""
+    started = time.perf_counter()
+    setup = prepare(cfg, run_dir)
+    parts_dir = run_dir / "parts"
+    existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
+    if existing and not cfg.resume:
+        raise ConfigError("resume", f"{run_dir} already holds a run ({len(existing)} parts); set resume=true to finish it, or choose a new hydra.run.dir")
+    done = set(read_column(list_parts(parts_dir, "samples"), "id")) | set(read_column(list_parts(parts_dir, "errors"), "id"))
+    rank, rows_per_part = int(cfg.runtime.get("rank", 0)), int(cfg.report.rows_per_part)
+    samples_schema = report_schema.samples_schema(setup, cfg)
+    sample_writer = PartWriter(parts_dir, "samples", samples_schema, rank, rows_per_part)
+    error_writer = PartWriter(parts_dir, "errors", report_schema.ERRORS_SCHEMA, rank, rows_per_part)
+
+    todo = [r for r in setup.records if r.sample_id not in done]
+    index_errors = [r for r in todo if r.problem]
+    if index_errors:
+        error_writer.add(report_schema.error_rows([(r, "index", "BadAnnotation", r.problem) for r in index_errors]))
+    todo = [r for r in todo if not r.problem]
+    todo_arrays = report_schema.record_arrays(todo, setup, samples_schema)
+    labels_all = torch.tensor([r.label for r in todo], dtype=torch.long)
+
+    overlay_mode = str(cfg.report.overlays)
+    overlay_dir = run_dir / "overlays"
+    loader = DataLoader(AuditDataset(todo, setup.preprocess), batch_size=int(cfg.runtime.batch_size), shuffle=False,
+                        num_workers=int(cfg.runtime.num_workers), pin_memory=setup.device.type == "cuda",
+                        collate_fn=collate_samples, persistent_workers=False)
+    n_failed, n_done = len(index_errors), 0
+    max_fraction, min_seen = float(cfg.runtime.max_error_fraction), int(cfg.runtime.min_samples_for_error_check)
+    progress = tqdm(total=len(todo), unit="img", disable=not cfg.runtime.progress, dynamic_ncols=True)
+    loop_started = time.perf_counter()
+    for batch in loader:
+        if batch["failures"]:
+            error_writer.add(report_schema.error_rows([(todo[f["index"]], f["stage"], f["error_type"], f["error"]) for f in batch["failures"]]))
+            n_failed += len(batch["failures"])
+        if batch["index"].numel():
+            columns, maps = audit_batch(setup, cfg, batch, labels_all[batch["index"]])
+            table = columns_to_table(columns, batch, setup, todo_arrays, samples_schema)
+            sample_writer.add(table)
+            if overlay_mode != "none":
+                save_overlays(overlay_dir, table, batch, maps, columns, setup, only_misclassified=overlay_mode == "misclassified")
+        n_done += batch["index"].numel() + len(batch["failures"])
+        progress.update(batch["index"].numel() + len(batch["failures"]))
+        seen = n_done + len(index_errors)
+        if seen >= min_seen and n_failed > max_fraction * seen:
+            sample_writer.flush()
+            error_writer.flush()
+            raise TooManyFailures(f"{n_failed} of {seen} samples failed, more than runtime.max_error_fraction={max_fraction}; "
+                                  f"see {parts_dir}/errors-*.parquet. Rows written so far are kept (resume=true continues).")
+    progress.close()
+    sample_writer.flush()
+    error_writer.flush()
+    elapsed = time.perf_counter() - loop_started
+    return finalize_run(run_dir, cfg, setup, samples_schema, images_scored=n_done, loop_seconds=elapsed,
+                        total_seconds=time.perf_counter() - started)
+
+
+def resolved_config(cfg: DictConfig) -> str:
+    """The run's resolved configuration as YAML, for the report metadata."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def definition_choices(cfg: DictConfig) -> dict:
+    """Every choice behind the numbers, for the report metadata and the summary."""
+    return {
+        "cam_method": str(cfg.cam.method), "class_score": str(cfg.cam.class_score),
+        "map_postprocess": "bilinear upsample (align_corners=False) to the network input, ReLU, per-map min-max",
+        "empty_map": "constant after ReLU: peak-based scores NaN",
+        "energy_in_box_map": "min-max normalised positive map", "relevance_mass_map": "raw signed upsampled map",
+        "pointing_tolerance_px": float(cfg.scores.tolerance), "taus": [float(t) for t in cfg.scores.taus],
+        "component_connectivity": 8, "localised_iou": float(cfg.scores.iou_threshold),
+        "coordinate_space": "network input (pixel-edge, boxes transformed with the image and clipped)",
+        "preprocess": OmegaConf.to_container(cfg.data.preprocess, resolve=True),
+        "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",
+    }
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)

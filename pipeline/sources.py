@@ -1,0 +1,101 @@
+"""Turn the ``data`` config group into sample records and a class list.
+
+Every source (built-in synthetic, ILSVRC/VOC XML, COCO JSON, manifest) ends as the same list of
+:class:`~pipeline.data.records.SampleRecord`; ids are unique afterwards (duplicates become problem
+records) and paths cannot leave the data root unless ``data.allow_outside_root`` is set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.data.records import ClassList, SampleRecord, empty_boxes, read_class_file
+from pipeline.errors import ConfigError
+
+
+def _existing(option: str, value, kind: str = "dir") -> Path:
+    if value in (None, "", "???"):
+        raise ConfigError(option, "is required for this data source")
+    path = Path(str(value)).expanduser()
+    if (kind == "dir" and not path.is_dir()) or (kind == "file" and not path.is_file()):
+        raise ConfigError(option, f"{kind == 'dir' and 'folder' or 'file'} {str(path)!r} does not exist")
+    return path
+
+
+def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassList, Path | None]:
+    """Read the dataset named by ``data_cfg``.
+
+    Returns the records (sorted by id; problems included), the class list, and the metadata file to join
+    (or None).
+    """
+    source = data_cfg.source
+    metadata = Path(data_cfg.metadata) if data_cfg.get("metadata") else None
+    if source == "synthetic":
+        from pipeline.data.synthetic import ensure_synthetic
+        from pipeline.defaults import synthetic_spec
+
+        root = ensure_synthetic(cache_dir, synthetic_spec(data_cfg.synthetic))
+        split = root / data_cfg.synthetic.split
+        classes = read_class_file(root / "classes.txt")
+        from pipeline.data.voc import read_voc
+
+        records = read_voc(split / "images", split / "annotations", classes)
+        metadata = metadata or (split / "metadata.csv")
+    elif source == "voc":
+        classes = read_class_file(_existing("data.classes", data_cfg.classes, "file"))
+        from pipeline.data.voc import read_voc
+
+        records = read_voc(_existing("data.images", data_cfg.images), _existing("data.annotations", data_cfg.annotations), classes)
+    elif source == "coco":
+        classes = read_class_file(_existing("data.classes", data_cfg.classes, "file"))
+        from pipeline.data.coco import read_coco
+
+        try:
+            records = read_coco(_existing("data.annotations", data_cfg.annotations, "file"), _existing("data.images", data_cfg.images),
+                                classes, allow_outside_root=bool(data_cfg.allow_outside_root))
+        except ValueError as error:
+            raise ConfigError("data.annotations", str(error)) from error
+    elif source == "manifest":
+        classes = read_class_file(_existing("data.classes", data_cfg.classes, "file"))
+        from pipeline.data.manifest import read_manifest
+
+        try:
+            records = read_manifest(_existing("data.manifest", data_cfg.manifest, "file"), classes,
+                                    allow_outside_root=bool(data_cfg.allow_outside_root))
+        except ValueError as error:
+            raise ConfigError("data.manifest", str(error)) from error
+    else:
+        raise ConfigError("data.source", f"unknown source {source!r}; choose synthetic, voc, coco or manifest")
+    if metadata is not None and not metadata.is_file():
+        raise ConfigError("data.metadata", f"file {str(metadata)!r} does not exist")
+    records = mark_duplicates(sorted(records, key=lambda r: r.sample_id))
+    if data_cfg.get("limit"):
+        records = records[: int(data_cfg.limit)]
+    return records, classes, metadata
+
+
+def mark_duplicates(records: list[SampleRecord]) -> list[SampleRecord]:
+    """Keep the first record of each id; later ones become problem records with a unique id."""
+    seen: dict[str, int] = {}
+    out = []
+    for record in records:
+        count = seen.get(record.sample_id, 0)
+        seen[record.sample_id] = count + 1
+        if count:
+            record = SampleRecord(f"{record.sample_id}#dup{count}", record.image_path, record.label, empty_boxes(),
+                                  problem=f"duplicate id {record.sample_id!r}")
+        out.append(record)
+    return out
+
+
+def read_metadata(path: Path | None) -> pd.DataFrame | None:
+    """Per-sample columns to carry into the report (a CSV with an ``id`` column), indexed by id."""
+    if path is None:
+        return None
+    frame = pd.read_csv(path)
+    if "id" not in frame.columns:
+        raise ConfigError("data.metadata", f"{path} has no 'id' column")
+    frame["id"] = frame["id"].astype(str)
+    return frame.drop_duplicates("id").set_index("id")
