@@ -118,13 +118,15 @@ class UpsampledMaps:
 
 
 def upsample_and_normalise(signed_maps: Tensor, size: tuple[int, int], negative: bool = False) -> UpsampledMaps:
-    """Bilinear upsampling (``align_corners=False``) to ``size = (H, W)``, then ReLU and per-map min-max.
+    """ReLU at the map's own resolution (it is part of the map's definition, ``M = ReLU(sum_k w_k A_k)``),
+    bilinear upsampling (``align_corners=False``) to ``size = (H, W)``, then per-map min-max.
 
-    ``negative=True`` gives the counterfactual map ``ReLU(-x)``. ReLU commutes with nothing linear, so
-    the order follows definitions.md: the map is upsampled (linear), clipped, then normalised.
+    ``negative=True`` gives the counterfactual map ``ReLU(-x)``. ``raw`` is the signed map upsampled
+    without clipping (sign flipped for the negative map), for relevance mass accuracy.
     """
-    raw = F.interpolate(signed_maps.float(), size=size, mode="bilinear", align_corners=False)
-    clipped = (-raw if negative else raw).clamp(min=0)
+    signed_maps = signed_maps.float()
+    clipped = F.interpolate((-signed_maps if negative else signed_maps).clamp(min=0), size=size, mode="bilinear", align_corners=False)
+    raw = F.interpolate(-signed_maps if negative else signed_maps, size=size, mode="bilinear", align_corners=False)
     low = clipped.amin(dim=(-2, -1), keepdim=True)
     high = clipped.amax(dim=(-2, -1), keepdim=True)
     spread = high - low
@@ -132,4 +134,4 @@ def upsample_and_normalise(signed_maps: Tensor, size: tuple[int, int], negative:
     # only up to rounding, so a constant non-zero map may wobble in the last bits.
     empty = spread <= 1e-6 * high.abs()
     normalised = torch.where(empty, torch.zeros_like(clipped), (clipped - low) / torch.where(empty, torch.ones_like(spread), spread))
-    return UpsampledMaps(normalised, raw if not negative else -raw, empty[..., 0, 0], high[..., 0, 0])
+    return UpsampledMaps(normalised, raw, empty[..., 0, 0], high[..., 0, 0])

@@ -37,15 +37,20 @@ def gradcam(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None) ->
     return _weighted_sum(acts, grads.mean(dim=(-2, -1)))
 
 
-def gradcampp(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None) -> Tensor:
+def gradcampp(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None, eps: float = 0.0) -> Tensor:
     """Grad-CAM++ (Chattopadhay et al., arXiv 1710.11063, eq. 19):
     ``alpha = g^2 / (2 g^2 + sum_ab A_ab g^3)`` (0 where the denominator is 0),
     ``w_k = sum_ij alpha_kij ReLU(g_kij)``. The ``exp(S)`` factor is one constant per map and cancels
-    after normalisation."""
+    after normalisation.
+
+    ``eps`` is added to the denominator only to reproduce pytorch-grad-cam, which uses 1e-6: with logit
+    gradients of order 1e-3 (a 7x7 map under global average pooling) that constant is as large as
+    ``2 g^2`` and moves the normalised map by up to 0.03 (measured on EfficientNet-Lite0 in
+    tests/test_oracle_gradcam.py). The product follows the paper (``eps = 0``)."""
     g2 = grads.pow(2)
     g3 = grads.pow(3)
     act_sum = acts.sum(dim=(-2, -1))[:, None, :, None, None]  # [B, 1, C, 1, 1]
-    denominator = 2 * g2 + act_sum * g3
+    denominator = 2 * g2 + act_sum * g3 + eps
     alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), torch.zeros_like(g2))
     weights = (alpha * grads.clamp(min=0)).sum(dim=(-2, -1))
     return _weighted_sum(acts, weights)
