@@ -165,6 +165,7 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
     columns: dict[str, torch.Tensor] = {
         "pred": pred, "confidence": confidence, "prob_true": probs.gather(1, labels[:, None])[:, 0],
         "correct": (pred == labels).float(), "n_boxes": box_valid.sum(dim=1).float(),
+        "no_box_in_input": (~box_valid.any(dim=1)).float(),
     }
     size = (images.shape[-2], images.shape[-1])
     maps = upsample_and_normalise(output.signed_maps, size)
@@ -265,7 +266,7 @@ def definition_choices(cfg: DictConfig) -> dict:
     """Every choice behind the numbers, for the report metadata and the summary."""
     return {
         "cam_method": str(cfg.cam.method), "class_score": str(cfg.cam.class_score),
-        "map_postprocess": "bilinear upsample (align_corners=False) to the network input, ReLU, per-map min-max",
+        "map_postprocess": "ReLU at the layer's resolution, bilinear upsample (align_corners=False) to the network input, per-map min-max",
         "empty_map": "constant after ReLU: peak-based scores NaN",
         "energy_in_box_map": "min-max normalised positive map", "relevance_mass_map": "raw signed upsampled map",
         "pointing_tolerance_px": float(cfg.scores.tolerance), "taus": [float(t) for t in cfg.scores.taus],

@@ -59,7 +59,8 @@ class SyntheticSpec:
         n_train: number of training images.
         n_audit: number of audit images.
         min_side: smallest image width or height, in pixels.
-        max_side: largest image width or height, in pixels (each side is drawn independently).
+        max_side: largest image width or height, in pixels (each side is drawn independently ...).
+        max_image_aspect: ... then the longer side is cut to at most this many times the shorter one.
         class_names: class names in model-output order; each must be a shape known to this module.
         marker_class: the class that carries the marker in the training split.
         marker_prob_train: fraction of ``marker_class`` training images that carry the marker.
@@ -71,6 +72,8 @@ class SyntheticSpec:
         two_instance_prob: probability that an image shows two instances of its class.
         min_object_scale: smallest object size as a fraction of the image's shorter side.
         max_object_scale: largest object size as a fraction of the image's shorter side.
+        max_object_aspect: objects are stretched by a random aspect ratio in [1 / this, this].
+        max_rotation_deg: objects are rotated by a random angle in [-this, this] degrees from upright.
         clutter: draw background clutter and noise (False gives flat backgrounds, for tests).
         jpeg_quality: JPEG quality of the written images (0-100).
         version: bump when the drawing code changes, so cached datasets are regenerated.
@@ -90,8 +93,11 @@ class SyntheticSpec:
     marker_cell_px: int = 4
     marker_margin: int = 4
     two_instance_prob: float = 0.15
-    min_object_scale: float = 0.25
+    max_image_aspect: float = 1.5
+    min_object_scale: float = 0.3
     max_object_scale: float = 0.6
+    max_object_aspect: float = 1.35
+    max_rotation_deg: float = 20.0
     clutter: bool = True
     jpeg_quality: int = 90
     version: int = 1
@@ -316,7 +322,9 @@ def _place_objects(
     for x0, y0, x1, y1 in _regions(rng, width, height, count):
         room = min(x1 - x0, y1 - y0) - 4
         scale = rng.uniform(spec.min_object_scale, spec.max_object_scale) * (0.75 if count > 1 else 1.0)
-        polygons = _shape_vertices(shape, 0.5 * scale * short, rng.uniform(0.65, 1.55), rng.uniform(0, 2 * np.pi))
+        aspect = float(np.exp(rng.uniform(-1.0, 1.0) * np.log(spec.max_object_aspect)))
+        angle = np.deg2rad(rng.uniform(-spec.max_rotation_deg, spec.max_rotation_deg))
+        polygons = _shape_vertices(shape, 0.5 * scale * short, aspect, angle)
         low, high = _extent(polygons)
         span = float((high - low).max())
         shrink = min(1.0, cap / span, room / span)
@@ -365,14 +373,25 @@ def _draw_marker(image: np.ndarray, x: int, y: int, cells: int, cell_px: int, rn
     image[y : y + side, x : x + side] = board[..., None]
 
 
+def _image_size(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[int, int]:
+    """Random ``(width, height)``: each side in [min_side, max_side], aspect ratio at most max_image_aspect.
+
+    The cap matters because the model's input resizes every image to a square: very elongated images
+    would squash their shapes beyond recognition.
+    """
+    width = int(rng.integers(spec.min_side, spec.max_side + 1))
+    height = int(rng.integers(spec.min_side, spec.max_side + 1))
+    longest = int(min(width, height) * spec.max_image_aspect)
+    return min(width, longest), min(height, longest)
+
+
 def render_sample(spec: SyntheticSpec, label: int, with_marker: bool, rng: np.random.Generator) -> DrawnSample:
     """Draw one image of class ``class_names[label]`` (optionally with the marker) from ``rng``.
 
     Returns the ``[H, W, 3]`` uint8 RGB image with exact pixel-edge boxes (tight around each instance's
     coverage mask) and the marker box. Order of drawing: background and clutter, objects, marker, noise.
     """
-    width = int(rng.integers(spec.min_side, spec.max_side + 1))
-    height = int(rng.integers(spec.min_side, spec.max_side + 1))
+    width, height = _image_size(rng, spec)
     count = 2 if rng.random() < spec.two_instance_prob else 1
     image, base = _background(rng, width, height, spec.clutter)
     for _ in range(100):

@@ -4,7 +4,8 @@
 - identity: ``id``, ``path``, ``label``/``label_name`` (true class), ``pred``/``pred_name``,
   ``confidence`` (max softmax probability), ``prob_true``, ``correct``;
 - geometry: ``width``/``height`` (stored image), ``n_boxes`` (boxes inside the network input),
-  ``n_boxes_dropped`` (inverted, empty or outside the input: an image with none left has NaN box scores);
+  ``n_boxes_dropped`` (inverted, empty or outside the input), ``no_box_in_input`` (flag: no box is left,
+  e.g. the object lies outside the centre crop; its box scores are NaN, not 0);
 - per map ``m`` in ``pred``, ``true`` (and ``top2``.. with ``cam.top_k``; ``neg_*`` with
   ``cam.negative``): ``m_empty``, ``m_map_max`` and every score of :func:`pipeline.scores.score_map`
   as ``m_<score>``;
@@ -27,7 +28,7 @@ ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("stage",
 IDENTITY = [("id", pa.string()), ("path", pa.string()), ("label", pa.int32()), ("label_name", pa.string()),
             ("pred", pa.int32()), ("pred_name", pa.string()), ("confidence", pa.float32()), ("prob_true", pa.float32()),
             ("correct", pa.bool_()), ("width", pa.int32()), ("height", pa.int32()), ("n_boxes", pa.int32()),
-            ("n_boxes_dropped", pa.int32())]
+            ("n_boxes_dropped", pa.int32()), ("no_box_in_input", pa.bool_())]
 
 
 def score_names(cfg) -> list[str]:

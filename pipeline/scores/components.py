@@ -177,7 +177,7 @@ def label_components(binary: torch.Tensor) -> torch.Tensor:
         after = runs.row * W + runs.x1 + 1
         diff.index_add_(0, first, lab)
         diff.index_add_(0, after, -lab)
-    return torch.cumsum(diff[:n], 0).view(B, H, W)
+    return diff.cumsum_(0)[:n].view(B, H, W)
 
 
 class _ComponentStats(NamedTuple):
