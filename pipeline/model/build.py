@@ -8,6 +8,7 @@ torch's local hub cache.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,13 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model.checkpoint={str(path)!r} does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # weights_only refuses any pickled Python object that is not a tensor or plain container: a
+        # checkpoint from an untrusted source can run code when unpickled, so we never retry without it.
+        reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise ValueError(f"model.checkpoint={str(path)!r} was refused: it holds Python objects, not only tensors ({reason})") from None
     extra: dict = {}
     state = checkpoint
     if isinstance(checkpoint, dict):

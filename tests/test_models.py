@@ -1,0 +1,109 @@
+"""Model zoo: torchvision/timm by name, checkpoints loaded safely, target layers, the CAM head."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pipeline.errors import ConfigError
+from pipeline.model.build import infer_num_classes, load_state_dict
+from pipeline.model.from_config import build_model
+from pipeline.model.layers import find_linear_head, resolve_target_layer
+
+
+def model_cfg(**values):
+    base = {"name": "resnet18", "checkpoint": None, "weights": None, "num_classes": None, "load_by_position": False,
+            "target_layer": "auto", "mean": None, "std": None}
+    return OmegaConf.create({**base, **values})
+
+
+@pytest.mark.parametrize("wrap", ["bare", "state_dict", "model", "ddp"])
+def test_checkpoint_layouts_load_and_give_the_same_logits(tmp_path, wrap):
+    import torchvision
+
+    reference = torchvision.models.resnet18(num_classes=7).eval()
+    state = reference.state_dict()
+    if wrap == "ddp":
+        saved = {f"module.{k}": v for k, v in state.items()}
+    elif wrap == "bare":
+        saved = state
+    else:
+        saved = {wrap: state, "epoch": 3}
+    path = tmp_path / "ckpt.pt"
+    torch.save(saved, path)
+    built = build_model(model_cfg(checkpoint=str(path)), 7, tmp_path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module.eval()(x), reference(x))
+    assert infer_num_classes(load_state_dict(path)[0]) == 7
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pickle executed",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Payload()}, path)
+    with pytest.raises(ConfigError) as error:
+        build_model(model_cfg(checkpoint=str(path), num_classes=10), 10, tmp_path)
+    assert error.value.option == "model.checkpoint"
+
+
+def test_published_weights_are_never_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    with pytest.raises(ConfigError, match="not in the local cache"):
+        build_model(model_cfg(weights="DEFAULT"), 1000, tmp_path)
+
+
+def test_unknown_model_name_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        build_model(model_cfg(name="resnet_does_not_exist"), 10, tmp_path)
+    assert error.value.option == "model.name"
+
+
+def test_auto_target_layer_and_wrong_name_lists_candidates():
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    name, module = resolve_target_layer(model, "auto", 64)
+    assert name == "layer4" and module is model.layer4
+    assert resolve_target_layer(model, "layer3.1", 64)[0] == "layer3.1"
+    with pytest.raises(ValueError, match="layer4"):
+        resolve_target_layer(model, "layer9", 64)
+    with pytest.raises(ValueError):
+        resolve_target_layer(model, "fc", 64)  # exists, but is not a spatial map
+
+
+def test_cam_head_found_for_gap_linear_heads_only():
+    import torchvision
+
+    resnet = torchvision.models.resnet18(num_classes=5)
+    assert find_linear_head(resnet, 512) is resnet.fc.weight or torch.equal(find_linear_head(resnet, 512), resnet.fc.weight)
+    assert find_linear_head(resnet, 256) is None  # a layer whose channels do not feed the head directly
+
+
+def test_timm_model_by_name(tmp_path):
+    pytest.importorskip("timm")
+    built = build_model(model_cfg(name="timm:resnet18", num_classes=4), 4, tmp_path)
+    with torch.no_grad():
+        assert built.module.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+    assert resolve_target_layer(built.module, "auto", 64)[0] == "layer4"
+
+
+class SmallNet(torch.nn.Module):
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_any_module_through_hydra_target(tmp_path):
+    cfg = model_cfg(name="custom", _target_="tests.test_models.SmallNet", kwargs={"num_classes": 6})
+    built = build_model(cfg, 6, tmp_path)
+    assert isinstance(built.module, SmallNet) and built.module.head[-1].out_features == 6
+    assert resolve_target_layer(built.module, "auto", 16)[0] == "body"
