@@ -83,10 +83,12 @@ def energy_lift(energy: torch.Tensor, area_fraction: torch.Tensor) -> torch.Tens
     return (energy.to(torch.float32) / area_fraction.to(torch.float32)).to(torch.float32)
 
 
-def _disk_half_widths(tolerance: float) -> list[tuple[int, int]]:
-    """(dy, w) pairs: the integer offsets with ``dx**2 + dy**2 <= tolerance**2`` are |dx| <= w."""
+def _disk_half_widths(tolerance: float, max_dy: int) -> list[tuple[int, int]]:
+    """(dy, w) pairs: the integer offsets with ``dx**2 + dy**2 <= tolerance**2`` are |dx| <= w.
+
+    Offsets with |dy| > max_dy (outside any image of that height) are left out."""
     t2 = float(tolerance) * float(tolerance)
-    r = int(math.floor(tolerance))
+    r = min(int(math.floor(tolerance)), max_dy)
     out = []
     for dy in range(-r, r + 1):
         rest = t2 - dy * dy
@@ -139,7 +141,7 @@ def pointing_game_hit(
     prefix = torch.zeros((B, H, W + 1), dtype=torch.int32, device=dev)
     prefix[:, :, 1:] = torch.cumsum(gt, dim=2, dtype=torch.int32)
     hit = torch.zeros(pb.shape, dtype=torch.bool, device=dev)
-    for dy, w in _disk_half_widths(tolerance):
+    for dy, w in _disk_half_widths(tolerance, H - 1):
         yy = py + dy
         inside = (yy >= 0) & (yy < H)
         yy = yy.clamp(0, H - 1)

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from .components import _background_runs, _component_stats, _foreground_runs, _with_roots
+from .components import (
+    _background_runs,
+    _component_stats,
+    _foreground_runs,
+    _pairwise_iou64,
+    _with_roots,
+)
 
 __all__ = ["MaxBoxAccV2"]
 
@@ -21,23 +27,33 @@ def _candidate_boxes(binary: torch.Tensor, include_holes: bool) -> tuple[torch.T
     """
     B, H, W = binary.shape
     row, x0, x1 = _foreground_runs(binary)
-    st = _component_stats(_with_roots(row, x0, x1, H, W, connectivity=8), H, W)
+    runs = _with_roots(row, x0, x1, H, W, connectivity=8)
+    st = _component_stats(runs, H, W)
     image = [st.image]
     cand = [st.is_root]
     box = [torch.stack([st.x1, st.y1, st.x2, st.y2], dim=1)]
-    if include_holes:
+    if include_holes and row.numel():
         # Holes: 4-connected components of the background that do not touch the image border
-        # (OpenCV pads the image with background, so those are connected to the outside).
-        brow, bx0, bx1 = _background_runs(row, x0, x1, B * H, W)
-        bruns = _with_roots(brow, bx0, bx1, H, W, connectivity=4)
-        bst = _component_stats(bruns, H, W)
-        by = brow - bst.image * H
-        edge = ((by == 0) | (by == H - 1) | (bx0 == 0) | (bx1 == W - 1)).to(torch.long)
-        touches = torch.zeros_like(edge).scatter_reduce_(0, bruns.root, edge, reduce="amax")
-        image.append(bst.image)
-        cand.append(bst.is_root & (touches == 0))
-        # A hole's contour runs over the foreground pixels around it: its pixel box grown by one.
-        box.append(torch.stack([bst.x1 - 1, bst.y1 - 1, bst.x2 + 1, bst.y2 + 1], dim=1))
+        # (OpenCV pads the image with background, so those are connected to the outside).  Only
+        # images with a hole are processed: per image, holes = components - runs + links (Euler
+        # number of the run graph), read off the foreground union-find for free.
+        comps = torch.bincount(st.image[st.is_root], minlength=B)
+        runs_per_image = torch.bincount(st.image, minlength=B)
+        links = torch.zeros(B, dtype=torch.long, device=row.device).scatter_add_(0, st.image, runs.links)
+        with_hole = (comps - runs_per_image + links) > 0
+        if bool(with_hole.any()):
+            sel = with_hole[st.image]
+            row_mask = with_hole.repeat_interleave(H)
+            brow, bx0, bx1 = _background_runs(row[sel], x0[sel], x1[sel], B * H, W, row_mask)
+            bruns = _with_roots(brow, bx0, bx1, H, W, connectivity=4)
+            bst = _component_stats(bruns, H, W)
+            by = brow - bst.image * H
+            edge = ((by == 0) | (by == H - 1) | (bx0 == 0) | (bx1 == W - 1)).to(torch.long)
+            touches = torch.zeros_like(edge).scatter_reduce_(0, bruns.root, edge, reduce="amax")
+            image.append(bst.image)
+            cand.append(bst.is_root & (touches == 0))
+            # A hole's contour runs over the foreground pixels around it: its pixel box grown by one.
+            box.append(torch.stack([bst.x1 - 1, bst.y1 - 1, bst.x2 + 1, bst.y2 + 1], dim=1))
     keep = torch.nonzero(torch.cat(cand)).squeeze(1)  # the components / holes (one sync)
     return torch.cat(image)[keep], torch.cat(box)[keep]
 
@@ -52,17 +68,8 @@ def _candidate_best_iou(
     """
     B = binary.shape[0]
     image_t, cand = _candidate_boxes(binary, include_holes)
-    pred = cand.to(torch.float64)[:, None, :]  # [C, 1, 4]
-    gt = boxes.to(torch.float64)[image_t]  # [C, N, 4]
-    valid = box_valid[image_t]
-    iw = (torch.minimum(pred[..., 2], gt[..., 2]) - torch.maximum(pred[..., 0], gt[..., 0])).clamp(min=0)
-    ih = (torch.minimum(pred[..., 3], gt[..., 3]) - torch.maximum(pred[..., 1], gt[..., 1])).clamp(min=0)
-    inter = iw * ih
-    area_p = (pred[..., 2] - pred[..., 0]) * (pred[..., 3] - pred[..., 1])
-    area_g = (gt[..., 2] - gt[..., 0]).clamp(min=0) * (gt[..., 3] - gt[..., 1]).clamp(min=0)
-    union = area_p + area_g - inter
-    iou = torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0)
-    iou = torch.where(valid, iou, -1.0)
+    iou = _pairwise_iou64(cand[:, None, :], boxes[image_t])  # [C, N]
+    iou = torch.where(box_valid[image_t], iou, -1.0)
     best_c = iou.amax(dim=1) if iou.shape[1] else iou.new_full((iou.shape[0],), -1.0)
     return torch.full((B,), -1.0, dtype=torch.float64, device=binary.device).scatter_reduce_(
         0, image_t, best_c, reduce="amax"
@@ -87,9 +94,11 @@ class MaxBoxAccV2:
     by default (``include_holes=True``) so that the candidate set is the published one: a hole (a
     4-connected background component not touching the image border) contributes the bounding box of
     the foreground pixels that trace it, i.e. its own pixel box grown by one pixel on each side,
-    exactly ``cv2.boundingRect`` of the hole contour.  Hole boxes are rarely decisive on smooth CAMs,
-    but leaving them out would make the score a different, slightly stricter metric; pass
-    ``include_holes=False`` for the outer-component-only variant (about half the cost).
+    exactly ``cv2.boundingRect`` of the hole contour.  A hole box lies inside its component's box
+    and can only add correct images; it matters when activation surrounds a weaker centre (on
+    ``pipeline.scores.bench`` batches with random boxes it changed 1-2 of 64 images in one of three
+    seeds).  Leaving holes out would make a different, slightly stricter metric than the published
+    numbers; pass ``include_holes=False`` for the outer-component-only variant (about 20 % faster).
 
     Deliberate differences from wsolevaluation's code, all following docs/definitions.md:
     - no uint8 quantisation of the map and ``>= tau`` instead of OpenCV's ``> int(tau * 255)``;
@@ -100,14 +109,21 @@ class MaxBoxAccV2:
     - an image with no valid GT box cannot be scored: it is left out of the count and reported as
       ``num_images_without_box``.
 
-    Cost: per batch, ``thresholds`` times (one binarisation, one transition tensor and one
-    ``nonzero`` over the pixels, then union-find on the runs; with holes also on the background
-    runs, which are derived from the foreground runs without another pixel pass).  Measured on this
-    project's 2-core CPU (Intel Xeon, torch 2.14, the default 2 threads, the machine shared with
-    another busy process), 64 x 224 x 224 smooth maps (7x7 random maps upsampled bilinearly), 100
-    thresholds, 3 boxes per image: about 2.5 s per batch with holes, 1.3 s without; with one thread
-    (``torch.set_num_threads(1)``) about 1.4 s and 0.8 s.  Command:
-    ``.venv/bin/python -m pipeline.scores.bench``.
+    Cost: per batch, ``thresholds`` labellings: per threshold one binarisation, one int8 transition
+    tensor and one ``nonzero`` over the pixels, then union-find on the runs (module
+    ``components``); with holes, the background runs of the images that have a hole (found from the
+    Euler number of the foreground run graph, no pixel pass) are labelled too.  Thresholds are
+    processed in chunks stacked along the batch axis (``pixels_per_chunk``, default 2**25 pixels:
+    10 thresholds at a time for 64 x 224 x 224).  Measured on this project's 2-core CPU (Intel
+    Xeon, torch 2.14, machine shared with other busy processes, so noisy), one 64 x 224 x 224 batch
+    of smooth maps (7x7 uniform random maps upsampled bilinearly), 3 boxes per image, 100
+    thresholds, median of 3: with ``torch.set_num_threads(1)`` 1.6 s with holes, 1.3 s without;
+    with the default 2 threads 2.2-4.0 s with holes, 1.8 s without (the second thread mostly waits
+    for a busy core).  Command: ``.venv/bin/python -m pipeline.scores.bench --threads 1`` (and
+    without ``--threads``).  For scale: a per-image OpenCV loop (``cv2.findContours`` +
+    ``boundingRect`` only, no IoU) takes about 0.23 s for the same batch on one thread, so on a CPU
+    this batched version is several times slower than OpenCV; it exists to stay on the GPU (no
+    copies, no per-image Python work), where its per-pixel passes are cheap.
 
     Accumulators live on ``device`` (default: the device of the first batch); ``update`` does a
     few scalar syncs per threshold (``nonzero``, union-find rounds) and no per-image Python work.
