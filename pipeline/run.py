@@ -51,6 +51,7 @@ class AuditSetup:
     device: torch.device
     preprocess: PreprocessSpec
     map_names: list[str]
+    maxboxacc: object = None  # a MaxBoxAccV2 when scores.maxboxacc.enabled (its per-image state goes in the rows)
 
 
 def resolve_device(option: str) -> torch.device:
@@ -103,7 +104,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
     try:
         target_name, layer = resolve_target_layer(module, str(cfg.model.target_layer), size, device)
     except ValueError as error:
-        raise ConfigError("model.target_layer", str(error).split(": ", 1)[-1]) from error
+        raise ConfigError("model.target_layer", str(error)) from error  # the message lists the candidates
     with torch.no_grad():
         outputs = module(torch.zeros(1, 3, size, size, device=device))
     if outputs.dim() != 2 or outputs.shape[1] != len(classes):
@@ -121,7 +122,12 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
         mode=str(cfg.data.preprocess.mode), size=size, resize_size=cfg.data.preprocess.get("resize_size"),
         interpolation=str(cfg.data.preprocess.interpolation), fill=int(cfg.data.preprocess.fill),
         boxes_refer_to=str(cfg.data.preprocess.boxes_refer_to), check_annotated_size=bool(cfg.data.preprocess.check_annotated_size))
-    return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam))
+    maxboxacc = None
+    if cfg.scores.maxboxacc.enabled:
+        from pipeline.scores.maxboxacc import MaxBoxAccV2
+
+        maxboxacc = MaxBoxAccV2(thresholds=int(cfg.scores.maxboxacc.thresholds), device=device)
+    return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam), maxboxacc)
 
 
 def target_channels(module: torch.nn.Module, layer: torch.nn.Module, size: int, device: torch.device) -> int:
@@ -182,18 +188,26 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
             columns[f"{prefix}{name}_map_max"] = variant.raw_max[:, k]
             for score, values in scores.items():
                 columns[f"{prefix}{name}_{score}"] = values.float()
+    if setup.maxboxacc is not None:  # [B, T]: stored per image so that a resumed run aggregates it exactly
+        columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
+            maps.normalised[:, 1], maps.empty[:, 1], boxes, box_valid).float()
     return columns, maps
 
 
 def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: AuditSetup, todo_arrays: dict[str, pa.Array],
                      schema: pa.Schema) -> pa.Table:
     """One copy of the ``[B]`` score vectors to the host, then an Arrow table of rows."""
-    names = list(columns)
-    matrix = torch.stack([columns[n].float() for n in names]).cpu().numpy()  # [n_columns, B]: one transfer
+    matrix_columns = {n: c for n, c in columns.items() if c.dim() == 1}
+    names = list(matrix_columns)
+    matrix = torch.stack([matrix_columns[n].float() for n in names]).cpu().numpy()  # [n_columns, B]: one transfer
     positions = pa.array(batch["index"].numpy())
     data = {key: array.take(positions) for key, array in todo_arrays.items()}
     for row, name in enumerate(names):
         data[name] = matrix[row]
+    for name, values in columns.items():
+        if values.dim() == 2:  # per-image vectors (MaxBoxAccV2 state) become list columns
+            flat = values.cpu().numpy()
+            data[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
     data["pred_name"] = pa.array(np.asarray(setup.classes.names, dtype=object)[matrix[names.index("pred")].astype(np.int64)])
     for key in ("width", "height", "n_boxes_dropped"):
         data[key] = batch[key].numpy()
@@ -271,6 +285,8 @@ def definition_choices(cfg: DictConfig) -> dict:
         "energy_in_box_map": "min-max normalised positive map", "relevance_mass_map": "raw signed upsampled map",
         "pointing_tolerance_px": float(cfg.scores.tolerance), "taus": [float(t) for t in cfg.scores.taus],
         "component_connectivity": 8, "localised_iou": float(cfg.scores.iou_threshold),
+        "maxboxacc": (f"MaxBoxAccV2 of the true-class maps, {int(cfg.scores.maxboxacc.thresholds)} thresholds, IoU 0.3/0.5/0.7, "
+                      "all contours incl. holes" if cfg.scores.maxboxacc.enabled else "off"),
         "coordinate_space": "network input (pixel-edge, boxes transformed with the image and clipped)",
         "preprocess": OmegaConf.to_container(cfg.data.preprocess, resolve=True),
         "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",

@@ -16,6 +16,7 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -107,12 +108,23 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
         "images_without_box_in_input": int((frame["n_boxes"] == 0).sum()) if n_rows else 0,
         "images_per_second": images_scored / loop_seconds if loop_seconds > 0 else float("nan"),
         "images_scored_this_invocation": images_scored, "seconds": round(total_seconds, 2),
+        "maxboxacc_v2": maxboxacc_summary(frame, cfg) if n_rows else None,
         "groups": groups, "lowest_energy_predicted_classes": lowest_energy_predictions(frame),
         "model": setup.model.info, "target_layer": setup.target_layer, "definitions": choices,
     }
     write_json_atomic(run_dir / "summary.json", summary)
     print(render_summary(summary))
     return summary
+
+
+def maxboxacc_summary(frame: pd.DataFrame, cfg) -> dict | None:
+    """MaxBoxAccV2 of the true-class maps from the per-image state in the rows (None when off)."""
+    if "true_maxboxacc_best_iou" not in frame.columns:
+        return None
+    from pipeline.scores.maxboxacc import maxboxacc_from_best_iou
+
+    best = np.stack(frame["true_maxboxacc_best_iou"].to_numpy())
+    return maxboxacc_from_best_iou(best, (frame["n_boxes"] > 0).to_numpy(), int(cfg.scores.maxboxacc.thresholds))
 
 
 def lowest_energy_predictions(frame: pd.DataFrame, top: int = 3) -> list[dict]:
@@ -138,6 +150,10 @@ def render_summary(summary: dict) -> str:
         f"lift {true.get('energy_lift', float('nan')):.2f}, pointing game {pct(true.get('pointing_game_accuracy'))}, "
         f"GT-known loc. {pct(true.get('gt_known_localisation_accuracy'))}, top-1 loc. {pct(true.get('top1_localisation_accuracy'))}",
     ]
+    if summary.get("maxboxacc_v2"):
+        box = summary["maxboxacc_v2"]
+        lines.append(f"  MaxBoxAccV2 {100 * box['maxboxacc_v2']:.1f} (IoU 0.3/0.5/0.7: {100 * box['maxboxacc_iou30']:.1f} / "
+                     f"{100 * box['maxboxacc_iou50']:.1f} / {100 * box['maxboxacc_iou70']:.1f})")
     for entry in summary["errors_by_stage"]:
         lines.append(f"  skipped at {entry['stage']}: {entry['n']} x {entry['error_type']}")
     for column, rows in summary["groups"].items():

@@ -9,6 +9,8 @@
 - per map ``m`` in ``pred``, ``true`` (and ``top2``.. with ``cam.top_k``; ``neg_*`` with
   ``cam.negative``): ``m_empty``, ``m_map_max`` and every score of :func:`pipeline.scores.score_map`
   as ``m_<score>``;
+- with ``scores.maxboxacc.enabled``: ``true_maxboxacc_best_iou``, per threshold the best IoU of any
+  contour box of the true-class map (MaxBoxAccV2's per-image state, -1 for none);
 - the dataset's metadata columns (e.g. ``marker_present`` for the built-in default).
 """
 
@@ -51,8 +53,9 @@ def samples_schema(setup, cfg) -> pa.Schema:
                 fields.append((f"{prefix}{name}_class", pa.int32()))
             fields += [(f"{prefix}{name}_empty", pa.bool_()), (f"{prefix}{name}_map_max", pa.float32())]
             for score in score_names(cfg):
-                kind = pa.int32() if score.startswith("peak_") else pa.float32()
-                fields.append((f"{prefix}{name}_{score}", kind))
+                fields.append((f"{prefix}{name}_{score}", pa.float32()))  # peaks too: NaN for an empty map
+    if cfg.scores.maxboxacc.enabled:
+        fields.append(("true_maxboxacc_best_iou", pa.list_(pa.float32(), int(cfg.scores.maxboxacc.thresholds))))
     if setup.metadata is not None:
         for column, dtype in setup.metadata.dtypes.items():
             if column not in {f[0] for f in fields}:

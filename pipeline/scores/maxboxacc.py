@@ -190,24 +190,8 @@ class MaxBoxAccV2:
         if boxes.shape[:2] != box_valid.shape or boxes.shape[0] != B:
             raise ValueError("boxes [B, N, 4] and box_valid [B, N] must match maps' batch")
         has_box = box_valid.any(dim=1) if box_valid.shape[1] else torch.zeros(B, dtype=torch.bool, device=dev)
-        active = has_box & ~empty
-        # Inactive images never pass a threshold: no foreground, no candidates.
-        masked = maps.masked_fill(~active[:, None, None], float("-inf"))
         deltas = torch.tensor(self.iou_thresholds, dtype=torch.float64, device=dev)
-        best = torch.empty((self.thresholds, B), dtype=torch.float64, device=dev)
-        taus = self.taus(dev)
-        # Several thresholds at once, stacked along the batch axis (fewer, larger operations).
-        chunk = max(1, self.pixels_per_chunk // max(1, maps.numel()))
-        N = boxes.shape[1]
-        for k0 in range(0, self.thresholds, chunk):
-            tc = taus[k0 : k0 + chunk]
-            binary = (masked[None] >= tc[:, None, None, None]).reshape(-1, *maps.shape[1:])
-            best[k0 : k0 + tc.numel()] = _candidate_best_iou(
-                binary,
-                boxes[None].expand(tc.numel(), B, N, 4).reshape(-1, N, 4),
-                box_valid[None].expand(tc.numel(), B, N).reshape(-1, N),
-                self.include_holes,
-            ).view(tc.numel(), B)
+        best = self.best_iou_per_threshold(maps, empty, boxes, box_valid).T  # [T, B]
         correct = (best[:, :, None] >= deltas) & has_box[None, :, None]  # [T, B, D]
         self._correct += correct.sum(dim=1)
         self._count += has_box.sum()
@@ -253,3 +237,67 @@ class MaxBoxAccV2:
             maxima.append(mx)
         out["maxboxacc_v2"] = float(sum(maxima) / len(maxima))
         return out
+
+    @torch.no_grad()
+    def best_iou_per_threshold(
+        self, maps: torch.Tensor, empty: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor
+    ) -> torch.Tensor:
+        """Per image and threshold, the best IoU of any candidate box with any valid GT box.
+
+        This is the per-image state of MaxBoxAccV2: image i is correct at (tau_k, delta) iff
+        ``best[i, k] >= delta``, so storing it per sample lets a run be resumed or re-aggregated.
+        Shapes: maps [B, H, W], empty [B], boxes [B, N, 4], box_valid [B, N] -> [B, T] float64
+        (-1 where there is no candidate: empty map, no box, nothing above the threshold).
+        """
+        dev = maps.device
+        B = maps.shape[0]
+        empty = empty.to(device=dev, dtype=torch.bool)
+        box_valid = box_valid.to(device=dev, dtype=torch.bool)
+        has_box = box_valid.any(dim=1) if box_valid.shape[1] else torch.zeros(B, dtype=torch.bool, device=dev)
+        active = has_box & ~empty
+        # Inactive images never pass a threshold: no foreground, no candidates.
+        masked = maps.masked_fill(~active[:, None, None], float("-inf"))
+        best = torch.empty((self.thresholds, B), dtype=torch.float64, device=dev)
+        taus = self.taus(dev)
+        # Several thresholds at once, stacked along the batch axis (fewer, larger operations).
+        chunk = max(1, self.pixels_per_chunk // max(1, maps.numel()))
+        N = boxes.shape[1]
+        for k0 in range(0, self.thresholds, chunk):
+            tc = taus[k0 : k0 + chunk]
+            binary = (masked[None] >= tc[:, None, None, None]).reshape(-1, *maps.shape[1:])
+            best[k0 : k0 + tc.numel()] = _candidate_best_iou(
+                binary,
+                boxes[None].expand(tc.numel(), B, N, 4).reshape(-1, N, 4),
+                box_valid[None].expand(tc.numel(), B, N).reshape(-1, N),
+                self.include_holes,
+            ).view(tc.numel(), B)
+        return best.T.contiguous()
+
+
+def maxboxacc_from_best_iou(best_iou, counted, thresholds: int, iou_thresholds=(0.3, 0.5, 0.7)) -> dict:
+    """MaxBoxAccV2 from the stored per-image state (see :meth:`MaxBoxAccV2.best_iou_per_threshold`).
+
+    ``BoxAcc(tau_k, delta) = mean over counted images of [best_iou[i, k] >= delta]``;
+    ``MaxBoxAccV2 = mean over delta of max over k``. Pure NumPy, used at the end of a (resumed) run.
+
+    Args:
+        best_iou: ``[n, T]`` array, -1 where no candidate.
+        counted: ``[n]`` bool, images with at least one valid box (empty maps included).
+    """
+    import numpy as np
+
+    best_iou = np.asarray(best_iou, dtype=np.float64).reshape(-1, thresholds)
+    counted = np.asarray(counted, dtype=bool)
+    rows = best_iou[counted]
+    out: dict = {"num_images": int(counted.sum()), "num_images_without_box": int((~counted).sum()),
+                 "thresholds": thresholds, "iou_thresholds": list(iou_thresholds)}
+    maxima = []
+    for delta in iou_thresholds:
+        name = f"iou{int(round(delta * 100))}"
+        boxacc = (rows >= delta).mean(axis=0) if len(rows) else np.full(thresholds, np.nan)
+        best_k = int(np.argmax(boxacc)) if len(rows) else -1
+        maxima.append(float(boxacc[best_k]) if len(rows) else float("nan"))
+        out[f"maxboxacc_{name}"] = maxima[-1]
+        out[f"best_tau_{name}"] = best_k / thresholds if len(rows) else float("nan")
+    out["maxboxacc_v2"] = float(np.mean(maxima))
+    return out
