@@ -28,6 +28,7 @@ from pipeline.maps.methods import get_method
 from pipeline.model.build import BuiltModel
 from pipeline.model.from_config import build_model
 from pipeline.model.layers import find_linear_head, resolve_target_layer
+from pipeline.reports import saved_maps
 from pipeline.reports import schema as report_schema
 from pipeline.reports.finalize import finalize_run
 from pipeline.reports.overlays import save_overlays
@@ -175,6 +176,7 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
     }
     size = (images.shape[-2], images.shape[-1])
     maps = upsample_and_normalise(output.signed_maps, size)
+    maps.signed_low_res = output.signed_maps
     variants = [("", maps)]
     if cfg.cam.negative:
         variants.append(("neg_", upsample_and_normalise(output.signed_maps, size, negative=True)))
@@ -226,6 +228,7 @@ def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
     rank, rows_per_part = int(cfg.runtime.get("rank", 0)), int(cfg.report.rows_per_part)
     samples_schema = report_schema.samples_schema(setup, cfg)
     sample_writer = PartWriter(parts_dir, "samples", samples_schema, rank, rows_per_part)
+    map_writer = PartWriter(parts_dir, "maps", saved_maps.MAPS_SCHEMA, rank, rows_per_part) if cfg.cam.save_maps else None
     error_writer = PartWriter(parts_dir, "errors", report_schema.ERRORS_SCHEMA, rank, rows_per_part)
 
     todo = [r for r in setup.records if r.sample_id not in done]
@@ -253,17 +256,22 @@ def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
             columns, maps = audit_batch(setup, cfg, batch, labels_all[batch["index"]])
             table = columns_to_table(columns, batch, setup, todo_arrays, samples_schema)
             sample_writer.add(table)
+            if map_writer is not None:
+                map_writer.add(saved_maps.map_rows(table.column("id"), maps.signed_low_res, batch, setup.map_names))
             if overlay_mode != "none":
                 save_overlays(overlay_dir, table, batch, maps, columns, setup, only_misclassified=overlay_mode == "misclassified")
         n_done += batch["index"].numel() + len(batch["failures"])
         progress.update(batch["index"].numel() + len(batch["failures"]))
         seen = n_done + len(index_errors)
         if seen >= min_seen and n_failed > max_fraction * seen:
-            sample_writer.flush()
-            error_writer.flush()
+            for writer in (map_writer, sample_writer, error_writer):
+                if writer is not None:
+                    writer.flush()
             raise TooManyFailures(f"{n_failed} of {seen} samples failed, more than runtime.max_error_fraction={max_fraction}; "
                                   f"see {parts_dir}/errors-*.parquet. Rows written so far are kept (resume=true continues).")
     progress.close()
+    if map_writer is not None:
+        map_writer.flush()
     sample_writer.flush()
     error_writer.flush()
     elapsed = time.perf_counter() - loop_started

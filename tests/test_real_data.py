@@ -123,3 +123,20 @@ def test_coco_and_manifest_sources_give_the_same_rows(voc_run, tmp_path):
         assert got.index.tolist() == expected.index.tolist()
         pd.testing.assert_frame_equal(got, expected, check_exact=False, atol=1e-5)
     assert int(coco.set_index("id").loc["n01818515_macaw", "n_boxes"]) == 2
+
+
+def test_saved_low_resolution_maps_rescore_to_the_same_numbers(tmp_path):
+    """cam.save_maps=true: a score recomputed from maps.parquet (no model) matches the run's own."""
+    from pipeline.reports.saved_maps import rescore
+    from pipeline.scores import energy_in_box, boxes_to_mask
+
+    frame, _ = audit(tmp_path, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
+                                f"data.classes={SAMPLE / 'classes.txt'}", "data.limit=6", "cam.save_maps=true", "report.overlays=none"])
+
+    def energy(maps, raw, empty, boxes, valid):
+        return {"energy_in_box": energy_in_box(maps, boxes_to_mask(boxes, valid, maps.shape[-2], maps.shape[-1]))}
+
+    again = rescore(tmp_path / "run", (224, 224), energy, map_index=1)
+    expected = frame.set_index("id").loc[list(again["id"]), "true_energy_in_box"].to_numpy()
+    assert len(again["id"]) == 6
+    assert abs(again["energy_in_box"] - expected).max() < 5e-3  # float16 storage

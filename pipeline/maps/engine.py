@@ -109,12 +109,14 @@ class UpsampledMaps:
         empty: ``[B, K]`` bool, the map after ReLU was constant.
         raw_max: ``[B, K]`` the maximum of the map after ReLU before normalisation (tells an empty map
             from a weak one), at input resolution.
+        signed_low_res: the signed map at the layer's resolution, kept by the run for ``cam.save_maps``.
     """
 
     normalised: Tensor
     raw: Tensor
     empty: Tensor
     raw_max: Tensor
+    signed_low_res: Tensor | None = None  # [B, K, h, w] the method's signed map before any post-processing
 
 
 def upsample_and_normalise(signed_maps: Tensor, size: tuple[int, int], negative: bool = False) -> UpsampledMaps:

@@ -93,6 +93,10 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
                 "cam_audit.definitions": json.dumps(choices), "cam_audit.target_layer": setup.target_layer}
     n_rows = merge_parts(list_parts(parts_dir, "samples"), run_dir / "samples.parquet", samples_schema, metadata)
     n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, metadata)
+    if cfg.cam.save_maps:
+        from pipeline.reports.saved_maps import MAPS_SCHEMA
+
+        merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
     frame = pd.read_parquet(run_dir / "samples.parquet")
     errors = pd.read_parquet(run_dir / "errors.parquet")
     tau = _tau_key(cfg)
