@@ -61,16 +61,11 @@ def build_model(model_cfg, num_classes: int, cache_dir: Path, data_cfg=None) -> 
 
 def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:
     """The built-in CNN, trained on the synthetic training split on first use and cached."""
-    import torch
-
     from pipeline.defaults import synthetic_spec
-    from pipeline.model.default_cnn import AuditNet
-    from pipeline.model.train_default import ensure_default_model
+    from pipeline.model.train_default import ensure_default_model, load_default_model
 
     spec = synthetic_spec(data_cfg.synthetic if data_cfg is not None and "synthetic" in data_cfg else None)
     path = ensure_default_model(Path(cache_dir), spec)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    module = AuditNet(num_classes=len(checkpoint["classes"]))
-    module.load_state_dict(checkpoint["state_dict"])
+    module, checkpoint = load_default_model(path)
     return BuiltModel(module, class_keys=list(checkpoint["classes"]), mean=tuple(checkpoint["mean"]), std=tuple(checkpoint["std"]),
                       input_size=int(checkpoint["input_size"]), info={"checkpoint": str(path)})

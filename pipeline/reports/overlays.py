@@ -55,6 +55,13 @@ def draw_overlay(image_rgb: np.ndarray, boxes: np.ndarray, pred_map: np.ndarray,
     Returns:
         ``[H', 3W, 3]`` BGR uint8.
     """
+    # Small network inputs (96 px) are enlarged so that the captions stay readable.
+    zoom = max(1, int(np.ceil(224 / image_rgb.shape[1])))
+    if zoom > 1:
+        image_rgb = cv2.resize(image_rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+        pred_map = cv2.resize(pred_map, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
+        true_map = cv2.resize(true_map, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
+        boxes = np.asarray(boxes, dtype=np.float32) * zoom
     base = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     with_boxes = base.copy()
     for x1, y1, x2, y2 in boxes:

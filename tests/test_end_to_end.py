@@ -1,0 +1,91 @@
+"""End to end on a slice of the built-in default: synthetic data, the default CNN, the planted shortcut.
+
+The default model is trained once on first use and cached under outputs/.cache (as `make audit` does),
+so the first run of this file on a fresh clone includes generation and training.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pipeline.reports.overlays import safe_file_stem
+from pipeline.run import run_audit
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "outputs" / ".cache"
+LIMIT = 400
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("default") / "run"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"data.limit={LIMIT}", f"cache_dir={CACHE}", "runtime.progress=false"])
+    summary = run_audit(cfg, run_dir)
+    return run_dir, pd.read_parquet(run_dir / "samples.parquet"), summary
+
+
+def test_rows_schema_and_metadata(default_run):
+    run_dir, frame, summary = default_run
+    assert len(frame) == LIMIT and frame["id"].is_unique
+    schema = pq.read_schema(run_dir / "samples.parquet")
+    for column in ("id", "path", "label", "label_name", "pred", "pred_name", "confidence", "prob_true", "correct",
+                   "marker_present", "no_box_in_input"):
+        assert column in schema.names, column
+    for map_name in ("pred", "true"):
+        for score in ("energy_in_box", "box_area_fraction", "energy_lift", "pointing_hit", "iou_tau015", "localised_tau015",
+                      "peak_row", "peak_col", "map_max", "empty"):
+            assert f"{map_name}_{score}" in schema.names, f"{map_name}_{score}"
+    metadata = schema.metadata
+    assert json.loads(metadata[b"cam_audit.classes"]) == pd.read_parquet(run_dir / "classes.parquet")["label_name"].tolist()
+    assert b"torch" in metadata[b"cam_audit.versions"] and b"gradcam" in metadata[b"cam_audit.config"]
+    assert summary["images"] == LIMIT and 0.5 < summary["accuracy"] < 1.0  # accurate but not perfect
+    assert frame["confidence"].between(0, 1).all() and (frame["correct"] == (frame["pred"] == frame["label"])).all()
+    # parts are written as the run goes: more than one part for this slice at rows_per_part=512? at least one
+    assert len(list((run_dir / "parts").glob("samples-*.parquet"))) >= 1
+
+
+def test_one_overlay_per_misclassified_image(default_run):
+    run_dir, frame, _ = default_run
+    wrong = frame.loc[~frame["correct"], "id"]
+    assert len(wrong) > 0
+    assert sorted(p.name for p in (run_dir / "overlays").iterdir()) == sorted(f"{safe_file_stem(i)}.jpg" for i in wrong)
+
+
+def test_planted_shortcut_is_visible(default_run):
+    """Marker images' predicted-class maps sit off the object (they peak on the marker)."""
+    _, frame, summary = default_run
+    with_marker = frame[frame["marker_present"] == 1]
+    without = frame[frame["marker_present"] == 0]
+    assert with_marker["pred_energy_in_box"].mean() < without["pred_energy_in_box"].mean() - 0.1
+    assert with_marker["correct"].mean() < without["correct"].mean()
+    groups = {row["marker_present"]: row for row in summary["groups"]["marker_present"]}
+    assert groups[1]["pred_energy_in_box"] < groups[0]["pred_energy_in_box"]
+    # the marker class is the prediction whose maps sit least on the object
+    assert summary["lowest_energy_predicted_classes"][0]["pred_name"] == "triangle"
+
+
+def test_classes_table(default_run):
+    run_dir, frame, _ = default_run
+    classes = pd.read_parquet(run_dir / "classes.parquet")
+    assert classes["count"].sum() == len(frame)
+    assert set(classes.columns) >= {"label_name", "count", "accuracy", "true_energy_in_box", "true_pointing_game_accuracy",
+                                    "true_gt_known_localisation_accuracy"}
+    expected = frame.groupby("label_name")["correct"].mean()
+    for _, row in classes.iterrows():
+        assert row["accuracy"] == pytest.approx(expected[row["label_name"]])
+
+
+def test_command_line_prints_where_the_report_went(tmp_path):
+    out = tmp_path / "cli-run"
+    result = subprocess.run([sys.executable, "-m", "pipeline", f"hydra.run.dir={out}", "data.limit=48", f"cache_dir={CACHE}",
+                             "runtime.progress=false", "runtime.num_workers=0"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"report: {out}" in result.stdout
+    assert (out / "samples.parquet").is_file() and (out / ".hydra" / "config.yaml").is_file()
