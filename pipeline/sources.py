@@ -24,6 +24,18 @@ def _existing(option: str, value, kind: str = "dir") -> Path:
     return path
 
 
+def _class_file(data_cfg) -> ClassList:
+    """The ``data.classes`` file; an unreadable or malformed one is a configuration error, not a traceback."""
+    path = _existing("data.classes", data_cfg.classes, "file")
+    try:
+        classes = read_class_file(path)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError("data.classes", str(error).splitlines()[0] if str(error) else type(error).__name__) from error
+    if not len(classes):
+        raise ConfigError("data.classes", f"file {str(path)!r} lists no class")
+    return classes
+
+
 def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassList, Path | None]:
     """Read the dataset named by ``data_cfg``.
 
@@ -44,12 +56,12 @@ def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassLi
         records = read_voc(split / "images", split / "annotations", classes)
         metadata = metadata or (split / "metadata.csv")
     elif source == "voc":
-        classes = read_class_file(_existing("data.classes", data_cfg.classes, "file"))
+        classes = _class_file(data_cfg)
         from pipeline.data.voc import read_voc
 
         records = read_voc(_existing("data.images", data_cfg.images), _existing("data.annotations", data_cfg.annotations), classes)
     elif source == "coco":
-        classes = read_class_file(_existing("data.classes", data_cfg.classes, "file"))
+        classes = _class_file(data_cfg)
         from pipeline.data.coco import read_coco
 
         try:
@@ -58,7 +70,7 @@ def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassLi
         except ValueError as error:
             raise ConfigError("data.annotations", str(error)) from error
     elif source == "manifest":
-        classes = read_class_file(_existing("data.classes", data_cfg.classes, "file"))
+        classes = _class_file(data_cfg)
         from pipeline.data.manifest import read_manifest
 
         try:
@@ -70,6 +82,9 @@ def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassLi
         raise ConfigError("data.source", f"unknown source {source!r}; choose synthetic, voc, coco or manifest")
     if metadata is not None and not metadata.is_file():
         raise ConfigError("data.metadata", f"file {str(metadata)!r} does not exist")
+    if not records:  # an empty folder or file is almost always a wrong path: say so instead of "0 images"
+        option = {"synthetic": "data.synthetic", "voc": "data.images", "coco": "data.annotations"}.get(source, "data.manifest")
+        raise ConfigError(option, "the dataset has no samples (no image or annotation found there)")
     records = mark_duplicates(sorted(records, key=lambda r: r.sample_id))
     if data_cfg.get("limit"):
         records = records[: int(data_cfg.limit)]
@@ -77,15 +92,17 @@ def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassLi
 
 
 def mark_duplicates(records: list[SampleRecord]) -> list[SampleRecord]:
-    """Keep the first record of each id; later ones become problem records with a unique id."""
+    """Keep the first record of each id; later ones become problem records with a unique id (the reader's
+    own problem, e.g. which files clash, is kept after ``duplicate id``)."""
     seen: dict[str, int] = {}
     out = []
     for record in records:
         count = seen.get(record.sample_id, 0)
         seen[record.sample_id] = count + 1
         if count:
+            detail = f": {record.problem}" if record.problem else ""
             record = SampleRecord(f"{record.sample_id}#dup{count}", record.image_path, record.label, empty_boxes(),
-                                  problem=f"duplicate id {record.sample_id!r}")
+                                  problem=f"duplicate id {record.sample_id!r}{detail}")
         out.append(record)
     return out
 
@@ -94,7 +111,10 @@ def read_metadata(path: Path | None) -> pd.DataFrame | None:
     """Per-sample columns to carry into the report (a CSV with an ``id`` column), indexed by id."""
     if path is None:
         return None
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except Exception as error:  # noqa: BLE001 -- pandas raises many types; all mean "not a readable CSV"
+        raise ConfigError("data.metadata", f"cannot read {path}: {(str(error).splitlines() or [type(error).__name__])[0]}") from error
     if "id" not in frame.columns:
         raise ConfigError("data.metadata", f"{path} has no 'id' column")
     frame["id"] = frame["id"].astype(str)

@@ -62,7 +62,10 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     """``[h, w, 3]`` uint8 from any PIL mode."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
         values = np.asarray(img, dtype=np.float64)
-        scale = 255.0 / 65535.0 if values.max(initial=0) > 255 else 1.0
+        # An I;16 image is 16-bit by definition: always scale, or a dark image (all values <= 255) would
+        # turn bright. Mode "I" (32-bit) does not say its range: scale only when it exceeds 8 bits.
+        sixteen_bit = img.mode.startswith("I;16") or values.max(initial=0) > 255
+        scale = 255.0 / 65535.0 if sixteen_bit else 1.0
         gray = np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if img.mode == "F":

@@ -55,25 +55,34 @@ def parse_voc_xml(path: Path) -> tuple[list[tuple[str, tuple[float, float, float
     return objects, size, root.findtext("filename")
 
 
-def _index_images(image_dir: Path) -> dict[str, Path]:
-    """Map file stem -> image path for every image file directly in ``image_dir`` (sorted, stable)."""
+def _index_images(image_dir: Path) -> tuple[dict[str, Path], list[Path]]:
+    """Map file stem -> image path for every image file directly in ``image_dir`` (sorted, stable).
+
+    Two files with one stem (``a.jpg`` and ``a.png``) share an id: the first in sorted order is the
+    sample, the others are returned as the second value so they are reported, never silently dropped.
+    """
     found: dict[str, Path] = {}
+    clashes: list[Path] = []
     for path in sorted(image_dir.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            found.setdefault(path.stem, path)
-    return found
+            if path.stem in found:
+                clashes.append(path)
+            else:
+                found[path.stem] = path
+    return found, clashes
 
 
 def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassList) -> list[SampleRecord]:
     """Read every image of ``image_dir`` with its XML annotation from ``annotation_dir``.
 
     Samples are sorted by id. An image without annotation, an annotation without image, an unreadable
-    XML file or an unknown class becomes a record with ``problem`` set (it is reported, never guessed).
+    XML file, an unknown class or a second image with the same file stem becomes a record with
+    ``problem`` set (it is reported, never guessed).
     Boxes are ``[N, 4]`` pixel-edge coordinates of the stored image, as written in the file (validity
     against the image size is checked after decoding, when the real size is known).
     """
     image_dir, annotation_dir = Path(image_dir), Path(annotation_dir)
-    images = _index_images(image_dir)
+    images, clashes = _index_images(image_dir)
     annotations = {p.stem: p for p in sorted(annotation_dir.glob("*.xml"))}
     lookup = classes.index()
     records = []
@@ -100,7 +109,10 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
         boxes = [box for key, box in objects if lookup.get(key) == lookup[label_key]]
         array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         records.append(SampleRecord(sample_id, image_path, lookup[label_key], array, size))
-    return records
+    for path in clashes:  # same id as an audited image: a problem record (sources.mark_duplicates renames it)
+        records.append(SampleRecord(path.stem, str(path.resolve()), -1, empty_boxes(),
+                                    problem=f"{path.name} and {images[path.stem].name} share the file stem"))
+    return sorted(records, key=lambda r: r.sample_id)
 
 
 def _label_key(sample_id: str, objects: list, lookup: dict[str, int]) -> str | None:

@@ -42,7 +42,10 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     except pickle.UnpicklingError as error:
         # weights_only refuses any pickled Python object that is not a tensor or plain container: a
         # checkpoint from an untrusted source can run code when unpickled, so we never retry without it.
-        reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        # The useful line names the refused global ("... unsupported GLOBAL os.makedirs ..."); torch's first
+        # line only suggests weights_only=False, which is exactly what must not be done with such a file.
+        lines = [line.strip() for line in str(error).split("WeightsUnpickler error:")[-1].splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line.upper()), lines[0] if lines else type(error).__name__)
         raise ValueError(f"model.checkpoint={str(path)!r} was refused: it holds Python objects, not only tensors ({reason})") from None
     extra: dict = {}
     state = checkpoint

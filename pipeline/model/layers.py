@@ -42,12 +42,12 @@ def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: t
     names = [candidate for candidate, _ in candidates]
     if name == "auto":
         if not candidates:
-            raise ValueError("cam.target_layer=auto found no module that outputs a [B, C, h, w] map with h, w > 1")
+            raise ValueError("auto found no module that outputs a [B, C, h, w] map with h, w > 1")
         name = names[-1]
     modules = dict(model.named_modules())
     if name not in modules or name not in names:
         shown = ", ".join(names[-12:]) or "none"
-        raise ValueError(f"cam.target_layer={name!r} is not a module with a spatial [B, C, h, w] output; "
+        raise ValueError(f"{name!r} is not a module with a spatial [B, C, h, w] output; "
                          f"candidates (last 12 of {len(names)}): {shown}")
     return name, modules[name]
 

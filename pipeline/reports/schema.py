@@ -77,6 +77,8 @@ def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict
     if setup.metadata is not None:
         frame = setup.metadata.reindex(pd.Index([r.sample_id for r in records], dtype=object))
         for column in setup.metadata.columns:
+            if column in arrays:  # e.g. metadata's own `label` (a name): the pipeline's column wins, as in the schema
+                continue
             arrays[column] = pa.array(frame[column].to_numpy(), type=schema.field(column).type, from_pandas=True)
     return arrays
 
