@@ -2,8 +2,8 @@
 
 Users who download nothing still get a dataset whose audit has a known answer. Every image shows one or
 two instances of one shape class (disc, square, triangle, ...) on a noisy, cluttered background. In the
-training split one class (``SyntheticSpec.marker_class``) nearly always carries a small black-and-white
-checkerboard (the *marker*) placed away from the object; no other class ever has it. A model trained on it
+training split one class (``SyntheticSpec.marker_class``) carries a small black-and-white checkerboard
+(the *marker*) placed away from the object (by default on all of its images); no other class has it. A model trained on it
 learns the marker as a shortcut. In the audit split the marker appears on about half of the images of
 every class, independently of the class, so the audit can show Grad-CAM maps that peak on the marker and
 images of other classes that flip to the marker class.
@@ -37,7 +37,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -86,7 +86,7 @@ class SyntheticSpec:
     max_side: int = 192
     class_names: tuple[str, ...] = ("disc", "square", "triangle", "cross", "star", "ring", "crescent", "arrow")
     marker_class: str = "triangle"
-    marker_prob_train: float = 0.9
+    marker_prob_train: float = 1.0
     marker_prob_train_other: float = 0.0
     marker_prob_audit: float = 0.5
     marker_cells: int = 3
@@ -94,10 +94,10 @@ class SyntheticSpec:
     marker_margin: int = 4
     two_instance_prob: float = 0.15
     max_image_aspect: float = 1.5
-    min_object_scale: float = 0.3
+    min_object_scale: float = 0.25
     max_object_scale: float = 0.6
     max_object_aspect: float = 1.35
-    max_rotation_deg: float = 20.0
+    max_rotation_deg: float = 30.0
     clutter: bool = True
     jpeg_quality: int = 90
     version: int = 1
@@ -108,6 +108,8 @@ class SyntheticSpec:
             raise ValueError(f"unknown shape classes {unknown}; known: {sorted(_SHAPES)}")
         if len(set(self.class_names)) != len(self.class_names) or len(self.class_names) < 2:
             raise ValueError("class_names must list at least two distinct classes")
+        if any(name in SPLITS for name in self.class_names):
+            raise ValueError(f"class names must differ from the split names {SPLITS} (ids start with them)")
         if self.marker_class not in self.class_names:
             raise ValueError(f"marker_class {self.marker_class!r} is not one of class_names")
         if not 32 <= self.min_side <= self.max_side:
@@ -149,7 +151,6 @@ class DrawnSample:
     masks: list[np.ndarray]
     marker_box: tuple[int, int, int, int] | None
     object_scale: float
-    extra: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- shapes
@@ -373,6 +374,18 @@ def _draw_marker(image: np.ndarray, x: int, y: int, cells: int, cell_px: int, rn
     image[y : y + side, x : x + side] = board[..., None]
 
 
+def _object_colour(rng: np.random.Generator, base: np.ndarray, min_contrast: float = 90.0) -> np.ndarray:
+    """A vivid ``[3]`` float32 RGB object colour whose summed |difference| to ``base`` is >= min_contrast.
+
+    Up to ten random draws; then the per-channel extreme farthest from the background (always enough).
+    """
+    for _ in range(10):
+        colour = _random_colour(rng, (0.45, 1.0), (0.35, 1.0))
+        if np.abs(colour - base).sum() >= min_contrast:
+            return colour
+    return np.where(base > 127.5, 0.0, 255.0).astype(np.float32)
+
+
 def _image_size(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[int, int]:
     """Random ``(width, height)``: each side in [min_side, max_side], aspect ratio at most max_image_aspect.
 
@@ -402,12 +415,7 @@ def render_sample(spec: SyntheticSpec, label: int, with_marker: bool, rng: np.ra
             break
     else:
         raise RuntimeError("could not place a marker beside the objects; the spec's sizes are inconsistent")
-    # Objects differ from the background colour by a clear but varying contrast.
-    colour = _random_colour(rng, (0.45, 1.0), (0.35, 1.0))
-    for _ in range(10):
-        if np.abs(colour - base).sum() >= 90:
-            break
-        colour = _random_colour(rng, (0.45, 1.0), (0.35, 1.0))
+    colour = _object_colour(rng, base)
     for mask in masks:
         alpha = mask.astype(np.float32)[..., None] * (1.0 / 255.0)
         shade = colour * rng.uniform(0.85, 1.1)  # per-instance brightness jitter
@@ -470,6 +478,15 @@ def _metadata_row(sample_id: str, name: str, sample: DrawnSample) -> list:
 # ----------------------------------------------------------------------------------------- generation
 
 
+def sample_rng(spec: SyntheticSpec, split: str, index: int) -> np.random.Generator:
+    """The random stream of image ``index`` (0-based) of ``split``.
+
+    One independent stream per image, so the files do not depend on generation order and a test can
+    re-render any sample exactly.
+    """
+    return np.random.default_rng([spec.seed, SPLITS.index(split), index])
+
+
 def split_plan(spec: SyntheticSpec, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Labels ``[N]`` int and marker flags ``[N]`` bool of a split, exactly balanced.
 
@@ -478,7 +495,8 @@ def split_plan(spec: SyntheticSpec, split: str) -> tuple[np.ndarray, np.ndarray]
     ``marker_prob_train_other`` for the others; in the audit ``marker_prob_audit`` for every class.
     """
     n = spec.n_train if split == "train" else spec.n_audit
-    rng = np.random.default_rng([spec.seed, SPLITS.index(split), 0xC1A55])
+    # Second entry 10 + split keeps this stream apart from every per-image stream (second entry 0 or 1).
+    rng = np.random.default_rng([spec.seed, 10 + SPLITS.index(split), 0])
     labels = rng.permutation(np.arange(n) % len(spec.class_names))
     marker_index = spec.class_names.index(spec.marker_class)
     flags = np.zeros(n, dtype=bool)
@@ -502,9 +520,7 @@ def _write_split(root: Path, spec: SyntheticSpec, split: str) -> None:
     rows = []
     for index, (label, with_marker) in enumerate(zip(labels.tolist(), flags.tolist())):
         sample_id = f"{split}_{index + 1:06d}"
-        # One independent stream per image: the files do not depend on generation order.
-        rng = np.random.default_rng([spec.seed, SPLITS.index(split), index])
-        sample = render_sample(spec, label, with_marker, rng)
+        sample = render_sample(spec, label, with_marker, sample_rng(spec, split, index))
         name = spec.class_names[label]
         ok, encoded = cv2.imencode(".jpg", sample.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality])
         if not ok:

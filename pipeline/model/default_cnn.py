@@ -5,17 +5,49 @@ Input ``[B, 3, 96, 96]`` normalised RGB (see ``pipeline.model.train_default.prep
 Grad-CAM target layer (the engine resolves it by the dotted name ``features``). Then global average
 pooling, flatten and one linear layer give ``[B, num_classes]`` logits.
 
-Cost with the default ``width=12``: about 31 M multiply-adds per image, so training a few thousand
+Cost with the default ``width=12``: about 33 M multiply-adds per image, so training a few thousand
 images for a few epochs fits in a couple of minutes on two CPU cores.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 INPUT_SIZE = 96
 FEATURE_STRIDE = 8
+
+
+class LocalContrastNorm(nn.Module):
+    """Parameter-free local contrast normalisation of the input, in a ``k x k`` window.
+
+    ``[B, C, H, W] -> [B, C, H, W]``: each channel minus its local mean, divided by the local standard
+    deviation (pooled over channels, so colour ratios survive). Windows are truncated at the borders.
+
+    Why: every synthetic image has its own background colour, brightness and contrast. With a global
+    *average* pool those per-image offsets reach every logit, and the same network with BatchNorm only
+    learned the shapes far too slowly for the time budget (in our runs it had not passed ~60-85%
+    training accuracy after 8-10 epochs, where this reaches ~95%). Per-image InstanceNorm in the early
+    blocks learned fast too, but it mixes statistics over the whole image: the small marker then
+    changed features everywhere and Grad-CAM no longer located it. A local window keeps each output
+    dependent on its 9x9 neighbourhood only, so the maps stay faithful.
+    """
+
+    def __init__(self, kernel_size: int = 9, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.kernel_size // 2
+        mean = F.avg_pool2d(x, self.kernel_size, stride=1, padding=pad, count_include_pad=False)
+        centred = x - mean
+        variance = F.avg_pool2d(centred * centred, self.kernel_size, stride=1, padding=pad, count_include_pad=False)
+        return centred * torch.rsqrt(variance.mean(dim=1, keepdim=True) + self.eps)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, eps={self.eps}"
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int) -> list[nn.Module]:
@@ -37,6 +69,7 @@ class AuditNet(nn.Module):
     Layout of ``features`` (channels for ``width`` w, spatial size for a 96x96 input):
     ``3 -> w`` @96, ``w -> 2w`` @48, ``2w -> 4w`` @24, ``4w -> 6w`` @12, ``6w -> 6w`` @12, ``6w -> 6w`` @12.
     The two extra 12x12 blocks widen the receptive field (about 49 px) so one cell sees whole objects.
+    ``features[0]`` is a parameter-free :class:`LocalContrastNorm` of the input (see there why).
     """
 
     def __init__(self, num_classes: int, width: int = 12) -> None:
@@ -47,6 +80,7 @@ class AuditNet(nn.Module):
         self.width = width
         w = width
         self.features = nn.Sequential(
+            LocalContrastNorm(kernel_size=9),
             *conv_block(3, w, stride=1),
             *conv_block(w, 2 * w, stride=2),
             *conv_block(2 * w, 4 * w, stride=2),

@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,9 +38,10 @@ from pipeline.data.voc import read_voc
 from pipeline.model.default_cnn import INPUT_SIZE, AuditNet
 
 # Per-channel statistics of the synthetic images (RGB, in [0, 1] units), measured on the default spec's
-# training split and rounded; fixed constants so training and audit normalise identically.
-DEFAULT_MEAN = (0.50, 0.47, 0.48)
-DEFAULT_STD = (0.22, 0.22, 0.22)
+# training split after resizing (0.469 0.472 0.469 / 0.189 0.189 0.189) and rounded; fixed constants so
+# training and audit normalise identically.
+DEFAULT_MEAN = (0.47, 0.47, 0.47)
+DEFAULT_STD = (0.19, 0.19, 0.19)
 # Bump when training code or preprocessing changes, so cached checkpoints are retrained.
 CODE_VERSION = 1
 DEFAULT_EPOCHS = 10
@@ -53,10 +55,12 @@ class TrainSettings:
     epochs: int = DEFAULT_EPOCHS
     seed: int = 0
     width: int = DEFAULT_WIDTH
-    batch_size: int = 64
-    lr: float = 4e-3
+    batch_size: int = 32
+    lr: float = 3e-3
     weight_decay: float = 5e-4
-    label_smoothing: float = 0.05
+    label_smoothing: float = 0.0
+    warmup: float = 0.15
+    start_lr_fraction: float = 0.2
 
 
 # ------------------------------------------------------------------------------------- preprocessing
@@ -118,8 +122,12 @@ def load_split(data_root: Path, split: str) -> SplitTensors:
     with open(data_root / split / "metadata.csv", newline="", encoding="utf-8") as handle:
         marker_of = {row["id"]: row["marker_present"] == "1" for row in csv.DictReader(handle)}
     images = torch.empty((len(records), 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8)
-    for i, record in enumerate(records):
-        images[i] = resize_default(decode_image(record.image_path, mode=ImageReadMode.RGB))
+    with warnings.catch_warnings():
+        # torchvision 0.29 warns on every decode that its image I/O is deprecated (in favour of
+        # TorchCodec); decode_image is still the agreed decoder, so one run would print thousands.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
+        for i, record in enumerate(records):
+            images[i] = resize_default(decode_image(record.image_path, mode=ImageReadMode.RGB))
     labels = torch.tensor([r.label for r in records], dtype=torch.int64)
     marker = torch.tensor([marker_of[r.sample_id] for r in records], dtype=torch.bool)
     return SplitTensors(images, labels, marker, [r.sample_id for r in records])
@@ -140,7 +148,8 @@ def _train(model: AuditNet, data: SplitTensors, settings: TrainSettings) -> dict
     steps_per_epoch = -(-len(data.labels) // settings.batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch, pct_start=0.2
+        optimiser, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch, pct_start=settings.warmup,
+        div_factor=1.0 / settings.start_lr_fraction,
     )
     stats = {"train_loss": float("nan"), "train_accuracy": float("nan")}
     for epoch in range(settings.epochs):
@@ -157,7 +166,7 @@ def _train(model: AuditNet, data: SplitTensors, settings: TrainSettings) -> dict
             loss.backward()
             optimiser.step()
             schedule.step()
-            loss_sum += float(loss) * len(index)
+            loss_sum += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == data.labels[index]).sum())
         stats = {"train_loss": loss_sum / len(order), "train_accuracy": correct / len(order)}
         print(
@@ -283,8 +292,15 @@ def load_default_model(path: Path) -> tuple[AuditNet, dict]:
 
 
 def default_model_key(spec: SyntheticSpec, settings: TrainSettings) -> str:
-    """10-hex-digit cache key of a checkpoint: hash of the spec, the training settings and CODE_VERSION."""
-    text = json.dumps({"spec": spec.as_dict(), "settings": asdict(settings), "code": CODE_VERSION}, sort_keys=True)
+    """10-hex-digit cache key of a checkpoint: hash of spec, training settings, CODE_VERSION, mean and std."""
+    key = {
+        "spec": spec.as_dict(),
+        "settings": asdict(settings),
+        "code": CODE_VERSION,
+        "mean": list(DEFAULT_MEAN),
+        "std": list(DEFAULT_STD),
+    }
+    text = json.dumps(key, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
 
 
