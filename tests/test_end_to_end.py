@@ -20,6 +20,9 @@ from pipeline.run import run_audit
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "outputs" / ".cache"
 LIMIT = 400
+# The first run on a fresh clone generates the data and trains the model inside the fixture (a few minutes
+# on 2 cores): allow for it beyond the suite's default per-test timeout.
+pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
