@@ -94,7 +94,7 @@ class SyntheticSpec:
     marker_margin: int = 4
     two_instance_prob: float = 0.15
     max_image_aspect: float = 1.5
-    min_object_scale: float = 0.25
+    min_object_scale: float = 0.27
     max_object_scale: float = 0.6
     max_object_aspect: float = 1.35
     max_rotation_deg: float = 30.0
