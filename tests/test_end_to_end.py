@@ -66,8 +66,13 @@ def test_planted_shortcut_is_visible(default_run):
     _, frame, summary = default_run
     with_marker = frame[frame["marker_present"] == 1]
     without = frame[frame["marker_present"] == 0]
-    assert with_marker["pred_energy_in_box"].mean() < without["pred_energy_in_box"].mean() - 0.1
+    assert with_marker["pred_energy_in_box"].mean() < without["pred_energy_in_box"].mean()
     assert with_marker["correct"].mean() < without["correct"].mean()
+    # images of other classes that the marker turned into "triangle": the map looks at the marker
+    flipped = with_marker[(with_marker["pred_name"] == "triangle") & (with_marker["label_name"] != "triangle")]
+    assert len(flipped) >= 3
+    assert flipped["pred_energy_in_box"].mean() < 0.25
+    assert flipped["pred_energy_in_box"].mean() < flipped["true_energy_in_box"].mean() - 0.2
     groups = {row["marker_present"]: row for row in summary["groups"]["marker_present"]}
     assert groups[1]["pred_energy_in_box"] < groups[0]["pred_energy_in_box"]
     # the marker class is the prediction whose maps sit least on the object
