@@ -181,15 +181,19 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
     if cfg.cam.negative:
         variants.append(("neg_", upsample_and_normalise(output.signed_maps, size, negative=True)))
     for prefix, variant in variants:
+        # All K maps of the batch are scored as one [K * B] batch: fewer, larger device operations.
+        k_maps, height, width = variant.normalised.shape[1], variant.normalised.shape[-2], variant.normalised.shape[-1]
+        scores = score_map(variant.normalised.transpose(0, 1).reshape(-1, height, width),
+                           variant.raw.transpose(0, 1).reshape(-1, height, width), variant.empty.transpose(0, 1).reshape(-1),
+                           boxes.repeat(k_maps, 1, 1), box_valid.repeat(k_maps, 1),
+                           tolerance=float(cfg.scores.tolerance), taus=tuple(cfg.scores.taus), iou_threshold=float(cfg.scores.iou_threshold))
         for k, name in enumerate(setup.map_names):
             if name.startswith("top"):
                 columns[f"{prefix}{name}_class"] = targets[:, k].float()
-            scores = score_map(variant.normalised[:, k], variant.raw[:, k], variant.empty[:, k], boxes, box_valid,
-                               tolerance=float(cfg.scores.tolerance), taus=tuple(cfg.scores.taus), iou_threshold=float(cfg.scores.iou_threshold))
             columns[f"{prefix}{name}_empty"] = variant.empty[:, k].float()
             columns[f"{prefix}{name}_map_max"] = variant.raw_max[:, k]
             for score, values in scores.items():
-                columns[f"{prefix}{name}_{score}"] = values.float()
+                columns[f"{prefix}{name}_{score}"] = values.view(k_maps, -1)[k].float()
     if setup.maxboxacc is not None:  # [B, T]: stored per image so that a resumed run aggregates it exactly
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
             maps.normalised[:, 1], maps.empty[:, 1], boxes, box_valid).float()

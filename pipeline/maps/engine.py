@@ -126,9 +126,11 @@ def upsample_and_normalise(signed_maps: Tensor, size: tuple[int, int], negative:
     ``negative=True`` gives the counterfactual map ``ReLU(-x)``. ``raw`` is the signed map upsampled
     without clipping (sign flipped for the negative map), for relevance mass accuracy.
     """
-    signed_maps = signed_maps.float()
-    clipped = F.interpolate((-signed_maps if negative else signed_maps).clamp(min=0), size=size, mode="bilinear", align_corners=False)
-    raw = F.interpolate(-signed_maps if negative else signed_maps, size=size, mode="bilinear", align_corners=False)
+    signed_maps = (-signed_maps if negative else signed_maps).float()
+    k_maps = signed_maps.shape[1]
+    # one interpolation for both the clipped and the signed maps
+    both = F.interpolate(torch.cat([signed_maps.clamp(min=0), signed_maps], dim=1), size=size, mode="bilinear", align_corners=False)
+    clipped, raw = both[:, :k_maps], both[:, k_maps:]
     low = clipped.amin(dim=(-2, -1), keepdim=True)
     high = clipped.amax(dim=(-2, -1), keepdim=True)
     spread = high - low
