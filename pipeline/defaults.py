@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from omegaconf import DictConfig, OmegaConf
+
 from pipeline.data.synthetic import SyntheticSpec
 
 
@@ -13,6 +15,6 @@ def synthetic_spec(synthetic_cfg=None) -> SyntheticSpec:
     if synthetic_cfg is None:
         return SyntheticSpec()
     names = {f.name for f in dataclasses.fields(SyntheticSpec)}
-    values = {k: (tuple(v) if isinstance(v, (list, tuple)) or hasattr(v, "_iter_ex") else v)
-              for k, v in dict(synthetic_cfg).items() if k in names}
+    plain = OmegaConf.to_container(synthetic_cfg, resolve=True) if isinstance(synthetic_cfg, DictConfig) else dict(synthetic_cfg)
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in plain.items() if k in names}
     return SyntheticSpec(**values)

@@ -8,7 +8,6 @@ writes the summary. Follow one batch in :func:`audit_batch`.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -52,6 +51,8 @@ class AuditSetup:
     device: torch.device
     preprocess: PreprocessSpec
     map_names: list[str]
+    input_mean: torch.Tensor | None = None  # [1, 3, 1, 1] on the device: normalisation the model expects
+    input_std: torch.Tensor | None = None
     maxboxacc: object = None  # a MaxBoxAccV2 when scores.maxboxacc.enabled (its per-image state goes in the rows)
 
 
@@ -128,7 +129,10 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
         from pipeline.scores.maxboxacc import MaxBoxAccV2
 
         maxboxacc = MaxBoxAccV2(thresholds=int(cfg.scores.maxboxacc.thresholds), device=device)
-    return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam), maxboxacc)
+    mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(built.std, device=device).view(1, 3, 1, 1)
+    return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam),
+                      mean, std, maxboxacc)
 
 
 def target_channels(module: torch.nn.Module, layer: torch.nn.Module, size: int, device: torch.device) -> int:
@@ -154,9 +158,7 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
         maps: the :class:`~pipeline.maps.engine.UpsampledMaps` (``[B, K, S, S]``), for overlays.
     """
     device = setup.device
-    mean = torch.tensor(setup.model.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(setup.model.std, device=device).view(1, 3, 1, 1)
-    images = (batch["image"].to(device, non_blocking=True).float() / 255.0 - mean) / std
+    images = (batch["image"].to(device, non_blocking=True).float() / 255.0 - setup.input_mean) / setup.input_std
     boxes = batch["boxes"].to(device, non_blocking=True)
     box_valid = batch["box_valid"].to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
@@ -263,7 +265,7 @@ def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
             if map_writer is not None:
                 map_writer.add(saved_maps.map_rows(table.column("id"), maps.signed_low_res, batch, setup.map_names))
             if overlay_mode != "none":
-                save_overlays(overlay_dir, table, batch, maps, columns, setup, only_misclassified=overlay_mode == "misclassified")
+                save_overlays(overlay_dir, table, batch, maps, only_misclassified=overlay_mode == "misclassified")
         n_done += batch["index"].numel() + len(batch["failures"])
         progress.update(batch["index"].numel() + len(batch["failures"]))
         seen = n_done + len(index_errors)
@@ -281,31 +283,3 @@ def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
     elapsed = time.perf_counter() - loop_started
     return finalize_run(run_dir, cfg, setup, samples_schema, images_scored=n_done, loop_seconds=elapsed,
                         total_seconds=time.perf_counter() - started)
-
-
-def resolved_config(cfg: DictConfig) -> str:
-    """The run's resolved configuration as YAML, for the report metadata."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
-def definition_choices(cfg: DictConfig) -> dict:
-    """Every choice behind the numbers, for the report metadata and the summary."""
-    return {
-        "cam_method": str(cfg.cam.method), "class_score": str(cfg.cam.class_score),
-        "map_postprocess": "ReLU at the layer's resolution, bilinear upsample (align_corners=False) to the network input, per-map min-max",
-        "empty_map": "constant after ReLU: peak-based scores NaN",
-        "energy_in_box_map": "min-max normalised positive map", "relevance_mass_map": "raw signed upsampled map",
-        "pointing_tolerance_px": float(cfg.scores.tolerance), "taus": [float(t) for t in cfg.scores.taus],
-        "component_connectivity": 8, "localised_iou": float(cfg.scores.iou_threshold),
-        "maxboxacc": (f"MaxBoxAccV2 of the true-class maps, {int(cfg.scores.maxboxacc.thresholds)} thresholds, IoU 0.3/0.5/0.7, "
-                      "all contours incl. holes" if cfg.scores.maxboxacc.enabled else "off"),
-        "coordinate_space": "network input (pixel-edge, boxes transformed with the image and clipped)",
-        "preprocess": OmegaConf.to_container(cfg.data.preprocess, resolve=True),
-        "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",
-    }
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)

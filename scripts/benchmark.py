@@ -52,8 +52,7 @@ def main() -> None:
         size = int(cfg.runtime.batch_size)
         batches = [collate_samples([dataset[i] for i in range(b * size, (b + 1) * size)]) for b in range(args.batches)]
         labels = [torch.tensor([good[i].label for i in batch["index"].tolist()]) for batch in batches]
-        mean = torch.tensor(setup.model.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(setup.model.std, device=device).view(1, 3, 1, 1)
+        mean, std = setup.input_mean, setup.input_std
         model = setup.engine.model
         autocast = setup.engine.autocast_dtype
 

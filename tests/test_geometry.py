@@ -14,7 +14,6 @@ def test_resize_crop_hand_computed():
     p = plan_placement(500, 375, "resize_crop", 224, 256)
     assert (p.resized_width, p.resized_height, p.offset_x, p.offset_y) == (341, 256, -58, -16)
     boxes, kept = boxes_to_input(np.array([[0, 0, 375, 375], [0, 0, 10, 10]], np.float32), p)
-    scale = 256 / 375
     np.testing.assert_allclose(boxes[0], [0, 0, 375 * 341 / 500 - 58, 224], rtol=1e-6)
     assert kept.tolist() == [True, False]  # the 10x10 corner box falls outside the crop
 

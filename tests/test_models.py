@@ -1,6 +1,5 @@
 """Model zoo: torchvision/timm by name, checkpoints loaded safely, target layers, the CAM head."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -19,9 +19,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA
+
+
+def resolved_config(cfg: DictConfig) -> str:
+    """The run's resolved configuration as YAML, for the report metadata."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def definition_choices(cfg: DictConfig) -> dict:
+    """Every choice behind the numbers, for the report metadata and the summary."""
+    return {
+        "cam_method": str(cfg.cam.method), "class_score": str(cfg.cam.class_score),
+        "map_postprocess": "ReLU at the layer's resolution, bilinear upsample (align_corners=False) to the network input, per-map min-max",
+        "empty_map": "constant after ReLU: peak-based scores NaN",
+        "energy_in_box_map": "min-max normalised positive map", "relevance_mass_map": "raw signed upsampled map",
+        "pointing_tolerance_px": float(cfg.scores.tolerance), "taus": [float(t) for t in cfg.scores.taus],
+        "component_connectivity": 8, "localised_iou": float(cfg.scores.iou_threshold),
+        "maxboxacc": (f"MaxBoxAccV2 of the true-class maps, {int(cfg.scores.maxboxacc.thresholds)} thresholds, IoU 0.3/0.5/0.7, "
+                      "all contours incl. holes" if cfg.scores.maxboxacc.enabled else "off"),
+        "coordinate_space": "network input (pixel-edge, boxes transformed with the image and clipped)",
+        "preprocess": OmegaConf.to_container(cfg.data.preprocess, resolve=True),
+        "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",
+    }
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
 
 
 def package_versions() -> dict[str, str]:
@@ -84,8 +113,6 @@ def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
 def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_scored: int, loop_seconds: float,
                  total_seconds: float) -> dict:
     """Merge parts into the final tables, write the per-class table and the summary; returns the summary."""
-    from pipeline.run import definition_choices, resolved_config, write_json_atomic
-
     parts_dir = run_dir / "parts"
     choices = definition_choices(cfg)
     metadata = {"cam_audit.config": resolved_config(cfg), "cam_audit.classes": json.dumps(list(setup.classes.names)),

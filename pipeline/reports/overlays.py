@@ -77,8 +77,7 @@ def _fmt(value: float) -> str:
     return "nan" if value != value else f"{value:.2f}"
 
 
-def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, columns: dict[str, torch.Tensor], setup,
-                  only_misclassified: bool = True) -> int:
+def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_misclassified: bool = True) -> int:
     """Write one JPEG per selected image of the batch; returns how many were written."""
     correct = table.column("correct").to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(~correct) if only_misclassified else np.arange(len(correct))

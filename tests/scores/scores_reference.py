@@ -8,7 +8,6 @@ per-pixel centre test for fractional ones, ``scipy.ndimage.label`` with a 3x3 st
 
 from __future__ import annotations
 
-import math
 
 import cv2
 import numpy as np
