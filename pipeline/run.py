@@ -24,6 +24,7 @@ from pipeline.data.records import ClassList, SampleRecord
 from pipeline.errors import ConfigError, TooManyFailures
 from pipeline.maps.engine import CamEngine, upsample_and_normalise
 from pipeline.maps.methods import get_method
+from pipeline.maps.warp import original_grid_sizes, warp_to_original
 from pipeline.model.build import BuiltModel
 from pipeline.model.from_config import build_model
 from pipeline.model.layers import find_linear_head, resolve_target_layer
@@ -36,6 +37,7 @@ from pipeline.scores import score_map
 from pipeline.sources import load_records, read_metadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+SCORE_SPACES = ("input", "original")
 
 
 @dataclass
@@ -54,6 +56,8 @@ class AuditSetup:
     input_mean: torch.Tensor | None = None  # [1, 3, 1, 1] on the device: normalisation the model expects
     input_std: torch.Tensor | None = None
     maxboxacc: object = None  # a MaxBoxAccV2 when scores.maxboxacc.enabled (its per-image state goes in the rows)
+    score_space: str = "input"  # scores.space: input | original
+    original_max_side: int = 512  # scores.original_max_side
 
 
 def resolve_device(option: str) -> torch.device:
@@ -95,6 +99,12 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
         method = get_method(cfg.cam.method)
     except ValueError as error:
         raise ConfigError("cam.method", str(error).split(": ", 1)[-1]) from error
+    score_space = str(cfg.scores.get("space", "input"))
+    if score_space not in SCORE_SPACES:
+        raise ConfigError("scores.space", f"unknown space {score_space!r}; use input or original")
+    original_max_side = int(cfg.scores.get("original_max_side", 512))
+    if original_max_side < 8:
+        raise ConfigError("scores.original_max_side", "must be at least 8 pixels")
     device = resolve_device(str(cfg.runtime.device))
     check_writable(run_dir)
     cache_dir = Path(cfg.cache_dir)
@@ -132,7 +142,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(built.std, device=device).view(1, 3, 1, 1)
     return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam),
-                      mean, std, maxboxacc)
+                      mean, std, maxboxacc, score_space, original_max_side)
 
 
 def target_channels(module: torch.nn.Module, layer: torch.nn.Module, size: int, device: torch.device) -> int:
@@ -179,27 +189,86 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
     size = (images.shape[-2], images.shape[-1])
     maps = upsample_and_normalise(output.signed_maps, size)
     maps.signed_low_res = output.signed_maps
-    variants = [("", maps)]
+    variants = {"": maps}
     if cfg.cam.negative:
-        variants.append(("neg_", upsample_and_normalise(output.signed_maps, size, negative=True)))
-    for prefix, variant in variants:
+        variants["neg_"] = upsample_and_normalise(output.signed_maps, size, negative=True)
+    grid_size = None
+    if setup.score_space == "original":
+        grid_size = original_grid_sizes(batch["placement"], batch["width"], batch["height"], setup.original_max_side)
+    views = {prefix: scoring_view(variant, batch, boxes, box_valid, grid_size) for prefix, variant in variants.items()}
+    for prefix, view in views.items():
         # All K maps of the batch are scored as one [K * B] batch: fewer, larger device operations.
-        k_maps, height, width = variant.normalised.shape[1], variant.normalised.shape[-2], variant.normalised.shape[-1]
-        scores = score_map(variant.normalised.transpose(0, 1).reshape(-1, height, width),
-                           variant.raw.transpose(0, 1).reshape(-1, height, width), variant.empty.transpose(0, 1).reshape(-1),
-                           boxes.repeat(k_maps, 1, 1), box_valid.repeat(k_maps, 1),
-                           tolerance=float(cfg.scores.tolerance), taus=tuple(cfg.scores.taus), iou_threshold=float(cfg.scores.iou_threshold))
+        k_maps, height, width = view.maps.shape[1], view.maps.shape[-2], view.maps.shape[-1]
+        domain = None if view.domain is None else view.domain.repeat(k_maps, 1, 1)
+        scores = score_map(view.maps.transpose(0, 1).reshape(-1, height, width),
+                           view.raw.transpose(0, 1).reshape(-1, height, width), view.empty.transpose(0, 1).reshape(-1),
+                           view.boxes.repeat(k_maps, 1, 1), view.box_valid.repeat(k_maps, 1),
+                           tolerance=float(cfg.scores.tolerance), taus=tuple(cfg.scores.taus), iou_threshold=float(cfg.scores.iou_threshold),
+                           domain=domain)
+        if view.grid_scale is not None:
+            scores = coordinates_to_stored(scores, view.grid_scale.repeat(k_maps, 1))
         for k, name in enumerate(setup.map_names):
             if name.startswith("top"):
                 columns[f"{prefix}{name}_class"] = targets[:, k].float()
-            columns[f"{prefix}{name}_empty"] = variant.empty[:, k].float()
-            columns[f"{prefix}{name}_map_max"] = variant.raw_max[:, k]
+            columns[f"{prefix}{name}_empty"] = view.empty[:, k].float()
+            columns[f"{prefix}{name}_map_max"] = variants[prefix].raw_max[:, k]
             for score, values in scores.items():
                 columns[f"{prefix}{name}_{score}"] = values.view(k_maps, -1)[k].float()
     if setup.maxboxacc is not None:  # [B, T]: stored per image so that a resumed run aggregates it exactly
+        view = views[""]
+        true_map = view.maps[:, 1] if view.domain is None else view.maps[:, 1].masked_fill(~view.domain, float("-inf"))
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
-            maps.normalised[:, 1], maps.empty[:, 1], boxes, box_valid).float()
+            true_map, view.empty[:, 1], view.boxes, view.box_valid).float()
     return columns, maps
+
+
+@dataclass
+class ScoringView:
+    """What one batch's maps are scored on: the network input, or each stored image's grid.
+
+    ``maps``/``raw`` ``[B, K, H, W]``, ``empty`` ``[B, K]``, ``boxes`` ``[B, N, 4]`` and ``box_valid``
+    ``[B, N]`` in the same pixel grid; ``domain`` ``[B, H, W]`` and ``grid_scale`` ``[B, 2]`` (grid pixels
+    per stored pixel, x then y) only in original space.
+    """
+
+    maps: torch.Tensor
+    raw: torch.Tensor
+    empty: torch.Tensor
+    boxes: torch.Tensor
+    box_valid: torch.Tensor
+    domain: torch.Tensor | None = None
+    grid_scale: torch.Tensor | None = None
+
+
+def scoring_view(maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor, grid_size: torch.Tensor | None) -> ScoringView:
+    """Network-input maps and boxes as they are (``grid_size`` None), or warped back to the stored images."""
+    if grid_size is None:
+        return ScoringView(maps.normalised, maps.raw, maps.empty, boxes, box_valid)
+    original = warp_to_original(maps, batch["placement"], batch["width"], batch["height"], grid_size)
+    device = original.normalised.device
+    scale = original.grid_scale.to(torch.float32)
+    stored = batch["boxes_stored"].to(device, non_blocking=True)
+    on_grid = stored * torch.stack([scale[:, 0], scale[:, 1], scale[:, 0], scale[:, 1]], dim=1)[:, None, :]
+    return ScoringView(original.normalised, original.raw, original.empty, on_grid,
+                       batch["box_stored_valid"].to(device, non_blocking=True), original.domain, original.grid_scale)
+
+
+def coordinates_to_stored(scores: dict[str, torch.Tensor], grid_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boxes and peaks of :func:`~pipeline.scores.score_map` from grid pixels to stored-image pixels.
+
+    Box corners are divided by the grid scale; a peak becomes the stored pixel that holds its grid pixel's
+    centre. Shapes: grid_scale ``[B, 2]`` (x, y) matching the scores' ``[B]``.
+    """
+    scale_x, scale_y = grid_scale[:, 0].to(torch.float64), grid_scale[:, 1].to(torch.float64)
+    out = dict(scores)
+    for name, values in scores.items():
+        if name.startswith(("box_x1_", "box_x2_")):
+            out[name] = (values.to(torch.float64) / scale_x).to(torch.float32)
+        elif name.startswith(("box_y1_", "box_y2_")):
+            out[name] = (values.to(torch.float64) / scale_y).to(torch.float32)
+    out["peak_col"] = torch.floor((scores["peak_col"].to(torch.float64) + 0.5) / scale_x).to(torch.float32)
+    out["peak_row"] = torch.floor((scores["peak_row"].to(torch.float64) + 0.5) / scale_y).to(torch.float32)
+    return out
 
 
 def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: AuditSetup, todo_arrays: dict[str, pa.Array],

@@ -79,7 +79,7 @@ def test_report_metadata_names_the_definitions(voc_run):
     metadata = pq.read_schema(run_dir / "samples.parquet").metadata
     definitions = json.loads(metadata[b"cam_audit.definitions"])
     assert definitions["class_score"] == "logit" and definitions["taus"] == [0.15]
-    assert definitions["pointing_tolerance_px"] == 15.0 and "network input" in definitions["coordinate_space"]
+    assert definitions["pointing_tolerance_px"] == 15.0 and definitions["coordinate_space"].startswith("input:")
     assert b"resize_crop" in metadata[b"cam_audit.config"]
     assert len(json.loads(metadata[b"cam_audit.classes"])) == 1000
     assert metadata[b"cam_audit.target_layer"] == b"bn2"
@@ -140,3 +140,37 @@ def test_saved_low_resolution_maps_rescore_to_the_same_numbers(tmp_path):
     expected = frame.set_index("id").loc[list(again["id"]), "true_energy_in_box"].to_numpy()
     assert len(again["id"]) == 6
     assert abs(again["energy_in_box"] - expected).max() < 5e-3  # float16 storage
+
+
+def test_original_space_same_pixel_scores_full_boxes_stored_coordinates(voc_run, tmp_path):
+    """scores.space=original on the same photos: what the network saw scores the same, the boxes are the
+    annotated ones (not clipped to the crop), and boxes and peaks are in stored-image pixels."""
+    import pyarrow.parquet as pq
+
+    from pipeline.data.geometry import plan_placement
+
+    _, input_frame, _ = voc_run
+    frame, summary = audit(tmp_path, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
+                                      f"data.classes={SAMPLE / 'classes.txt'}", "scores.space=original", "report.overlays=none"])
+    original, inputs = frame.set_index("id").sort_index(), input_frame.set_index("id").sort_index()
+    assert len(original) == 42 and summary["images_without_box_in_input"] == 1
+    assert original.loc[original.index.str.endswith("volleyball"), "true_energy_in_box"].isna().all()
+    # A grid of an aspect ratio above 2 is capped at 512 px (resampled); the others hold the input map exactly.
+    exact = (original[["width", "height"]].max(axis=1) / original[["width", "height"]].min(axis=1)) * 256 <= 512
+    assert exact.sum() >= 35
+    for score in ("energy_in_box", "box_area_fraction", "relevance_rank_accuracy", "relevance_mass_accuracy", "pointing_hit"):
+        diff = (original[f"true_{score}"] - inputs[f"true_{score}"]).abs()
+        assert diff[exact].max() < 1e-4, score
+        assert diff.max() < 0.02, score
+    # The box from the map, moved back into the network input, is the input-space box.
+    for sample_id, row in original[exact & original["true_box_x1_tau015"].notna()].iterrows():
+        p = plan_placement(int(row["width"]), int(row["height"]), "resize_crop", 224, 256)
+        assert row["true_box_x1_tau015"] * p.scale_x + p.offset_x == pytest.approx(inputs.loc[sample_id, "true_box_x1_tau015"], abs=1e-3)
+        assert row["true_box_y2_tau015"] * p.scale_y + p.offset_y == pytest.approx(inputs.loc[sample_id, "true_box_y2_tau015"], abs=1e-3)
+        assert 0 <= row["true_box_x1_tau015"] < row["true_box_x2_tau015"] <= row["width"]
+        assert 0 <= row["true_peak_row"] < row["height"] and 0 <= row["true_peak_col"] < row["width"]
+    # IoU is taken with the whole annotated boxes: lower where the crop cut them, never for uncut boxes.
+    iou_diff = original["true_iou_tau015"] - inputs["true_iou_tau015"]
+    assert (iou_diff[exact].dropna() < 1e-4).all() and (iou_diff[exact].dropna() < -0.05).sum() >= 5
+    metadata = pq.read_schema(tmp_path / "run" / "samples.parquet").metadata
+    assert json.loads(metadata[b"cam_audit.definitions"])["coordinate_space"].startswith("original:")

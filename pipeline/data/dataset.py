@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.decode import decode_image
-from pipeline.data.geometry import boxes_to_input, image_to_input, plan_placement
+from pipeline.data.geometry import boxes_in_stored, boxes_to_input, image_to_input, plan_placement
 from pipeline.data.records import SampleRecord
 
 
@@ -38,7 +38,11 @@ class AuditDataset(Dataset):
         ``index`` (int, position in ``records``), ``ok`` (bool), ``image`` ``[3, S, S]`` uint8,
         ``boxes`` ``[M, 4]`` float32 in network-input pixel-edge coordinates (clipped to the input),
         ``n_boxes_dropped`` (boxes that were inverted, empty or outside the input), ``width``/``height``
-        (stored size), and when ``ok`` is False: ``stage`` and ``error`` (type and message).
+        (stored size), ``placement`` ``[4]`` float64 ``(scale_x, scale_y, offset_x, offset_y)`` (stored
+        point ``x`` -> input point ``x * scale_x + offset_x``), ``boxes_stored`` ``[M', 4]`` float32, the
+        annotated boxes clipped to the stored image (for ``scores.space=original``; none when no box
+        reached the input, so that such an image is flagged with NaN box scores in both spaces), and
+        when ``ok`` is False: ``stage`` and ``error`` (type and message).
     """
 
     def __init__(self, records: list[SampleRecord], spec: PreprocessSpec):
@@ -60,11 +64,14 @@ class AuditDataset(Dataset):
             placement = plan_placement(width, height, self.spec.mode, self.spec.size, self.spec.resize_size)
             boxes, kept = boxes_to_input(record.boxes, placement)
             pixels = image_to_input(image, placement, self.spec.interpolation, self.spec.fill)
+            stored = boxes_in_stored(record.boxes, width, height) if kept.any() else boxes[:0]
         except Exception as error:  # one bad sample must never stop the run
             return _failed(index, self.spec.size, stage, error)
         return {
             "index": index, "ok": True, "image": pixels, "boxes": torch.from_numpy(boxes),
             "n_boxes_dropped": int((~kept).sum()), "width": width, "height": height,
+            "placement": torch.tensor([placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y], dtype=torch.float64),
+            "boxes_stored": torch.from_numpy(stored),
         }
 
 
@@ -72,6 +79,7 @@ def _failed(index: int, size: int, stage: str, error: BaseException) -> dict:
     return {
         "index": index, "ok": False, "image": torch.zeros(3, size, size, dtype=torch.uint8),
         "boxes": torch.zeros(0, 4), "n_boxes_dropped": 0, "width": 0, "height": 0,
+        "placement": torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64), "boxes_stored": torch.zeros(0, 4),
         "stage": stage, "error_type": type(error).__name__, "error": str(error)[:500],
     }
 
@@ -81,25 +89,33 @@ def collate_samples(items: list[dict]) -> dict:
 
     Returns a dict with ``index`` ``[B]`` long, ``image`` ``[B, 3, S, S]`` uint8, ``boxes``
     ``[B, N, 4]`` float32, ``box_valid`` ``[B, N]`` bool, ``n_boxes_dropped``, ``width``, ``height``
-    ``[B]`` long, and ``failures``: the list of failed items (``index``, ``stage``, ``error_type``,
+    ``[B]`` long, ``placement`` ``[B, 4]`` float64, ``boxes_stored`` ``[B, N', 4]`` with
+    ``box_stored_valid`` ``[B, N']``, and ``failures``: the list of failed items (``index``, ``stage``, ``error_type``,
     ``error``).
     """
     good = [item for item in items if item["ok"]]
     failures = [{k: item[k] for k in ("index", "stage", "error_type", "error")} for item in items if not item["ok"]]
-    n_max = max([item["boxes"].shape[0] for item in good] + [1])
-    boxes = torch.zeros(len(good), n_max, 4, dtype=torch.float32)
-    valid = torch.zeros(len(good), n_max, dtype=torch.bool)
-    for row, item in enumerate(good):  # runs in the loader workers, not in the audit's hot path
-        count = item["boxes"].shape[0]
-        boxes[row, :count] = item["boxes"]
-        valid[row, :count] = True
+    boxes, valid = _pad_boxes([item["boxes"] for item in good])
+    boxes_stored, stored_valid = _pad_boxes([item["boxes_stored"] for item in good])
     size = items[0]["image"].shape[-1] if items else 0
     return {
         "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
         "image": torch.stack([item["image"] for item in good]) if good else torch.zeros(0, 3, size, size, dtype=torch.uint8),
-        "boxes": boxes, "box_valid": valid,
+        "boxes": boxes, "box_valid": valid, "boxes_stored": boxes_stored, "box_stored_valid": stored_valid,
+        "placement": torch.stack([item["placement"] for item in good]) if good else torch.zeros(0, 4, dtype=torch.float64),
         "n_boxes_dropped": torch.tensor([item["n_boxes_dropped"] for item in good], dtype=torch.long),
         "width": torch.tensor([item["width"] for item in good], dtype=torch.long),
         "height": torch.tensor([item["height"] for item in good], dtype=torch.long),
         "failures": failures,
     }
+
+
+def _pad_boxes(per_image: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[M_i, 4]`` boxes per image -> ``[B, N_max, 4]`` float32 and a ``[B, N_max]`` validity mask."""
+    n_max = max([boxes.shape[0] for boxes in per_image] + [1])
+    padded = torch.zeros(len(per_image), n_max, 4, dtype=torch.float32)
+    valid = torch.zeros(len(per_image), n_max, dtype=torch.bool)
+    for row, boxes in enumerate(per_image):  # runs in the loader workers, not in the audit's hot path
+        padded[row, :boxes.shape[0]] = boxes
+        valid[row, :boxes.shape[0]] = True
+    return padded, valid

@@ -12,6 +12,10 @@ Modes (``data.preprocess.mode``):
   (``top = round((h - size) / 2)``, as torchvision's ``center_crop``): ImageNet evaluation.
 - ``resize``: resize to ``size x size`` without crop (aspect ratio not kept).
 - ``letterbox``: resize the longer side to ``size`` keeping the aspect ratio, pad the rest with ``fill``.
+
+Scoring in original-image coordinates (``scores.space=original``) goes the way back with the same
+numbers: a stored-image point ``x`` is read from the network input at ``x * scale_x + offset_x``
+(:mod:`pipeline.maps.warp`), against the boxes as annotated (:func:`boxes_in_stored`).
 """
 
 from __future__ import annotations
@@ -123,3 +127,18 @@ def image_to_input(image: torch.Tensor, placement: Placement, interpolation: str
     h = min(placement.resized_height - src_y0, placement.out_height - dst_y0)
     out[:, dst_y0:dst_y0 + h, dst_x0:dst_x0 + w] = resized[:, src_y0:src_y0 + h, src_x0:src_x0 + w]
     return out
+
+
+def boxes_in_stored(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The proper boxes clipped to the stored image: ``[N, 4]`` -> ``[M, 4]`` float32 pixel-edge.
+
+    A box that is inverted, not finite, or has no area inside the image is left out.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    finite = np.isfinite(boxes).all(axis=1)
+    boxes = np.where(finite[:, None], boxes, 0.0)
+    proper = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    clipped = np.stack([np.clip(boxes[:, 0], 0, width), np.clip(boxes[:, 1], 0, height),
+                        np.clip(boxes[:, 2], 0, width), np.clip(boxes[:, 3], 0, height)], axis=1)
+    keep = proper & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return clipped[keep].astype(np.float32)

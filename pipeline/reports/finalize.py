@@ -41,10 +41,22 @@ def definition_choices(cfg: DictConfig) -> dict:
         "component_connectivity": 8, "localised_iou": float(cfg.scores.iou_threshold),
         "maxboxacc": (f"MaxBoxAccV2 of the true-class maps, {int(cfg.scores.maxboxacc.thresholds)} thresholds, IoU 0.3/0.5/0.7, "
                       "all contours incl. holes" if cfg.scores.maxboxacc.enabled else "off"),
-        "coordinate_space": "network input (pixel-edge, boxes transformed with the image and clipped)",
+        "coordinate_space": coordinate_space(cfg),
         "preprocess": OmegaConf.to_container(cfg.data.preprocess, resolve=True),
         "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",
     }
+
+
+def coordinate_space(cfg: DictConfig) -> str:
+    """What the box scores, boxes and peaks of the rows refer to (``scores.space``)."""
+    if str(cfg.scores.get("space", "input")) == "original":
+        return ("original: stored-image pixels (pixel-edge); maps warped back from the network input (bilinear) and defined "
+                "where the network saw the image (0 and ignored outside the crop; letterbox padding dropped), normalised there; "
+                "pixel scores and the box area fraction over that region; IoU with the boxes as annotated (clipped to the image, "
+                "not to the crop); scored on the stored image scaled by the larger resize factor (longest side at most "
+                f"{int(cfg.scores.get('original_max_side', 512))} px); box and peak columns in stored pixels; pointing tolerance "
+                "in scoring-grid pixels")
+    return "input: network-input pixels (pixel-edge); boxes transformed with the image and clipped to it"
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

@@ -60,12 +60,18 @@ def score_map(
     tolerance: float = 15.0,
     taus: Sequence[float] = (0.15,),
     iou_threshold: float = 0.5,
+    domain: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All per-image scores of one batch of maps against its boxes (G computed once).
 
     Inputs: maps [B, H, W] float32 (min-max normalised, non-negative), raw_maps [B, H, W] float32
     (signed, un-normalised, upsampled; for relevance mass accuracy), empty [B] bool (constant map),
-    boxes [B, N, 4] float (x1, y1, x2, y2) pixel-edge in the maps' grid, box_valid [B, N] bool.
+    boxes [B, N, 4] float (x1, y1, x2, y2) pixel-edge in the maps' grid, box_valid [B, N] bool,
+    domain [B, H, W] bool or None: where each map is defined (``scores.space=original``: the part of
+    the stored image the network saw, on a canvas shared by images of different sizes); maps must be 0
+    outside it. G is then cut to the domain for the pixel scores (the box area fraction is relative to
+    the domain, relevance rank accuracy ranks only its pixels), no thresholded box takes a pixel
+    outside it, and IoU is still taken with the boxes as given.
 
     Returns a dict of [B] float32 tensors (NaN where undefined; every box-based score is NaN for an
     image without a valid box, every peak/threshold-based score NaN for an empty map):
@@ -90,20 +96,25 @@ def score_map(
         raise ValueError(f"taus {list(taus)} give duplicate keys {keys}")
     gt = boxes_to_mask(boxes, box_valid, H, W)
     nan = float("nan")
+    if domain is not None:
+        domain = domain.to(device=dev, dtype=torch.bool)
+        gt = gt & domain
+    # Thresholds compare with ">=": -inf outside the domain keeps those pixels out even at tau = 0.
+    thresholded = maps if domain is None else maps.masked_fill(~domain, float("-inf"))
 
     out: dict[str, torch.Tensor] = {}
     out["energy_in_box"] = energy_in_box(maps, gt)
-    out["box_area_fraction"] = box_area_fraction(gt)
+    out["box_area_fraction"] = box_area_fraction(gt, domain)
     out["energy_lift"] = energy_lift(out["energy_in_box"], out["box_area_fraction"])
     out["pointing_hit"] = pointing_game_hit(maps, empty, gt, tolerance)
-    out["relevance_rank_accuracy"] = relevance_rank_accuracy(maps, gt)
+    out["relevance_rank_accuracy"] = relevance_rank_accuracy(maps, gt, domain)
     out["relevance_mass_accuracy"] = relevance_mass_accuracy(raw_maps.to(dev), gt)
     peak = peak_location(maps).to(torch.float32)
     out["peak_row"] = torch.where(empty, nan, peak[:, 0])
     out["peak_col"] = torch.where(empty, nan, peak[:, 1])
     for t in taus:
         k = tau_key(t)
-        box = largest_component_box(maps, empty, t)
+        box = largest_component_box(thresholded, empty, t)
         iou64 = _best_box_iou64(box, boxes, box_valid)
         out[f"iou_{k}"] = iou64.to(torch.float32)
         out[f"localised_{k}"] = torch.where(

@@ -3,7 +3,9 @@
 Usage: ``python -m pipeline.scores.bench [--batch 64] [--size 224] [--threads N] [--device cpu]``.
 Maps: 7x7 uniform random maps upsampled bilinearly (``align_corners=False``) to size x size and
 min-max normalised, like real CAMs; 3 random boxes per image.  Prints the median of ``--repeats``
-runs (after one warm-up) and the fastest, in milliseconds.
+runs (after one warm-up) and the fastest, in milliseconds.  ``scores.space=original`` is timed on
+ImageNet-shaped images (half 500 x 375, half 375 x 500, resize 256 / crop 224: a 341 x 341 canvas),
+warp included, beside the input-space ``score_map`` of the same maps.
 """
 
 from __future__ import annotations
@@ -30,6 +32,37 @@ def realistic_batch(batch: int, size: int, device: str, seed: int = 0):
     valid = torch.ones(batch, 3, dtype=torch.bool)
     empty = torch.zeros(batch, dtype=torch.bool)
     return maps.to(device), empty.to(device), boxes.to(device), valid.to(device)
+
+
+def original_space_batch(maps: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor):
+    """A function that warps ``maps`` (network input, 224) back to ImageNet-shaped stored images."""
+    from pipeline.data.geometry import plan_placement
+    from pipeline.maps.engine import UpsampledMaps
+    from pipeline.maps.warp import original_grid_sizes, warp_to_original
+
+    batch = maps.shape[0]
+    sizes = [(500, 375) if i % 2 == 0 else (375, 500) for i in range(batch)]
+    placements = [plan_placement(w, h, "resize_crop", 224, 256) for w, h in sizes]
+    placement = torch.tensor([[p.scale_x, p.scale_y, p.offset_x, p.offset_y] for p in placements], dtype=torch.float64)
+    width, height = torch.tensor([w for w, _ in sizes]), torch.tensor([h for _, h in sizes])
+    grid = original_grid_sizes(placement, width, height, 512)
+    upsampled = UpsampledMaps(maps[:, None], maps[:, None], torch.zeros(batch, 1, dtype=torch.bool, device=maps.device),
+                              maps.amax(dim=(1, 2))[:, None])
+    shift = torch.tensor([[-p.offset_x, -p.offset_y] * 2 for p in placements], dtype=torch.float32, device=maps.device)
+    stored = (boxes + shift[:, None, :]) * torch.tensor([[1 / p.scale_x, 1 / p.scale_y] * 2 for p in placements],
+                                                        dtype=torch.float32, device=maps.device)[:, None, :]
+
+    def warped():
+        original = warp_to_original(upsampled, placement, width, height, grid)
+        scale = original.grid_scale.to(torch.float32)
+        return original, stored * torch.cat([scale, scale], dim=1)[:, None, :], valid
+
+    return warped
+
+
+def _score_view(view) -> dict:
+    original, boxes, valid = view
+    return score_map(original.normalised[:, 0], original.raw[:, 0], original.empty[:, 0], boxes, valid, domain=original.domain)
 
 
 def _time(fn, repeats: int, device: str) -> float:
@@ -72,6 +105,12 @@ def main() -> None:
     show("label_components (maps >= 0.15)", lambda: label_components(binary))
     show("largest_component_box (tau 0.15)", lambda: largest_component_box(maps, empty, 0.15))
     show("score_map (taus=(0.15,))", lambda: score_map(maps, maps, empty, boxes, valid))
+    if args.size == 224:
+        warped = original_space_batch(maps, boxes, valid)
+        show("warp_to_original (ImageNet shapes)", lambda: warped())
+        view = warped()
+        show("score_map, original space (incl. warp)", lambda: _score_view(warped()))
+        show("score_map, original space (excl. warp)", lambda: _score_view(view))
     for holes in (True, False):
         def mba(holes=holes):
             acc = MaxBoxAccV2(thresholds=args.thresholds, include_holes=holes)

@@ -58,18 +58,23 @@ def energy_in_box(maps: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
     return _mass_in_region(maps, _check(maps, gt_mask))
 
 
-def box_area_fraction(gt_mask: torch.Tensor) -> torch.Tensor:
+def box_area_fraction(gt_mask: torch.Tensor, domain: torch.Tensor | None = None) -> torch.Tensor:
     """Box area fraction ``sum(G) / (H * W)``: the energy in box of a uniform map.
 
+    With ``domain`` (the image's own pixels when several images of different sizes share one canvas,
+    see ``pipeline.maps.warp``) the denominator is ``sum(domain)`` instead of ``H * W``.
     NaN where G is empty.
 
-    Shapes: gt_mask [B, H, W] bool -> [B] float32.
+    Shapes: gt_mask [B, H, W] bool, domain [B, H, W] bool or None -> [B] float32.
     """
     if gt_mask.dim() != 3:
         raise ValueError(f"gt_mask must be [B, H, W], got {tuple(gt_mask.shape)}")
     B, H, W = gt_mask.shape
     area = gt_mask.to(torch.bool).sum(dim=(1, 2), dtype=torch.float64)
-    frac = area / float(H * W)
+    if domain is None:
+        frac = area / float(H * W)
+    else:
+        frac = area / domain.to(device=gt_mask.device, dtype=torch.bool).sum(dim=(1, 2), dtype=torch.float64).clamp(min=1)
     return torch.where(area > 0, frac, _NAN).to(torch.float32)
 
 
@@ -170,15 +175,16 @@ def peak_location(maps: torch.Tensor) -> torch.Tensor:
     return torch.stack([row, flat - row * W], dim=1)
 
 
-def relevance_rank_accuracy(maps: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
+def relevance_rank_accuracy(maps: torch.Tensor, gt_mask: torch.Tensor, domain: torch.Tensor | None = None) -> torch.Tensor:
     """Relevance rank accuracy (Arras et al. 2022; Quantus ``RelevanceRankAccuracy``).
 
     With ``K = sum(G)``: the share of the K highest-valued pixels of the map that lie in G,
     ``|top_K(M) n G| / K``.  Ties: pixels are ranked by a stable descending sort of the flattened
     (row-major) map, so among equal values the lower flat index ranks first.  NaN where the map is
-    constant (empty: ``max == min``) or G is empty.
+    constant (empty: ``max == min``) or G is empty.  With ``domain`` only the domain's pixels are ranked
+    (and tested for being constant): pixels outside it rank after every pixel inside.
 
-    Shapes: maps [B, H, W] float32, gt_mask [B, H, W] bool -> [B] float32.
+    Shapes: maps [B, H, W] float32, gt_mask [B, H, W] bool, domain [B, H, W] bool or None -> [B] float32.
     """
     gt = _check(maps, gt_mask)
     B, H, W = maps.shape
@@ -187,7 +193,12 @@ def relevance_rank_accuracy(maps: torch.Tensor, gt_mask: torch.Tensor) -> torch.
     k = g.sum(dim=1)
     if flat.shape[1] == 0:
         return torch.full((B,), _NAN, dtype=torch.float32, device=maps.device)
-    constant = flat.amax(dim=1) == flat.amin(dim=1)
+    if domain is None:
+        constant = flat.amax(dim=1) == flat.amin(dim=1)
+    else:
+        inside = _check(maps, domain).reshape(B, H * W)
+        constant = flat.masked_fill(~inside, -math.inf).amax(dim=1) == flat.masked_fill(~inside, math.inf).amin(dim=1)
+        flat = flat.masked_fill(~inside, -math.inf)
     order = torch.sort(flat, dim=1, descending=True, stable=True).indices
     in_g = g.gather(1, order)
     top = torch.arange(H * W, device=maps.device)[None, :] < k[:, None]
