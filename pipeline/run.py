@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples
+from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
 from pipeline.data.records import ClassList, SampleRecord
 from pipeline.errors import ConfigError, TooManyFailures
 from pipeline.maps.engine import CamEngine, upsample_and_normalise
@@ -58,6 +58,7 @@ class AuditSetup:
     maxboxacc: object = None  # a MaxBoxAccV2 when scores.maxboxacc.enabled (its per-image state goes in the rows)
     score_space: str = "input"  # scores.space: input | original
     original_max_side: int = 512  # scores.original_max_side
+    preprocess_sources: dict | None = None  # where size / resize_size / interpolation came from: config, model or fallback
 
 
 def resolve_device(option: str) -> torch.device:
@@ -112,7 +113,12 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
     metadata = read_metadata(metadata_path)
     built = build_model(cfg.model, len(classes), cache_dir, cfg.data)
     module = built.module.to(device).eval()
-    size = int(cfg.data.preprocess.size)
+    try:
+        preprocess, preprocess_sources = resolve_preprocess(cfg.data.preprocess, built.preprocess)
+    except ValueError as error:
+        option, reason = str(error).split(": ", 1)
+        raise ConfigError(f"data.preprocess.{option}", reason) from error
+    size = preprocess.size
     try:
         target_name, layer = resolve_target_layer(module, str(cfg.model.target_layer), size, device)
     except ValueError as error:
@@ -130,10 +136,6 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
         if head is None:
             raise ConfigError("cam.method", f"cam needs a global-average-pool + linear head after {target_name}; use gradcam")
     engine = CamEngine(module, layer, method, str(cfg.cam.class_score), head, PRECISIONS[cfg.runtime.precision])
-    preprocess = PreprocessSpec(
-        mode=str(cfg.data.preprocess.mode), size=size, resize_size=cfg.data.preprocess.get("resize_size"),
-        interpolation=str(cfg.data.preprocess.interpolation), fill=int(cfg.data.preprocess.fill),
-        boxes_refer_to=str(cfg.data.preprocess.boxes_refer_to), check_annotated_size=bool(cfg.data.preprocess.check_annotated_size))
     maxboxacc = None
     if cfg.scores.maxboxacc.enabled:
         from pipeline.scores.maxboxacc import MaxBoxAccV2
@@ -142,7 +144,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(built.std, device=device).view(1, 3, 1, 1)
     return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam),
-                      mean, std, maxboxacc, score_space, original_max_side)
+                      mean, std, maxboxacc, score_space, original_max_side, preprocess_sources)
 
 
 def target_channels(module: torch.nn.Module, layer: torch.nn.Module, size: int, device: torch.device) -> int:

@@ -106,3 +106,71 @@ def test_any_module_through_hydra_target(tmp_path):
     built = build_model(cfg, 6, tmp_path)
     assert isinstance(built.module, SmallNet) and built.module.head[-1].out_features == 6
     assert resolve_target_layer(built.module, "auto", 16)[0] == "body"
+
+
+def test_torchvision_weights_metadata_gives_their_preprocessing():
+    import torchvision
+
+    from pipeline.model.build import torchvision_preprocess
+
+    b1 = torchvision.models.get_model_weights("efficientnet_b1").IMAGENET1K_V2
+    assert torchvision_preprocess(b1)[0] == {"size": 240, "resize_size": 255, "interpolation": "bilinear"}
+    preprocess, mean, std = torchvision_preprocess(torchvision.models.get_model_weights("resnet50").IMAGENET1K_V2)
+    assert preprocess == {"size": 224, "resize_size": 232, "interpolation": "bilinear"}
+    assert mean == pytest.approx((0.485, 0.456, 0.406)) and std == pytest.approx((0.229, 0.224, 0.225))
+
+
+def test_cached_torchvision_weights_bring_their_preprocessing(tmp_path, monkeypatch):
+    """model.weights from the local hub cache (a stand-in file): efficientnet_b0 V1 was evaluated bicubic."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub-home"))
+    chosen = torchvision.models.get_model_weights("efficientnet_b0").IMAGENET1K_V1
+    cached = tmp_path / "hub-home" / "hub" / "checkpoints" / chosen.url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.efficientnet_b0().state_dict(), cached)
+    built = build_model(model_cfg(name="efficientnet_b0", weights="IMAGENET1K_V1"), 1000, tmp_path)
+    assert built.preprocess == {"size": 224, "resize_size": 256, "interpolation": "bicubic"}
+    assert built.preprocess_source == "torchvision weights efficientnet_b0 IMAGENET1K_V1"
+
+
+def test_timm_pretrained_cfg_gives_size_crop_and_interpolation():
+    from pipeline.model.build import timm_preprocess
+
+    cfg = {"input_size": (3, 240, 240), "crop_pct": 0.882, "interpolation": "bicubic"}
+    assert timm_preprocess(cfg) == {"size": 240, "resize_size": 272, "interpolation": "bicubic"}  # floor(240 / 0.882)
+    assert timm_preprocess({}) == {}
+
+
+def test_checkpoint_metadata_describes_its_weights_and_config_still_wins(tmp_path):
+    import torchvision
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": torchvision.models.resnet18(num_classes=3).state_dict(), "mean": [0.5, 0.5, 0.5],
+                "std": [0.25, 0.25, 0.25], "input_size": 160, "interpolation": "bicubic"}, path)
+    built = build_model(model_cfg(checkpoint=str(path)), 3, tmp_path)
+    assert built.preprocess == {"size": 160, "interpolation": "bicubic"}
+    assert built.mean == (0.5, 0.5, 0.5) and built.std == (0.25, 0.25, 0.25)
+    assert built.preprocess_source == f"checkpoint {path}"
+    explicit = build_model(model_cfg(checkpoint=str(path), mean=[0.1, 0.2, 0.3]), 3, tmp_path)
+    assert explicit.mean == (0.1, 0.2, 0.3) and explicit.std == (0.25, 0.25, 0.25)
+    plain = build_model(model_cfg(), 3, tmp_path)  # no weights, no metadata: ImageNet normalisation
+    assert plain.preprocess == {} and plain.mean == (0.485, 0.456, 0.406)
+
+
+def test_auto_preprocessing_resolution():
+    from pipeline.data.dataset import resolve_preprocess
+
+    auto = {"mode": "resize_crop", "size": "auto", "resize_size": "auto", "interpolation": "auto", "fill": 0}
+    spec, sources = resolve_preprocess(auto, {"size": 240, "resize_size": 255, "interpolation": "bicubic"})
+    assert (spec.size, spec.resize_size, spec.interpolation) == (240, 255, "bicubic")
+    assert set(sources.values()) == {"model"}
+    spec, sources = resolve_preprocess(auto, {"interpolation": "bicubic"})
+    assert (spec.size, spec.resize_size, spec.interpolation) == (224, 256, "bicubic")
+    assert sources == {"size": "fallback", "resize_size": "fallback", "interpolation": "model"}
+    spec, sources = resolve_preprocess({**auto, "interpolation": "nearest", "size": 200}, {"size": 240, "interpolation": "bicubic"})
+    assert (spec.size, spec.interpolation) == (200, "nearest") and sources["size"] == sources["interpolation"] == "config"
+    for bad, option in [({"interpolation": "cubic"}, "interpolation"), ({"mode": "crop"}, "mode"),
+                        ({"size": 224, "resize_size": 200}, "resize_size"), ({"size": 4}, "size")]:
+        with pytest.raises(ValueError, match=f"^{option}: "):
+            resolve_preprocess({**auto, **bad}, {})

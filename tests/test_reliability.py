@@ -367,6 +367,9 @@ def config_case(name: str, world: dict) -> tuple[list[str], Path, str]:
         "run_dir_under_a_file": ({}, "hydra.run.dir"),
         "mandatory_value_missing": ({"data.classes": None}, "data.classes"),
         "checkpoint_with_pickled_object": ({"model.checkpoint": world["evil"]}, "model.checkpoint"),
+        "unknown_interpolation": ({"data.preprocess.interpolation": "cubic"}, "data.preprocess.interpolation"),
+        "unknown_preprocess_mode": ({"data.preprocess.mode": "crop"}, "data.preprocess.mode"),
+        "unknown_score_space": ({"scores.space": "stored"}, "scores.space"),
     }
     extra, option = cases[name]
     if name == "run_dir_under_a_file":
@@ -376,7 +379,8 @@ def config_case(name: str, world: dict) -> tuple[list[str], Path, str]:
 
 CONFIG_CASES = ["missing_data_folder", "missing_annotation_folder", "empty_dataset", "class_list_repeats_a_class",
                 "wrong_target_layer", "outputs_do_not_match_classes", "unknown_cam_method", "cuda_without_gpu",
-                "run_dir_under_a_file", "mandatory_value_missing", "checkpoint_with_pickled_object"]
+                "run_dir_under_a_file", "mandatory_value_missing", "checkpoint_with_pickled_object", "unknown_interpolation",
+                "unknown_preprocess_mode", "unknown_score_space"]
 # Cases whose CLI path differs from "ConfigError raised in prepare()" (checked in-process for every case):
 # always run through the CLI. The rest go through the CLI in the slow set.
 CLI_ALWAYS = ["run_dir_under_a_file", "mandatory_value_missing"]

@@ -8,13 +8,14 @@ normalises them there.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.decode import decode_image
-from pipeline.data.geometry import boxes_in_stored, boxes_to_input, image_to_input, plan_placement
+from pipeline.data.geometry import MODES, boxes_in_stored, boxes_to_input, image_to_input, plan_placement
 from pipeline.data.records import SampleRecord
 
 
@@ -29,6 +30,48 @@ class PreprocessSpec:
     fill: int = 0
     boxes_refer_to: str = "stored"
     check_annotated_size: bool = True
+
+
+# Where the data config says ``auto`` and the model's weights say nothing: ImageNet evaluation.
+PREPROCESS_FALLBACK = {"size": 224, "resize_size": 256, "interpolation": "bilinear"}
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")  # what torchvision resizes uint8 tensors with
+
+
+def resolve_preprocess(options: Mapping, from_model: Mapping) -> tuple[PreprocessSpec, dict[str, str]]:
+    """The preprocessing of a run: ``data.preprocess`` with each ``auto`` value taken from the model.
+
+    Args:
+        options: the ``data.preprocess`` config (``size``, ``resize_size``, ``interpolation`` may be ``auto``).
+        from_model: what the weights' metadata says (``BuiltModel.preprocess``), possibly empty.
+    Returns:
+        the spec, and for each of ``size``/``resize_size``/``interpolation`` where its value came from
+        (``config``, ``model``, or ``fallback`` = :data:`PREPROCESS_FALLBACK`).
+    Raises:
+        ValueError: ``"<option>: <reason>"`` for a value that cannot work.
+    """
+    values, sources = {}, {}
+    for key in ("size", "resize_size", "interpolation"):
+        value = options.get(key)
+        if value == "auto":
+            value, sources[key] = (from_model[key], "model") if key in from_model else (PREPROCESS_FALLBACK[key], "fallback")
+        else:
+            sources[key] = "config"
+        values[key] = value
+    mode = str(options.get("mode", "resize_crop"))
+    if mode not in MODES:
+        raise ValueError(f"mode: unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    if not isinstance(values["size"], int) or values["size"] < 8:
+        raise ValueError(f"size: {values['size']!r} is not a side of at least 8 pixels (or auto)")
+    resize_size = values["resize_size"]
+    if mode == "resize_crop" and resize_size is not None and (not isinstance(resize_size, int) or resize_size < values["size"]):
+        raise ValueError(f"resize_size: {resize_size!r} must be an integer >= size ({values['size']}), null or auto")
+    if str(values["interpolation"]) not in INTERPOLATIONS:
+        raise ValueError(f"interpolation: {values['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)} (or auto)")
+    spec = PreprocessSpec(mode=mode, size=values["size"], resize_size=resize_size if mode == "resize_crop" else None,
+                          interpolation=str(values["interpolation"]), fill=int(options.get("fill", 0)),
+                          boxes_refer_to=str(options.get("boxes_refer_to", "stored")),
+                          check_annotated_size=bool(options.get("check_annotated_size", True)))
+    return spec, sources
 
 
 class AuditDataset(Dataset):

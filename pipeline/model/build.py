@@ -7,6 +7,7 @@ torch's local hub cache.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ class BuiltModel:
     std: tuple[float, float, float] | None = None
     input_size: int | None = None
     info: dict = field(default_factory=dict)
+    # What the weights' metadata says about preprocessing (keys ``size``, ``resize_size``, ``interpolation``),
+    # used where the data config says ``auto``; ``preprocess_source`` names where it came from.
+    preprocess: dict = field(default_factory=dict)
+    preprocess_source: str | None = None
 
 
 def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -67,6 +72,56 @@ def infer_num_classes(state: dict[str, torch.Tensor]) -> int | None:
     return int(matrices[-1].shape[0]) if matrices else None
 
 
+def torchvision_weights(name: str, weights: str):
+    """The torchvision weights enum member ``weights`` (``DEFAULT`` or a member name) of model ``name``."""
+    import torchvision
+
+    weights_enum = torchvision.models.get_model_weights(name)
+    try:
+        return weights_enum.DEFAULT if weights == "DEFAULT" else weights_enum[weights]
+    except KeyError:
+        raise ValueError(f"model.weights={weights} is not one of {[w.name for w in weights_enum]} for {name}") from None
+
+
+def torchvision_preprocess(weights) -> tuple[dict, tuple, tuple]:
+    """Preprocessing a torchvision weights enum member was evaluated with: ``(preprocess, mean, std)``.
+
+    Read from ``weights.transforms()`` (an ``ImageClassification``: resize the shorter side to
+    ``resize_size``, centre crop ``crop_size``, antialiased); nothing is downloaded.
+    """
+    transform = weights.transforms()
+    preprocess = {"size": int(transform.crop_size[0]), "resize_size": int(transform.resize_size[0]),
+                  "interpolation": str(transform.interpolation.value)}
+    return preprocess, tuple(float(v) for v in transform.mean), tuple(float(v) for v in transform.std)
+
+
+def timm_preprocess(pretrained_cfg: dict) -> dict:
+    """Preprocessing from a timm ``pretrained_cfg``: ``input_size``, ``interpolation`` and, for its centre
+    crop, ``resize_size = floor(size / crop_pct)`` as timm's own evaluation transform computes it."""
+    out: dict = {}
+    if pretrained_cfg.get("input_size"):
+        out["size"] = int(pretrained_cfg["input_size"][-1])
+    if pretrained_cfg.get("interpolation"):
+        out["interpolation"] = str(pretrained_cfg["interpolation"])
+    if "size" in out and pretrained_cfg.get("crop_pct"):
+        out["resize_size"] = int(math.floor(out["size"] / float(pretrained_cfg["crop_pct"])))
+    return out
+
+
+def checkpoint_preprocess(extra: dict) -> dict:
+    """Preprocessing a checkpoint states next to its tensors (``input_size``/``size``, ``resize_size``,
+    ``interpolation``), as this project's own checkpoints do."""
+    out: dict = {}
+    size = extra.get("input_size", extra.get("size"))
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        out["size"] = int(size)
+    if isinstance(extra.get("resize_size"), (int, float)) and not isinstance(extra.get("resize_size"), bool):
+        out["resize_size"] = int(extra["resize_size"])
+    if isinstance(extra.get("interpolation"), str):
+        out["interpolation"] = extra["interpolation"]
+    return out
+
+
 def build_torchvision(name: str, num_classes: int | None, weights: str | None) -> nn.Module:
     """A torchvision classification model by name, with weights only from the local cache."""
     import torchvision
@@ -76,8 +131,7 @@ def build_torchvision(name: str, num_classes: int | None, weights: str | None) -
     except ValueError as error:
         raise ValueError(f"model.name={name!r} is not a torchvision classification model") from error
     if weights:
-        weights_enum = torchvision.models.get_model_weights(name)
-        chosen = weights_enum.DEFAULT if weights == "DEFAULT" else weights_enum[weights]
+        chosen = torchvision_weights(name, weights)
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(chosen.url)
         if not cached.is_file():
             raise ValueError(f"model.weights={weights} needs {cached.name}, which is not in the local cache "

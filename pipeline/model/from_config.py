@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.model.build import (BuiltModel, build_timm, build_torchvision, infer_num_classes, load_state_dict,
-                                  load_weights_into)
+from pipeline.model.build import (BuiltModel, build_timm, build_torchvision, checkpoint_preprocess, infer_num_classes,
+                                  load_state_dict, load_weights_into, timm_preprocess, torchvision_preprocess,
+                                  torchvision_weights)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,14 +31,19 @@ def build_model(model_cfg, num_classes: int, cache_dir: Path, data_cfg=None) -> 
         elif name.startswith("timm:"):
             module = build_timm(name[len("timm:"):], model_cfg.get("num_classes") or None)
             cfg = getattr(module, "pretrained_cfg", {}) or {}
-            built = BuiltModel(module, mean=tuple(cfg["mean"]) if "mean" in cfg else None, std=tuple(cfg["std"]) if "std" in cfg else None)
+            built = BuiltModel(module, mean=tuple(cfg["mean"]) if "mean" in cfg else None, std=tuple(cfg["std"]) if "std" in cfg else None,
+                               preprocess=timm_preprocess(cfg), preprocess_source=f"timm pretrained_cfg of {name[len('timm:'):]}")
         else:
             state_classes = None
             if model_cfg.get("checkpoint") and not model_cfg.get("num_classes"):
                 state, _ = load_state_dict(model_cfg.checkpoint)
                 state_classes = infer_num_classes(state)
             module = build_torchvision(name, model_cfg.get("num_classes") or state_classes, model_cfg.get("weights"))
-            built = BuiltModel(module, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            built = BuiltModel(module)
+            if model_cfg.get("weights"):
+                chosen = torchvision_weights(name, str(model_cfg.weights))
+                built.preprocess, built.mean, built.std = torchvision_preprocess(chosen)
+                built.preprocess_source = f"torchvision weights {name} {chosen.name}"
     except ConfigError:
         raise
     except (ValueError, KeyError, ImportError, FileNotFoundError) as error:
@@ -49,6 +55,12 @@ def build_model(model_cfg, num_classes: int, cache_dir: Path, data_cfg=None) -> 
         except (ValueError, FileNotFoundError, RuntimeError) as error:
             raise ConfigError("model.checkpoint", str(error).splitlines()[0]) from error
         built.info["checkpoint"] = str(model_cfg.checkpoint)
+        # A checkpoint that states its preprocessing describes these very weights: it wins.
+        if checkpoint_preprocess(extra) or "mean" in extra:
+            built.preprocess = {**built.preprocess, **checkpoint_preprocess(extra)}
+            built.mean = tuple(extra["mean"]) if "mean" in extra else built.mean
+            built.std = tuple(extra["std"]) if "std" in extra else built.std
+            built.preprocess_source = f"checkpoint {model_cfg.checkpoint}"
     if model_cfg.get("mean"):
         built.mean = tuple(model_cfg.mean)
     if model_cfg.get("std"):
@@ -68,4 +80,7 @@ def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:
     path = ensure_default_model(Path(cache_dir), spec)
     module, checkpoint = load_default_model(path)
     return BuiltModel(module, class_keys=list(checkpoint["classes"]), mean=tuple(checkpoint["mean"]), std=tuple(checkpoint["std"]),
-                      input_size=int(checkpoint["input_size"]), info={"checkpoint": str(path)})
+                      input_size=int(checkpoint["input_size"]), info={"checkpoint": str(path)},
+                      # trained on the whole image resized to a square, antialiased bilinear (train_default.py)
+                      preprocess={"size": int(checkpoint["input_size"]), "interpolation": "bilinear"},
+                      preprocess_source="built-in default model checkpoint")

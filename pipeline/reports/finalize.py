@@ -12,6 +12,7 @@ Dataset-level numbers (definitions.md):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from pathlib import Path
@@ -30,8 +31,12 @@ def resolved_config(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def definition_choices(cfg: DictConfig) -> dict:
-    """Every choice behind the numbers, for the report metadata and the summary."""
+def definition_choices(cfg: DictConfig, setup=None) -> dict:
+    """Every choice behind the numbers, for the report metadata and the summary.
+
+    With ``setup`` (an :class:`~pipeline.run.AuditSetup`), the preprocessing is the resolved one (``auto``
+    values filled in from the model), with where each value came from and the normalisation used.
+    """
     return {
         "cam_method": str(cfg.cam.method), "class_score": str(cfg.cam.class_score),
         "map_postprocess": "ReLU at the layer's resolution, bilinear upsample (align_corners=False) to the network input, per-map min-max",
@@ -42,9 +47,20 @@ def definition_choices(cfg: DictConfig) -> dict:
         "maxboxacc": (f"MaxBoxAccV2 of the true-class maps, {int(cfg.scores.maxboxacc.thresholds)} thresholds, IoU 0.3/0.5/0.7, "
                       "all contours incl. holes" if cfg.scores.maxboxacc.enabled else "off"),
         "coordinate_space": coordinate_space(cfg),
-        "preprocess": OmegaConf.to_container(cfg.data.preprocess, resolve=True),
+        "preprocess": resolved_preprocess(cfg, setup),
         "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",
     }
+
+
+def resolved_preprocess(cfg: DictConfig, setup=None) -> dict:
+    """The preprocessing as run: the config, or with ``setup`` the resolved spec, its sources and mean/std."""
+    if setup is None:
+        return OmegaConf.to_container(cfg.data.preprocess, resolve=True)
+    out = dataclasses.asdict(setup.preprocess)
+    out["sources"] = dict(setup.preprocess_sources or {})
+    out["model_metadata_from"] = setup.model.preprocess_source
+    out["mean"], out["std"] = [float(v) for v in setup.model.mean], [float(v) for v in setup.model.std]
+    return out
 
 
 def coordinate_space(cfg: DictConfig) -> str:
@@ -126,7 +142,7 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
                  total_seconds: float) -> dict:
     """Merge parts into the final tables, write the per-class table and the summary; returns the summary."""
     parts_dir = run_dir / "parts"
-    choices = definition_choices(cfg)
+    choices = definition_choices(cfg, setup)
     metadata = {"cam_audit.config": resolved_config(cfg), "cam_audit.classes": json.dumps(list(setup.classes.names)),
                 "cam_audit.class_keys": json.dumps(list(setup.classes.keys)), "cam_audit.versions": json.dumps(package_versions()),
                 "cam_audit.definitions": json.dumps(choices), "cam_audit.target_layer": setup.target_layer}
