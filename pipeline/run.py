@@ -34,7 +34,7 @@ from pipeline.reports.finalize import finalize_run
 from pipeline.reports.overlays import save_overlays
 from pipeline.reports.parts import PartWriter, list_parts, read_column
 from pipeline.scores import score_map
-from pipeline.sources import load_records, read_metadata
+from pipeline.sources import check_index_problems, load_records, read_metadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCORE_SPACES = ("input", "original")
@@ -109,9 +109,12 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
     device = resolve_device(str(cfg.runtime.device))
     check_writable(run_dir)
     cache_dir = Path(cfg.cache_dir)
-    records, classes, metadata_path = load_records(cfg.data, cache_dir)
+    # The model first: with data.classes=null its own class list maps the dataset's labels to its outputs.
+    built = build_model(cfg.model, cache_dir, cfg.data)
+    records, classes, metadata_path = load_records(cfg.data, cache_dir, model_classes=built.classes)
+    check_index_problems(records, classes, str(cfg.data.source), float(cfg.runtime.max_error_fraction),
+                         int(cfg.runtime.min_samples_for_error_check))
     metadata = read_metadata(metadata_path)
-    built = build_model(cfg.model, len(classes), cache_dir, cfg.data)
     module = built.module.to(device).eval()
     try:
         preprocess, preprocess_sources = resolve_preprocess(cfg.data.preprocess, built.preprocess)

@@ -7,6 +7,7 @@ records) and paths cannot leave the data root unless ``data.allow_outside_root``
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +25,16 @@ def _existing(option: str, value, kind: str = "dir") -> Path:
     return path
 
 
-def _class_file(data_cfg) -> ClassList:
-    """The ``data.classes`` file; an unreadable or malformed one is a configuration error, not a traceback."""
+def _class_file(data_cfg, model_classes: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> ClassList:
+    """The ``data.classes`` file, or with ``data.classes: null`` the model's own class list (keys, names).
+
+    An unreadable or malformed file, or null for a model that names no classes, is a configuration error.
+    """
+    if data_cfg.classes is None:
+        if model_classes is None:
+            raise ConfigError("data.classes", "no classes file was given and the model names no classes (a checkpoint's "
+                                              "`classes`, torchvision weights, a timm ImageNet model); give data.classes=FILE")
+        return ClassList(tuple(model_classes[0]), tuple(model_classes[1]))
     path = _existing("data.classes", data_cfg.classes, "file")
     try:
         classes = read_class_file(path)
@@ -36,8 +45,9 @@ def _class_file(data_cfg) -> ClassList:
     return classes
 
 
-def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassList, Path | None]:
-    """Read the dataset named by ``data_cfg``.
+def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[SampleRecord], ClassList, Path | None]:
+    """Read the dataset named by ``data_cfg`` (``model_classes``: the model's ``(keys, names)``, used when
+    ``data.classes`` is null).
 
     Returns the records (sorted by id; problems included), the class list, and the metadata file to join
     (or None).
@@ -56,12 +66,12 @@ def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassLi
         records = read_voc(split / "images", split / "annotations", classes)
         metadata = metadata or (split / "metadata.csv")
     elif source == "voc":
-        classes = _class_file(data_cfg)
+        classes = _class_file(data_cfg, model_classes)
         from pipeline.data.voc import read_voc
 
         records = read_voc(_existing("data.images", data_cfg.images), _existing("data.annotations", data_cfg.annotations), classes)
     elif source == "coco":
-        classes = _class_file(data_cfg)
+        classes = _class_file(data_cfg, model_classes)
         from pipeline.data.coco import read_coco
 
         try:
@@ -70,7 +80,7 @@ def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassLi
         except ValueError as error:
             raise ConfigError("data.annotations", str(error)) from error
     elif source == "manifest":
-        classes = _class_file(data_cfg)
+        classes = _class_file(data_cfg, model_classes)
         from pipeline.data.manifest import read_manifest
 
         try:
@@ -89,6 +99,28 @@ def load_records(data_cfg, cache_dir: Path) -> tuple[list[SampleRecord], ClassLi
     if data_cfg.get("limit"):
         records = records[: int(data_cfg.limit)]
     return records, classes, metadata
+
+
+def check_index_problems(records: list[SampleRecord], classes: ClassList, source: str, max_fraction: float, min_samples: int) -> None:
+    """Stop at start when the annotations as a whole do not fit the configuration.
+
+    One bad entry is an error row; but when no sample is usable, or (with at least ``min_samples``
+    records) more than ``max_fraction`` of them fail before any image is read, the cause is almost
+    always a wrong option (a classes file whose keys are not the annotations' labels, a wrong folder), and
+    a run that writes zero rows would look like success. Raises a ConfigError naming the likely option,
+    with the most common problem and, for label problems, what the class list holds.
+    """
+    failed = [r.problem for r in records if r.problem]
+    if not failed or not (len(failed) == len(records) or (len(records) >= min_samples and len(failed) > max_fraction * len(records))):
+        return
+    label_problems = [problem for problem in failed if "label" in problem or "category" in problem]
+    label_problem = len(label_problems) * 2 > len(failed)
+    chosen = label_problems if label_problem else [problem for problem in failed if problem not in label_problems] or failed
+    example, count = Counter(chosen).most_common(1)[0][0], len(chosen)
+    option = "data.classes" if label_problem else {"voc": "data.annotations", "coco": "data.annotations"}.get(source, "data.manifest")
+    detail = f"; the class list's keys look like {', '.join(repr(k) for k in classes.keys[:3])}" if label_problem else ""
+    raise ConfigError(option, f"{len(failed)} of {len(records)} samples cannot be audited before any image is read "
+                              f"({count} like {example!r}){detail}")
 
 
 def mark_duplicates(records: list[SampleRecord]) -> list[SampleRecord]:

@@ -31,7 +31,7 @@ def test_checkpoint_layouts_load_and_give_the_same_logits(tmp_path, wrap):
         saved = {wrap: state, "epoch": 3}
     path = tmp_path / "ckpt.pt"
     torch.save(saved, path)
-    built = build_model(model_cfg(checkpoint=str(path)), 7, tmp_path)
+    built = build_model(model_cfg(checkpoint=str(path)), tmp_path)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(built.module.eval()(x), reference(x))
@@ -46,19 +46,19 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Payload()}, path)
     with pytest.raises(ConfigError) as error:
-        build_model(model_cfg(checkpoint=str(path), num_classes=10), 10, tmp_path)
+        build_model(model_cfg(checkpoint=str(path), num_classes=10), tmp_path)
     assert error.value.option == "model.checkpoint"
 
 
 def test_published_weights_are_never_downloaded(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
     with pytest.raises(ConfigError, match="not in the local cache"):
-        build_model(model_cfg(weights="DEFAULT"), 1000, tmp_path)
+        build_model(model_cfg(weights="DEFAULT"), tmp_path)
 
 
 def test_unknown_model_name_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
-        build_model(model_cfg(name="resnet_does_not_exist"), 10, tmp_path)
+        build_model(model_cfg(name="resnet_does_not_exist"), tmp_path)
     assert error.value.option == "model.name"
 
 
@@ -85,7 +85,7 @@ def test_cam_head_found_for_gap_linear_heads_only():
 
 def test_timm_model_by_name(tmp_path):
     pytest.importorskip("timm")
-    built = build_model(model_cfg(name="timm:resnet18", num_classes=4), 4, tmp_path)
+    built = build_model(model_cfg(name="timm:resnet18", num_classes=4), tmp_path)
     with torch.no_grad():
         assert built.module.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 4)
     assert resolve_target_layer(built.module, "auto", 64)[0] == "layer4"
@@ -103,7 +103,7 @@ class SmallNet(torch.nn.Module):
 
 def test_any_module_through_hydra_target(tmp_path):
     cfg = model_cfg(name="custom", _target_="tests.test_models.SmallNet", kwargs={"num_classes": 6})
-    built = build_model(cfg, 6, tmp_path)
+    built = build_model(cfg, tmp_path)
     assert isinstance(built.module, SmallNet) and built.module.head[-1].out_features == 6
     assert resolve_target_layer(built.module, "auto", 16)[0] == "body"
 
@@ -129,8 +129,11 @@ def test_cached_torchvision_weights_bring_their_preprocessing(tmp_path, monkeypa
     cached = tmp_path / "hub-home" / "hub" / "checkpoints" / chosen.url.rsplit("/", 1)[-1]
     cached.parent.mkdir(parents=True)
     torch.save(torchvision.models.efficientnet_b0().state_dict(), cached)
-    built = build_model(model_cfg(name="efficientnet_b0", weights="IMAGENET1K_V1"), 1000, tmp_path)
+    built = build_model(model_cfg(name="efficientnet_b0", weights="IMAGENET1K_V1"), tmp_path)
     assert built.preprocess == {"size": 224, "resize_size": 256, "interpolation": "bicubic"}
+    keys, names = built.classes  # categories as names; WordNet ids as keys (timm supplies them)
+    assert len(keys) == len(names) == 1000 and (keys[0], names[0]) == ("n01440764", "tench")
+    assert (keys[999], names[999]) == ("n15075141", "toilet tissue")
     assert built.preprocess_source == "torchvision weights efficientnet_b0 IMAGENET1K_V1"
 
 
@@ -147,15 +150,24 @@ def test_checkpoint_metadata_describes_its_weights_and_config_still_wins(tmp_pat
 
     path = tmp_path / "ckpt.pt"
     torch.save({"state_dict": torchvision.models.resnet18(num_classes=3).state_dict(), "mean": [0.5, 0.5, 0.5],
+                "classes": ["cat", "dog", "fox"],
                 "std": [0.25, 0.25, 0.25], "input_size": 160, "interpolation": "bicubic"}, path)
-    built = build_model(model_cfg(checkpoint=str(path)), 3, tmp_path)
+    built = build_model(model_cfg(checkpoint=str(path)), tmp_path)
     assert built.preprocess == {"size": 160, "interpolation": "bicubic"}
     assert built.mean == (0.5, 0.5, 0.5) and built.std == (0.25, 0.25, 0.25)
     assert built.preprocess_source == f"checkpoint {path}"
-    explicit = build_model(model_cfg(checkpoint=str(path), mean=[0.1, 0.2, 0.3]), 3, tmp_path)
+    assert built.classes == (("cat", "dog", "fox"), ("cat", "dog", "fox")) and built.class_keys == ["cat", "dog", "fox"]
+    explicit = build_model(model_cfg(checkpoint=str(path), mean=[0.1, 0.2, 0.3]), tmp_path)
     assert explicit.mean == (0.1, 0.2, 0.3) and explicit.std == (0.25, 0.25, 0.25)
-    plain = build_model(model_cfg(), 3, tmp_path)  # no weights, no metadata: ImageNet normalisation
-    assert plain.preprocess == {} and plain.mean == (0.485, 0.456, 0.406)
+    plain = build_model(model_cfg(), tmp_path)  # no weights, no metadata: ImageNet normalisation
+    assert plain.preprocess == {} and plain.mean == (0.485, 0.456, 0.406) and plain.classes is None
+
+
+def test_timm_imagenet_model_names_its_classes_by_wordnet_id(tmp_path):
+    pytest.importorskip("timm")
+    keys, names = build_model(model_cfg(name="timm:resnet18"), tmp_path).classes
+    assert len(keys) == 1000 and (keys[0], names[0]) == ("n01440764", "tench")
+    assert build_model(model_cfg(name="timm:resnet18", num_classes=4), tmp_path).classes is None  # a new head: no names
 
 
 def test_auto_preprocessing_resolution():

@@ -195,3 +195,13 @@ def test_auto_preprocessing_comes_from_the_model_and_is_recorded(voc_run, tmp_pa
     changed = (frame.set_index("id")["correct"] != bilinear.set_index("id")["correct"]).sum()
     assert 0 < (frame.set_index("id")["true_energy_in_box"] - bilinear.set_index("id")["true_energy_in_box"]).abs().max()
     assert changed <= 3  # measured: bicubic flips 3 of the 42 (the issue expects one or two for "another resize")
+
+
+def test_class_list_from_the_model_gives_the_same_rows(voc_run, tmp_path):
+    """data.classes=null: timm's ImageNet-1k WordNet ids map the XML labels exactly as classes.txt does."""
+    _, expected, _ = voc_run
+    frame, _ = audit(tmp_path, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
+                                "data.classes=null", "report.overlays=none"])
+    columns = ["label", "pred", "true_energy_in_box"]
+    pd.testing.assert_frame_equal(frame.set_index("id")[columns].sort_index(), expected.set_index("id")[columns].sort_index())
+    assert frame.set_index("id").loc["n01440764_tench", "label_name"] == "tench"

@@ -346,6 +346,7 @@ def config_world(tmp_path_factory) -> dict:
     (tmp / "empty" / "images").mkdir(parents=True)
     (tmp / "empty" / "annotations").mkdir()
     (tmp / "dup_classes.txt").write_text("n001 cat\nn001 cat\n")
+    (tmp / "other_classes.txt").write_text("cat\ndog\nfox\n")  # names only: the XML labels are WordNet-style ids
     evil = tmp / "evil.pt"
     torch.save({"state_dict": TinyNet().state_dict(), "payload": Payload(str(tmp / "pwned"))}, evil)
     return {"tmp": tmp, "root": root, "evil": evil, "marker": tmp / "pwned"}
@@ -365,7 +366,9 @@ def config_case(name: str, world: dict) -> tuple[list[str], Path, str]:
         "unknown_cam_method": ({"cam.method": "gradcam_plus_minus"}, "cam.method"),
         "cuda_without_gpu": ({"runtime.device": "cuda"}, "runtime.device"),
         "run_dir_under_a_file": ({}, "hydra.run.dir"),
-        "mandatory_value_missing": ({"data.classes": None}, "data.classes"),
+        "mandatory_value_missing": ({"data.images": None}, "data.images"),
+        "classes_from_model_without_metadata": ({"data.classes": None}, "data.classes"),  # TinyNet names no classes
+        "class_list_matches_no_label": ({"data.classes": tmp / "other_classes.txt"}, "data.classes"),
         "checkpoint_with_pickled_object": ({"model.checkpoint": world["evil"]}, "model.checkpoint"),
         "unknown_interpolation": ({"data.preprocess.interpolation": "cubic"}, "data.preprocess.interpolation"),
         "unknown_preprocess_mode": ({"data.preprocess.mode": "crop"}, "data.preprocess.mode"),
@@ -380,7 +383,8 @@ def config_case(name: str, world: dict) -> tuple[list[str], Path, str]:
 CONFIG_CASES = ["missing_data_folder", "missing_annotation_folder", "empty_dataset", "class_list_repeats_a_class",
                 "wrong_target_layer", "outputs_do_not_match_classes", "unknown_cam_method", "cuda_without_gpu",
                 "run_dir_under_a_file", "mandatory_value_missing", "checkpoint_with_pickled_object", "unknown_interpolation",
-                "unknown_preprocess_mode", "unknown_score_space"]
+                "unknown_preprocess_mode", "unknown_score_space", "classes_from_model_without_metadata",
+                "class_list_matches_no_label"]
 # Cases whose CLI path differs from "ConfigError raised in prepare()" (checked in-process for every case):
 # always run through the CLI. The rest go through the CLI in the slow set.
 CLI_ALWAYS = ["run_dir_under_a_file", "mandatory_value_missing"]
@@ -452,6 +456,8 @@ def test_bad_configuration_is_a_config_error_naming_the_option(config_world, nam
         run_in_process(overrides, run_dir)
     assert error.value.option == option and "\n" not in str(error.value), str(error.value)
     assert not (run_dir / "parts").exists()
+    if name == "class_list_matches_no_label":  # a run of zero rows would look like success
+        assert "4 of 4 samples cannot be audited" in str(error.value) and "'cat'" in str(error.value)
     if name == "checkpoint_with_pickled_object":
         assert "refused" in str(error.value) and "os.makedirs" in str(error.value)
         assert not config_world["marker"].exists()  # never unpickled
@@ -661,3 +667,24 @@ def _nan_safe(value):
     if isinstance(value, float) and value != value:
         return "nan"
     return value
+
+
+def test_index_problems_stop_the_run_only_when_they_are_systematic():
+    """One bad annotation is an error row; most labels unknown is a configuration error at start."""
+    from pipeline.data.records import ClassList, SampleRecord, empty_boxes
+    from pipeline.sources import check_index_problems
+
+    classes = ClassList(("n1", "n2"), ("cat", "dog"))
+
+    def records(n_good: int, problems: list[str]) -> list[SampleRecord]:
+        good = [SampleRecord(f"g{i}", "x.jpg", 0, empty_boxes()) for i in range(n_good)]
+        return good + [SampleRecord(f"b{i}", "x.jpg", -1, empty_boxes(), problem=p) for i, p in enumerate(problems)]
+
+    check_index_problems(records(57, ["unknown label fox"] * 3), classes, "voc", 0.1, 50)  # 5 %: rows in errors.parquet
+    check_index_problems(records(3, ["unknown label fox"] * 2), classes, "voc", 0.1, 50)  # too few samples to judge
+    with pytest.raises(ConfigError) as error:  # 17 % of 60
+        check_index_problems(records(50, ["unknown label fox"] * 8 + ["bad annotation a.xml: junk"] * 2), classes, "voc", 0.1, 50)
+    assert error.value.option == "data.classes" and "10 of 60" in str(error.value) and "'n1'" in str(error.value)
+    with pytest.raises(ConfigError) as error:  # nothing usable at all, whatever the count
+        check_index_problems(records(0, ["bad annotation a.xml: junk"] * 3), classes, "coco", 0.1, 50)
+    assert error.value.option == "data.annotations"

@@ -22,7 +22,10 @@ class BuiltModel:
     """A model ready for the audit, with what the data side needs to know about it."""
 
     module: nn.Module
-    class_keys: list[str] | None = None  # output order, when the checkpoint names its classes
+    class_keys: list[str] | None = None  # output order, when the checkpoint names its classes (must match the data's)
+    # The model's own class list, ``(keys, names)`` in output order, from its metadata (a checkpoint's
+    # ``classes``, torchvision weights' categories, timm's ImageNet info): used when ``data.classes`` is null.
+    classes: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     mean: tuple[float, float, float] | None = None  # normalisation the weights expect, when known
     std: tuple[float, float, float] | None = None
     input_size: int | None = None
@@ -93,6 +96,55 @@ def torchvision_preprocess(weights) -> tuple[dict, tuple, tuple]:
     preprocess = {"size": int(transform.crop_size[0]), "resize_size": int(transform.resize_size[0]),
                   "interpolation": str(transform.interpolation.value)}
     return preprocess, tuple(float(v) for v in transform.mean), tuple(float(v) for v in transform.std)
+
+
+def imagenet_1k_wnids() -> tuple[str, ...] | None:
+    """The 1,000 ILSVRC-2012 WordNet ids in the standard output order, from timm's dataset info when timm
+    is installed (ILSVRC XML annotations name classes by WordNet id); None without timm."""
+    try:
+        from timm.data import ImageNetInfo
+    except ImportError:
+        return None
+    info = ImageNetInfo("imagenet-1k")
+    return tuple(info.index_to_label_name(i) for i in range(info.num_classes()))
+
+
+def torchvision_classes(weights) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(keys, names)`` of a torchvision weights enum member: its ``categories`` as names; for the
+    ImageNet-1k categories the keys are the WordNet ids (when timm is installed to supply them)."""
+    names = tuple(weights.meta.get("categories") or ())
+    if not names:
+        return None
+    wnids = imagenet_1k_wnids() if len(names) == 1000 else None
+    return (wnids or names), names
+
+
+def timm_classes(module: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(keys, names)`` of a timm model whose head is an ImageNet subset timm knows (WordNet ids and the
+    first word group of each description), when the head's width matches; else None."""
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+    except ImportError:
+        return None
+    subset = infer_imagenet_subset(module)
+    if not subset:
+        return None
+    info = ImageNetInfo(subset)
+    if getattr(module, "num_classes", info.num_classes()) != info.num_classes():
+        return None
+    keys = tuple(info.index_to_label_name(i) for i in range(info.num_classes()))
+    return keys, tuple(info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes()))
+
+
+def checkpoint_classes(extra: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(keys, names)`` a checkpoint states: ``classes`` (list of str) and optionally ``class_names``."""
+    keys = extra.get("classes")
+    if not isinstance(keys, (list, tuple)) or not keys or not all(isinstance(k, str) for k in keys):
+        return None
+    names = extra.get("class_names")
+    if not isinstance(names, (list, tuple)) or len(names) != len(keys) or not all(isinstance(n, str) for n in names):
+        names = keys
+    return tuple(keys), tuple(names)
 
 
 def timm_preprocess(pretrained_cfg: dict) -> dict:

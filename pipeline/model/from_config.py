@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.model.build import (BuiltModel, build_timm, build_torchvision, checkpoint_preprocess, infer_num_classes,
-                                  load_state_dict, load_weights_into, timm_preprocess, torchvision_preprocess,
-                                  torchvision_weights)
+from pipeline.model.build import (BuiltModel, build_timm, build_torchvision, checkpoint_classes, checkpoint_preprocess,
+                                  infer_num_classes, load_state_dict, load_weights_into, timm_classes, timm_preprocess,
+                                  torchvision_classes, torchvision_preprocess, torchvision_weights)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_model(model_cfg, num_classes: int, cache_dir: Path, data_cfg=None) -> BuiltModel:
+def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
     """Build the model named by ``model_cfg`` (see ``conf/model/*.yaml``).
 
     Raises:
@@ -32,7 +32,8 @@ def build_model(model_cfg, num_classes: int, cache_dir: Path, data_cfg=None) -> 
             module = build_timm(name[len("timm:"):], model_cfg.get("num_classes") or None)
             cfg = getattr(module, "pretrained_cfg", {}) or {}
             built = BuiltModel(module, mean=tuple(cfg["mean"]) if "mean" in cfg else None, std=tuple(cfg["std"]) if "std" in cfg else None,
-                               preprocess=timm_preprocess(cfg), preprocess_source=f"timm pretrained_cfg of {name[len('timm:'):]}")
+                               preprocess=timm_preprocess(cfg), preprocess_source=f"timm pretrained_cfg of {name[len('timm:'):]}",
+                               classes=timm_classes(module))
         else:
             state_classes = None
             if model_cfg.get("checkpoint") and not model_cfg.get("num_classes"):
@@ -43,6 +44,7 @@ def build_model(model_cfg, num_classes: int, cache_dir: Path, data_cfg=None) -> 
             if model_cfg.get("weights"):
                 chosen = torchvision_weights(name, str(model_cfg.weights))
                 built.preprocess, built.mean, built.std = torchvision_preprocess(chosen)
+                built.classes = torchvision_classes(chosen)
                 built.preprocess_source = f"torchvision weights {name} {chosen.name}"
     except ConfigError:
         raise
@@ -55,7 +57,10 @@ def build_model(model_cfg, num_classes: int, cache_dir: Path, data_cfg=None) -> 
         except (ValueError, FileNotFoundError, RuntimeError) as error:
             raise ConfigError("model.checkpoint", str(error).splitlines()[0]) from error
         built.info["checkpoint"] = str(model_cfg.checkpoint)
-        # A checkpoint that states its preprocessing describes these very weights: it wins.
+        # A checkpoint that states its classes or preprocessing describes these very weights: it wins.
+        if checkpoint_classes(extra):
+            built.classes = checkpoint_classes(extra)
+            built.class_keys = list(built.classes[0])
         if checkpoint_preprocess(extra) or "mean" in extra:
             built.preprocess = {**built.preprocess, **checkpoint_preprocess(extra)}
             built.mean = tuple(extra["mean"]) if "mean" in extra else built.mean
@@ -79,7 +84,7 @@ def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:
     spec = synthetic_spec(data_cfg.synthetic if data_cfg is not None and "synthetic" in data_cfg else None)
     path = ensure_default_model(Path(cache_dir), spec)
     module, checkpoint = load_default_model(path)
-    return BuiltModel(module, class_keys=list(checkpoint["classes"]), mean=tuple(checkpoint["mean"]), std=tuple(checkpoint["std"]),
+    return BuiltModel(module, class_keys=list(checkpoint["classes"]), classes=(tuple(checkpoint["classes"]), tuple(checkpoint["classes"])), mean=tuple(checkpoint["mean"]), std=tuple(checkpoint["std"]),
                       input_size=int(checkpoint["input_size"]), info={"checkpoint": str(path)},
                       # trained on the whole image resized to a square, antialiased bilinear (train_default.py)
                       preprocess={"size": int(checkpoint["input_size"]), "interpolation": "bilinear"},
