@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
 from pipeline.data.records import ClassList, SampleRecord
 from pipeline.errors import ConfigError, TooManyFailures
@@ -88,8 +89,11 @@ def map_names_for(cam_cfg) -> list[str]:
     return ["pred", "true"] + [f"top{k}" for k in range(2, int(cam_cfg.top_k) + 1)]
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
-    """Check the configuration and build the data index, model and engine. Raises ConfigError."""
+def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None) -> AuditSetup:
+    """Check the configuration and build the data index, model and engine. Raises ConfigError.
+
+    With several ``ranks`` on CUDA, each rank takes GPU ``local_rank``.
+    """
     if cfg.runtime.precision not in PRECISIONS:
         raise ConfigError("runtime.precision", f"unknown precision {cfg.runtime.precision!r}; use fp32, bf16 or fp16")
     if int(cfg.runtime.batch_size) < 1:
@@ -107,6 +111,9 @@ def prepare(cfg: DictConfig, run_dir: Path) -> AuditSetup:
     if original_max_side < 8:
         raise ConfigError("scores.original_max_side", "must be at least 8 pixels")
     device = resolve_device(str(cfg.runtime.device))
+    if ranks is not None and ranks.is_distributed and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
     check_writable(run_dir)
     cache_dir = Path(cfg.cache_dir)
     # The model first: with data.classes=null its own class list maps the dataset's labels to its outputs.
@@ -297,21 +304,42 @@ def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: Audit
 
 
 def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run (or resume) a whole audit into ``run_dir``; returns the summary."""
+    """Run (or resume) a whole audit into ``run_dir``; returns the summary.
+
+    Under ``torchrun`` every rank runs this on its shard (:mod:`pipeline.distributed`); rank 0 returns
+    the summary of the whole run, the other ranks a line of their own counts.
+    """
+    ranks = distributed.from_environment(int(cfg.runtime.get("rank", 0)))
+    distributed.start(ranks, float(cfg.runtime.get("sync_timeout_minutes", 720)))
+    try:
+        return _run_audit(cfg, run_dir, ranks)
+    finally:
+        distributed.stop(ranks)
+
+
+def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict:
     started = time.perf_counter()
-    setup = prepare(cfg, run_dir)
+    if distributed.from_main(ranks, str(run_dir)) != str(run_dir):
+        raise ConfigError("hydra.run.dir", f"the ranks resolved different run folders ({run_dir} here); set hydra.run.dir "
+                                           "explicitly so that every rank writes to the same folder")
+    if not ranks.is_main:
+        distributed.barrier(ranks)  # rank 0 builds the caches (built-in dataset, default model) first
+    setup = prepare(cfg, run_dir, ranks)
+    if ranks.is_main:
+        distributed.barrier(ranks)
     parts_dir = run_dir / "parts"
     existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
     if existing and not cfg.resume:
         raise ConfigError("resume", f"{run_dir} already holds a run ({len(existing)} parts); set resume=true to finish it, or choose a new hydra.run.dir")
     done = set(read_column(list_parts(parts_dir, "samples"), "id")) | set(read_column(list_parts(parts_dir, "errors"), "id"))
-    rank, rows_per_part = int(cfg.runtime.get("rank", 0)), int(cfg.report.rows_per_part)
+    distributed.barrier(ranks)  # every rank has read the run's state before any rank writes to it
+    rank, rows_per_part = ranks.rank, int(cfg.report.rows_per_part)
     samples_schema = report_schema.samples_schema(setup, cfg)
     sample_writer = PartWriter(parts_dir, "samples", samples_schema, rank, rows_per_part)
     map_writer = PartWriter(parts_dir, "maps", saved_maps.MAPS_SCHEMA, rank, rows_per_part) if cfg.cam.save_maps else None
     error_writer = PartWriter(parts_dir, "errors", report_schema.ERRORS_SCHEMA, rank, rows_per_part)
 
-    todo = [r for r in setup.records if r.sample_id not in done]
+    todo = [r for r in distributed.shard(setup.records, ranks) if r.sample_id not in done]
     index_errors = [r for r in todo if r.problem]
     if index_errors:
         error_writer.add(report_schema.error_rows([(r, "index", "BadAnnotation", r.problem) for r in index_errors]))
@@ -355,5 +383,9 @@ def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
     sample_writer.flush()
     error_writer.flush()
     elapsed = time.perf_counter() - loop_started
+    distributed.barrier(ranks)  # every rank's parts are on disk
+    if not ranks.is_main:
+        print(f"rank {ranks.rank}/{ranks.world_size}: {n_done} images in {elapsed:.1f}s; rank 0 writes the report")
+        return {"rank": ranks.rank, "images_scored_this_invocation": n_done, "seconds": elapsed}
     return finalize_run(run_dir, cfg, setup, samples_schema, images_scored=n_done, loop_seconds=elapsed,
                         total_seconds=time.perf_counter() - started)

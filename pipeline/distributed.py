@@ -1,0 +1,80 @@
+"""Several processes on one audit: ``torchrun --nproc_per_node N -m pipeline hydra.run.dir=DIR ...``.
+
+torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` for every process. Each rank then:
+- audits its own shard of the sorted index, records ``rank, rank + N, rank + 2N, ...`` (the shard depends
+  only on the index, so a resumed run, even with another N, finds every record in exactly one shard);
+- uses GPU ``LOCAL_RANK`` when the device is CUDA;
+- writes its own Parquet parts (``parts/samples-r<rank>-<seq>.parquet``), so no two processes share a file.
+Rank 0 builds the caches first (the built-in dataset and model) while the others wait, and merges the parts
+and writes the summary once every rank has flushed. The processes only synchronise at those points, through
+a gloo process group (CPU tensors: it works with or without GPUs, and across nodes sharing the run folder).
+Without torchrun nothing here does anything: one process, rank ``runtime.rank``, the whole index.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def from_environment(config_rank: int = 0) -> Ranks:
+    """The ranks torchrun set in the environment, or a single process of rank ``config_rank``."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Ranks(rank=config_rank)
+    return Ranks(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def start(ranks: Ranks, timeout_minutes: float) -> None:
+    """Join the process group (gloo) when there are several ranks. ``timeout_minutes`` bounds every wait,
+    including the last one, where fast ranks wait for the slowest to finish its shard."""
+    if ranks.is_distributed and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=timeout_minutes))
+
+
+def stop(ranks: Ranks) -> None:
+    if ranks.is_distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait until every rank gets here (no-op for one process)."""
+    if ranks.is_distributed:
+        dist.barrier()
+
+
+def from_main(ranks: Ranks, value: T) -> T:
+    """Rank 0's ``value`` on every rank (a picklable object)."""
+    if not ranks.is_distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard(items: list[T], ranks: Ranks) -> list[T]:
+    """This rank's share of ``items``: every ``world_size``-th item from position ``rank``."""
+    return items[ranks.rank::ranks.world_size] if ranks.is_distributed else items

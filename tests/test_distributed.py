@@ -1,0 +1,61 @@
+"""Several processes through torchrun: each rank audits its shard and writes its own parts; rank 0 merges.
+
+The multi-process run is compared with a single-process run of the same corpus: the same rows, each
+sample exactly once, parts from every rank. Two CPU processes with the gloo backend: what a GPU node does
+with ``--nproc_per_node`` GPUs, less the device.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from pipeline.distributed import Ranks, from_environment, shard
+from tests.helpers_corpus import MAIN, base_overrides, good_dataset, read_summary, run_cli
+
+
+def test_shards_cover_every_record_once_for_any_world_size():
+    items = list(range(23))
+    for world in (1, 2, 3, 8):
+        parts = [shard(items, Ranks(rank, world)) for rank in range(world)]
+        assert sorted(x for part in parts for x in part) == items
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
+
+
+def test_ranks_come_from_torchrun_environment(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert from_environment(3) == Ranks(rank=3)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert from_environment(0) == Ranks(2, 4, 0)
+
+
+@pytest.mark.timeout(300)
+def test_torchrun_two_ranks_give_the_single_process_rows(tmp_path):
+    root = tmp_path / "data"
+    ids = good_dataset(root, 14)
+    overrides = base_overrides(root, tmp_path / "cache", **{"report.rows_per_part": 2})
+    single = run_cli(overrides, tmp_path / "single")
+    assert single.returncode == 0, single.stderr[-2000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(key, None)
+    run_dir = tmp_path / "ranks"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pipeline",
+               *overrides, f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(command, cwd=MAIN, capture_output=True, text=True, timeout=280, env=env)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert "rank 1/2: 7 images" in result.stdout  # rank 1 audited its half and left the report to rank 0
+    parts = sorted(p.name for p in (run_dir / "parts").glob("samples-*.parquet"))
+    assert {name.split("-")[1] for name in parts} == {"r000", "r001"}
+    merged = pd.read_parquet(run_dir / "samples.parquet").set_index("id").sort_index()
+    expected = pd.read_parquet(tmp_path / "single" / "samples.parquet").set_index("id").sort_index()
+    assert merged.index.tolist() == sorted(ids)
+    columns = ["label", "pred", "confidence", "true_energy_in_box", "pred_iou_tau015"]
+    pd.testing.assert_frame_equal(merged[columns], expected[columns], atol=1e-5, check_exact=False)
+    assert read_summary(run_dir)["images"] == 14
