@@ -66,13 +66,13 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
-def from_main(ranks: Ranks, value: T) -> T:
-    """Rank 0's ``value`` on every rank (a picklable object)."""
+def gather(ranks: Ranks, value: T) -> list[T]:
+    """Every rank's ``value`` (a picklable object), in rank order, on every rank; ``[value]`` for one process."""
     if not ranks.is_distributed:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+        return [value]
+    values: list = [None] * ranks.world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def shard(items: list[T], ranks: Ranks) -> list[T]:

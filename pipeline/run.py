@@ -8,6 +8,7 @@ writes the summary. Follow one batch in :func:`audit_batch`.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +78,9 @@ def check_writable(run_dir: Path) -> None:
     """Fail before any work when the output folder cannot be written."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-probe"
+        probe = run_dir / f".write-probe-{os.getpid()}"  # one per process: torchrun ranks check at once
         probe.write_text("ok")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as error:
         raise ConfigError("hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written ({error.strerror or error})") from error
 
@@ -319,9 +320,10 @@ def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict:
     started = time.perf_counter()
-    if distributed.from_main(ranks, str(run_dir)) != str(run_dir):
-        raise ConfigError("hydra.run.dir", f"the ranks resolved different run folders ({run_dir} here); set hydra.run.dir "
-                                           "explicitly so that every rank writes to the same folder")
+    folders = set(distributed.gather(ranks, str(run_dir)))
+    if len(folders) > 1:  # every rank sees the same list, so all of them stop here
+        raise ConfigError("hydra.run.dir", f"the ranks resolved different run folders ({', '.join(sorted(folders))}); set "
+                                           "hydra.run.dir explicitly so that every rank writes to the same folder")
     if not ranks.is_main:
         distributed.barrier(ranks)  # rank 0 builds the caches (built-in dataset, default model) first
     setup = prepare(cfg, run_dir, ranks)
@@ -383,9 +385,10 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     sample_writer.flush()
     error_writer.flush()
     elapsed = time.perf_counter() - loop_started
-    distributed.barrier(ranks)  # every rank's parts are on disk
+    per_rank = distributed.gather(ranks, (n_done, elapsed))  # also the barrier: every rank's parts are on disk
     if not ranks.is_main:
         print(f"rank {ranks.rank}/{ranks.world_size}: {n_done} images in {elapsed:.1f}s; rank 0 writes the report")
         return {"rank": ranks.rank, "images_scored_this_invocation": n_done, "seconds": elapsed}
+    n_done, elapsed = sum(count for count, _ in per_rank), max(seconds for _, seconds in per_rank)
     return finalize_run(run_dir, cfg, setup, samples_schema, images_scored=n_done, loop_seconds=elapsed,
                         total_seconds=time.perf_counter() - started)

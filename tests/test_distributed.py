@@ -58,4 +58,5 @@ def test_torchrun_two_ranks_give_the_single_process_rows(tmp_path):
     assert merged.index.tolist() == sorted(ids)
     columns = ["label", "pred", "confidence", "true_energy_in_box", "pred_iou_tau015"]
     pd.testing.assert_frame_equal(merged[columns], expected[columns], atol=1e-5, check_exact=False)
-    assert read_summary(run_dir)["images"] == 14
+    summary = read_summary(run_dir)
+    assert summary["images"] == 14 and summary["images_scored_this_invocation"] == 14  # summed over the ranks

@@ -182,6 +182,13 @@ def test_auto_preprocessing_resolution():
     assert sources == {"size": "fallback", "resize_size": "fallback", "interpolation": "model"}
     spec, sources = resolve_preprocess({**auto, "interpolation": "nearest", "size": 200}, {"size": 240, "interpolation": "bicubic"})
     assert (spec.size, spec.interpolation) == (200, "nearest") and sources["size"] == sources["interpolation"] == "config"
+    # a size from the config keeps the weights' crop ratio: resnet50 V2 (232 / 224) audited at 384
+    spec, sources = resolve_preprocess({**auto, "size": 384}, {"size": 224, "resize_size": 232, "interpolation": "bilinear"})
+    assert (spec.size, spec.resize_size, sources["resize_size"]) == (384, 398, "model")  # round(384 * 232 / 224)
+    spec, sources = resolve_preprocess({**auto, "size": 320}, {})
+    assert (spec.resize_size, sources["resize_size"]) == (366, "fallback")  # round(320 * 256 / 224)
+    spec, sources = resolve_preprocess({**auto, "mode": "letterbox"}, {"resize_size": 232, "size": 224})
+    assert spec.resize_size is None and sources["resize_size"] == "unused"
     for bad, option in [({"interpolation": "cubic"}, "interpolation"), ({"mode": "crop"}, "mode"),
                         ({"size": 224, "resize_size": 200}, "resize_size"), ({"size": 4}, "size")]:
         with pytest.raises(ValueError, match=f"^{option}: "):

@@ -98,7 +98,7 @@ def reference_view(input_map: np.ndarray, placement, mode: str, width: int, heig
     u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     x_in = (u + 0.5) / gx * placement.scale_x + placement.offset_x
     y_in = (v + 0.5) / gy * placement.scale_y + placement.offset_y
-    domain = (x_in >= 0) & (x_in <= SIZE) & (y_in >= 0) & (y_in <= SIZE)
+    domain = (x_in >= 0) & (x_in < SIZE) & (y_in >= 0) & (y_in < SIZE)  # pixel-edge: [0, SIZE)
     # cv2 puts pixel centres at integer coordinates: pixel-edge x is x - 0.5 there.
     warped = cv2.remap(input_map.astype(np.float32), (x_in - 0.5).astype(np.float32), (y_in - 0.5).astype(np.float32),
                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -45,24 +45,38 @@ def resolve_preprocess(options: Mapping, from_model: Mapping) -> tuple[Preproces
         from_model: what the weights' metadata says (``BuiltModel.preprocess``), possibly empty.
     Returns:
         the spec, and for each of ``size``/``resize_size``/``interpolation`` where its value came from
-        (``config``, ``model``, or ``fallback`` = :data:`PREPROCESS_FALLBACK`).
+        (``config``, ``model``, or ``fallback`` = :data:`PREPROCESS_FALLBACK`; ``unused`` for ``resize_size``
+        outside ``resize_crop``). An ``auto`` resize size keeps the model's crop ratio ``resize_size / size``
+        (else 256 / 224) at the size actually used. timm's other crop modes (squash, border) are not modelled:
+        they become a centre crop.
     Raises:
         ValueError: ``"<option>: <reason>"`` for a value that cannot work.
     """
     values, sources = {}, {}
-    for key in ("size", "resize_size", "interpolation"):
+    for key in ("size", "interpolation"):
         value = options.get(key)
         if value == "auto":
             value, sources[key] = (from_model[key], "model") if key in from_model else (PREPROCESS_FALLBACK[key], "fallback")
         else:
             sources[key] = "config"
         values[key] = value
+    resize_size = options.get("resize_size")
+    sources["resize_size"] = "config"
+    if resize_size == "auto" and isinstance(values["size"], int):
+        # The crop ratio, not the number, carries over: an input size set elsewhere keeps the weights' ratio
+        # (resnet50 V2 at 232/224 audited at 384 resizes to 398), so a size and a resize from two sources never clash.
+        if "resize_size" in from_model and "size" in from_model:
+            ratio, sources["resize_size"] = from_model["resize_size"] / from_model["size"], "model"
+        else:
+            ratio, sources["resize_size"] = PREPROCESS_FALLBACK["resize_size"] / PREPROCESS_FALLBACK["size"], "fallback"
+        resize_size = int(round(values["size"] * ratio))
     mode = str(options.get("mode", "resize_crop"))
     if mode not in MODES:
         raise ValueError(f"mode: unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if not isinstance(values["size"], int) or values["size"] < 8:
         raise ValueError(f"size: {values['size']!r} is not a side of at least 8 pixels (or auto)")
-    resize_size = values["resize_size"]
+    if mode != "resize_crop":
+        sources["resize_size"] = "unused"
     if mode == "resize_crop" and resize_size is not None and (not isinstance(resize_size, int) or resize_size < values["size"]):
         raise ValueError(f"resize_size: {resize_size!r} must be an integer >= size ({values['size']}), null or auto")
     if str(values["interpolation"]) not in INTERPOLATIONS:

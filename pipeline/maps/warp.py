@@ -106,8 +106,8 @@ def warp_to_original(maps: UpsampledMaps, placement: Tensor, width: Tensor, heig
     # [B, Wc] and [B, Hc]: each grid pixel centre in network-input pixel-edge coordinates.
     input_x = (cols[None] + 0.5) / scale_x[:, None] * placement[:, :1] + placement[:, 2:3]
     input_y = (rows[None] + 0.5) / scale_y[:, None] * placement[:, 1:2] + placement[:, 3:4]
-    seen_x = (cols[None] < grid_w[:, None]) & (input_x >= 0) & (input_x <= in_w)  # [B, Wc]
-    seen_y = (rows[None] < grid_h[:, None]) & (input_y >= 0) & (input_y <= in_h)  # [B, Hc]
+    seen_x = (cols[None] < grid_w[:, None]) & (input_x >= 0) & (input_x < in_w)  # [B, Wc]
+    seen_y = (rows[None] < grid_h[:, None]) & (input_y >= 0) & (input_y < in_h)  # [B, Hc]
     domain = seen_y[:, :, None] & seen_x[:, None, :]
     # grid_sample's normalised coordinates for align_corners=False: -1 and 1 are the outer pixel edges.
     sample_x = (2.0 * input_x / in_w - 1.0).to(torch.float32)[:, None, :].expand(B, canvas_h, canvas_w)

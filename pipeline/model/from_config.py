@@ -61,11 +61,13 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
         if checkpoint_classes(extra):
             built.classes = checkpoint_classes(extra)
             built.class_keys = list(built.classes[0])
-        if checkpoint_preprocess(extra) or "mean" in extra:
-            built.preprocess = {**built.preprocess, **checkpoint_preprocess(extra)}
-            built.mean = tuple(extra["mean"]) if "mean" in extra else built.mean
-            built.std = tuple(extra["std"]) if "std" in extra else built.std
+        # Its preprocessing replaces the architecture's as a whole: a size from one and a crop ratio from the
+        # other would describe neither.
+        if checkpoint_preprocess(extra):
+            built.preprocess = checkpoint_preprocess(extra)
             built.preprocess_source = f"checkpoint {model_cfg.checkpoint}"
+        if "mean" in extra and "std" in extra:
+            built.mean, built.std = tuple(extra["mean"]), tuple(extra["std"])
     if model_cfg.get("mean"):
         built.mean = tuple(model_cfg.mean)
     if model_cfg.get("std"):
