@@ -24,7 +24,7 @@ from pipeline import distributed
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
 from pipeline.data.records import ClassList, SampleRecord
 from pipeline.errors import ConfigError, TooManyFailures
-from pipeline.maps.engine import CamEngine, upsample_and_normalise
+from pipeline.maps.engine import CamEngine, UpsampledMaps, upsample_and_normalise
 from pipeline.maps.methods import get_method
 from pipeline.maps.warp import original_grid_sizes, warp_to_original
 from pipeline.model.build import BuiltModel
@@ -170,7 +170,7 @@ def target_channels(module: torch.nn.Module, layer: torch.nn.Module, size: int, 
     return seen[-1]
 
 
-def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], object]:
+def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], UpsampledMaps, "ScoringView"]:
     """The hot path for one batch, all on the device.
 
     Args:
@@ -178,7 +178,8 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
         labels: ``[B]`` long, true classes.
     Returns:
         columns: name -> ``[B]`` tensor on the device (predictions, every score of every map);
-        maps: the :class:`~pipeline.maps.engine.UpsampledMaps` (``[B, K, S, S]``), for overlays.
+        maps: the :class:`~pipeline.maps.engine.UpsampledMaps` (``[B, K, S, S]``);
+        view: the :class:`ScoringView` the positive maps were scored on (for overlays in original space).
     """
     device = setup.device
     images = (batch["image"].to(device, non_blocking=True).float() / 255.0 - setup.input_mean) / setup.input_std
@@ -232,7 +233,7 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
         true_map = view.maps[:, 1] if view.domain is None else view.maps[:, 1].masked_fill(~view.domain, float("-inf"))
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
             true_map, view.empty[:, 1], view.boxes, view.box_valid).float()
-    return columns, maps
+    return columns, maps, views[""]
 
 
 @dataclass
@@ -251,6 +252,7 @@ class ScoringView:
     box_valid: torch.Tensor
     domain: torch.Tensor | None = None
     grid_scale: torch.Tensor | None = None
+    grid_size: torch.Tensor | None = None  # [B, 2] (height, width) of each image's grid on the canvas, on the host
 
 
 def scoring_view(maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor, grid_size: torch.Tensor | None) -> ScoringView:
@@ -262,8 +264,9 @@ def scoring_view(maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor
     scale = original.grid_scale.to(torch.float32)
     stored = batch["boxes_stored"].to(device, non_blocking=True)
     on_grid = stored * torch.stack([scale[:, 0], scale[:, 1], scale[:, 0], scale[:, 1]], dim=1)[:, None, :]
-    return ScoringView(original.normalised, original.raw, original.empty, on_grid,
-                       batch["box_stored_valid"].to(device, non_blocking=True), original.domain, original.grid_scale)
+    # An image none of whose boxes reached the network input is flagged, its box scores NaN, in both spaces.
+    valid = batch["box_stored_valid"].to(device, non_blocking=True) & box_valid.any(dim=1, keepdim=True)
+    return ScoringView(original.normalised, original.raw, original.empty, on_grid, valid, original.domain, original.grid_scale, grid_size)
 
 
 def coordinates_to_stored(scores: dict[str, torch.Tensor], grid_scale: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -363,13 +366,16 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
             error_writer.add(report_schema.error_rows([(todo[f["index"]], f["stage"], f["error_type"], f["error"]) for f in batch["failures"]]))
             n_failed += len(batch["failures"])
         if batch["index"].numel():
-            columns, maps = audit_batch(setup, cfg, batch, labels_all[batch["index"]])
+            columns, maps, view = audit_batch(setup, cfg, batch, labels_all[batch["index"]])
             table = columns_to_table(columns, batch, setup, todo_arrays, samples_schema)
             sample_writer.add(table)
             if map_writer is not None:
                 map_writer.add(saved_maps.map_rows(table.column("id"), maps.signed_low_res, batch, setup.map_names))
             if overlay_mode != "none":
-                save_overlays(overlay_dir, table, batch, maps, only_misclassified=overlay_mode == "misclassified")
+                original = None
+                if view.grid_size is not None:  # draw on the whole photo: what the crop cut away is shown dimmed
+                    original = (view, [todo[i].image_path for i in batch["index"].tolist()], setup.preprocess.boxes_refer_to)
+                save_overlays(overlay_dir, table, batch, maps, only_misclassified=overlay_mode == "misclassified", original=original)
         n_done += batch["index"].numel() + len(batch["failures"])
         progress.update(batch["index"].numel() + len(batch["failures"]))
         seen = n_done + len(index_errors)

@@ -70,7 +70,7 @@ def main() -> None:
             synchronise(device)
             start = time.perf_counter()
             for batch, label in zip(batches, labels):
-                columns, _ = audit_batch(setup, cfg, batch, label)
+                columns, _, _ = audit_batch(setup, cfg, batch, label)
             synchronise(device)
             return time.perf_counter() - start
 

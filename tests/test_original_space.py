@@ -31,7 +31,9 @@ from pipeline.scores import score_map  # noqa: E402
 SIZE, RESIZE, MAX_SIDE, TOL, TAU = 64, 73, 128, 5.0, 0.15
 # (width, height, mode): landscape, portrait, a panorama whose grid is capped, letterbox, square resize.
 IMAGES = [(100, 75, "resize_crop"), (53, 76, "resize_crop"), (300, 40, "resize_crop"), (60, 100, "letterbox"),
-          (100, 75, "resize"), (90, 90, "resize_crop")]
+          (100, 75, "resize"), (90, 90, "resize_crop"), (120, 60, "resize_crop")]
+# The last image's only box lies left of its centre crop (columns 41.. of the 146-wide resize are kept).
+OUTSIDE_THE_CROP = np.array([[0.0, 5.0, 10.0, 30.0]])
 
 
 def hand_grid(width: int, height: int, mode: str) -> tuple[int, int, float, float]:
@@ -75,9 +77,11 @@ def make_batch(seed: int):
         x1 = rng.uniform(-10, width * 0.8, n)
         y1 = rng.uniform(-10, height * 0.8, n)
         boxes = np.stack([x1, y1, x1 + rng.uniform(3, width, n), y1 + rng.uniform(3, height, n)], axis=1)
+        if len(placements) == len(IMAGES) - 1:
+            boxes = OUTSIDE_THE_CROP
         in_input, kept = boxes_to_input(boxes, p)
         placements.append(p)
-        stored.append(torch.from_numpy(boxes_in_stored(boxes, width, height) if kept.any() else np.zeros((0, 4), np.float32)))
+        stored.append(torch.from_numpy(boxes_in_stored(boxes, width, height)))
         moved.append(torch.from_numpy(in_input))
         kept_any.append(bool(kept.any()))
     boxes, valid = _pad_boxes(moved)
@@ -89,6 +93,8 @@ def make_batch(seed: int):
     }
     signed = torch.from_numpy(rng.normal(size=(len(IMAGES), 2, 5, 5)).astype(np.float32))
     maps = upsample_and_normalise(signed, (SIZE, SIZE))
+    assert not kept_any[-1]  # the flagged image
+    batch["kept_any"] = kept_any
     return batch, maps, boxes, valid, placements
 
 
@@ -125,7 +131,11 @@ def test_original_space_scores_match_a_per_image_reference(seed):
         assert bool(view.empty[i, 0]) == empty
         n = int(batch["box_stored_valid"][i].sum())
         grid_boxes = batch["boxes_stored"][i, :n].numpy().astype(np.float64) * np.array([gx, gy, gx, gy])
-        g = ref_mask(grid_boxes, np.ones(n, bool), h, w) & domain
+        # An image with no box in the network input is flagged: no ground truth in either space.
+        g = ref_mask(grid_boxes, np.full(n, batch["kept_any"][i]), h, w) & domain
+        if not batch["kept_any"][i]:
+            assert np.isnan(scores["energy_in_box"][i].item()) and np.isnan(scores["iou_tau015"][i].item())
+            continue
         assert scores["energy_in_box"][i].item() == pytest.approx(ref_energy(ref_map, g), abs=1e-4, nan_ok=True)
         assert scores["box_area_fraction"][i].item() == pytest.approx(
             ref_area_fraction(g[domain]) if g.any() else float("nan"), abs=1e-6, nan_ok=True)

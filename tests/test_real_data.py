@@ -155,7 +155,7 @@ def test_original_space_same_pixel_scores_full_boxes_stored_coordinates(voc_run,
 
     _, input_frame, _ = voc_run
     frame, summary = audit(tmp_path, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
-                                      f"data.classes={SAMPLE / 'classes.txt'}", "scores.space=original", "report.overlays=none"])
+                                      f"data.classes={SAMPLE / 'classes.txt'}", "scores.space=original"])
     original, inputs = frame.set_index("id").sort_index(), input_frame.set_index("id").sort_index()
     assert len(original) == 42 and summary["images_without_box_in_input"] == 1
     assert original.loc[original.index.str.endswith("volleyball"), "true_energy_in_box"].isna().all()
@@ -178,6 +178,18 @@ def test_original_space_same_pixel_scores_full_boxes_stored_coordinates(voc_run,
     assert (iou_diff[exact].dropna() < 1e-4).all() and (iou_diff[exact].dropna() < -0.05).sum() >= 5
     metadata = pq.read_schema(tmp_path / "run" / "samples.parquet").metadata
     assert json.loads(metadata[b"cam_audit.definitions"])["coordinate_space"].startswith("original:")
+    # Overlays show the whole photo on its scoring grid (three panels of the resized, uncropped image).
+    import cv2
+
+    from pipeline.reports.overlays import safe_file_stem
+
+    wrong = original[~original["correct"]]
+    assert len(list((tmp_path / "run" / "overlays").iterdir())) == len(wrong) > 0
+    for sample_id, row in wrong.iterrows():
+        p = plan_placement(int(row["width"]), int(row["height"]), "resize_crop", 224, 256)
+        picture = cv2.imread(str(tmp_path / "run" / "overlays" / f"{safe_file_stem(sample_id)}.jpg"))
+        grid_width = p.resized_width if max(p.resized_width, p.resized_height) <= 512 else round(row["width"] * 512 / max(row["width"], row["height"]))
+        assert picture.shape[1] == 3 * grid_width, sample_id
 
 
 def test_auto_preprocessing_comes_from_the_model_and_is_recorded(voc_run, tmp_path):

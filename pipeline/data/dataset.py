@@ -97,8 +97,7 @@ class AuditDataset(Dataset):
         ``n_boxes_dropped`` (boxes that were inverted, empty or outside the input), ``width``/``height``
         (stored size), ``placement`` ``[4]`` float64 ``(scale_x, scale_y, offset_x, offset_y)`` (stored
         point ``x`` -> input point ``x * scale_x + offset_x``), ``boxes_stored`` ``[M', 4]`` float32, the
-        annotated boxes clipped to the stored image (for ``scores.space=original``; none when no box
-        reached the input, so that such an image is flagged with NaN box scores in both spaces), and
+        annotated boxes clipped to the stored image (for ``scores.space=original``), and
         when ``ok`` is False: ``stage`` and ``error`` (type and message).
     """
 
@@ -121,7 +120,7 @@ class AuditDataset(Dataset):
             placement = plan_placement(width, height, self.spec.mode, self.spec.size, self.spec.resize_size)
             boxes, kept = boxes_to_input(record.boxes, placement)
             pixels = image_to_input(image, placement, self.spec.interpolation, self.spec.fill)
-            stored = boxes_in_stored(record.boxes, width, height) if kept.any() else boxes[:0]
+            stored = boxes_in_stored(record.boxes, width, height)
         except Exception as error:  # one bad sample must never stop the run
             return _failed(index, self.spec.size, stage, error)
         return {
