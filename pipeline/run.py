@@ -30,6 +30,7 @@ from pipeline.maps.warp import original_grid_sizes, warp_to_original
 from pipeline.model.build import BuiltModel
 from pipeline.model.from_config import build_model
 from pipeline.model.layers import find_linear_head, resolve_target_layer
+from pipeline.model.layout import detect_layout
 from pipeline.reports import saved_maps
 from pipeline.reports import schema as report_schema
 from pipeline.reports.finalize import finalize_run
@@ -131,22 +132,31 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         raise ConfigError(f"data.preprocess.{option}", reason) from error
     size = preprocess.size
     try:
-        target_name, layer = resolve_target_layer(module, str(cfg.model.target_layer), size, device)
+        layout = detect_layout(module, str(cfg.model.get("layout", "auto")))
+    except ValueError as error:
+        raise ConfigError("model.layout", str(error)) from error
+    try:
+        with torch.no_grad():
+            outputs = module(torch.zeros(1, 3, size, size, device=device))
+    except Exception as error:  # noqa: BLE001 -- e.g. a ViT built for 224 x 224 given 384 x 384
+        raise ConfigError("data.preprocess.size", f"the model cannot run on {size} x {size} inputs: "
+                                                  f"{(str(error).splitlines() or [type(error).__name__])[0]}") from error
+    try:
+        target_name, layer, (channels, _, _) = resolve_target_layer(module, str(cfg.model.target_layer), size, device, layout)
     except ValueError as error:
         raise ConfigError("model.target_layer", str(error)) from error  # the message lists the candidates
-    with torch.no_grad():
-        outputs = module(torch.zeros(1, 3, size, size, device=device))
     if outputs.dim() != 2 or outputs.shape[1] != len(classes):
         raise ConfigError("data.classes", f"the model has {tuple(outputs.shape[1:])} outputs but the class list has {len(classes)} classes")
     if built.class_keys is not None and list(built.class_keys) != list(classes.keys) and list(built.class_keys) != list(classes.names):
         raise ConfigError("data.classes", "the class list differs from the classes the checkpoint was trained on")
     head = None
     if method.needs_head_weights:
-        channels = target_channels(module, layer, size, device)
-        head = find_linear_head(module, channels)
+        # CAM is defined for a global-average-pool + linear head; a ViT that reads its class token has neither.
+        pools_tokens = layout.kind == "tokens" and str(getattr(module, "global_pool", "token")) != "avg"
+        head = None if pools_tokens else find_linear_head(module, channels)
         if head is None:
             raise ConfigError("cam.method", f"cam needs a global-average-pool + linear head after {target_name}; use gradcam")
-    engine = CamEngine(module, layer, method, str(cfg.cam.class_score), head, PRECISIONS[cfg.runtime.precision])
+    engine = CamEngine(module, layer, method, str(cfg.cam.class_score), head, PRECISIONS[cfg.runtime.precision], layout)
     maxboxacc = None
     if cfg.scores.maxboxacc.enabled:
         from pipeline.scores.maxboxacc import MaxBoxAccV2
@@ -156,18 +166,6 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     std = torch.tensor(built.std, device=device).view(1, 3, 1, 1)
     return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam),
                       mean, std, maxboxacc, score_space, original_max_side, preprocess_sources)
-
-
-def target_channels(module: torch.nn.Module, layer: torch.nn.Module, size: int, device: torch.device) -> int:
-    """The target layer's channel count ``C``, from one dummy forward."""
-    seen: list[int] = []
-    handle = layer.register_forward_hook(lambda mod, inputs, output: seen.append(int(output.shape[1])))
-    try:
-        with torch.no_grad():
-            module(torch.zeros(1, 3, size, size, device=device))
-    finally:
-        handle.remove()
-    return seen[-1]
 
 
 def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], UpsampledMaps, "ScoringView"]:

@@ -66,8 +66,8 @@ def test_auto_target_layer_and_wrong_name_lists_candidates():
     import torchvision
 
     model = torchvision.models.resnet18(num_classes=5).eval()
-    name, module = resolve_target_layer(model, "auto", 64)
-    assert name == "layer4" and module is model.layer4
+    name, module, shape = resolve_target_layer(model, "auto", 64)
+    assert name == "layer4" and module is model.layer4 and shape == (512, 2, 2)
     assert resolve_target_layer(model, "layer3.1", 64)[0] == "layer3.1"
     with pytest.raises(ValueError, match="layer4"):
         resolve_target_layer(model, "layer9", 64)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.maps.methods import CamMethod
+from pipeline.model.layout import FeatureLayout
 
 
 @dataclass
@@ -39,15 +40,17 @@ class CamEngine:
 
     Args:
         model: the classifier, in eval mode; its parameters are frozen here.
-        target_layer: the module whose output ``[B, C, h, w]`` the maps are made of.
+        target_layer: the module whose output the maps are made of, ``[B, C, h, w]`` after ``layout``.
         method: a :class:`~pipeline.maps.methods.CamMethod`.
         class_score: ``"logit"`` (Grad-CAM paper) or ``"softmax"`` (probability).
         head_weight: ``[num_classes, C]`` linear head weights, for CAM.
         autocast_dtype: ``None`` for float32, or ``torch.bfloat16`` / ``torch.float16``.
+        layout: how the target layer's output becomes ``[B, C, h, w]`` (:mod:`pipeline.model.layout`).
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module, method: CamMethod, class_score: str = "logit",
-                 head_weight: Tensor | None = None, autocast_dtype: torch.dtype | None = None):
+                 head_weight: Tensor | None = None, autocast_dtype: torch.dtype | None = None,
+                 layout: FeatureLayout = FeatureLayout()):
         if class_score not in ("logit", "softmax"):
             raise ValueError(f"cam.class_score must be 'logit' or 'softmax', got {class_score!r}")
         self.model = model.eval().requires_grad_(False)
@@ -55,12 +58,13 @@ class CamEngine:
         self.class_score = class_score
         self.head_weight = head_weight
         self.autocast_dtype = autocast_dtype
+        self.layout = layout
         self._leaf: Tensor | None = None
         target_layer.register_forward_hook(self._capture)
 
     def _capture(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
-        if not isinstance(output, Tensor) or output.dim() != 4:
-            raise RuntimeError(f"the target layer must output a [B, C, h, w] tensor, got {type(output).__name__} "
+        if not self.layout.accepts(output):
+            raise RuntimeError(f"the target layer's output does not fit the {self.layout.kind} layout: {type(output).__name__} "
                                f"{tuple(output.shape) if isinstance(output, Tensor) else ''}")
         self._leaf = output.detach().requires_grad_(self.method.needs_gradients)
         return self._leaf.clone()  # in-place ops after the layer must not reach the kept activations
@@ -79,14 +83,14 @@ class CamEngine:
             logits = self.model(images)
         logits = logits.float()
         targets = choose_targets(logits.detach())
-        acts = self._leaf.float()
+        acts = self.layout.to_map(self._leaf).float()
         if self.method.needs_gradients:
             scores = logits.softmax(dim=1) if self.class_score == "softmax" else logits
             grads = []
             for k in range(targets.shape[1]):  # K is a handful of targets, not images
                 selected = scores.gather(1, targets[:, k:k + 1]).sum()
                 (grad,) = torch.autograd.grad(selected, self._leaf, retain_graph=k + 1 < targets.shape[1])
-                grads.append(grad.float())
+                grads.append(self.layout.to_map(grad).float())
             grads = torch.stack(grads, dim=1)  # [B, K, C, h, w]
             class_weights = None
         else:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.model.layout import FeatureLayout
 
-def feature_map_candidates(model: nn.Module, input_size: int, device: torch.device | str = "cpu") -> list[tuple[str, tuple[int, ...]]]:
-    """Modules whose output is a 4-D map ``[B, C, h, w]`` with ``h, w > 1``, in execution order.
+
+def feature_map_candidates(model: nn.Module, input_size: int, device: torch.device | str = "cpu",
+                           layout: FeatureLayout = FeatureLayout()) -> list[tuple[str, tuple[int, ...]]]:
+    """Modules whose output is a spatial map in ``layout`` (``[B, C, h, w]`` with ``h, w > 1`` for NCHW),
+    in execution order, each with its map shape ``(C, h, w)``.
 
     A forward hook fires when a module *finishes*, so a container comes after its children: the last
     entry is the outermost module that produced the last spatial map (e.g. ``layer4`` of a ResNet).
@@ -19,8 +23,8 @@ def feature_map_candidates(model: nn.Module, input_size: int, device: torch.devi
             continue
 
         def hook(mod, inputs, output, name=name):
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] > 1 and output.shape[-2] > 1:
-                seen.append((name, tuple(output.shape[1:])))
+            if layout.accepts(output):
+                seen.append((name, tuple(layout.to_map(output).shape[1:])))
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -32,24 +36,30 @@ def feature_map_candidates(model: nn.Module, input_size: int, device: torch.devi
     return seen
 
 
-def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: torch.device | str = "cpu") -> tuple[str, nn.Module]:
-    """The target layer by dotted name, or ``"auto"``: the last module producing a spatial map.
+def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: torch.device | str = "cpu",
+                         layout: FeatureLayout = FeatureLayout()) -> tuple[str, nn.Module, tuple[int, int, int]]:
+    """The target layer by dotted name, or ``"auto"``, with its map shape ``(C, h, w)``.
+
+    ``auto`` is the last module producing a spatial map; for a token model (ViT) the last block's first
+    norm (``blocks.11.norm1``), the last place where the patch tokens still reach a class-token head (after
+    it only the class token is read; pytorch-grad-cam recommends the same layer).
 
     Raises:
         ValueError: naming the candidates when ``name`` is not a module or does not output a map.
     """
-    candidates = feature_map_candidates(model, input_size, device)
+    candidates = feature_map_candidates(model, input_size, device, layout)
     names = [candidate for candidate, _ in candidates]
     if name == "auto":
         if not candidates:
-            raise ValueError("auto found no module that outputs a [B, C, h, w] map with h, w > 1")
-        name = names[-1]
+            raise ValueError(f"auto found no module that outputs a spatial map in the {layout.kind} layout")
+        norms = [n for n in names if n.endswith("norm1")] if layout.kind == "tokens" else []
+        name = (norms or names)[-1]
     modules = dict(model.named_modules())
     if name not in modules or name not in names:
         shown = ", ".join(names[-12:]) or "none"
-        raise ValueError(f"{name!r} is not a module with a spatial [B, C, h, w] output; "
+        raise ValueError(f"{name!r} is not a module with a spatial output ({layout.kind} layout); "
                          f"candidates (last 12 of {len(names)}): {shown}")
-    return name, modules[name]
+    return name, modules[name], dict(candidates)[name]
 
 
 def find_linear_head(model: nn.Module, channels: int) -> torch.Tensor | None:
