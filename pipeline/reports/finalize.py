@@ -172,6 +172,13 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
         "model": setup.model.info, "target_layer": setup.target_layer, "definitions": choices,
     }
     write_json_atomic(run_dir / "summary.json", summary)
+    if cfg.report.get("review_page", True):
+        from pipeline.reports.review_page import render_review_page
+
+        page = render_review_page(summary, frame, classes, run_dir / "overlays", int(cfg.report.get("review_max_images", 500)))
+        tmp = run_dir / ".review.html.tmp"
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(run_dir / "review.html")
     print(render_summary(summary))
     return summary
 
