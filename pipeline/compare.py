@@ -4,7 +4,7 @@ Writes ``compare.json`` (definition changes, headline numbers before / after / d
 ``samples_diff.parquet`` (one row per common image) and ``classes_diff.parquet`` (per true class) to
 ``--out`` (default: ``CURRENT_RUN/compare``), and prints a short report (``pipeline/reports/compare.py``).
 Exit status: 0; 1 when ``--max-accuracy-drop`` is given and accuracy fell by more than it (a nightly job can
-fail on it); 2 when a folder is not a finished audit.
+fail on it); 2 when a folder is not a finished audit, cannot be read, or the runs share no image.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = compare_runs(args.baseline, args.current)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"cam-audit compare: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 -- any unreadable run is exit 2, never the gate's exit 1
+        print(f"cam-audit compare: cannot compare: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    if result["overall"]["images_compared"] == 0:
+        print("cam-audit compare: the two runs have no image in common: nothing to compare", file=sys.stderr)
         return 2
     out = args.out or args.current / "compare"
     out.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ class AuditSetup:
     score_space: str = "input"  # scores.space: input | original
     original_max_side: int = 512  # scores.original_max_side
     preprocess_sources: dict | None = None  # where size / resize_size / interpolation came from: config, model or fallback
+    layout: str = "nchw"  # how the target layer's output became [B, C, h, w] (pipeline.model.layout)
 
 
 def resolve_device(option: str) -> torch.device:
@@ -132,14 +133,16 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         raise ConfigError(f"data.preprocess.{option}", reason) from error
     size = preprocess.size
     try:
-        layout = detect_layout(module, str(cfg.model.get("layout", "auto")))
+        layout = detect_layout(module, str(cfg.model.get("layout", "auto")), size)
     except ValueError as error:
         raise ConfigError("model.layout", str(error)) from error
     try:
         with torch.no_grad():
             outputs = module(torch.zeros(1, 3, size, size, device=device))
-    except Exception as error:  # noqa: BLE001 -- e.g. a ViT built for 224 x 224 given 384 x 384
-        raise ConfigError("data.preprocess.size", f"the model cannot run on {size} x {size} inputs: "
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, AssertionError, ValueError) as error:  # e.g. a ViT built for 224 x 224 given 384 x 384
+        raise ConfigError("data.preprocess.size", f"the model failed on a {size} x {size} input (is the size right for it?): "
                                                   f"{(str(error).splitlines() or [type(error).__name__])[0]}") from error
     try:
         target_name, layer, (channels, _, _) = resolve_target_layer(module, str(cfg.model.target_layer), size, device, layout)
@@ -151,9 +154,9 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         raise ConfigError("data.classes", "the class list differs from the classes the checkpoint was trained on")
     head = None
     if method.needs_head_weights:
-        # CAM is defined for a global-average-pool + linear head; a ViT that reads its class token has neither.
-        pools_tokens = layout.kind == "tokens" and str(getattr(module, "global_pool", "token")) != "avg"
-        head = None if pools_tokens else find_linear_head(module, channels)
+        # CAM is defined for a global-average-pool + linear head right after the target layer; in a ViT the
+        # target (a norm inside the last block) is followed by attention and MLP, whatever the pooling.
+        head = None if layout.kind == "tokens" else find_linear_head(module, channels)
         if head is None:
             raise ConfigError("cam.method", f"cam needs a global-average-pool + linear head after {target_name}; use gradcam")
     engine = CamEngine(module, layer, method, str(cfg.cam.class_score), head, PRECISIONS[cfg.runtime.precision], layout)
@@ -165,7 +168,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(built.std, device=device).view(1, 3, 1, 1)
     return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam),
-                      mean, std, maxboxacc, score_space, original_max_side, preprocess_sources)
+                      mean, std, maxboxacc, score_space, original_max_side, preprocess_sources, layout.kind)
 
 
 def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], UpsampledMaps, "ScoringView"]:

@@ -60,6 +60,28 @@ def test_cli_writes_the_comparison_and_gates_on_accuracy(runs, tmp_path, capsys)
     assert written["overall"]["images_compared"] == 12
     assert len(pd.read_parquet(out / "samples_diff.parquet")) == 12
     assert "images broke" in capsys.readouterr().out
-    # any change at all counts as a drop larger than -1: the gate trips
-    assert compare_main([str(runs / "night1"), str(runs / "night2"), "--out", str(out), "--max-accuracy-drop", "-1"]) == 1
     assert compare_main([str(tmp_path), str(runs / "night2")]) == 2  # not a finished run
+
+
+def _fake_run(folder, correct: list[bool], start: int = 0):
+    """A finished run's samples.parquet with the given correctness (what compare reads, nothing more)."""
+    n = len(correct)
+    folder.mkdir(parents=True)
+    pd.DataFrame({
+        "id": [f"img{start + i:03d}" for i in range(n)], "label": [0] * n, "label_name": ["cat"] * n,
+        "pred": [0 if c else 1 for c in correct], "pred_name": ["cat" if c else "dog" for c in correct], "correct": correct,
+        "true_energy_in_box": [0.5] * n, "true_energy_lift": [2.0] * n, "true_peak_row": [3.0] * n, "true_peak_col": [4.0] * n,
+        "true_pointing_hit": [1.0] * n, "true_localised_tau015": [1.0] * n, "true_relevance_rank_accuracy": [0.5] * n,
+        "true_empty": [0.0] * n,
+    }).to_parquet(folder / "samples.parquet")
+
+
+def test_accuracy_gate_trips_only_beyond_the_allowed_drop(tmp_path):
+    _fake_run(tmp_path / "before", [True] * 10)
+    _fake_run(tmp_path / "after", [True] * 8 + [False] * 2)  # accuracy 1.0 -> 0.8
+    args = [str(tmp_path / "before"), str(tmp_path / "after"), "--out", str(tmp_path / "cmp")]
+    assert compare_main(args + ["--max-accuracy-drop", "0.25"]) == 0
+    assert compare_main(args + ["--max-accuracy-drop", "0.15"]) == 1
+    assert compare_main(args) == 0  # no gate asked for
+    _fake_run(tmp_path / "elsewhere", [False] * 10, start=100)  # no image in common: not a pass
+    assert compare_main([str(tmp_path / "before"), str(tmp_path / "elsewhere"), "--max-accuracy-drop", "0.5"]) == 2

@@ -34,3 +34,15 @@ def test_values_from_the_data_are_escaped(tmp_path):
     assert "<script>" not in page and "<b>cat</b>" not in page and "<i>" not in page
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "&lt;b&gt;cat&lt;/b&gt;" in page and "a&amp;b" in page
     assert "<tr class=low>" in page  # lift 0.8 < 1: flagged
+
+
+def test_float32_values_are_rounded_and_nan_reads_n_a(tmp_path):
+    import numpy as np
+
+    frame = pd.DataFrame({"id": ["a", "b"], "label_name": ["cat", "cat"], "pred_name": ["dog", "dog"], "correct": [False, False],
+                          "confidence": np.array([0.123456789, 0.5], np.float32),
+                          "true_energy_in_box": np.array([np.nan, 0.25], np.float32)})
+    for sample_id in ("a", "b"):
+        (tmp_path / f"{safe_file_stem(sample_id)}.jpg").write_bytes(b"jpeg")
+    page = render_review_page({"run_dir": "r"}, frame, pd.DataFrame(), tmp_path, 10)
+    assert "(12.3%); true-class energy in box n/a" in page and "energy in box 0.250" in page and "nan" not in page

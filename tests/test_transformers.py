@@ -48,10 +48,26 @@ def test_layouts_are_found_from_the_model():
 
 def test_auto_target_layer_for_vit_is_the_last_blocks_norm1_not_an_attention_tensor():
     vit = seeded("vit_tiny_patch16_224")
-    # read as NCHW, the attention's [B, heads, tokens, dims] would pass for a map
-    assert resolve_target_layer(vit, "auto", 224)[0].endswith("attn.k_norm")
     name, _, shape = resolve_target_layer(vit, "auto", 224, layout=detect_layout(vit))
     assert name == "blocks.11.norm1" and shape == (192, 14, 14)
+    # read as NCHW, the attention's [B, heads, tokens, dims] passes for a map but lacks the 192 feature
+    # channels; only the patch embedding is left, a map of the input, not of the class evidence
+    assert resolve_target_layer(vit, "auto", 224)[0] == "patch_embed.proj"
+
+
+def test_token_model_without_a_patch_grid_is_refused_not_guessed():
+    """TNT states tokens but no patch grid: auto must not fall back to an attention tensor."""
+    tnt = seeded("tnt_s_patch16_224")
+    with pytest.raises(ValueError, match="384 feature channels"):
+        resolve_target_layer(tnt, "auto", 224, layout=detect_layout(tnt))
+
+
+def test_vit_with_dynamic_image_size_gets_the_grid_of_the_input_size():
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, dynamic_img_size=True).eval()
+    layout = detect_layout(vit, "auto", 288)
+    assert layout == FeatureLayout("tokens", 1, (18, 18))
+    assert resolve_target_layer(vit, "auto", 288, layout=layout)[2] == (192, 18, 18)
 
 
 @pytest.mark.parametrize("model_name,layer_name,reshape", [

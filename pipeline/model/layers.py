@@ -40,7 +40,8 @@ def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: t
                          layout: FeatureLayout = FeatureLayout()) -> tuple[str, nn.Module, tuple[int, int, int]]:
     """The target layer by dotted name, or ``"auto"``, with its map shape ``(C, h, w)``.
 
-    ``auto`` is the last module producing a spatial map; for a token model (ViT) the last block's first
+    ``auto`` is the last module producing a spatial map (with ``model.num_features`` channels when the model
+    states it, as timm models do); for a token model (ViT) the last block's first
     norm (``blocks.11.norm1``), the last place where the patch tokens still reach a class-token head (after
     it only the class token is read; pytorch-grad-cam recommends the same layer).
 
@@ -50,10 +51,17 @@ def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: t
     candidates = feature_map_candidates(model, input_size, device, layout)
     names = [candidate for candidate, _ in candidates]
     if name == "auto":
-        if not candidates:
-            raise ValueError(f"auto found no module that outputs a spatial map in the {layout.kind} layout")
-        norms = [n for n in names if n.endswith("norm1")] if layout.kind == "tokens" else []
-        name = (norms or names)[-1]
+        # A model that states its feature width (timm's num_features) has its maps there: an attention
+        # tensor [B, heads, tokens, dims] can pass for a map, but not with that channel count.
+        width = getattr(model, "num_features", None)
+        usable = [n for n, shape in candidates if not isinstance(width, int) or shape[0] == width]
+        if not usable:
+            shown = ", ".join(names[-12:]) or "none"
+            raise ValueError(f"auto found no module that outputs a spatial map in the {layout.kind} layout"
+                             + (f" with the model's {width} feature channels" if isinstance(width, int) else "")
+                             + f"; name one (and model.layout): candidates (last 12 of {len(names)}): {shown}")
+        norms = [n for n in usable if n.endswith("norm1")] if layout.kind == "tokens" else []
+        name = (norms or usable)[-1]
     modules = dict(model.named_modules())
     if name not in modules or name not in names:
         shown = ", ".join(names[-12:]) or "none"

@@ -49,17 +49,21 @@ class FeatureLayout:
         return patches.reshape(batch, self.grid[0], self.grid[1], channels).permute(0, 3, 1, 2)
 
 
-def detect_layout(model: nn.Module, option: str = "auto") -> FeatureLayout:
+def detect_layout(model: nn.Module, option: str = "auto", input_size: int | None = None) -> FeatureLayout:
     """The layout of ``model``'s feature maps: ``option`` when it is explicit, else from the model's
     attributes (timm: ``num_prefix_tokens`` with ``patch_embed.grid_size`` -> tokens; ``output_fmt == 'NHWC'``
-    -> nhwc; anything else -> nchw).
+    -> nhwc; anything else -> nchw). A ViT built with ``dynamic_img_size`` gets the patch grid of
+    ``input_size``.
 
     Raises:
         ValueError: an unknown option, or ``tokens`` for a model that does not say its patch grid.
     """
     if option not in LAYOUTS:
         raise ValueError(f"unknown layout {option!r}; use one of {', '.join(LAYOUTS)}")
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    patch_embed = getattr(model, "patch_embed", None)
+    grid = getattr(patch_embed, "grid_size", None)
+    if grid is not None and input_size and getattr(model, "dynamic_img_size", False) and hasattr(patch_embed, "dynamic_feat_size"):
+        grid = patch_embed.dynamic_feat_size((input_size, input_size))
     is_tokens = hasattr(model, "num_prefix_tokens") and grid is not None
     if option == "tokens" or (option == "auto" and is_tokens):
         if not is_tokens:

@@ -6,7 +6,8 @@
   change of the model, and the report says so first;
 - ``samples``: one row per image in both runs: prediction before and after, ``change`` (``fixed``: wrong ->
   right, ``broke``: right -> wrong, ``same``), the true-class map's energy in box and lift before, after and
-  their difference, and how far its peak moved (pixels of the scoring grid; NaN when either map is empty);
+  their difference, and how far its peak moved (pixels of the scoring grid; NaN when either map is empty, or
+  when the coordinate space or the preprocessing differ);
 - ``classes``: per true class, accuracy and mean true-class energy lift before and after, sorted by the
   largest drop in accuracy, then in lift;
 - ``overall``: the dataset numbers of ``finalize.dataset_scores`` for both runs on the common images, and
@@ -104,6 +105,9 @@ def compare_runs(baseline_dir: Path, current_dir: Path) -> dict:
     before = before_all[before_all["id"].isin(common)].sort_values("id")
     after = after_all[after_all["id"].isin(common)].sort_values("id")
     samples = sample_changes(before, after)
+    differences = definition_differences(before_definitions, after_definitions)
+    if any(d["choice"].startswith(("coordinate_space", "preprocess.")) for d in differences):
+        samples["true_peak_shift_px"] = np.nan  # peaks of two different pixel grids: no distance between them
     overall: dict = {"images_compared": len(common), "only_in_baseline": int((~before_all["id"].isin(common)).sum()),
                      "only_in_current": int((~after_all["id"].isin(common)).sum()),
                      "fixed": int((samples["change"] == "fixed").sum()), "broke": int((samples["change"] == "broke").sum())}
@@ -112,7 +116,7 @@ def compare_runs(baseline_dir: Path, current_dir: Path) -> dict:
             overall[name] = {"accuracy": float(frame["correct"].mean()), **dataset_scores(frame, "true", _tau(definitions))}
         overall["delta"] = {key: overall["current"][key] - overall["baseline"][key] for key in overall["baseline"]}
     return {"baseline": str(baseline_dir), "current": str(current_dir),
-            "definitions": definition_differences(before_definitions, after_definitions),
+            "definitions": differences,
             "overall": overall, "samples": samples, "classes": class_changes(before, after) if common else pd.DataFrame()}
 
 

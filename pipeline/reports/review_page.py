@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.reports.overlays import safe_file_stem
@@ -21,9 +22,12 @@ td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}td:first-child,th
 
 
 def _fmt(value, percent: bool = False) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    """A number for the page: NaN (also float32) as n/a, floats to 3 decimals or as a percentage."""
+    if value is None or (isinstance(value, (float, np.floating)) and value != value):
         return "n/a"
-    return f"{100 * value:.1f}%" if percent else (f"{value:.3f}" if isinstance(value, float) else html.escape(str(value)))
+    if isinstance(value, (float, np.floating)):
+        return f"{100 * float(value):.1f}%" if percent else f"{float(value):.3f}"
+    return html.escape(str(value))
 
 
 def _table(headers: list[str], rows: list[list[str]], low_rows: set[int] = frozenset()) -> str:
