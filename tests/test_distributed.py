@@ -60,3 +60,27 @@ def test_torchrun_two_ranks_give_the_single_process_rows(tmp_path):
     pd.testing.assert_frame_equal(merged[columns], expected[columns], atol=1e-5, check_exact=False)
     summary = read_summary(run_dir)
     assert summary["images"] == 14 and summary["images_scored_this_invocation"] == 14  # summed over the ranks
+
+
+@pytest.mark.timeout(300)
+def test_a_run_interrupted_with_one_process_is_finished_by_two(tmp_path):
+    """Resume across world sizes: the parts a single process left are kept, two ranks audit only the rest."""
+    root = tmp_path / "data"
+    ids = good_dataset(root, 14)
+    overrides = base_overrides(root, tmp_path / "cache", **{"report.rows_per_part": 2})
+    run_dir = tmp_path / "run"
+    assert run_cli(overrides, run_dir).returncode == 0
+    parts = sorted((run_dir / "parts").glob("samples-*.parquet"))
+    for part in parts[2:]:  # an interruption after two parts (a part holds a batch of 4)
+        part.unlink()
+    (run_dir / "samples.parquet").unlink()
+    kept = set(pd.concat([pd.read_parquet(p) for p in parts[:2]])["id"])
+    assert 0 < len(kept) < 14
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pipeline",
+               *overrides, f"hydra.run.dir={run_dir}", "resume=true"]
+    result = subprocess.run(command, cwd=MAIN, capture_output=True, text=True, timeout=280, env={**env, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged = pd.read_parquet(run_dir / "samples.parquet")
+    assert sorted(merged["id"]) == sorted(ids)  # each image exactly once
+    assert read_summary(run_dir)["images_scored_this_invocation"] == 14 - len(kept)
