@@ -26,7 +26,7 @@ from pipeline.data.records import ClassList, SampleRecord
 from pipeline.errors import ConfigError, TooManyFailures
 from pipeline.maps.engine import CamEngine, UpsampledMaps, upsample_and_normalise
 from pipeline.maps.methods import get_method
-from pipeline.maps.warp import original_grid_sizes, warp_to_original
+from pipeline.maps.warp import original_grid_sizes
 from pipeline.model.build import BuiltModel
 from pipeline.model.from_config import build_model
 from pipeline.model.layers import find_linear_head, resolve_target_layer
@@ -37,6 +37,7 @@ from pipeline.reports.finalize import finalize_run
 from pipeline.reports.overlays import save_overlays
 from pipeline.reports.parts import PartWriter, list_parts, read_column
 from pipeline.scores import score_map
+from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
 from pipeline.sources import check_index_problems, load_records, read_metadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -171,7 +172,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
                       mean, std, maxboxacc, score_space, original_max_side, preprocess_sources, layout.kind)
 
 
-def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], UpsampledMaps, "ScoringView"]:
+def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], UpsampledMaps, ScoringView]:
     """The hot path for one batch, all on the device.
 
     Args:
@@ -180,7 +181,7 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
     Returns:
         columns: name -> ``[B]`` tensor on the device (predictions, every score of every map);
         maps: the :class:`~pipeline.maps.engine.UpsampledMaps` (``[B, K, S, S]``);
-        view: the :class:`ScoringView` the positive maps were scored on (for overlays in original space).
+        view: the :class:`~pipeline.scores.space.ScoringView` the positive maps were scored on (for overlays).
     """
     device = setup.device
     images = (batch["image"].to(device, non_blocking=True).float() / 255.0 - setup.input_mean) / setup.input_std
@@ -235,57 +236,6 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
             true_map, view.empty[:, 1], view.boxes, view.box_valid).float()
     return columns, maps, views[""]
-
-
-@dataclass
-class ScoringView:
-    """What one batch's maps are scored on: the network input, or each stored image's grid.
-
-    ``maps``/``raw`` ``[B, K, H, W]``, ``empty`` ``[B, K]``, ``boxes`` ``[B, N, 4]`` and ``box_valid``
-    ``[B, N]`` in the same pixel grid; ``domain`` ``[B, H, W]`` and ``grid_scale`` ``[B, 2]`` (grid pixels
-    per stored pixel, x then y) only in original space.
-    """
-
-    maps: torch.Tensor
-    raw: torch.Tensor
-    empty: torch.Tensor
-    boxes: torch.Tensor
-    box_valid: torch.Tensor
-    domain: torch.Tensor | None = None
-    grid_scale: torch.Tensor | None = None
-    grid_size: torch.Tensor | None = None  # [B, 2] (height, width) of each image's grid on the canvas, on the host
-
-
-def scoring_view(maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor, grid_size: torch.Tensor | None) -> ScoringView:
-    """Network-input maps and boxes as they are (``grid_size`` None), or warped back to the stored images."""
-    if grid_size is None:
-        return ScoringView(maps.normalised, maps.raw, maps.empty, boxes, box_valid)
-    original = warp_to_original(maps, batch["placement"], batch["width"], batch["height"], grid_size)
-    device = original.normalised.device
-    scale = original.grid_scale.to(torch.float32)
-    stored = batch["boxes_stored"].to(device, non_blocking=True)
-    on_grid = stored * torch.stack([scale[:, 0], scale[:, 1], scale[:, 0], scale[:, 1]], dim=1)[:, None, :]
-    # An image none of whose boxes reached the network input is flagged, its box scores NaN, in both spaces.
-    valid = batch["box_stored_valid"].to(device, non_blocking=True) & box_valid.any(dim=1, keepdim=True)
-    return ScoringView(original.normalised, original.raw, original.empty, on_grid, valid, original.domain, original.grid_scale, grid_size)
-
-
-def coordinates_to_stored(scores: dict[str, torch.Tensor], grid_scale: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Boxes and peaks of :func:`~pipeline.scores.score_map` from grid pixels to stored-image pixels.
-
-    Box corners are divided by the grid scale; a peak becomes the stored pixel that holds its grid pixel's
-    centre. Shapes: grid_scale ``[B, 2]`` (x, y) matching the scores' ``[B]``.
-    """
-    scale_x, scale_y = grid_scale[:, 0].to(torch.float64), grid_scale[:, 1].to(torch.float64)
-    out = dict(scores)
-    for name, values in scores.items():
-        if name.startswith(("box_x1_", "box_x2_")):
-            out[name] = (values.to(torch.float64) / scale_x).to(torch.float32)
-        elif name.startswith(("box_y1_", "box_y2_")):
-            out[name] = (values.to(torch.float64) / scale_y).to(torch.float32)
-    out["peak_col"] = torch.floor((scores["peak_col"].to(torch.float64) + 0.5) / scale_x).to(torch.float32)
-    out["peak_row"] = torch.floor((scores["peak_row"].to(torch.float64) + 0.5) / scale_y).to(torch.float32)
-    return out
 
 
 def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: AuditSetup, todo_arrays: dict[str, pa.Array],

@@ -25,7 +25,7 @@ from pipeline.data.dataset import _pad_boxes  # noqa: E402
 from pipeline.data.geometry import boxes_in_stored, boxes_to_input, plan_placement  # noqa: E402
 from pipeline.maps.engine import upsample_and_normalise  # noqa: E402
 from pipeline.maps.warp import original_grid_sizes, warp_to_original  # noqa: E402
-from pipeline.run import coordinates_to_stored, scoring_view  # noqa: E402
+from pipeline.scores.space import coordinates_to_stored, scoring_view  # noqa: E402
 from pipeline.scores import score_map  # noqa: E402
 
 SIZE, RESIZE, MAX_SIDE, TOL, TAU = 64, 73, 128, 5.0, 0.15

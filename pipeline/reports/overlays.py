@@ -89,7 +89,7 @@ def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_miscla
     """Write one JPEG per selected image of the batch; returns how many were written.
 
     ``original`` (``scores.space=original``): ``(view, image_paths, boxes_refer_to)`` with the batch's
-    :class:`~pipeline.run.ScoringView`; each drawn image is decoded again and shown whole on its scoring grid,
+    :class:`~pipeline.scores.space.ScoringView`; each drawn image is decoded again and shown whole on its scoring grid,
     with the annotated boxes and the maps warped back, and the part the network did not see dimmed. An image
     that cannot be decoded again falls back to the network-input picture.
     """

@@ -1,0 +1,65 @@
+"""Which pixel grid a batch's maps are scored on (``scores.space``).
+
+``input``: the network input as it is, boxes moved with the image and clipped. ``original``: each stored
+image's grid, the maps warped back (:mod:`pipeline.maps.warp`), the annotated boxes scaled onto it, and
+the box and peak columns converted back to stored-image pixels afterwards (:func:`coordinates_to_stored`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.maps.warp import warp_to_original
+
+
+@dataclass
+class ScoringView:
+    """What one batch's maps are scored on: the network input, or each stored image's grid.
+
+    ``maps``/``raw`` ``[B, K, H, W]``, ``empty`` ``[B, K]``, ``boxes`` ``[B, N, 4]`` and ``box_valid``
+    ``[B, N]`` in the same pixel grid; ``domain`` ``[B, H, W]`` and ``grid_scale`` ``[B, 2]`` (grid pixels
+    per stored pixel, x then y) only in original space.
+    """
+
+    maps: torch.Tensor
+    raw: torch.Tensor
+    empty: torch.Tensor
+    boxes: torch.Tensor
+    box_valid: torch.Tensor
+    domain: torch.Tensor | None = None
+    grid_scale: torch.Tensor | None = None
+    grid_size: torch.Tensor | None = None  # [B, 2] (height, width) of each image's grid on the canvas, on the host
+
+
+def scoring_view(maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor, grid_size: torch.Tensor | None) -> ScoringView:
+    """Network-input maps and boxes as they are (``grid_size`` None), or warped back to the stored images."""
+    if grid_size is None:
+        return ScoringView(maps.normalised, maps.raw, maps.empty, boxes, box_valid)
+    original = warp_to_original(maps, batch["placement"], batch["width"], batch["height"], grid_size)
+    device = original.normalised.device
+    scale = original.grid_scale.to(torch.float32)
+    stored = batch["boxes_stored"].to(device, non_blocking=True)
+    on_grid = stored * torch.stack([scale[:, 0], scale[:, 1], scale[:, 0], scale[:, 1]], dim=1)[:, None, :]
+    # An image none of whose boxes reached the network input is flagged, its box scores NaN, in both spaces.
+    valid = batch["box_stored_valid"].to(device, non_blocking=True) & box_valid.any(dim=1, keepdim=True)
+    return ScoringView(original.normalised, original.raw, original.empty, on_grid, valid, original.domain, original.grid_scale, grid_size)
+
+
+def coordinates_to_stored(scores: dict[str, torch.Tensor], grid_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boxes and peaks of :func:`~pipeline.scores.score_map` from grid pixels to stored-image pixels.
+
+    Box corners are divided by the grid scale; a peak becomes the stored pixel that holds its grid pixel's
+    centre. Shapes: grid_scale ``[B, 2]`` (x, y) matching the scores' ``[B]``.
+    """
+    scale_x, scale_y = grid_scale[:, 0].to(torch.float64), grid_scale[:, 1].to(torch.float64)
+    out = dict(scores)
+    for name, values in scores.items():
+        if name.startswith(("box_x1_", "box_x2_")):
+            out[name] = (values.to(torch.float64) / scale_x).to(torch.float32)
+        elif name.startswith(("box_y1_", "box_y2_")):
+            out[name] = (values.to(torch.float64) / scale_y).to(torch.float32)
+    out["peak_col"] = torch.floor((scores["peak_col"].to(torch.float64) + 0.5) / scale_x).to(torch.float32)
+    out["peak_row"] = torch.floor((scores["peak_row"].to(torch.float64) + 0.5) / scale_y).to(torch.float32)
+    return out
