@@ -219,6 +219,15 @@ def render_summary(summary: dict) -> str:
         f"lift {true.get('energy_lift', float('nan')):.2f}, pointing game {pct(true.get('pointing_game_accuracy'))}, "
         f"GT-known loc. {pct(true.get('gt_known_localisation_accuracy'))}, top-1 loc. {pct(true.get('top1_localisation_accuracy'))}",
     ]
+    definitions = summary.get("definitions") or {}
+    pre = definitions.get("preprocess") or {}
+    if pre:
+        geometry = (f"{pre.get('resize_size')} -> {pre.get('size')}" if pre.get("mode") == "resize_crop" else str(pre.get("size")))
+        from_model = sorted(k for k, v in (pre.get("sources") or {}).items() if v == "model")
+        origin = f" ({', '.join(from_model)} from {pre.get('model_metadata_from')})" if from_model else ""
+        space = str(definitions.get("coordinate_space", "input")).split(":")[0]
+        lines.append(f"  input: {pre.get('mode')} {geometry}, {pre.get('interpolation')}{origin}; "
+                     f"layer {summary.get('target_layer')}; scores in {space} coordinates")
     if summary.get("maxboxacc_v2"):
         box = summary["maxboxacc_v2"]
         lines.append(f"  MaxBoxAccV2 {100 * box['maxboxacc_v2']:.1f} (IoU 0.3/0.5/0.7: {100 * box['maxboxacc_iou30']:.1f} / "
