@@ -38,7 +38,7 @@ from pipeline.reports.overlays import save_overlays
 from pipeline.reports.parts import PartWriter, list_parts, read_column
 from pipeline.scores import score_map
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
-from pipeline.sources import check_index_problems, load_records, read_metadata
+from pipeline.sources import check_index_problems, index_problem_type, load_records, read_metadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCORE_SPACES = ("input", "original")
@@ -298,7 +298,7 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     todo = [r for r in distributed.shard(setup.records, ranks) if r.sample_id not in done]
     index_errors = [r for r in todo if r.problem]
     if index_errors:
-        error_writer.add(report_schema.error_rows([(r, "index", "BadAnnotation", r.problem) for r in index_errors]))
+        error_writer.add(report_schema.error_rows([(r, "index", index_problem_type(r.problem), r.problem) for r in index_errors]))
     todo = [r for r in todo if not r.problem]
     todo_arrays = report_schema.record_arrays(todo, setup, samples_schema)
     labels_all = torch.tensor([r.label for r in todo], dtype=torch.long)

@@ -101,6 +101,26 @@ def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[Sa
     return records, classes, metadata
 
 
+# The error type of an index-stage problem (errors.parquet ``error_type``), from the readers' messages; the
+# first matching rule wins. The message itself keeps the detail.
+INDEX_PROBLEM_TYPES = (
+    ("DuplicateId", ("duplicate", "share the file stem")),
+    ("PathOutsideRoot", ("resolves outside",)),
+    ("MissingImage", ("has no image", "not in 'images'", "no usable image_id")),
+    ("MissingAnnotation", ("no annotation file", "has no annotations")),
+    ("BadLabel", ("label", "category")),
+)
+
+
+def index_problem_type(problem: str) -> str:
+    """``DuplicateId``, ``PathOutsideRoot``, ``MissingImage``, ``MissingAnnotation``, ``BadLabel`` (unknown,
+    ambiguous, disagreeing or missing label), else ``BadAnnotation`` (unreadable annotation, bad boxes)."""
+    for name, needles in INDEX_PROBLEM_TYPES:
+        if any(needle in problem for needle in needles):
+            return name
+    return "BadAnnotation"
+
+
 def check_index_problems(records: list[SampleRecord], classes: ClassList, source: str, max_fraction: float, min_samples: int) -> None:
     """Stop at start when the annotations as a whole do not fit the configuration.
 

@@ -102,7 +102,7 @@ def build_corpus(root: Path, big_jpeg: Path) -> dict[str, dict]:
     # failures: each must become exactly one errors.parquet row
     images = root / "images"
     (images / "dup.png").write_bytes(b"")  # written raw: a second file with the stem of dup.jpg
-    expected["dup#dup1"] = _fails("index", "BadAnnotation", "duplicate id 'dup'")
+    expected["dup#dup1"] = _fails("index", "DuplicateId", "duplicate id 'dup'")
     add_sample(root, "zero_bytes", b"", boxes=[(1, 1, 5, 5)], size=(64, 48))
     expected["zero_bytes"] = _fails("decode", "UnidentifiedImageError", "cannot identify image file")
     whole = jpeg_bytes(noise_image(64, 48, 12))
@@ -111,11 +111,11 @@ def build_corpus(root: Path, big_jpeg: Path) -> dict[str, dict]:
     add_sample(root, "text_named_jpg", b"this is a text file, not a JPEG\n", boxes=[(1, 1, 5, 5)], size=(64, 48))
     expected["text_named_jpg"] = _fails("decode", "UnidentifiedImageError", "cannot identify image file")
     add_sample(root, "annotation_only", None, boxes=[(1, 1, 5, 5)], size=(64, 48))
-    expected["annotation_only"] = _fails("index", "BadAnnotation", "has no image", has_path=False)
+    expected["annotation_only"] = _fails("index", "MissingImage", "has no image", has_path=False)
     add_sample(root, "image_only", noise_image(64, 48, 13), key=None)
-    expected["image_only"] = _fails("index", "BadAnnotation", "no annotation")
+    expected["image_only"] = _fails("index", "MissingAnnotation", "no annotation")
     add_sample(root, "unknown_label", noise_image(64, 48, 14), key="n999", boxes=[(1, 1, 5, 5)])
-    expected["unknown_label"] = _fails("index", "BadAnnotation", "unknown or ambiguous label n999")
+    expected["unknown_label"] = _fails("index", "BadLabel", "unknown or ambiguous label n999")
     add_sample(root, "size_mismatch", noise_image(64, 48, 15), boxes=[(1, 1, 5, 5)], size=(100, 100))
     expected["size_mismatch"] = _fails("annotation", "ValueError", "annotation says 100x100 but the image is 64x48")
     add_sample(root, "broken_xml", noise_image(64, 48, 16), xml="<annotation><object><name>n001")
@@ -188,7 +188,7 @@ def test_summary_states_how_many_were_skipped_and_why(corpus_run):
     assert summary["images"] == n_ok and summary["errors"] == len(expected) - n_ok
     counts = errors.groupby(["stage", "error_type"]).size()
     assert {(e["stage"], e["error_type"]): e["n"] for e in summary["errors_by_stage"]} == counts.to_dict()
-    assert counts[("index", "BadAnnotation")] == 5 and counts[("decode", "UnidentifiedImageError")] == 2
+    assert counts[("index", "BadAnnotation")] == 1 and counts[("index", "BadLabel")] == 1 and counts[("decode", "UnidentifiedImageError")] == 2
     assert f"{summary['errors']} skipped" in printed
     for (stage, error_type), n in counts.items():
         assert f"skipped at {stage}: {n} x {error_type}" in printed
@@ -688,3 +688,24 @@ def test_index_problems_stop_the_run_only_when_they_are_systematic():
     with pytest.raises(ConfigError) as error:  # nothing usable at all, whatever the count
         check_index_problems(records(0, ["bad annotation a.xml: junk"] * 3), classes, "coco", 0.1, 50)
     assert error.value.option == "data.annotations"
+
+
+@pytest.mark.parametrize("problem,error_type", [
+    ("duplicate id 'a': b.jpg and b.png share the file stem", "DuplicateId"),
+    ("duplicate file name x.jpg (also image id 3)", "DuplicateId"),
+    ("file name ../x.jpg resolves outside /data (pass allow_outside_root=True to accept it)", "PathOutsideRoot"),
+    ("annotation a.xml has no image", "MissingImage"),
+    ("annotations refer to image id 7, which is not in 'images'", "MissingImage"),
+    ("image has no annotation file", "MissingAnnotation"),
+    ("image has no annotations and no label", "MissingAnnotation"),
+    ("unknown or ambiguous label n999", "BadLabel"),
+    ("annotations disagree (cat, dog) and the image has no label field", "BadLabel"),
+    ("label index 9 out of range (3 classes)", "BadLabel"),
+    ("unknown category id 12", "BadLabel"),
+    ("bad annotation a.xml: mismatched tag: line 1", "BadAnnotation"),
+    ("bbox [1, 2] is not [x, y, w, h]", "BadAnnotation"),
+])
+def test_index_problems_get_a_type_a_person_can_filter_on(problem, error_type):
+    from pipeline.sources import index_problem_type
+
+    assert index_problem_type(problem) == error_type
