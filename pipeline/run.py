@@ -288,6 +288,9 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     if existing and not cfg.resume:
         raise ConfigError("resume", f"{run_dir} already holds a run ({len(existing)} parts); set resume=true to finish it, or choose a new hydra.run.dir")
     done = set(read_column(list_parts(parts_dir, "samples"), "id")) | set(read_column(list_parts(parts_dir, "errors"), "id"))
+    if cfg.resume and ranks.is_main and parts_dir.is_dir():
+        for leftover in parts_dir.glob(".*.tmp-*"):  # half-written parts of the interrupted run: never complete
+            leftover.unlink(missing_ok=True)
     distributed.barrier(ranks)  # every rank has read the run's state before any rank writes to it
     rank, rows_per_part = ranks.rank, int(cfg.report.rows_per_part)
     samples_schema = report_schema.samples_schema(setup, cfg)

@@ -560,6 +560,16 @@ def test_sigkill_mid_run_then_resume_gives_every_sample_exactly_once(tmp_path):
     assert summary["images_scored_this_invocation"] + index_left == len(ids) - len(done_before)
 
 
+def test_resume_removes_half_written_parts_of_the_interrupted_run(tmp_path):
+    good_dataset(tmp_path / "data", 4)
+    overrides = base_overrides(tmp_path / "data", tmp_path / "cache")
+    run_in_process(overrides, tmp_path / "run")
+    leftover = tmp_path / "run" / "parts" / ".samples-r000-000009.parquet.tmp-4242"  # what a kill mid-write leaves
+    leftover.write_bytes(b"PAR1 half")
+    summary = run_in_process(overrides + ["resume=true"], tmp_path / "run")
+    assert not leftover.exists() and summary["images"] == 4
+
+
 @pytest.mark.slow
 def test_cli_refuses_a_used_folder_without_resume(tmp_path):
     good_dataset(tmp_path / "data", 4)
