@@ -29,7 +29,7 @@ from pipeline.maps.methods import get_method
 from pipeline.maps.warp import original_grid_sizes
 from pipeline.model.build import BuiltModel
 from pipeline.model.from_config import build_model
-from pipeline.model.layers import find_linear_head, resolve_target_layer
+from pipeline.model.layers import find_linear_head, probe_model, resolve_target_layer
 from pipeline.model.layout import detect_layout
 from pipeline.reports import saved_maps
 from pipeline.reports import schema as report_schema
@@ -138,15 +138,14 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     except ValueError as error:
         raise ConfigError("model.layout", str(error)) from error
     try:
-        with torch.no_grad():
-            outputs = module(torch.zeros(1, 3, size, size, device=device))
+        candidates, outputs = probe_model(module, size, device, layout)
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, AssertionError, ValueError) as error:  # e.g. a ViT built for 224 x 224 given 384 x 384
         raise ConfigError("data.preprocess.size", f"the model failed on a {size} x {size} input (is the size right for it?): "
                                                   f"{(str(error).splitlines() or [type(error).__name__])[0]}") from error
     try:
-        target_name, layer, (channels, _, _) = resolve_target_layer(module, str(cfg.model.target_layer), size, device, layout)
+        target_name, layer, (channels, _, _) = resolve_target_layer(module, str(cfg.model.target_layer), size, device, layout, candidates)
     except ValueError as error:
         raise ConfigError("model.target_layer", str(error)) from error  # the message lists the candidates
     if outputs.dim() != 2 or outputs.shape[1] != len(classes):

@@ -8,10 +8,10 @@ from torch import nn
 from pipeline.model.layout import FeatureLayout
 
 
-def feature_map_candidates(model: nn.Module, input_size: int, device: torch.device | str = "cpu",
-                           layout: FeatureLayout = FeatureLayout()) -> list[tuple[str, tuple[int, ...]]]:
-    """Modules whose output is a spatial map in ``layout`` (``[B, C, h, w]`` with ``h, w > 1`` for NCHW),
-    in execution order, each with its map shape ``(C, h, w)``.
+def probe_model(model: nn.Module, input_size: int, device: torch.device | str = "cpu",
+                layout: FeatureLayout = FeatureLayout()) -> tuple[list[tuple[str, tuple[int, ...]]], torch.Tensor]:
+    """One dummy forward: the modules whose output is a spatial map in ``layout`` (``[B, C, h, w]`` with
+    ``h, w > 1`` for NCHW), in execution order, each with its map shape ``(C, h, w)``, and the model's output.
 
     A forward hook fires when a module *finishes*, so a container comes after its children: the last
     entry is the outermost module that produced the last spatial map (e.g. ``layer4`` of a ResNet).
@@ -29,16 +29,24 @@ def feature_map_candidates(model: nn.Module, input_size: int, device: torch.devi
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size, device=device))
+            output = model(torch.zeros(1, 3, input_size, input_size, device=device))
     finally:
         for handle in handles:
             handle.remove()
-    return seen
+    return seen, output
+
+
+def feature_map_candidates(model: nn.Module, input_size: int, device: torch.device | str = "cpu",
+                           layout: FeatureLayout = FeatureLayout()) -> list[tuple[str, tuple[int, ...]]]:
+    """The spatial-map modules of :func:`probe_model`, without the output."""
+    return probe_model(model, input_size, device, layout)[0]
 
 
 def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: torch.device | str = "cpu",
-                         layout: FeatureLayout = FeatureLayout()) -> tuple[str, nn.Module, tuple[int, int, int]]:
-    """The target layer by dotted name, or ``"auto"``, with its map shape ``(C, h, w)``.
+                         layout: FeatureLayout = FeatureLayout(),
+                         candidates: list[tuple[str, tuple[int, ...]]] | None = None) -> tuple[str, nn.Module, tuple[int, int, int]]:
+    """The target layer by dotted name, or ``"auto"``, with its map shape ``(C, h, w)``; ``candidates`` from
+    an earlier :func:`probe_model` saves the dummy forward.
 
     ``auto`` is the last module producing a spatial map (with ``model.num_features`` channels when the model
     states it, as timm models do); for a token model (ViT) the last block's first
@@ -48,7 +56,8 @@ def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: t
     Raises:
         ValueError: naming the candidates when ``name`` is not a module or does not output a map.
     """
-    candidates = feature_map_candidates(model, input_size, device, layout)
+    if candidates is None:
+        candidates = feature_map_candidates(model, input_size, device, layout)
     names = [candidate for candidate, _ in candidates]
     if name == "auto":
         # A model that states its feature width (timm's num_features) has its maps there: an attention
