@@ -231,9 +231,8 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
                 columns[f"{prefix}{name}_{score}"] = values.view(k_maps, -1)[k].float()
     if setup.maxboxacc is not None:  # [B, T]: stored per image so that a resumed run aggregates it exactly
         view = views[""]
-        true_map = view.maps[:, 1] if view.domain is None else view.maps[:, 1].masked_fill(~view.domain, float("-inf"))
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
-            true_map, view.empty[:, 1], view.boxes, view.box_valid).float()
+            view.maps[:, 1], view.empty[:, 1], view.boxes, view.box_valid, view.domain).float()
     return columns, maps, views[""]
 
 

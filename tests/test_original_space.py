@@ -182,3 +182,20 @@ def test_letterbox_padding_is_not_part_of_the_image():
     grid = original_grid_sizes(batch["placement"], batch["width"], batch["height"], MAX_SIDE)
     original = warp_to_original(maps, batch["placement"], batch["width"], batch["height"], grid)
     assert bool(original.empty[0, 0]) and int(original.domain[0].sum()) == 64 * 38
+
+
+def test_maxboxacc_candidates_stay_inside_the_domain():
+    """At tau = 0 every seen pixel is foreground: the one candidate is the domain's bounding box, never the canvas."""
+    from pipeline.scores.maxboxacc import MaxBoxAccV2
+
+    batch, maps, boxes, valid, placements = make_batch(3)
+    view = scoring_view(maps, batch, boxes, valid, original_grid_sizes(batch["placement"], batch["width"], batch["height"], MAX_SIDE))
+    best = MaxBoxAccV2(thresholds=4).best_iou_per_threshold(view.maps[:, 0], view.empty[:, 0], view.boxes, view.box_valid, view.domain)
+    for i in range(len(IMAGES)):
+        if not batch["kept_any"][i] or bool(view.empty[i, 0]):
+            continue
+        rows, cols = torch.nonzero(view.domain[i], as_tuple=True)
+        seen_box = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+        n = int(view.box_valid[i].sum())
+        expected = ref_best_iou(np.array(seen_box, float), view.boxes[i, :n].numpy().astype(np.float64), np.ones(n, bool))
+        assert best[i, 0].item() == pytest.approx(expected, abs=1e-5), i

@@ -240,14 +240,17 @@ class MaxBoxAccV2:
 
     @torch.no_grad()
     def best_iou_per_threshold(
-        self, maps: torch.Tensor, empty: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor
+        self, maps: torch.Tensor, empty: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor,
+        domain: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per image and threshold, the best IoU of any candidate box with any valid GT box.
 
         This is the per-image state of MaxBoxAccV2: image i is correct at (tau_k, delta) iff
         ``best[i, k] >= delta``, so storing it per sample lets a run be resumed or re-aggregated.
-        Shapes: maps [B, H, W], empty [B], boxes [B, N, 4], box_valid [B, N] -> [B, T] float64
-        (-1 where there is no candidate: empty map, no box, nothing above the threshold).
+        Shapes: maps [B, H, W], empty [B], boxes [B, N, 4], box_valid [B, N], domain [B, H, W] bool or None
+        (where the maps are defined, see ``score_map``: no candidate takes a pixel outside it, even at
+        tau = 0) -> [B, T] float64 (-1 where there is no candidate: empty map, no box, nothing above the
+        threshold).
         """
         dev = maps.device
         B = maps.shape[0]
@@ -257,6 +260,8 @@ class MaxBoxAccV2:
         active = has_box & ~empty
         # Inactive images never pass a threshold: no foreground, no candidates.
         masked = maps.masked_fill(~active[:, None, None], float("-inf"))
+        if domain is not None:
+            masked = masked.masked_fill(~domain.to(device=dev, dtype=torch.bool), float("-inf"))
         best = torch.empty((self.thresholds, B), dtype=torch.float64, device=dev)
         taus = self.taus(dev)
         # Several thresholds at once, stacked along the batch axis (fewer, larger operations).
