@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.reports.finalize import dataset_scores
+from pipeline.scores import tau_key
 
 # Definition choices that do not change what the numbers mean (where a value came from, not the value).
 IGNORED_CHOICES = ("preprocess.sources", "preprocess.model_metadata_from")
@@ -57,11 +58,6 @@ def definition_differences(baseline: dict, current: dict) -> list[dict]:
     return [{"choice": key, "baseline": before.get(key), "current": after.get(key)}
             for key in sorted(set(before) | set(after))
             if before.get(key) != after.get(key) and not key.startswith(IGNORED_CHOICES)]
-
-
-def _tau(definitions: dict) -> str:
-    taus = definitions.get("taus") or [0.15]
-    return f"tau{int(round(float(taus[0]) * 100)):03d}"
 
 
 def sample_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
@@ -113,7 +109,7 @@ def compare_runs(baseline_dir: Path, current_dir: Path) -> dict:
                      "fixed": int((samples["change"] == "fixed").sum()), "broke": int((samples["change"] == "broke").sum())}
     if common:
         for name, frame, definitions in (("baseline", before, before_definitions), ("current", after, after_definitions)):
-            overall[name] = {"accuracy": float(frame["correct"].mean()), **dataset_scores(frame, "true", _tau(definitions))}
+            overall[name] = {"accuracy": float(frame["correct"].mean()), **dataset_scores(frame, "true", tau_key(float((definitions.get("taus") or [0.15])[0])))}
         overall["delta"] = {key: overall["current"][key] - overall["baseline"][key] for key in overall["baseline"]}
     return {"baseline": str(baseline_dir), "current": str(current_dir),
             "definitions": differences,

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA
+from pipeline.scores import tau_key
 
 
 def resolved_config(cfg: DictConfig) -> str:
@@ -93,10 +94,6 @@ def package_versions() -> dict[str, str]:
             "pyarrow": pa.__version__, "pandas": pd.__version__, "opencv": cv2.__version__}
 
 
-def _tau_key(cfg) -> str:
-    return f"tau{int(round(float(cfg.scores.taus[0]) * 100)):03d}"
-
-
 def _mean(series: pd.Series) -> float:
     values = series.dropna()
     return float(values.mean()) if len(values) else float("nan")
@@ -157,7 +154,7 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
         merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
     frame = pd.read_parquet(run_dir / "samples.parquet")
     errors = pd.read_parquet(run_dir / "errors.parquet")
-    tau = _tau_key(cfg)
+    tau = tau_key(float(cfg.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
     write_table_atomic(pa.Table.from_pandas(classes, preserve_index=False), run_dir / "classes.parquet")
     groups = {c: group_table(frame, c) for c in cfg.report.group_by if c in frame.columns}
