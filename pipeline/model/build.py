@@ -22,10 +22,10 @@ class BuiltModel:
     """A model ready for the audit, with what the data side needs to know about it."""
 
     module: nn.Module
-    class_keys: list[str] | None = None  # output order, when the checkpoint names its classes (must match the data's)
     # The model's own class list, ``(keys, names)`` in output order, from its metadata (a checkpoint's
     # ``classes``, torchvision weights' categories, timm's ImageNet info): used when ``data.classes`` is null.
     classes: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    classes_bind: bool = False  # the checkpoint itself names them: a data class list must be the same
     mean: tuple[float, float, float] | None = None  # normalisation the weights expect, when known
     std: tuple[float, float, float] | None = None
     input_size: int | None = None
@@ -34,6 +34,11 @@ class BuiltModel:
     # used where the data config says ``auto``; ``preprocess_source`` names where it came from.
     preprocess: dict = field(default_factory=dict)
     preprocess_source: str | None = None
+
+    @property
+    def class_keys(self) -> list[str] | None:
+        """The output order a checkpoint was trained on, when it names its classes (else None)."""
+        return list(self.classes[0]) if self.classes_bind and self.classes else None
 
 
 def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -20,6 +20,12 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
         ConfigError: naming the option when the model cannot be built or its weights cannot be loaded.
     """
     name = str(model_cfg.name)
+    state = extra = None
+    if model_cfg.get("checkpoint") and name != "default":
+        try:  # read once: the torchvision branch also sizes its head from it
+            state, extra = load_state_dict(model_cfg.checkpoint)
+        except (ValueError, FileNotFoundError) as error:
+            raise ConfigError("model.checkpoint", str(error).splitlines()[0]) from error
     try:
         if model_cfg.get("_target_"):
             import hydra.utils
@@ -35,10 +41,7 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
                                preprocess=timm_preprocess(cfg), preprocess_source=f"timm pretrained_cfg of {name[len('timm:'):]}",
                                classes=timm_classes(module))
         else:
-            state_classes = None
-            if model_cfg.get("checkpoint") and not model_cfg.get("num_classes"):
-                state, _ = load_state_dict(model_cfg.checkpoint)
-                state_classes = infer_num_classes(state)
+            state_classes = infer_num_classes(state) if state is not None else None
             module = build_torchvision(name, model_cfg.get("num_classes") or state_classes, model_cfg.get("weights"))
             built = BuiltModel(module)
             if model_cfg.get("weights"):
@@ -50,21 +53,20 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
         raise
     except (ValueError, KeyError, ImportError, FileNotFoundError) as error:
         raise ConfigError("model.name", str(error)) from error
-    if model_cfg.get("checkpoint") and name != "default":
+    if state is not None:
         try:
-            state, extra = load_state_dict(model_cfg.checkpoint)
             load_weights_into(built.module, state, by_position=bool(model_cfg.get("load_by_position")))
-        except (ValueError, FileNotFoundError, RuntimeError) as error:
+        except (ValueError, RuntimeError) as error:
             raise ConfigError("model.checkpoint", str(error).splitlines()[0]) from error
         built.info["checkpoint"] = str(model_cfg.checkpoint)
         # A checkpoint that states its classes or preprocessing describes these very weights: it wins.
-        if checkpoint_classes(extra):
-            built.classes = checkpoint_classes(extra)
-            built.class_keys = list(built.classes[0])
+        stated_classes, stated_preprocess = checkpoint_classes(extra), checkpoint_preprocess(extra)
+        if stated_classes:
+            built.classes, built.classes_bind = stated_classes, True
         # Its preprocessing replaces the architecture's as a whole: a size from one and a crop ratio from the
         # other would describe neither.
-        if checkpoint_preprocess(extra):
-            built.preprocess = checkpoint_preprocess(extra)
+        if stated_preprocess:
+            built.preprocess = stated_preprocess
             built.preprocess_source = f"checkpoint {model_cfg.checkpoint}"
         if "mean" in extra and "std" in extra:
             built.mean, built.std = tuple(extra["mean"]), tuple(extra["std"])
@@ -86,7 +88,7 @@ def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:
     spec = synthetic_spec(data_cfg.synthetic if data_cfg is not None and "synthetic" in data_cfg else None)
     path = ensure_default_model(Path(cache_dir), spec)
     module, checkpoint = load_default_model(path)
-    return BuiltModel(module, class_keys=list(checkpoint["classes"]), classes=(tuple(checkpoint["classes"]), tuple(checkpoint["classes"])), mean=tuple(checkpoint["mean"]), std=tuple(checkpoint["std"]),
+    return BuiltModel(module, classes=(tuple(checkpoint["classes"]), tuple(checkpoint["classes"])), classes_bind=True, mean=tuple(checkpoint["mean"]), std=tuple(checkpoint["std"]),
                       input_size=int(checkpoint["input_size"]), info={"checkpoint": str(path)},
                       # trained on the whole image resized to a square, antialiased bilinear (train_default.py)
                       preprocess={"size": int(checkpoint["input_size"]), "interpolation": "bilinear"},
