@@ -256,6 +256,12 @@ def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: Audit
     return pa.table({field.name: data[field.name] for field in schema}).cast(schema)
 
 
+def flush_all(writers: list[PartWriter]) -> None:
+    """Write the pending rows of every writer (a stop for too many failures keeps them too)."""
+    for writer in writers:
+        writer.flush()
+
+
 def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
     """Run (or resume) a whole audit into ``run_dir``; returns the summary.
 
@@ -285,7 +291,7 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
     if existing and not cfg.resume:
         raise ConfigError("resume", f"{run_dir} already holds a run ({len(existing)} parts); set resume=true to finish it, or choose a new hydra.run.dir")
-    done = set(read_column(list_parts(parts_dir, "samples"), "id")) | set(read_column(list_parts(parts_dir, "errors"), "id"))
+    done = set(read_column(existing, "id"))
     if cfg.resume and ranks.is_main and parts_dir.is_dir():
         for leftover in parts_dir.glob(".*.tmp-*"):  # half-written parts of the interrupted run: never complete
             leftover.unlink(missing_ok=True)
@@ -295,6 +301,7 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     sample_writer = PartWriter(parts_dir, "samples", samples_schema, rank, rows_per_part)
     map_writer = PartWriter(parts_dir, "maps", saved_maps.MAPS_SCHEMA, rank, rows_per_part) if cfg.cam.save_maps else None
     error_writer = PartWriter(parts_dir, "errors", report_schema.ERRORS_SCHEMA, rank, rows_per_part)
+    writers = [w for w in (map_writer, sample_writer, error_writer) if w is not None]
 
     todo = [r for r in distributed.shard(setup.records, ranks) if r.sample_id not in done]
     index_errors = [r for r in todo if r.problem]
@@ -332,16 +339,11 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
         progress.update(batch["index"].numel() + len(batch["failures"]))
         seen = n_done + len(index_errors)
         if seen >= min_seen and n_failed > max_fraction * seen:
-            for writer in (map_writer, sample_writer, error_writer):
-                if writer is not None:
-                    writer.flush()
+            flush_all(writers)
             raise TooManyFailures(f"{n_failed} of {seen} samples failed, more than runtime.max_error_fraction={max_fraction}; "
                                   f"see {parts_dir}/errors-*.parquet. Rows written so far are kept (resume=true continues).")
     progress.close()
-    if map_writer is not None:
-        map_writer.flush()
-    sample_writer.flush()
-    error_writer.flush()
+    flush_all(writers)
     elapsed = time.perf_counter() - loop_started
     per_rank = distributed.gather(ranks, (n_done, elapsed))  # also the barrier: every rank's parts are on disk
     if not ranks.is_main:
