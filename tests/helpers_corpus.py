@@ -1,14 +1,17 @@
-"""Small on-disk datasets and ways to run the pipeline on them, for the reliability tests.
+"""Small on-disk datasets and ways to run the pipeline on them, for the tests.
 
 A dataset is ILSVRC-style: ``<root>/images/<id>.<ext>``, ``<root>/annotations/<id>.xml`` (VOC XML,
 **1-based inclusive** boxes) and ``<root>/classes.txt``. The model is
 :class:`tests.helpers_tiny_model.TinyNet` at a 32-pixel input, so a run takes a second or two on a CPU.
+The fixtures built from these (composed configs, the tiny model, the bad-input corpus, the real-photo
+sample) are in ``tests/conftest.py``; this module holds the plain functions they and the tests share.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +21,14 @@ from PIL import Image
 
 MAIN = Path(__file__).resolve().parent.parent
 CONF = MAIN / "conf"
+DEFAULT_CACHE = MAIN / "outputs" / ".cache"  # the default model and synthetic data, shared with `make audit`
+# ImageNet photographs with boxes and the EfficientNet-Lite0 notes (shared/data/imagenet-sample/README.md)
+REAL_PHOTO_SAMPLE = MAIN.parent / "shared" / "data" / "imagenet-sample"
 CLASSES = (("n001", "cat"), ("n002", "dog"), ("n003", "bird"))
 TINY_MODEL = "tests.helpers_tiny_model.TinyNet"
+# The one line the CLI prints for a configuration error, and an overlay file name that cannot traverse.
+CONFIG_LINE = re.compile(r"^cam-audit: configuration error: (?P<option>[\w.]+): .+$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+\.jpg$")
 
 
 def dataset_dirs(root: Path) -> tuple[Path, Path]:
@@ -93,6 +102,84 @@ def good_dataset(root: Path, count: int, side: int = 24, seed: int = 0) -> list[
     return ids
 
 
+def expect_row(width: int, height: int, label: int = 0, n_boxes: int = 1, dropped: int = 0) -> dict:
+    """What a sample that must be audited gives in samples.parquet."""
+    return {"ok": True, "width": width, "height": height, "label": label, "n_boxes": n_boxes, "dropped": dropped}
+
+
+def expect_error(stage: str, error_type: str, text: str, has_path: bool = True) -> dict:
+    """What a sample that must fail gives in errors.parquet (``text`` is part of the message)."""
+    return {"ok": False, "stage": stage, "error_type": error_type, "text": text, "has_path": has_path}
+
+
+def exif_jpeg(width: int = 64, height: int = 48, orientation: int = 6) -> tuple[Image.Image, bytes]:
+    """A black JPEG with a white 16 x 16 patch at stored x in [40, 56), y in [8, 24), and an EXIF
+    orientation tag. Returns the stored picture and the file bytes."""
+    array = np.zeros((height, width, 3), np.uint8)
+    array[8:24, 40:56] = 255  # aligned to 8x8 JPEG blocks: no ringing inside the patch
+    picture = Image.fromarray(array)
+    exif = picture.getexif()
+    exif[0x0112] = orientation
+    return picture, jpeg_bytes(picture, exif=exif)
+
+
+def build_bad_input_corpus(root: Path, big_jpeg: Path) -> dict[str, dict]:
+    """Write one sample per kind of bad input; returns id -> expected outcome."""
+    expected: dict[str, dict] = {}
+
+    def ok(stem, content, ext=".jpg", boxes=((11, 11, 40, 30),), **row):
+        add_sample(root, stem, content, ext, boxes=list(boxes))
+        expected[stem] = expect_row(**row)
+
+    # decodable oddities: each must give a correct row
+    ok("good", noise_image(64, 48, 1), width=64, height=48)
+    ok("alpha", noise_image(50, 40, 2, "RGBA"), ".png", width=50, height=40)
+    ok("gray", noise_image(40, 50, 3, "L"), width=40, height=50)
+    ok("cmyk", noise_image(48, 48, 4, "CMYK"), width=48, height=48)
+    ok("gray16", Image.fromarray((np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 53)), ".png", width=40, height=30)
+    ok("exif_rotated", exif_jpeg()[1], width=64, height=48)  # stored frame by default: the 64 x 48 of the file
+    ok("big", big_jpeg.read_bytes(), boxes=((3001, 2001, 9000, 7000),), width=12000, height=9000)
+    ok("tiny", noise_image(8, 8, 5), boxes=((2, 2, 7, 7),), width=8, height=8)
+    ok("chat_été_猫", noise_image(64, 48, 6), width=64, height=48)
+    ok("dup", noise_image(64, 48, 7), width=64, height=48)  # and dup.png below: same id
+    # boxes: outside the image, inverted, zero area (1-based inclusive: xmax = xmin - 1), one good + one bad
+    ok("box_outside", noise_image(64, 48, 8), boxes=((101, 101, 120, 120),), width=64, height=48, n_boxes=0, dropped=1)
+    ok("box_inverted", noise_image(64, 48, 9), boxes=((40, 10, 10, 30),), width=64, height=48, n_boxes=0, dropped=1)
+    ok("box_zero_area", noise_image(64, 48, 10), boxes=((20, 10, 19, 30),), width=64, height=48, n_boxes=0, dropped=1)
+    ok("box_mixed", noise_image(64, 48, 11), boxes=((11, 11, 40, 30), (40, 10, 10, 30)), width=64, height=48, n_boxes=1, dropped=1)
+
+    # failures: each must become exactly one errors.parquet row
+    images = root / "images"
+    (images / "dup.png").write_bytes(b"")  # written raw: a second file with the stem of dup.jpg
+    expected["dup#dup1"] = expect_error("index", "DuplicateId", "duplicate id 'dup'")
+    add_sample(root, "zero_bytes", b"", boxes=[(1, 1, 5, 5)], size=(64, 48))
+    expected["zero_bytes"] = expect_error("decode", "UnidentifiedImageError", "cannot identify image file")
+    whole = jpeg_bytes(noise_image(64, 48, 12))
+    add_sample(root, "truncated", whole[: len(whole) // 2], boxes=[(1, 1, 5, 5)], size=(64, 48))
+    expected["truncated"] = expect_error("decode", "OSError", "truncated")
+    add_sample(root, "text_named_jpg", b"this is a text file, not a JPEG\n", boxes=[(1, 1, 5, 5)], size=(64, 48))
+    expected["text_named_jpg"] = expect_error("decode", "UnidentifiedImageError", "cannot identify image file")
+    add_sample(root, "annotation_only", None, boxes=[(1, 1, 5, 5)], size=(64, 48))
+    expected["annotation_only"] = expect_error("index", "MissingImage", "has no image", has_path=False)
+    add_sample(root, "image_only", noise_image(64, 48, 13), key=None)
+    expected["image_only"] = expect_error("index", "MissingAnnotation", "no annotation")
+    add_sample(root, "unknown_label", noise_image(64, 48, 14), key="n999", boxes=[(1, 1, 5, 5)])
+    expected["unknown_label"] = expect_error("index", "BadLabel", "unknown or ambiguous label n999")
+    add_sample(root, "size_mismatch", noise_image(64, 48, 15), boxes=[(1, 1, 5, 5)], size=(100, 100))
+    expected["size_mismatch"] = expect_error("annotation", "ValueError", "annotation says 100x100 but the image is 64x48")
+    add_sample(root, "broken_xml", noise_image(64, 48, 16), xml="<annotation><object><name>n001")
+    expected["broken_xml"] = expect_error("index", "BadAnnotation", "bad annotation broken_xml.xml")
+    write_classes(root)
+    return expected
+
+
+def failing_dataset(root: Path) -> list[str]:
+    """6 text files named .jpg (sorted first) then 6 good images."""
+    for i in range(6):
+        add_sample(root, f"a_bad_{i}", b"not an image", boxes=[(1, 1, 5, 5)], size=(24, 24))
+    return good_dataset(root, 6)
+
+
 def base_overrides(root: Path, cache: Path, num_classes: int = 3, manifest: Path | None = None, **extra) -> list[str]:
     """Overrides for a tiny run on ``root`` (VOC folders, or ``manifest``) with TinyNet on the CPU;
     ``extra`` adds or replaces ``key=value`` (a value of None drops the key)."""
@@ -109,7 +196,8 @@ def base_overrides(root: Path, cache: Path, num_classes: int = 3, manifest: Path
 
 
 def compose(overrides: list[str]):
-    """The run's configuration, composed as the CLI would (without the ``hydra`` node)."""
+    """The run's configuration, composed as the CLI would (without the ``hydra`` node). The one Hydra
+    compose of the tests: fixture ``compose_config`` in ``tests/conftest.py``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 

@@ -1,21 +1,14 @@
 """Every config group composes, and every option is commented."""
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from tests.helpers_corpus import CONF
+
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in CONF.iterdir() if group.is_dir()}
 
 
-def _compose(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def test_default_config_composes_with_every_group():
-    cfg = _compose([])
+def test_default_config_composes_with_every_group(compose_config):
+    cfg = compose_config([])
     assert set(GROUPS) == {"data", "model", "cam", "scores", "report", "runtime"}
     for group in GROUPS:
         assert group in cfg, group
@@ -23,14 +16,14 @@ def test_default_config_composes_with_every_group():
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
-def test_every_option_of_every_group_composes(group, option):
-    cfg = _compose([f"{group}={option}"])
+def test_every_option_of_every_group_composes(compose_config, group, option):
+    cfg = compose_config([f"{group}={option}"])
     assert cfg[group] is not None
 
 
-def test_cam_method_files_name_their_method():
+def test_cam_method_files_name_their_method(compose_config):
     for option in GROUPS["cam"]:
-        assert _compose([f"cam={option}"]).cam.method == option
+        assert compose_config([f"cam={option}"]).cam.method == option
 
 
 def test_every_yaml_option_is_commented():

@@ -46,7 +46,7 @@ def gradcampp(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None, 
     ``eps`` is added to the denominator only to reproduce pytorch-grad-cam, which uses 1e-6: with logit
     gradients of order 1e-3 (a 7x7 map under global average pooling) that constant is as large as
     ``2 g^2`` and moves the normalised map by up to 0.03 (measured on EfficientNet-Lite0 in
-    tests/test_oracle_gradcam.py). The product follows the paper (``eps = 0``)."""
+    tests/maps/test_oracle_gradcam.py). The product follows the paper (``eps = 0``)."""
     g2 = grads.pow(2)
     g3 = grads.pow(3)
     act_sum = acts.sum(dim=(-2, -1))[:, None, :, None, None]  # [B, 1, C, 1, 1]

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.scores import best_box_iou, label_components, largest_component_box
-from scores_reference import (
+from tests.scores.scores_reference import (
     canonical,
     is_constant,
     nan_equal,

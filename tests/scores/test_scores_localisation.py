@@ -16,7 +16,7 @@ from pipeline.scores import (
     relevance_mass_accuracy,
     relevance_rank_accuracy,
 )
-from scores_reference import (
+from tests.scores.scores_reference import (
     is_constant,
     nan_equal,
     random_boxes,

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.scores import boxes_to_mask
-from scores_reference import random_boxes, ref_masks
+from tests.scores.scores_reference import random_boxes, ref_masks
 
 
 def _mask(boxes, valid, h, w):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.scores import MaxBoxAccV2
-from scores_reference import is_constant, random_boxes, ref_contour_boxes, ref_maxboxacc, smooth_maps
+from tests.scores.scores_reference import is_constant, random_boxes, ref_contour_boxes, ref_maxboxacc, smooth_maps
 
 T = torch.tensor
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.scores import MaxBoxAccV2, score_map
-from scores_reference import (
+from tests.scores.scores_reference import (
     is_constant,
     nan_equal,
     random_boxes,

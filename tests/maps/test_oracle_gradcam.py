@@ -13,7 +13,6 @@ low-resolution maps put through the library's own `scale_cam_image`.
 
 import dataclasses
 import functools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,11 +33,8 @@ from pipeline.maps.engine import CamEngine, upsample_and_normalise  # noqa: E402
 from pipeline.maps.methods import METHODS, gradcampp  # noqa: E402
 from pipeline.model.build import load_state_dict, load_weights_into  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 THEIRS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "hirescam": HiResCAM, "xgradcam": XGradCAM, "layercam": LayerCAM}
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared/data/imagenet-sample is not beside the checkout")
 
 
 def efficientnet_lite0() -> torch.nn.Module:
@@ -49,9 +45,9 @@ def efficientnet_lite0() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def photos():
-    classes = read_class_file(SAMPLE / "classes.txt")
-    records = [r for r in read_voc(SAMPLE / "images", SAMPLE / "annotations", classes)
+def photos(real_photo_sample):
+    classes = read_class_file(real_photo_sample / "classes.txt")
+    records = [r for r in read_voc(real_photo_sample / "images", real_photo_sample / "annotations", classes)
                if r.sample_id.split("_", 1)[1] in ("tench", "tabby", "macaw", "school_bus")]
     batch = collate_samples([AuditDataset(records, PreprocessSpec())[i] for i in range(len(records))])
     return (batch["image"].float() / 255 - MEAN) / STD

@@ -102,7 +102,7 @@ class SmallNet(torch.nn.Module):
 
 
 def test_any_module_through_hydra_target(tmp_path):
-    cfg = model_cfg(name="custom", _target_="tests.test_models.SmallNet", kwargs={"num_classes": 6})
+    cfg = model_cfg(name="custom", _target_="tests.model.test_models.SmallNet", kwargs={"num_classes": 6})
     built = build_model(cfg, tmp_path)
     assert isinstance(built.module, SmallNet) and built.module.head[-1].out_features == 6
     assert resolve_target_layer(built.module, "auto", 16)[0] == "body"

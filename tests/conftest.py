@@ -1,0 +1,58 @@
+"""Fixtures shared by every test package: composed Hydra configs, the tiny model, the bad-input corpus and
+the real-photo sample.
+
+``tests`` is a package, so test modules import shared plain functions as ``tests.helpers_corpus`` (and
+``tests.scores.scores_reference``); nothing edits ``sys.path``. The tiny model stays a module
+(``tests.helpers_tiny_model.TinyNet``) because runs instantiate it by that dotted path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+from PIL import Image
+
+from tests.helpers_corpus import REAL_PHOTO_SAMPLE, build_bad_input_corpus, compose
+from tests.helpers_tiny_model import TinyNet
+
+
+@pytest.fixture(scope="session")
+def compose_config() -> Callable[[list[str]], DictConfig]:
+    """``compose_config(overrides) -> DictConfig``: the run's configuration from ``conf/`` as the CLI
+    composes it (without the ``hydra`` node)."""
+    return compose
+
+
+@pytest.fixture
+def tiny_model() -> TinyNet:
+    """The seeded 3-class :class:`~tests.helpers_tiny_model.TinyNet` that ``base_overrides`` runs use
+    (same weights in every process)."""
+    return TinyNet()
+
+
+@pytest.fixture(scope="session")
+def big_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flat 12,000 x 9,000 JPEG (1.7 MB on disk, 309 MiB decoded at full size)."""
+    path = tmp_path_factory.mktemp("big") / "big.jpg"
+    Image.new("RGB", (12000, 9000), (90, 120, 150)).save(path, quality=50)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bad_input_corpus(tmp_path_factory: pytest.TempPathFactory, big_jpeg: Path) -> tuple[Path, dict[str, dict]]:
+    """One VOC-style dataset with a sample per kind of bad input: ``(root, id -> expected outcome)``
+    (see :func:`tests.helpers_corpus.build_bad_input_corpus`). Read-only: copy it to change it."""
+    root = tmp_path_factory.mktemp("bad_input") / "data"
+    return root, build_bad_input_corpus(root, big_jpeg)
+
+
+@pytest.fixture(scope="session")
+def real_photo_sample() -> Path:
+    """``shared/data/imagenet-sample`` beside the checkout (42 ImageNet photos, VOC XML boxes,
+    ``classes.txt``); the test is skipped where it is absent."""
+    if not REAL_PHOTO_SAMPLE.is_dir():
+        pytest.skip("shared/data/imagenet-sample is not beside the checkout")
+    return REAL_PHOTO_SAMPLE
