@@ -1,6 +1,7 @@
 """Every config group composes, and every option is commented."""
 
 import pytest
+from omegaconf import OmegaConf
 
 from tests.helpers_corpus import CONF
 
@@ -15,10 +16,21 @@ def test_default_config_composes_with_every_group(compose_config):
     assert cfg.data.source == "synthetic" and cfg.model.name == "default" and cfg.cam.method == "gradcam"
 
 
+@pytest.fixture(scope="module")
+def default_cfg(compose_config):
+    return compose_config([])
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
-def test_every_option_of_every_group_composes(compose_config, group, option):
+def test_every_option_of_every_group_composes(compose_config, default_cfg, group, option):
+    """Choosing ``group=option`` puts exactly that file's values under ``cfg.<group>`` (nothing in
+    config.yaml or another option overrides them) and leaves every other group at its default."""
     cfg = compose_config([f"{group}={option}"])
-    assert cfg[group] is not None
+    from_file = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=False)
+    assert OmegaConf.to_container(cfg[group], resolve=False) == from_file
+    for other in GROUPS:
+        if other != group:
+            assert OmegaConf.to_container(cfg[other], resolve=False) == OmegaConf.to_container(default_cfg[other], resolve=False), other
 
 
 def test_cam_method_files_name_their_method(compose_config):

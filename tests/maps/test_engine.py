@@ -1,11 +1,14 @@
 """The CAM engine against a direct computation on a tiny model."""
 
+import dataclasses
+import functools
+
 import pytest
 import torch
 from torch import nn
 
 from pipeline.maps.engine import CamEngine, upsample_and_normalise
-from pipeline.maps.methods import METHODS, get_method
+from pipeline.maps.methods import METHODS, get_method, gradcampp
 
 
 class Tiny(nn.Module):
@@ -46,18 +49,23 @@ def direct_acts_and_grads(model, images, targets, softmax=False):
 
 @pytest.mark.parametrize("softmax", [False, True])
 def test_gradcam_matches_direct_computation(softmax):
+    """The engine, on its own copy of the model, gives Grad-CAM as computed by full autograd through a
+    reference copy with the same weights, and leaves no parameter gradients on the model it was given."""
     torch.manual_seed(0)
+    reference = Tiny()
     model = Tiny()
+    model.load_state_dict(reference.state_dict())
     images = torch.randn(4, 3, 12, 20)
     targets = torch.tensor([[0, 1], [2, 2], [4, 0], [3, 1]])
-    acts, grads = direct_acts_and_grads(model, images, targets, softmax)
+    acts, grads = direct_acts_and_grads(reference, images, targets, softmax)
     expected = torch.einsum("bkc,bchw->bkhw", grads.mean((-2, -1)), acts)
-    engine = CamEngine(Tiny().load_state_dict(model.state_dict()) and model, model.target, get_method("gradcam"),
-                       "softmax" if softmax else "logit")
-    out = engine(images, targets)
+    out = CamEngine(model, model.target, get_method("gradcam"), "softmax" if softmax else "logit")(images, targets)
     assert out.signed_maps.shape == (4, 2, 6, 10)
     torch.testing.assert_close(out.signed_maps, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.logits, reference(images).detach())
     assert all(p.grad is None for p in model.parameters()), "no parameter gradients"
+    for name, value in model.state_dict().items():  # the engine does not change the weights it was given
+        assert torch.equal(value, reference.state_dict()[name]), name
 
 
 def test_backward_stays_in_the_head():
@@ -72,26 +80,38 @@ def test_backward_stays_in_the_head():
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())
 
 
-def test_every_gradient_method_matches_its_formula_on_direct_gradients():
+def _library_signed_map(name: str, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's map for one target before its ReLU, ``[B, h, w]``: its own
+    ``get_cam_image`` (weights and weighted sum, or the element-wise product) on the given activations
+    and gradients ``[B, C, h, w]``, in float64. Its Grad-CAM++ adds eps = 1e-6 to the denominator."""
+    library = pytest.importorskip("pytorch_grad_cam")
+    cls = {"gradcam": library.GradCAM, "gradcampp": library.GradCAMPlusPlus, "hirescam": library.HiResCAM,
+           "xgradcam": library.XGradCAM, "layercam": library.LayerCAM}[name]
+    tool = cls.__new__(cls)  # only its formulas are used: no model, no hooks
+    cam = tool.get_cam_image(None, None, None, acts.double().numpy(), grads.double().numpy(), False)
+    return torch.from_numpy(cam).float()
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcampp", "hirescam", "xgradcam", "layercam"])
+def test_every_gradient_method_matches_pytorch_grad_cam_on_direct_gradients(name):
+    """Oracle: the engine's signed map against pytorch-grad-cam's formula applied to activations and
+    gradients from full autograd through a reference copy of the model (nothing copied from methods.py).
+    Grad-CAM++ is compared with the library's eps = 1e-6; eps = 0 (the paper) is checked against the
+    library on real photographs in test_oracle_gradcam.py."""
     torch.manual_seed(1)
-    model = Tiny()
+    reference, model = Tiny(), Tiny()
+    model.load_state_dict(reference.state_dict())
     images = torch.randn(3, 3, 16, 16)
     targets = torch.tensor([[0, 1], [2, 3], [4, 4]])
-    acts, grads = direct_acts_and_grads(model, images, targets)
-    a = acts[:, None]
-    formulas = {
-        "gradcam": (grads.mean((-2, -1))[..., None, None] * a).sum(2),
-        "hirescam": (grads * a).sum(2),
-        "layercam": (grads.clamp(min=0) * a).sum(2),
-        "xgradcam": (((grads * a).sum((-2, -1)) / (acts.sum((-2, -1))[:, None] + 1e-7))[..., None, None] * a).sum(2),
-    }
-    g2, g3 = grads ** 2, grads ** 3
-    denominator = 2 * g2 + acts.sum((-2, -1))[:, None, :, None, None] * g3
-    alpha = torch.where(denominator != 0, g2 / denominator, torch.zeros_like(g2))
-    formulas["gradcampp"] = (((alpha * grads.clamp(min=0)).sum((-2, -1)))[..., None, None] * a).sum(2)
-    for name, expected in formulas.items():
-        out = CamEngine(model, model.target, METHODS[name])(images, targets)
-        torch.testing.assert_close(out.signed_maps, expected, rtol=1e-4, atol=1e-6, msg=name)
+    acts, grads = direct_acts_and_grads(reference, images, targets)
+    method = METHODS[name]
+    if name == "gradcampp":
+        method = dataclasses.replace(method, function=functools.partial(gradcampp, eps=1e-6))
+    out = CamEngine(model, model.target, method)(images, targets).signed_maps
+    for k in range(targets.shape[1]):
+        expected = _library_signed_map(name, acts, grads[:, k])
+        assert expected.abs().max() > 1e-3  # a real map, not two zero maps agreeing
+        torch.testing.assert_close(out[:, k], expected, rtol=1e-4, atol=1e-6, msg=f"{name} target {k}")
 
 
 def test_cam_is_gradcam_times_area_for_a_gap_linear_head():

@@ -78,12 +78,17 @@ def test_maps_match_pytorch_grad_cam(method, photos):
 
 
 def test_gradcampp_eps_is_the_only_difference(photos):
-    """With the paper's eps = 0 the map differs from the library's, and that difference is the eps alone."""
-    model = efficientnet_lite0()
+    """pytorch-grad-cam's Grad-CAM++ map equals ours with its eps = 1e-6 added, and differs from ours with
+    the paper's eps = 0: the eps, and nothing else, separates the two."""
+    ours_model, their_model = efficientnet_lite0(), efficientnet_lite0()
     with torch.no_grad():
-        targets = model(photos).argmax(dim=1, keepdim=True)
-    paper = CamEngine(model, model.bn2, METHODS["gradcampp"])(photos, targets).signed_maps
-    library = CamEngine(model, model.bn2, dataclasses.replace(METHODS["gradcampp"], function=functools.partial(gradcampp, eps=1e-6)))(photos, targets).signed_maps
-    a = upsample_and_normalise(paper, (224, 224)).normalised
-    b = upsample_and_normalise(library, (224, 224)).normalised
-    assert (a - b).abs().max() > 1e-3
+        targets = their_model(photos).argmax(dim=1, keepdim=True)
+    theirs = GradCAMPlusPlus(model=their_model, target_layers=[their_model.bn2])(
+        input_tensor=photos, targets=[ClassifierOutputTarget(int(c)) for c in targets[:, 0]])
+    engine = CamEngine(ours_model, ours_model.bn2, METHODS["gradcampp"])
+    paper = upsample_and_normalise(engine(photos, targets).signed_maps, (224, 224)).normalised[:, 0].numpy()
+    engine.method = dataclasses.replace(METHODS["gradcampp"], function=functools.partial(gradcampp, eps=1e-6))
+    with_eps = upsample_and_normalise(engine(photos, targets).signed_maps, (224, 224)).normalised[:, 0].numpy()
+    assert theirs.std() > 0.05  # a real map, not two empty ones agreeing
+    assert np.abs(theirs - with_eps).max() < 1e-4, np.abs(theirs - with_eps).max()
+    assert np.abs(theirs - paper).max() > 1e-3, np.abs(theirs - paper).max()

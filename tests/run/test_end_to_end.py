@@ -18,6 +18,9 @@ from tests.helpers_corpus import DEFAULT_CACHE as CACHE
 from tests.helpers_corpus import MAIN as ROOT
 
 LIMIT = 400
+# Small parts so that the slice spans several: a part is written once whole batches reach ROWS_PER_PART
+# rows, the rest at the end (400 rows in batches of 64 -> 128, 128, 128, 16).
+ROWS_PER_PART, BATCH_SIZE = 128, 64
 # The first run on a fresh clone generates the data and trains the model inside the fixture (a few minutes
 # on 2 cores): allow for it beyond the suite's default per-test timeout.
 pytestmark = pytest.mark.timeout(1800)
@@ -26,7 +29,8 @@ pytestmark = pytest.mark.timeout(1800)
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory, compose_config):
     run_dir = tmp_path_factory.mktemp("default") / "run"
-    cfg = compose_config([f"data.limit={LIMIT}", f"cache_dir={CACHE}", "runtime.progress=false"])
+    cfg = compose_config([f"data.limit={LIMIT}", f"cache_dir={CACHE}", "runtime.progress=false",
+                          f"report.rows_per_part={ROWS_PER_PART}", f"runtime.batch_size={BATCH_SIZE}"])
     summary = run_audit(cfg, run_dir)
     return run_dir, pd.read_parquet(run_dir / "samples.parquet"), summary
 
@@ -47,8 +51,9 @@ def test_rows_schema_and_metadata(default_run):
     assert b"torch" in metadata[b"cam_audit.versions"] and b"gradcam" in metadata[b"cam_audit.config"]
     assert summary["images"] == LIMIT and 0.5 < summary["accuracy"] < 1.0  # accurate but not perfect
     assert frame["confidence"].between(0, 1).all() and (frame["correct"] == (frame["pred"] == frame["label"])).all()
-    # parts are written as the run goes: more than one part for this slice at rows_per_part=512? at least one
-    assert len(list((run_dir / "parts").glob("samples-*.parquet"))) >= 1
+    # parts are written as the run goes, every ROWS_PER_PART rows, not once at the end
+    parts = sorted((run_dir / "parts").glob("samples-*.parquet"))
+    assert [pq.read_metadata(part).num_rows for part in parts] == [128, 128, 128, 16]
 
 
 def test_one_overlay_per_misclassified_image(default_run):
