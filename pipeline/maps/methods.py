@@ -7,7 +7,7 @@ Every method has the same signature::
 and returns the **signed** map before the final ReLU, ``sum_k w_k A_k`` (or its element-wise form), in
 float32. The engine applies ``ReLU(x)`` for the positive map and ``ReLU(-x)`` for the negative
 ("counterfactual") map, so the sign convention lives in one place. ``K`` is the number of target classes
-per image (predicted, true, ...). Formulas and sources: ``shared/docs/definitions.md`` and the README.
+per image (predicted, true, ...). Formulas and sources: ``docs/definitions.md`` and the README.
 Adding a method means adding one function here and one entry in :data:`METHODS`.
 """
 

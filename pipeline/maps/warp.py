@@ -1,8 +1,9 @@
 """Maps warped back from the network input to the stored image (``scores.space=original``).
 
-definitions.md: "upsample the low-resolution map to the network input with bilinear interpolation
-(``align_corners=False``), then map it to the original image's coordinates by undoing the resize/crop".
-This module does the second step for a whole batch in one ``grid_sample`` on the device.
+docs/definitions.md, "Post-processing": the map is upsampled to the network input (bilinear,
+``align_corners=False``, :mod:`pipeline.maps.engine`), then mapped to the original image's coordinates by
+undoing the resize and crop (step 6 there). This module does the second step for a whole batch in one
+``grid_sample`` on the device.
 
 Each image is scored on its own grid, the stored image scaled to keep its aspect ratio
 (:func:`original_grid_sizes`); the grids of a batch share one canvas ``[B, Hc, Wc]`` (the largest grid),

@@ -1,6 +1,6 @@
 """End of a run: merge the parts, write ``classes.parquet`` and ``summary.json``, print the summary.
 
-Dataset-level numbers (definitions.md):
+Dataset-level numbers (docs/definitions.md):
 - accuracy: share of scored images whose prediction is the true class;
 - pointing-game accuracy: per class hits / (hits + misses) of the true-class map, then the mean over
   classes (TorchRay); images with an empty map or no box in the input are left out;
