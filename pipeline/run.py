@@ -343,6 +343,7 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
             raise TooManyFailures(f"{n_failed} of {seen} samples failed, more than runtime.max_error_fraction={max_fraction}; "
                                   f"see {parts_dir}/errors-*.parquet. Rows written so far are kept (resume=true continues).")
     progress.close()
+    setup.engine.close()  # the model is left without the engine's hook
     flush_all(writers)
     elapsed = time.perf_counter() - loop_started
     per_rank = distributed.gather(ranks, (n_done, elapsed))  # also the barrier: every rank's parts are on disk

@@ -38,6 +38,10 @@ class CamOutput:
 class CamEngine:
     """Computes CAMs for several target classes per image from one forward pass.
 
+    It registers a forward hook on ``target_layer``; :meth:`close` (or leaving a ``with CamEngine(...) as
+    engine:`` block) removes it, so the model can be used without the engine afterwards, or by another
+    engine. Parameters stay frozen (``requires_grad=False``) after closing.
+
     Args:
         model: the classifier, in eval mode; its parameters are frozen here.
         target_layer: the module whose output the maps are made of, ``[B, C, h, w]`` after ``layout``.
@@ -60,7 +64,19 @@ class CamEngine:
         self.autocast_dtype = autocast_dtype
         self.layout = layout
         self._leaf: Tensor | None = None
-        target_layer.register_forward_hook(self._capture)
+        self._hook: torch.utils.hooks.RemovableHandle | None = target_layer.register_forward_hook(self._capture)
+
+    def close(self) -> None:
+        """Remove the forward hook from the target layer (a second call does nothing)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def __enter__(self) -> CamEngine:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _capture(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
         if not self.layout.accepts(output):
@@ -77,6 +93,8 @@ class CamEngine:
     def forward_then(self, images: Tensor, choose_targets) -> tuple[CamOutput, Tensor]:
         """Run the forward pass, let ``choose_targets(logits) -> [B, K]`` pick the classes (e.g. the
         prediction), then make their maps. Returns the output and the targets."""
+        if self._hook is None:
+            raise RuntimeError("this CamEngine is closed (its hook was removed); make a new one")
         device_type = images.device.type
         with torch.enable_grad(), torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32,
                                                   enabled=self.autocast_dtype is not None):

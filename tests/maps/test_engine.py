@@ -145,3 +145,24 @@ def test_upsample_normalise_empty_and_negative():
     assert not negative.empty[0, 0] and negative.empty[1, 1]
     # the negative map is large where the signed map is most negative
     assert negative.normalised[0, 0, 0, 0] == 1
+
+
+def test_engine_removes_its_hook_when_closed(tiny_model):
+    """``with CamEngine(...)`` leaves the target layer with the hooks it had before; a closed engine
+    refuses to run (it would silently make no maps), and the model runs without it."""
+    layer = tiny_model.features
+    before = len(layer._forward_hooks)
+    images, targets = torch.randn(2, 3, 32, 32), torch.tensor([[0], [2]])
+    with CamEngine(tiny_model, layer, METHODS["gradcam"]) as engine:
+        assert len(layer._forward_hooks) == before + 1
+        assert engine(images, targets).signed_maps.shape == (2, 1, 8, 8)
+    assert len(layer._forward_hooks) == before
+    engine.close()  # idempotent
+    assert len(layer._forward_hooks) == before
+    with pytest.raises(RuntimeError, match="closed"):
+        engine(images, targets)
+    # a second engine on the same layer works alone: its hook is the only one
+    with CamEngine(tiny_model, layer, METHODS["gradcam"]) as second:
+        assert len(layer._forward_hooks) == before + 1
+        assert torch.isfinite(second(images, targets).signed_maps).all()
+    assert len(layer._forward_hooks) == before

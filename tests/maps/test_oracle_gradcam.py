@@ -85,10 +85,11 @@ def test_gradcampp_eps_is_the_only_difference(photos):
         targets = their_model(photos).argmax(dim=1, keepdim=True)
     theirs = GradCAMPlusPlus(model=their_model, target_layers=[their_model.bn2])(
         input_tensor=photos, targets=[ClassifierOutputTarget(int(c)) for c in targets[:, 0]])
-    engine = CamEngine(ours_model, ours_model.bn2, METHODS["gradcampp"])
-    paper = upsample_and_normalise(engine(photos, targets).signed_maps, (224, 224)).normalised[:, 0].numpy()
-    engine.method = dataclasses.replace(METHODS["gradcampp"], function=functools.partial(gradcampp, eps=1e-6))
-    with_eps = upsample_and_normalise(engine(photos, targets).signed_maps, (224, 224)).normalised[:, 0].numpy()
+    with CamEngine(ours_model, ours_model.bn2, METHODS["gradcampp"]) as engine:
+        paper = upsample_and_normalise(engine(photos, targets).signed_maps, (224, 224)).normalised[:, 0].numpy()
+    library_eps = dataclasses.replace(METHODS["gradcampp"], function=functools.partial(gradcampp, eps=1e-6))
+    with CamEngine(ours_model, ours_model.bn2, library_eps) as engine:
+        with_eps = upsample_and_normalise(engine(photos, targets).signed_maps, (224, 224)).normalised[:, 0].numpy()
     assert theirs.std() > 0.05  # a real map, not two empty ones agreeing
     assert np.abs(theirs - with_eps).max() < 1e-4, np.abs(theirs - with_eps).max()
     assert np.abs(theirs - paper).max() > 1e-3, np.abs(theirs - paper).max()
