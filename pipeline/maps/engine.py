@@ -153,11 +153,38 @@ def upsample_and_normalise(signed_maps: Tensor, size: tuple[int, int], negative:
     # one interpolation for both the clipped and the signed maps
     both = F.interpolate(torch.cat([signed_maps.clamp(min=0), signed_maps], dim=1), size=size, mode="bilinear", align_corners=False)
     clipped, raw = both[:, :k_maps], both[:, k_maps:]
-    low = clipped.amin(dim=(-2, -1), keepdim=True)
-    high = clipped.amax(dim=(-2, -1), keepdim=True)
+    # The map's own scale is its maximum: bilinear weights sum to one only up to rounding, so a constant
+    # non-zero map may wobble in its last bits.
+    normalised, empty, high = min_max_normalise(clipped, scale=None)
+    return UpsampledMaps(normalised, raw, empty, high)
+
+
+# A map is empty (constant: no peak, no shape) when its spread is at most this fraction of its scale.
+EMPTY_SPREAD = 1e-6
+
+
+def min_max_normalise(maps: Tensor, scale: float | None, domain: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-map min-max normalisation to [0, 1] and the empty-map rule, shared by both scoring spaces.
+
+    ``maps`` ``[B, K, H, W]`` (non-negative, after ReLU). With ``domain`` ``[B, H, W]`` bool only its pixels
+    count and the maps are 0 outside it. A map is **empty** when ``max - min`` over its pixels is not
+    above ``EMPTY_SPREAD * scale``: ``scale=None`` takes the map's own ``|max|`` (raw maps of any size),
+    a number is the known scale of maps already normalised (1.0). A NaN spread counts as empty. An empty
+    map normalises to all zero.
+
+    Returns ``(normalised [B, K, H, W], empty [B, K] bool, max [B, K])`` (``max`` over the domain, before
+    normalising).
+    """
+    if domain is None:
+        low = maps.amin(dim=(-2, -1), keepdim=True)
+        high = maps.amax(dim=(-2, -1), keepdim=True)
+        keep = None
+    else:
+        keep = domain[:, None]
+        low = maps.masked_fill(~keep, float("inf")).amin(dim=(-2, -1), keepdim=True)
+        high = maps.masked_fill(~keep, float("-inf")).amax(dim=(-2, -1), keepdim=True)
     spread = high - low
-    # Constant after ReLU (usually all zero): no peak, no shape. Relative test: bilinear weights sum to one
-    # only up to rounding, so a constant non-zero map may wobble in the last bits.
-    empty = spread <= 1e-6 * high.abs()
-    normalised = torch.where(empty, torch.zeros_like(clipped), (clipped - low) / torch.where(empty, torch.ones_like(spread), spread))
-    return UpsampledMaps(normalised, raw, empty[..., 0, 0], high[..., 0, 0])
+    empty = ~(spread > EMPTY_SPREAD * (high.abs() if scale is None else scale))
+    keep = ~empty if keep is None else keep & ~empty
+    normalised = torch.where(keep, (maps - low) / torch.where(empty, torch.ones_like(spread), spread), torch.zeros_like(maps))
+    return normalised, empty[..., 0, 0], high[..., 0, 0]

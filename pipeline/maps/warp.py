@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.maps.engine import UpsampledMaps
+from pipeline.maps.engine import UpsampledMaps, min_max_normalise
 
 
 @dataclass
@@ -117,11 +117,6 @@ def warp_to_original(maps: UpsampledMaps, placement: Tensor, width: Tensor, heig
     warped = F.grid_sample(both, torch.stack([sample_x, sample_y], dim=-1), mode="bilinear",
                            padding_mode="border", align_corners=False)
     positive, raw = warped[:, :K], warped[:, K:]
-    inside = domain[:, None]
-    low = positive.masked_fill(~inside, float("inf")).amin(dim=(-2, -1), keepdim=True)
-    high = positive.masked_fill(~inside, float("-inf")).amax(dim=(-2, -1), keepdim=True)
-    spread = high - low
-    # The input maps are already in [0, 1] (spread 1 unless empty), so an absolute test is a relative one.
-    empty = ~(spread > 1e-6)
-    normalised = torch.where(inside & ~empty, (positive - low) / torch.where(empty, 1.0, spread), 0.0)
-    return OriginalMaps(normalised, torch.where(inside, raw, 0.0), empty[..., 0, 0], domain, torch.stack([scale_x, scale_y], dim=1))
+    # The input maps are already in [0, 1] (spread 1 unless empty): their scale is 1.
+    normalised, empty, _ = min_max_normalise(positive, scale=1.0, domain=domain)
+    return OriginalMaps(normalised, torch.where(domain[:, None], raw, 0.0), empty, domain, torch.stack([scale_x, scale_y], dim=1))
