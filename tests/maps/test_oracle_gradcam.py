@@ -80,15 +80,15 @@ def test_maps_match_pytorch_grad_cam(method, photos):
 def test_gradcampp_eps_is_the_only_difference(photos):
     """pytorch-grad-cam's Grad-CAM++ map equals ours with its eps = 1e-6 added, and differs from ours with
     the paper's eps = 0: the eps, and nothing else, separates the two."""
-    ours_model, their_model = efficientnet_lite0(), efficientnet_lite0()
+    model = efficientnet_lite0()  # one model: the library's hooks are gone before our engines freeze it
     with torch.no_grad():
-        targets = their_model(photos).argmax(dim=1, keepdim=True)
-    theirs = GradCAMPlusPlus(model=their_model, target_layers=[their_model.bn2])(
-        input_tensor=photos, targets=[ClassifierOutputTarget(int(c)) for c in targets[:, 0]])
-    with CamEngine(ours_model, ours_model.bn2, METHODS["gradcampp"]) as engine:
+        targets = model(photos).argmax(dim=1, keepdim=True)
+    with GradCAMPlusPlus(model=model, target_layers=[model.bn2]) as library:
+        theirs = library(input_tensor=photos, targets=[ClassifierOutputTarget(int(c)) for c in targets[:, 0]])
+    with CamEngine(model, model.bn2, METHODS["gradcampp"]) as engine:
         paper = upsample_and_normalise(engine(photos, targets).signed_maps, (224, 224)).normalised[:, 0].numpy()
     library_eps = dataclasses.replace(METHODS["gradcampp"], function=functools.partial(gradcampp, eps=1e-6))
-    with CamEngine(ours_model, ours_model.bn2, library_eps) as engine:
+    with CamEngine(model, model.bn2, library_eps) as engine:
         with_eps = upsample_and_normalise(engine(photos, targets).signed_maps, (224, 224)).normalised[:, 0].numpy()
     assert theirs.std() > 0.05  # a real map, not two empty ones agreeing
     assert np.abs(theirs - with_eps).max() < 1e-4, np.abs(theirs - with_eps).max()
