@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA
-from pipeline.scores import tau_key
+from pipeline.scores import registry
+from pipeline.scores.registry import Aggregate, tau_key
 
 
 def resolved_config(cfg: DictConfig) -> str:
@@ -99,31 +101,65 @@ def _mean(series: pd.Series) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
-def dataset_scores(frame: pd.DataFrame, map_name: str, tau: str) -> dict[str, float]:
-    """Headline numbers of one map (``true`` or ``pred``) over the rows of ``frame``."""
-    hits = frame[f"{map_name}_pointing_hit"]
-    per_class = frame.assign(hit=hits).dropna(subset=["hit"]).groupby("label")["hit"].mean()
-    localised = frame[f"{map_name}_localised_{tau}"]
-    has_box = localised.notna()
-    return {
-        "energy_in_box": _mean(frame[f"{map_name}_energy_in_box"]),
-        "energy_lift": _mean(frame[f"{map_name}_energy_lift"]),
-        "pointing_game_accuracy": float(per_class.mean()) if len(per_class) else float("nan"),
-        "relevance_rank_accuracy": _mean(frame[f"{map_name}_relevance_rank_accuracy"]),
-        "gt_known_localisation_accuracy": float(localised[has_box].mean()) if has_box.any() else float("nan"),
-        "top1_localisation_accuracy": float((localised[has_box].astype(bool) & frame.loc[has_box, "correct"]).mean()) if has_box.any() else float("nan"),
-        "empty_maps": int(frame[f"{map_name}_empty"].sum()),
-    }
+def _share_with_box(frame: pd.DataFrame, column: str) -> float:
+    """Share of the rows with a defined value (a box in the input, a non-empty map) where it is 1."""
+    values = frame[column]
+    defined = values.notna()
+    return float(values[defined].mean()) if defined.any() else float("nan")
+
+
+def _share_with_box_and_correct(frame: pd.DataFrame, column: str) -> float:
+    """As :func:`_share_with_box`, a row counting as 1 only when it is also correctly classified (ILSVRC top-1)."""
+    values = frame[column]
+    defined = values.notna()
+    return float((values[defined].astype(bool) & frame.loc[defined, "correct"]).mean()) if defined.any() else float("nan")
+
+
+def _class_balanced_mean(frame: pd.DataFrame, column: str) -> float:
+    """Per true class the mean of the defined values, then the mean over classes (TorchRay's pointing game)."""
+    per_class = frame.assign(_value=frame[column]).dropna(subset=["_value"]).groupby("label")["_value"].mean()
+    return float(per_class.mean()) if len(per_class) else float("nan")
+
+
+# The summary aggregations a score can declare (pipeline.scores.registry.AggregationKind):
+# (rows, column) -> one number.
+AGGREGATIONS: dict[str, Callable[[pd.DataFrame, str], float]] = {
+    "mean": lambda frame, column: _mean(frame[column]),
+    "class_balanced_mean": _class_balanced_mean,
+    "share_with_box": _share_with_box,
+    "share_with_box_and_correct": _share_with_box_and_correct,
+}
+
+
+def summary_aggregates(tau: str) -> list[tuple[str, str, Aggregate]]:
+    """``(column suffix, summary name, aggregate)`` of every registry score with aggregates, in registry
+    order; a per-tau score is summarised at ``tau`` (the first of ``scores.taus``) only."""
+    out = []
+    for score in registry.SCORES:
+        column = f"{score.name}_{tau}" if score.per_tau else score.name
+        out += [(column, aggregate.name, aggregate) for aggregate in score.aggregates]
+    return out
+
+
+def dataset_scores(frame: pd.DataFrame, map_name: str, tau: str, class_table_only: bool = False) -> dict[str, float]:
+    """Headline numbers of one map (``true`` or ``pred``) over the rows of ``frame``: each aggregate the
+    score registry declares (with ``class_table_only``, those whose ``class_maps`` name this map), then
+    the count of empty maps (true-class maps only in the class table)."""
+    out = {name: AGGREGATIONS[aggregate.kind](frame, f"{map_name}_{column}") for column, name, aggregate in summary_aggregates(tau)
+           if not class_table_only or map_name in aggregate.class_maps}
+    if not class_table_only or map_name == "true":
+        out["empty_maps"] = int(frame[f"{map_name}_empty"].sum())
+    return out
 
 
 def class_table(frame: pd.DataFrame, tau: str) -> pd.DataFrame:
-    """Per true class: count, accuracy, mean scores of the true-class maps, pointing and localisation."""
+    """Per true class: count, accuracy, mean confidence, then the registry's per-class aggregates of the
+    true-class maps and of the predicted-class maps (``Aggregate.class_maps``)."""
     rows = []
     for (label, name), group in frame.groupby(["label", "label_name"], sort=True):
-        scores = dataset_scores(group, "true", tau)
         rows.append({"label": int(label), "label_name": name, "count": len(group), "accuracy": float(group["correct"].mean()),
-                     "mean_confidence": float(group["confidence"].mean()), **{f"true_{k}": v for k, v in scores.items()},
-                     "pred_energy_in_box": _mean(group["pred_energy_in_box"])})
+                     "mean_confidence": float(group["confidence"].mean()),
+                     **{f"{m}_{k}": v for m in ("true", "pred") for k, v in dataset_scores(group, m, tau, class_table_only=True).items()}})
     return pd.DataFrame(rows)
 
 

@@ -7,8 +7,8 @@
   ``n_boxes_dropped`` (inverted, empty or outside the input), ``no_box_in_input`` (flag: no box is left,
   e.g. the object lies outside the centre crop; its box scores are NaN, not 0);
 - per map ``m`` in ``pred``, ``true`` (and ``top2``.. with ``cam.top_k``; ``neg_*`` with
-  ``cam.negative``): ``m_empty``, ``m_map_max`` and every score of :func:`pipeline.scores.score_map`
-  as ``m_<score>``;
+  ``cam.negative``): ``m_empty``, ``m_map_max`` and every score of the registry
+  :data:`pipeline.scores.registry.SCORES` as ``m_<score>`` (per tau ``m_<score>_tau015``...);
 - with ``scores.maxboxacc.enabled``: ``true_maxboxacc_best_iou``, per threshold the best IoU of any
   contour box of the true-class map (MaxBoxAccV2's per-image state, -1 for none);
 - the dataset's metadata columns (e.g. ``marker_present`` for the built-in default).
@@ -19,10 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 
 from pipeline.data.records import SampleRecord
-from pipeline.scores import score_map
+from pipeline.scores.registry import score_columns
 
 ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("stage", pa.string()),
                            ("error_type", pa.string()), ("message", pa.string())])
@@ -33,13 +32,10 @@ IDENTITY = [("id", pa.string()), ("path", pa.string()), ("label", pa.int32()), (
             ("n_boxes_dropped", pa.int32()), ("no_box_in_input", pa.bool_())]
 
 
-def score_names(cfg) -> list[str]:
-    """The keys :func:`score_map` returns for this configuration (from a 1-image dry call)."""
-    maps = torch.zeros(1, 4, 4)
-    scores = score_map(maps, maps, torch.ones(1, dtype=torch.bool), torch.tensor([[[0.0, 0.0, 2.0, 2.0]]]),
-                       torch.ones(1, 1, dtype=torch.bool), tolerance=float(cfg.scores.tolerance),
-                       taus=tuple(cfg.scores.taus), iou_threshold=float(cfg.scores.iou_threshold))
-    return list(scores)
+def score_fields(cfg) -> list[tuple[str, pa.DataType]]:
+    """``(column suffix, Arrow type)`` of every score :func:`~pipeline.scores.score_map` returns for this
+    configuration, in its order (from the score registry)."""
+    return [(column, pa.type_for_alias(score.dtype)) for column, score, _ in score_columns(tuple(cfg.scores.taus))]
 
 
 def samples_schema(setup, cfg) -> pa.Schema:
@@ -52,8 +48,8 @@ def samples_schema(setup, cfg) -> pa.Schema:
             if name.startswith("top"):
                 fields.append((f"{prefix}{name}_class", pa.int32()))
             fields += [(f"{prefix}{name}_empty", pa.bool_()), (f"{prefix}{name}_map_max", pa.float32())]
-            for score in score_names(cfg):
-                fields.append((f"{prefix}{name}_{score}", pa.float32()))  # peaks too: NaN for an empty map
+            for score, dtype in score_fields(cfg):
+                fields.append((f"{prefix}{name}_{score}", dtype))  # peaks too: NaN for an empty map
     if cfg.scores.maxboxacc.enabled:
         fields.append(("true_maxboxacc_best_iou", pa.list_(pa.float32(), int(cfg.scores.maxboxacc.thresholds))))
     if setup.metadata is not None:

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 import torch
 
-from .components import _best_box_iou64, best_box_iou, label_components, largest_component_box
+from .components import best_box_iou, label_components, largest_component_box
 from .localisation import (
     box_area_fraction,
     energy_in_box,
     energy_lift,
+    excess_energy,
     peak_location,
     pointing_game_hit,
     relevance_mass_accuracy,
@@ -25,6 +26,7 @@ from .localisation import (
 )
 from .masks import box_pixel_indicators, boxes_to_mask
 from .maxboxacc import MaxBoxAccV2
+from .registry import SCORES, Score, ScoreInputs, score_columns, tau_key
 
 __all__ = [
     "boxes_to_mask",
@@ -32,6 +34,7 @@ __all__ = [
     "energy_in_box",
     "box_area_fraction",
     "energy_lift",
+    "excess_energy",
     "pointing_game_hit",
     "peak_location",
     "relevance_rank_accuracy",
@@ -42,12 +45,9 @@ __all__ = [
     "MaxBoxAccV2",
     "score_map",
     "tau_key",
+    "SCORES",
+    "Score",
 ]
-
-
-def tau_key(tau: float) -> str:
-    """Suffix used in :func:`score_map` keys for a threshold: 0.15 -> ``tau015``."""
-    return f"tau{int(round(tau * 100)):03d}"
 
 
 @torch.no_grad()
@@ -73,16 +73,12 @@ def score_map(
     the domain, relevance rank accuracy ranks only its pixels), no thresholded box takes a pixel
     outside it, and IoU is still taken with the boxes as given.
 
-    Returns a dict of [B] float32 tensors (NaN where undefined; every box-based score is NaN for an
-    image without a valid box, every peak/threshold-based score NaN for an empty map):
-    - ``energy_in_box``, ``box_area_fraction``, ``energy_lift``: see localisation.py;
-    - ``pointing_hit``: pointing game hit with ``tolerance`` pixels, 1.0 / 0.0 / NaN;
-    - ``relevance_rank_accuracy``; ``relevance_mass_accuracy`` (on raw_maps);
-    - ``peak_row``, ``peak_col``: first maximum in raster order, NaN where empty;
-    - for each tau t in ``taus``, with ``k = tau_key(t)`` (e.g. ``tau015``): ``iou_k`` (IoU of the
-      largest-component box at ``maps >= t * max`` with the best-matching valid GT box),
-      ``localised_k`` (``iou >= iou_threshold``, compared in float64; 1.0 / 0.0 / NaN), and the box
-      ``box_x1_k``, ``box_y1_k``, ``box_x2_k``, ``box_y2_k`` (pixel-edge, NaN where empty).
+    Returns a dict of [B] float32 tensors, one per column of :func:`~pipeline.scores.registry.score_columns`
+    (the registry :data:`~pipeline.scores.registry.SCORES` says what each one is), NaN where undefined:
+    every box-based score is NaN for an image without a valid box, every peak/threshold-based score NaN
+    for an empty map. Per tau t in ``taus`` the columns carry ``tau_key(t)`` (e.g. ``iou_tau015``):
+    the IoU of the largest-component box at ``maps >= t * max`` with the best-matching valid GT box,
+    ``localised`` (``iou >= iou_threshold``, compared in float64) and that box (pixel-edge).
     """
     if maps.dim() != 3:
         raise ValueError(f"maps must be [B, H, W], got {tuple(maps.shape)}")
@@ -91,35 +87,12 @@ def score_map(
     empty = empty.to(device=dev, dtype=torch.bool)
     boxes = boxes.to(dev)
     box_valid = box_valid.to(device=dev, dtype=torch.bool)
-    keys = [tau_key(t) for t in taus]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"taus {list(taus)} give duplicate keys {keys}")
+    columns = score_columns(taus)  # checks the taus give distinct keys
     gt = boxes_to_mask(boxes, box_valid, H, W)
-    nan = float("nan")
     if domain is not None:
         domain = domain.to(device=dev, dtype=torch.bool)
         gt = gt & domain
     # Thresholds compare with ">=": -inf outside the domain keeps those pixels out even at tau = 0.
     thresholded = maps if domain is None else maps.masked_fill(~domain, float("-inf"))
-
-    out: dict[str, torch.Tensor] = {}
-    out["energy_in_box"] = energy_in_box(maps, gt)
-    out["box_area_fraction"] = box_area_fraction(gt, domain)
-    out["energy_lift"] = energy_lift(out["energy_in_box"], out["box_area_fraction"])
-    out["pointing_hit"] = pointing_game_hit(maps, empty, gt, tolerance)
-    out["relevance_rank_accuracy"] = relevance_rank_accuracy(maps, gt, domain)
-    out["relevance_mass_accuracy"] = relevance_mass_accuracy(raw_maps.to(dev), gt)
-    peak = peak_location(maps).to(torch.float32)
-    out["peak_row"] = torch.where(empty, nan, peak[:, 0])
-    out["peak_col"] = torch.where(empty, nan, peak[:, 1])
-    for t in taus:
-        k = tau_key(t)
-        box = largest_component_box(thresholded, empty, t)
-        iou64 = _best_box_iou64(box, boxes, box_valid)
-        out[f"iou_{k}"] = iou64.to(torch.float32)
-        out[f"localised_{k}"] = torch.where(
-            torch.isnan(iou64), nan, (iou64 >= iou_threshold).to(torch.float64)
-        ).to(torch.float32)
-        for j, name in enumerate(("x1", "y1", "x2", "y2")):
-            out[f"box_{name}_{k}"] = box[:, j]
-    return out
+    inputs = ScoreInputs(maps, raw_maps.to(dev), empty, boxes, box_valid, gt, domain, thresholded, tolerance, iou_threshold)
+    return {column: score.function(inputs, tau) for column, score, tau in columns}

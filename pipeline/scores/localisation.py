@@ -20,6 +20,7 @@ __all__ = [
     "energy_in_box",
     "box_area_fraction",
     "energy_lift",
+    "excess_energy",
     "pointing_game_hit",
     "peak_location",
     "relevance_rank_accuracy",
@@ -86,6 +87,24 @@ def energy_lift(energy: torch.Tensor, area_fraction: torch.Tensor) -> torch.Tens
     Shapes: energy [B], area_fraction [B] -> [B] float32.
     """
     return (energy.to(torch.float32) / area_fraction.to(torch.float32)).to(torch.float32)
+
+
+def excess_energy(energy: torch.Tensor, area_fraction: torch.Tensor) -> torch.Tensor:
+    """Excess energy ``(E - A) / (1 - A)`` with E the energy in box and A the box area fraction (this
+    project; the energy in box rescaled so that a uniform map scores 0 and a map with all its energy in
+    the box scores 1, whatever the box's size; negative when the map avoids the box, down to
+    ``-A / (1 - A)``).
+
+    Unlike the energy lift ``E / A``, whose maximum is ``1 / A``, it is bounded by 1 for every box, so
+    it can rank images and classes with boxes of different sizes. NaN where E or A is NaN, and where
+    ``A = 1`` (the box covers the whole scored image: no map can do better or worse than uniform).
+    Computed in float64.
+
+    Shapes: energy [B], area_fraction [B] -> [B] float32.
+    """
+    e, a = energy.to(torch.float64), area_fraction.to(torch.float64)
+    defined = a < 1.0  # False for NaN too
+    return torch.where(defined, (e - a) / torch.where(defined, 1.0 - a, 1.0), _NAN).to(torch.float32)
 
 
 def _disk_half_widths(tolerance: float, max_dy: int) -> list[tuple[int, int]]:

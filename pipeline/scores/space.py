@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.maps.warp import warp_to_original
+from pipeline.scores.registry import score_for_column
 
 
 @dataclass
@@ -48,18 +49,23 @@ def scoring_view(maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor
 
 
 def coordinates_to_stored(scores: dict[str, torch.Tensor], grid_scale: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Boxes and peaks of :func:`~pipeline.scores.score_map` from grid pixels to stored-image pixels.
+    """The coordinate columns of :func:`~pipeline.scores.score_map` from grid pixels to stored-image pixels.
 
-    Box corners are divided by the grid scale; a peak becomes the stored pixel that holds its grid pixel's
-    centre. Shapes: grid_scale ``[B, 2]`` (x, y) matching the scores' ``[B]``.
+    Which columns are coordinates, and of which kind, comes from the score registry
+    (:attr:`~pipeline.scores.registry.Score.coordinate`): a pixel-edge coordinate (box corners) is
+    divided by the grid scale; a pixel index (peaks) becomes the stored pixel that holds its grid pixel's
+    centre. Other columns are returned as they are. Shapes: grid_scale ``[B, 2]`` (x, y) matching the
+    scores' ``[B]``.
     """
-    scale_x, scale_y = grid_scale[:, 0].to(torch.float64), grid_scale[:, 1].to(torch.float64)
+    scale = {"x": grid_scale[:, 0].to(torch.float64), "y": grid_scale[:, 1].to(torch.float64)}
     out = dict(scores)
     for name, values in scores.items():
-        if name.startswith(("box_x1_", "box_x2_")):
-            out[name] = (values.to(torch.float64) / scale_x).to(torch.float32)
-        elif name.startswith(("box_y1_", "box_y2_")):
-            out[name] = (values.to(torch.float64) / scale_y).to(torch.float32)
-    out["peak_col"] = torch.floor((scores["peak_col"].to(torch.float64) + 0.5) / scale_x).to(torch.float32)
-    out["peak_row"] = torch.floor((scores["peak_row"].to(torch.float64) + 0.5) / scale_y).to(torch.float32)
+        score = score_for_column(name)
+        if score is None or score.coordinate is None:
+            continue
+        axis, kind = score.coordinate.split("_")
+        if kind == "edge":
+            out[name] = (values.to(torch.float64) / scale[axis]).to(torch.float32)
+        else:
+            out[name] = torch.floor((values.to(torch.float64) + 0.5) / scale[axis]).to(torch.float32)
     return out
