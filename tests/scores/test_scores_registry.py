@@ -91,7 +91,7 @@ def test_a_new_registry_entry_reaches_score_map_schema_space_and_summary(monkeyp
 
 def test_summary_aggregates_follow_the_registry_order():
     names = [name for _, name, _ in finalize.summary_aggregates("tau015")]
-    assert names[:3] == ["energy_in_box", "energy_lift", "pointing_game_accuracy"]
+    assert names[:4] == ["energy_in_box", "energy_lift", "excess_energy", "pointing_game_accuracy"]
     assert names[-2:] == ["gt_known_localisation_accuracy", "top1_localisation_accuracy"]
     for score in registry.SCORES:  # every declared kind can be computed
         assert all(aggregate.kind in finalize.AGGREGATIONS for aggregate in score.aggregates), score.name

@@ -27,6 +27,7 @@ KEYS = {
     "energy_in_box",
     "box_area_fraction",
     "energy_lift",
+    "excess_energy",
     "pointing_hit",
     "relevance_rank_accuracy",
     "relevance_mass_accuracy",
