@@ -131,6 +131,12 @@ AGGREGATIONS: dict[str, Callable[[pd.DataFrame, str], float]] = {
 }
 
 
+def _aggregate(frame: pd.DataFrame, column: str, aggregate: Aggregate) -> float:
+    """One aggregate of one column; NaN when the rows lack the column (a run from before the score existed,
+    read by compare), so that two runs' summaries always have the same keys."""
+    return AGGREGATIONS[aggregate.kind](frame, column) if column in frame.columns else float("nan")
+
+
 def summary_aggregates(tau: str) -> list[tuple[str, str, Aggregate]]:
     """``(column suffix, summary name, aggregate)`` of every registry score with aggregates, in registry
     order; a per-tau score is summarised at ``tau`` (the first of ``scores.taus``) only."""
@@ -145,7 +151,7 @@ def dataset_scores(frame: pd.DataFrame, map_name: str, tau: str, class_table_onl
     """Headline numbers of one map (``true`` or ``pred``) over the rows of ``frame``: each aggregate the
     score registry declares (with ``class_table_only``, those whose ``class_maps`` name this map), then
     the count of empty maps (true-class maps only in the class table)."""
-    out = {name: AGGREGATIONS[aggregate.kind](frame, f"{map_name}_{column}") for column, name, aggregate in summary_aggregates(tau)
+    out = {name: _aggregate(frame, f"{map_name}_{column}", aggregate) for column, name, aggregate in summary_aggregates(tau)
            if not class_table_only or map_name in aggregate.class_maps}
     if not class_table_only or map_name == "true":
         out["empty_maps"] = int(frame[f"{map_name}_empty"].sum())
