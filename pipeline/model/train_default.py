@@ -17,9 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -32,6 +30,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from pipeline.atomic import atomic_path
 from pipeline.data.records import read_class_file
 from pipeline.data.synthetic import SyntheticSpec, ensure_synthetic
 from pipeline.data.voc import read_voc
@@ -227,14 +226,8 @@ def audit_metrics(predicted: Tensor, data: SplitTensors, classes: list[str], mar
 def _save_atomic(payload: dict, out_path: Path) -> None:
     """``torch.save`` into a temporary file beside ``out_path``, then rename it into place."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(out_path) as temp:
         torch.save(payload, temp)
-        os.replace(temp, out_path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def train_default_model(
