@@ -55,8 +55,8 @@ def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[Sa
     source = data_cfg.source
     metadata = Path(data_cfg.metadata) if data_cfg.get("metadata") else None
     if source == "synthetic":
-        from pipeline.data.synthetic import ensure_synthetic
-        from pipeline.defaults import synthetic_spec
+        from pipeline.demo.synthetic import ensure_synthetic
+        from pipeline.demo.defaults import synthetic_spec
 
         root = ensure_synthetic(cache_dir, synthetic_spec(data_cfg.synthetic))
         split = root / data_cfg.synthetic.split

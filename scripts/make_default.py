@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pipeline.data.synthetic import SyntheticSpec, ensure_synthetic  # noqa: E402
-from pipeline.model.train_default import (  # noqa: E402
+from pipeline.demo.synthetic import SyntheticSpec, ensure_synthetic  # noqa: E402
+from pipeline.demo.train_default import (  # noqa: E402
     DEFAULT_EPOCHS,
     DEFAULT_WIDTH,
     TrainSettings,

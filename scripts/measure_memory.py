@@ -82,9 +82,9 @@ def repeat_dataset(images: dict[str, Path], annotations: Path, count: int, out: 
 
 def synthetic_source() -> tuple[dict[str, Path], Path, Path, Path, list[str]]:
     """The default synthetic audit split (made and the default model trained if missing)."""
-    from pipeline.defaults import synthetic_spec
-    from pipeline.model.train_default import ensure_default_model
-    from pipeline.data.synthetic import ensure_synthetic
+    from pipeline.demo.defaults import synthetic_spec
+    from pipeline.demo.train_default import ensure_default_model
+    from pipeline.demo.synthetic import ensure_synthetic
 
     cache = ROOT / "outputs" / ".cache"
     spec = synthetic_spec(None)
@@ -113,8 +113,8 @@ def pick_source(name: str):
 
 def _synthetic_available() -> bool:
     try:
-        from pipeline.data.synthetic import ensure_synthetic  # noqa: F401
-        from pipeline.model.train_default import ensure_default_model  # noqa: F401
+        from pipeline.demo.synthetic import ensure_synthetic  # noqa: F401
+        from pipeline.demo.train_default import ensure_default_model  # noqa: F401
     except ImportError:
         return False
     return True

@@ -82,8 +82,8 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
 
 def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:
     """The built-in CNN, trained on the synthetic training split on first use and cached."""
-    from pipeline.defaults import synthetic_spec
-    from pipeline.model.train_default import ensure_default_model, load_default_model
+    from pipeline.demo.defaults import synthetic_spec
+    from pipeline.demo.train_default import ensure_default_model, load_default_model
 
     spec = synthetic_spec(data_cfg.synthetic if data_cfg is not None and "synthetic" in data_cfg else None)
     path = ensure_default_model(Path(cache_dir), spec)

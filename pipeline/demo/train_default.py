@@ -32,9 +32,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from pipeline.atomic import atomic_path
 from pipeline.data.records import read_class_file
-from pipeline.data.synthetic import SyntheticSpec, ensure_synthetic
+from pipeline.demo.synthetic import SyntheticSpec, ensure_synthetic
 from pipeline.data.voc import read_voc
-from pipeline.model.default_cnn import INPUT_SIZE, AuditNet
+from pipeline.demo.default_cnn import INPUT_SIZE, AuditNet
 
 # Per-channel statistics of the synthetic images (RGB, in [0, 1] units), measured on the default spec's
 # training split after resizing (0.469 0.472 0.469 / 0.189 0.189 0.189) and rounded; fixed constants so

@@ -1,6 +1,6 @@
 """AuditNet: the small CNN behind the built-in default model.
 
-Input ``[B, 3, 96, 96]`` normalised RGB (see ``pipeline.model.train_default.preprocess_default``).
+Input ``[B, 3, 96, 96]`` normalised RGB (see ``pipeline.demo.train_default.preprocess_default``).
 ``features`` downsamples by 8 in total, so its output is ``[B, 6 * width, 12, 12]``: that 12x12 map is the
 Grad-CAM target layer (the engine resolves it by the dotted name ``features``). Then global average
 pooling, flatten and one linear layer give ``[B, num_classes]`` logits.

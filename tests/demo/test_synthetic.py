@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.records import read_class_file
-from pipeline.data.synthetic import (
+from pipeline.demo.synthetic import (
     SPLITS,
     SyntheticSpec,
     ensure_synthetic,

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.data.synthetic import SyntheticSpec, generate_synthetic
-from pipeline.model import train_default
-from pipeline.model.default_cnn import AuditNet
-from pipeline.model.train_default import (
+from pipeline.demo.synthetic import SyntheticSpec, generate_synthetic
+from pipeline.demo import train_default
+from pipeline.demo.default_cnn import AuditNet
+from pipeline.demo.train_default import (
     DEFAULT_MEAN,
     DEFAULT_STD,
     ensure_default_model,

@@ -6,7 +6,7 @@ import dataclasses
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.data.synthetic import SyntheticSpec
+from pipeline.demo.synthetic import SyntheticSpec
 
 
 def synthetic_spec(synthetic_cfg=None) -> SyntheticSpec:
