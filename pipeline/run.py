@@ -38,7 +38,7 @@ from pipeline.reports.overlays import save_overlays
 from pipeline.reports.parts import PartWriter, list_parts, read_column
 from pipeline.scores import score_map
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
-from pipeline.sources import check_index_problems, index_problem_type, load_records, read_metadata
+from pipeline.data.sources import check_index_problems, index_problem_type, load_records, read_metadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCORE_SPACES = ("input", "original")

@@ -109,7 +109,7 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
         boxes = [box for key, box in objects if lookup.get(key) == lookup[label_key]]
         array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         records.append(SampleRecord(sample_id, image_path, lookup[label_key], array, size))
-    for path in clashes:  # same id as an audited image: a problem record (sources.mark_duplicates renames it)
+    for path in clashes:  # same id as an audited image: a problem record (pipeline.data.sources.mark_duplicates renames it)
         records.append(SampleRecord(path.stem, str(path.resolve()), -1, empty_boxes(),
                                     problem=f"{path.name} and {images[path.stem].name} share the file stem"))
     return sorted(records, key=lambda r: r.sample_id)

@@ -1,0 +1,173 @@
+"""Turn the ``data`` config group into sample records and a class list.
+
+Every source (built-in synthetic, ILSVRC/VOC XML, COCO JSON, manifest) ends as the same list of
+:class:`~pipeline.data.records.SampleRecord`; ids are unique afterwards (duplicates become problem
+records) and paths cannot leave the data root unless ``data.allow_outside_root`` is set.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.data.records import ClassList, SampleRecord, empty_boxes, read_class_file
+from pipeline.errors import ConfigError
+
+
+def _existing(option: str, value, kind: str = "dir") -> Path:
+    if value in (None, "", "???"):
+        raise ConfigError(option, "is required for this data source")
+    path = Path(str(value)).expanduser()
+    if (kind == "dir" and not path.is_dir()) or (kind == "file" and not path.is_file()):
+        raise ConfigError(option, f"{kind == 'dir' and 'folder' or 'file'} {str(path)!r} does not exist")
+    return path
+
+
+def _class_file(data_cfg, model_classes: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> ClassList:
+    """The ``data.classes`` file, or with ``data.classes: null`` the model's own class list (keys, names).
+
+    An unreadable or malformed file, or null for a model that names no classes, is a configuration error.
+    """
+    if data_cfg.classes is None:
+        if model_classes is None:
+            raise ConfigError("data.classes", "no classes file was given and the model names no classes (a checkpoint's "
+                                              "`classes`, torchvision weights, a timm ImageNet model); give data.classes=FILE")
+        return ClassList(tuple(model_classes[0]), tuple(model_classes[1]))
+    path = _existing("data.classes", data_cfg.classes, "file")
+    try:
+        classes = read_class_file(path)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError("data.classes", str(error).splitlines()[0] if str(error) else type(error).__name__) from error
+    if not len(classes):
+        raise ConfigError("data.classes", f"file {str(path)!r} lists no class")
+    return classes
+
+
+def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[SampleRecord], ClassList, Path | None]:
+    """Read the dataset named by ``data_cfg`` (``model_classes``: the model's ``(keys, names)``, used when
+    ``data.classes`` is null).
+
+    Returns the records (sorted by id; problems included), the class list, and the metadata file to join
+    (or None).
+    """
+    source = data_cfg.source
+    metadata = Path(data_cfg.metadata) if data_cfg.get("metadata") else None
+    if source == "synthetic":
+        from pipeline.demo.synthetic import ensure_synthetic
+        from pipeline.demo.defaults import synthetic_spec
+
+        root = ensure_synthetic(cache_dir, synthetic_spec(data_cfg.synthetic))
+        split = root / data_cfg.synthetic.split
+        classes = read_class_file(root / "classes.txt")
+        from pipeline.data.voc import read_voc
+
+        records = read_voc(split / "images", split / "annotations", classes)
+        metadata = metadata or (split / "metadata.csv")
+    elif source == "voc":
+        classes = _class_file(data_cfg, model_classes)
+        from pipeline.data.voc import read_voc
+
+        records = read_voc(_existing("data.images", data_cfg.images), _existing("data.annotations", data_cfg.annotations), classes)
+    elif source == "coco":
+        classes = _class_file(data_cfg, model_classes)
+        from pipeline.data.coco import read_coco
+
+        try:
+            records = read_coco(_existing("data.annotations", data_cfg.annotations, "file"), _existing("data.images", data_cfg.images),
+                                classes, allow_outside_root=bool(data_cfg.allow_outside_root))
+        except ValueError as error:
+            raise ConfigError("data.annotations", str(error)) from error
+    elif source == "manifest":
+        classes = _class_file(data_cfg, model_classes)
+        from pipeline.data.manifest import read_manifest
+
+        try:
+            records = read_manifest(_existing("data.manifest", data_cfg.manifest, "file"), classes,
+                                    allow_outside_root=bool(data_cfg.allow_outside_root))
+        except ValueError as error:
+            raise ConfigError("data.manifest", str(error)) from error
+    else:
+        raise ConfigError("data.source", f"unknown source {source!r}; choose synthetic, voc, coco or manifest")
+    if metadata is not None and not metadata.is_file():
+        raise ConfigError("data.metadata", f"file {str(metadata)!r} does not exist")
+    if not records:  # an empty folder or file is almost always a wrong path: say so instead of "0 images"
+        option = {"synthetic": "data.synthetic", "voc": "data.images", "coco": "data.annotations"}.get(source, "data.manifest")
+        raise ConfigError(option, "the dataset has no samples (no image or annotation found there)")
+    records = mark_duplicates(sorted(records, key=lambda r: r.sample_id))
+    if data_cfg.get("limit"):
+        records = records[: int(data_cfg.limit)]
+    return records, classes, metadata
+
+
+# The error type of an index-stage problem (errors.parquet ``error_type``), from the readers' messages; the
+# first matching rule wins. The message itself keeps the detail.
+INDEX_PROBLEM_TYPES = (
+    ("DuplicateId", ("duplicate", "share the file stem")),
+    ("PathOutsideRoot", ("resolves outside",)),
+    ("MissingImage", ("has no image", "not in 'images'", "no usable image_id")),
+    ("MissingAnnotation", ("no annotation file", "has no annotations")),
+    ("BadLabel", ("label", "category")),
+)
+
+
+def index_problem_type(problem: str) -> str:
+    """``DuplicateId``, ``PathOutsideRoot``, ``MissingImage``, ``MissingAnnotation``, ``BadLabel`` (unknown,
+    ambiguous, disagreeing or missing label), else ``BadAnnotation`` (unreadable annotation, bad boxes)."""
+    for name, needles in INDEX_PROBLEM_TYPES:
+        if any(needle in problem for needle in needles):
+            return name
+    return "BadAnnotation"
+
+
+def check_index_problems(records: list[SampleRecord], classes: ClassList, source: str, max_fraction: float, min_samples: int) -> None:
+    """Stop at start when the annotations as a whole do not fit the configuration.
+
+    One bad entry is an error row; but when no sample is usable, or (with at least ``min_samples``
+    records) more than ``max_fraction`` of them fail before any image is read, the cause is almost
+    always a wrong option (a classes file whose keys are not the annotations' labels, a wrong folder), and
+    a run that writes zero rows would look like success. Raises a ConfigError naming the likely option,
+    with the most common problem and, for label problems, what the class list holds.
+    """
+    failed = [r.problem for r in records if r.problem]
+    if not failed or not (len(failed) == len(records) or (len(records) >= min_samples and len(failed) > max_fraction * len(records))):
+        return
+    label_problems = [problem for problem in failed if "label" in problem or "category" in problem]
+    label_problem = len(label_problems) * 2 > len(failed)
+    chosen = label_problems if label_problem else [problem for problem in failed if problem not in label_problems] or failed
+    example, count = Counter(chosen).most_common(1)[0][0], len(chosen)
+    option = "data.classes" if label_problem else {"voc": "data.annotations", "coco": "data.annotations"}.get(source, "data.manifest")
+    detail = f"; the class list's keys look like {', '.join(repr(k) for k in classes.keys[:3])}" if label_problem else ""
+    raise ConfigError(option, f"{len(failed)} of {len(records)} samples cannot be audited before any image is read "
+                              f"({count} like {example!r}){detail}")
+
+
+def mark_duplicates(records: list[SampleRecord]) -> list[SampleRecord]:
+    """Keep the first record of each id; later ones become problem records with a unique id (the reader's
+    own problem, e.g. which files clash, is kept after ``duplicate id``)."""
+    seen: dict[str, int] = {}
+    out = []
+    for record in records:
+        count = seen.get(record.sample_id, 0)
+        seen[record.sample_id] = count + 1
+        if count:
+            detail = f": {record.problem}" if record.problem else ""
+            record = SampleRecord(f"{record.sample_id}#dup{count}", record.image_path, record.label, empty_boxes(),
+                                  problem=f"duplicate id {record.sample_id!r}{detail}")
+        out.append(record)
+    return out
+
+
+def read_metadata(path: Path | None) -> pd.DataFrame | None:
+    """Per-sample columns to carry into the report (a CSV with an ``id`` column), indexed by id."""
+    if path is None:
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except Exception as error:  # noqa: BLE001 -- pandas raises many types; all mean "not a readable CSV"
+        raise ConfigError("data.metadata", f"cannot read {path}: {(str(error).splitlines() or [type(error).__name__])[0]}") from error
+    if "id" not in frame.columns:
+        raise ConfigError("data.metadata", f"{path} has no 'id' column")
+    frame["id"] = frame["id"].astype(str)
+    return frame.drop_duplicates("id").set_index("id")
