@@ -23,7 +23,7 @@ from tqdm import tqdm
 from pipeline import distributed
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
 from pipeline.data.records import ClassList, SampleRecord
-from pipeline.errors import ConfigError, TooManyFailures
+from pipeline.errors import ConfigError, OptionError, TooManyFailures
 from pipeline.maps.engine import CamEngine, UpsampledMaps, upsample_and_normalise
 from pipeline.maps.methods import get_method
 from pipeline.maps.warp import original_grid_sizes
@@ -38,7 +38,7 @@ from pipeline.reports.overlays import save_overlays
 from pipeline.reports.parts import PartWriter, list_parts, read_column
 from pipeline.scores import score_map
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
-from pipeline.data.sources import check_index_problems, index_problem_type, load_records, read_metadata
+from pipeline.data.sources import check_index_problems, load_records, read_metadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCORE_SPACES = ("input", "original")
@@ -106,8 +106,8 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         raise ConfigError("cam.top_k", "must be at least 1")
     try:
         method = get_method(cfg.cam.method)
-    except ValueError as error:
-        raise ConfigError("cam.method", str(error).split(": ", 1)[-1]) from error
+    except OptionError as error:
+        raise ConfigError(f"cam.{error.option}", error.reason) from error
     score_space = str(cfg.scores.get("space", "input"))
     if score_space not in SCORE_SPACES:
         raise ConfigError("scores.space", f"unknown space {score_space!r}; use input or original")
@@ -129,9 +129,8 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     module = built.module.to(device).eval()
     try:
         preprocess, preprocess_sources = resolve_preprocess(cfg.data.preprocess, built.preprocess)
-    except ValueError as error:
-        option, reason = str(error).split(": ", 1)
-        raise ConfigError(f"data.preprocess.{option}", reason) from error
+    except OptionError as error:
+        raise ConfigError(f"data.preprocess.{error.option}", error.reason) from error
     size = preprocess.size
     try:
         layout = detect_layout(module, str(cfg.model.get("layout", "auto")), size)
@@ -306,7 +305,7 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     todo = [r for r in distributed.shard(setup.records, ranks) if r.sample_id not in done]
     index_errors = [r for r in todo if r.problem]
     if index_errors:
-        error_writer.add(report_schema.error_rows([(r, "index", index_problem_type(r.problem), r.problem) for r in index_errors]))
+        error_writer.add(report_schema.error_rows([(r, "index", r.problem.type, r.problem.message) for r in index_errors]))
     todo = [r for r in todo if not r.problem]
     todo_arrays = report_schema.record_arrays(todo, setup, samples_schema)
     labels_all = torch.tensor([r.label for r in todo], dtype=torch.long)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.manifest import resolve_image_path, unique_ids
-from pipeline.data.records import ClassList, SampleRecord, empty_boxes
+from pipeline.data.manifest import is_file, resolve_image_path, unique_ids
+from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes
 
 Box = tuple[float, float, float, float]
 
@@ -90,6 +90,26 @@ def _group_annotations(annotations: list) -> tuple[dict[object, list[dict]], lis
 # --------------------------------------------------------------------------------------------------
 
 
+def finite_number(value: object) -> bool:
+    """True for an int or float (not bool) that is finite as a float.
+
+    JSON integers have no size limit: ``1`` followed by 400 zeros is a valid int that no float holds
+    (``math.isfinite`` raises OverflowError on it); it is not a usable number.
+    """
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: object) -> str:
+    """``repr`` cut to 40 characters (a 400-digit integer must not fill the message)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
 def coco_box(bbox: object) -> tuple[Box | None, str | None]:
     """COCO ``[x, y, w, h]`` -> pixel-edge ``(x1, y1, x2, y2) = (x, y, x + w, y + h)``.
 
@@ -97,21 +117,26 @@ def coco_box(bbox: object) -> tuple[Box | None, str | None]:
     (a negative size is a malformed COCO box, not a geometry question left to the decoder).
     """
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        return None, f"bbox {bbox!r} is not [x, y, w, h]"
-    if not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
-        return None, f"bbox {bbox!r} holds a value that is not a finite number"
+        return None, f"bbox {_shown(bbox)} is not [x, y, w, h]"
+    if not all(finite_number(v) for v in bbox):
+        large = any(isinstance(v, int) and not isinstance(v, bool) and not finite_number(v) for v in bbox)
+        return None, f"bbox {_shown(bbox)} holds a value that is not a finite number" + (" (too large for a float)" if large else "")
     x, y, w, h = (float(v) for v in bbox)
     if w < 0 or h < 0:
-        return None, f"bbox {bbox!r} has a negative width or height"
+        return None, f"bbox {_shown(bbox)} has a negative width or height"
     return (x, y, x + w, y + h), None
 
 
-def _annotated_size(entry: dict) -> tuple[int, int] | None:
-    """``(width, height)`` of the image entry, or None when absent or not positive."""
+def _annotated_size(entry: dict) -> tuple[tuple[int, int] | None, str | None]:
+    """``(width, height)`` of the image entry, or None when absent or not positive; a problem for an
+    integer too large for a float (any other odd value means "size unknown", as before)."""
     width, height = entry.get("width"), entry.get("height")
-    if not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in (width, height)):
-        return None
-    return int(round(width)), int(round(height))
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, int) and not isinstance(value, bool) and not finite_number(value):
+            return None, f"{name} {_shown(value)} is too large for a float"
+    if not all(finite_number(v) and v > 0 for v in (width, height)):
+        return None, None
+    return (int(round(width)), int(round(height))), None
 
 
 def _category_index(category_id: object, names: dict[object, str], lookup: dict[str, int]) -> tuple[int, str | None]:
@@ -258,9 +283,10 @@ def read_coco(
     records = [_image_record(sample_ids[number], number, entry, context) for number, entry in enumerate(entries)]
     tail = sample_ids[len(entries):]
     for sample_id, key in zip(tail, orphans):
-        records.append(SampleRecord(sample_id, "", -1, empty_boxes(), problem=f"annotations refer to image id {key!r}, which is not in 'images'"))
+        records.append(SampleRecord(sample_id, "", -1, empty_boxes(),
+                                    problem=Problem("MissingImage", f"annotations refer to image id {key!r}, which is not in 'images'")))
     for sample_id, number in zip(tail[len(orphans):], stray):
-        records.append(SampleRecord(sample_id, "", -1, empty_boxes(), problem=f"annotations[{number}] has no usable image_id"))
+        records.append(SampleRecord(sample_id, "", -1, empty_boxes(), problem=Problem("MissingImage", f"annotations[{number}] has no usable image_id")))
     return sorted(records, key=lambda r: r.sample_id)
 
 
@@ -268,34 +294,40 @@ def _image_record(sample_id: str, number: int, entry: object, context: _Context)
     """The record of ``images[number]`` (updates ``context.seen_*`` for the entries after it)."""
     problem = _entry_problem(entry, number)
     if problem:
-        return SampleRecord(sample_id, "", -1, empty_boxes(), problem=problem)
+        return SampleRecord(sample_id, "", -1, empty_boxes(), problem=Problem("BadAnnotation", problem))
     assert isinstance(entry, dict)
-    size = _annotated_size(entry)
-    image, problem = resolve_image_path(context.root, entry["file_name"], context.allow_outside_root)
-    if problem or image is None:
-        return SampleRecord(sample_id, "", -1, empty_boxes(), size, problem=problem)
-    image_path = str(image.resolve()) if image.is_file() else ""
+    size, size_problem = _annotated_size(entry)
+    image, path_problem = resolve_image_path(context.root, entry["file_name"], context.allow_outside_root)
+    if path_problem or image is None:
+        return SampleRecord(sample_id, "", -1, empty_boxes(), size, problem=path_problem)
+    image_path = str(image.resolve()) if is_file(image) else ""
 
     # duplicates: the first entry keeps the id / file (and the annotations); later ones are reported
     if entry["id"] in context.seen_ids:
         first = context.seen_ids[entry["id"]]
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=f"duplicate image id {entry['id']!r} (also images[{first}])")
+        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size,
+                            problem=Problem("DuplicateId", f"duplicate image id {entry['id']!r} (also images[{first}])"))
     context.seen_ids[entry["id"]] = number
     if str(image) in context.seen_files:
         first_id = context.seen_files[str(image)]
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=f"duplicate file name {entry['file_name']} (also image id {first_id!r})")
+        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size,
+                            problem=Problem("DuplicateId", f"duplicate file name {entry['file_name']} (also image id {first_id!r})"))
     context.seen_files[str(image)] = entry["id"]
 
     if not image_path:
-        return SampleRecord(sample_id, "", -1, empty_boxes(), size, problem=f"annotation {entry['file_name']} (image id {entry['id']!r}) has no image")
+        return SampleRecord(sample_id, "", -1, empty_boxes(), size,
+                            problem=Problem("MissingImage", f"annotation {entry['file_name']} (image id {entry['id']!r}) has no image"))
+    if size_problem:
+        return SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem("BadAnnotation", size_problem))
     annotations = context.by_image.get(entry["id"], [])
     if entry.get(context.label_field) is not None:
         label, problem = _explicit_label(entry[context.label_field], context.names, context.lookup)
     else:
         label, problem = _shared_label(annotations, context.names, context.lookup)
     if problem:
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=problem)
+        kind = "MissingAnnotation" if not annotations and entry.get(context.label_field) is None else "BadLabel"
+        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=Problem(kind, problem))
     boxes, problem = _label_boxes(label, annotations, context.names, context.lookup)
     if problem:
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=problem)
+        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=Problem("BadAnnotation", problem))
     return SampleRecord(sample_id, image_path, label, boxes, size)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data.decode import decode_image
+from pipeline.data.decode import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, decode_image
 from pipeline.data.geometry import MODES, boxes_in_stored, boxes_to_input, image_to_input, plan_placement
 from pipeline.data.records import SampleRecord
+from pipeline.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class PreprocessSpec:
     fill: int = 0
     boxes_refer_to: str = "stored"
     check_annotated_size: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger images (stored pixels), one error row each
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO  # refuse images whose longer side is more times the shorter
 
 
 # Where the data config says ``auto`` and the model's weights say nothing: ImageNet evaluation.
@@ -72,19 +75,26 @@ def resolve_preprocess(options: Mapping, from_model: Mapping) -> tuple[Preproces
         resize_size = int(round(values["size"] * ratio))
     mode = str(options.get("mode", "resize_crop"))
     if mode not in MODES:
-        raise ValueError(f"mode: unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        raise OptionError("mode", f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if not isinstance(values["size"], int) or values["size"] < 8:
-        raise ValueError(f"size: {values['size']!r} is not a side of at least 8 pixels (or auto)")
+        raise OptionError("size", f"{values['size']!r} is not a side of at least 8 pixels (or auto)")
     if mode != "resize_crop":
         sources["resize_size"] = "unused"
     if mode == "resize_crop" and resize_size is not None and (not isinstance(resize_size, int) or resize_size < values["size"]):
-        raise ValueError(f"resize_size: {resize_size!r} must be an integer >= size ({values['size']}), null or auto")
+        raise OptionError("resize_size", f"{resize_size!r} must be an integer >= size ({values['size']}), null or auto")
     if str(values["interpolation"]) not in INTERPOLATIONS:
-        raise ValueError(f"interpolation: {values['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)} (or auto)")
+        raise OptionError("interpolation", f"{values['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)} (or auto)")
+    max_pixels = options.get("max_pixels", DEFAULT_MAX_PIXELS)
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise OptionError("max_pixels", f"{max_pixels!r} is not a positive whole number of pixels")
+    max_aspect_ratio = options.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)
+    if isinstance(max_aspect_ratio, bool) or not isinstance(max_aspect_ratio, (int, float)) or not max_aspect_ratio >= 1:
+        raise OptionError("max_aspect_ratio", f"{max_aspect_ratio!r} is not a number >= 1")
     spec = PreprocessSpec(mode=mode, size=values["size"], resize_size=resize_size if mode == "resize_crop" else None,
                           interpolation=str(values["interpolation"]), fill=int(options.get("fill", 0)),
                           boxes_refer_to=str(options.get("boxes_refer_to", "stored")),
-                          check_annotated_size=bool(options.get("check_annotated_size", True)))
+                          check_annotated_size=bool(options.get("check_annotated_size", True)),
+                          max_pixels=int(max_pixels), max_aspect_ratio=float(max_aspect_ratio))
     return spec, sources
 
 
@@ -112,7 +122,8 @@ class AuditDataset(Dataset):
         record = self.records[index]
         stage = "decode"
         try:
-            image, (width, height) = decode_image(record.image_path, self.spec.boxes_refer_to, min_side=self.spec.resize_size or self.spec.size)
+            image, (width, height) = decode_image(record.image_path, self.spec.boxes_refer_to, min_side=self.spec.resize_size or self.spec.size,
+                                                  max_pixels=self.spec.max_pixels, max_aspect_ratio=self.spec.max_aspect_ratio)
             stage = "annotation"
             if self.spec.check_annotated_size and record.annotated_size and tuple(record.annotated_size) != (width, height):
                 raise ValueError(f"annotation says {record.annotated_size[0]}x{record.annotated_size[1]} but the image is {width}x{height}")

@@ -20,6 +20,7 @@ numbers: a stored-image point ``x`` is read from the network input at ``x * scal
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,11 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 MODES = ("resize_crop", "resize", "letterbox")
+# image_to_input resizes only a window of the stored image (the part the crop keeps, with a margin for
+# the resampling filter) when the whole resized image would have more than this many times the pixels of
+# the network input: a 1:20 strip resized to 256 on its short side is 256 x 5,120, of which 224 x 224 is
+# kept. Below it (every usual photo) the whole image is resized, as before.
+CROP_FIRST_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -118,15 +124,56 @@ def image_to_input(image: torch.Tensor, placement: Placement, interpolation: str
         ``[3, out_height, out_width]`` uint8.
     """
     mode = InterpolationMode(interpolation)
-    resized = TF.resize(image, [placement.resized_height, placement.resized_width], interpolation=mode, antialias=True)
     out = torch.full((image.shape[0], placement.out_height, placement.out_width), fill, dtype=image.dtype)
     # Overlap of the resized image (shifted by the offset) with the output canvas.
     src_x0, src_y0 = max(0, -placement.offset_x), max(0, -placement.offset_y)
     dst_x0, dst_y0 = max(0, placement.offset_x), max(0, placement.offset_y)
     w = min(placement.resized_width - src_x0, placement.out_width - dst_x0)
     h = min(placement.resized_height - src_y0, placement.out_height - dst_y0)
+    if w <= 0 or h <= 0:
+        return out
+    resized_size = (placement.resized_height, placement.resized_width)
+    if placement.resized_width * placement.resized_height > CROP_FIRST_FACTOR * placement.out_width * placement.out_height:
+        # Resize only the window that the visible part comes from: same filter, same sample positions.
+        rows = source_window(image.shape[-2], placement.resized_height, src_y0, src_y0 + h)
+        cols = source_window(image.shape[-1], placement.resized_width, src_x0, src_x0 + w)
+        image = image[:, rows.source_start:rows.source_stop, cols.source_start:cols.source_stop]
+        resized_size = (rows.resized_length, cols.resized_length)
+        src_x0, src_y0 = src_x0 - cols.resized_start, src_y0 - rows.resized_start
+    resized = TF.resize(image, list(resized_size), interpolation=mode, antialias=True)
     out[:, dst_y0:dst_y0 + h, dst_x0:dst_x0 + w] = resized[:, src_y0:src_y0 + h, src_x0:src_x0 + w]
     return out
+
+
+@dataclass(frozen=True)
+class Window:
+    """Source pixels ``[source_start, source_stop)`` of one axis resize to the resized pixels
+    ``[resized_start, resized_start + resized_length)`` of the whole image's resize, exactly."""
+
+    source_start: int
+    source_stop: int
+    resized_start: int
+    resized_length: int
+
+
+def source_window(n_source: int, n_resized: int, start: int, stop: int) -> Window:
+    """The source window that resizing ``n_source -> n_resized`` pixels needs for resized pixels ``[start, stop)``.
+
+    A resize samples output pixel ``i`` at source position ``(i + 0.5) * n_source / n_resized - 0.5``
+    (half-pixel centres, as torch and PIL). Resizing a window that starts at source pixel ``a`` to
+    ``(b - a) * n_resized / n_source`` pixels samples the same positions (shifted by ``a``) only when that
+    shift is a whole number of output pixels: ``a`` and ``b`` are multiples of the period
+    ``n_source / gcd(n_source, n_resized)``. The window is widened by the filter's reach (2 output-pixel
+    footprints, enough for the antialiased bicubic) and rounded out to the period; so it is the whole
+    axis when the period is long (then nothing is saved, and nothing changes).
+    """
+    period = n_source // math.gcd(n_source, n_resized)
+    per_period = n_resized // math.gcd(n_source, n_resized)
+    ratio = n_source / n_resized
+    margin = 2.0 * max(ratio, 1.0) + 2.0  # source pixels
+    first = max(0, math.floor((start * ratio - margin) / period) * period)
+    last = min(n_source, math.ceil((stop * ratio + margin) / period) * period)
+    return Window(first, last, first // period * per_period, (last - first) // period * per_period)
 
 
 def boxes_in_stored(boxes: np.ndarray, width: int, height: int) -> np.ndarray:

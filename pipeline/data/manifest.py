@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data.records import ClassList, SampleRecord, empty_boxes
+from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes
 
 REQUIRED_COLUMNS = ("path", "label")
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+NAME_MAX_BYTES = 255  # longest file or folder name (one path component) of ext4, XFS, btrfs, NTFS, APFS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -45,7 +46,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 # --------------------------------------------------------------------------------------------------
 
 
-def resolve_image_path(root: Path, name: str, allow_outside_root: bool = False) -> tuple[Path | None, str | None]:
+def resolve_image_path(root: Path, name: str, allow_outside_root: bool = False) -> tuple[Path | None, Problem | None]:
     """Turn an annotation's file name into an absolute path under ``root``.
 
     The containment check is lexical (``..`` is collapsed, symlinks are *not* followed): a dataset may
@@ -53,16 +54,31 @@ def resolve_image_path(root: Path, name: str, allow_outside_root: bool = False) 
     at arbitrary files through ``..`` or an absolute path.
 
     Returns:
-        ``(path, None)`` with the absolute, normalised path, or ``(None, problem)``.
+        ``(path, None)`` with the absolute, normalised path, or ``(None, problem)`` (``MissingImage`` for
+        an empty name or a component longer than :data:`NAME_MAX_BYTES`, which no file can have and
+        which the OS refuses with ENAMETOOLONG; ``PathOutsideRoot``).
     """
     if not name or not name.strip():
-        return None, "empty file name"
+        return None, Problem("MissingImage", "empty file name")
+    too_long = [part for part in Path(name).parts if len(os.fsencode(part)) > NAME_MAX_BYTES]
+    if too_long:
+        return None, Problem("MissingImage", f"file name {too_long[0][:40]}... is too long ({len(os.fsencode(too_long[0]))} bytes; "
+                                             f"file systems allow {NAME_MAX_BYTES})")
     base = os.path.abspath(root)
     candidate = os.path.abspath(os.path.join(base, name))  # join keeps ``name`` when it is absolute
     inside = os.path.commonpath([base, candidate]) == base
     if not inside and not allow_outside_root:
-        return None, f"file name {name} resolves outside {root} (pass allow_outside_root=True to accept it)"
+        return None, Problem("PathOutsideRoot", f"file name {name} resolves outside {root} (pass allow_outside_root=True to accept it)")
     return Path(candidate), None
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False instead of an OSError (a path too long in total, a permission problem):
+    one unusable path is that sample's problem, never the run's."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def unique_ids(candidates: list[str]) -> list[str]:
@@ -107,7 +123,7 @@ def box_array(boxes: object) -> tuple[np.ndarray | None, str | None]:
     """
     try:
         rows = [np.asarray(box, dtype=np.float64).reshape(-1) for box in boxes]  # type: ignore[union-attr]
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: an integer past float range
         return None, f"boxes are not lists of numbers: {error}"
     if any(row.shape != (4,) for row in rows):
         return None, "every box needs 4 numbers x1, y1, x2, y2"
@@ -120,7 +136,8 @@ def box_array(boxes: object) -> tuple[np.ndarray | None, str | None]:
 def resolve_label(value: object, classes: ClassList, lookup: dict[str, int]) -> tuple[int, str | None]:
     """A label cell -> output index: a class key or name, or an integer index (also as a digit string).
 
-    A key/name wins over the digit reading, so a class literally named ``"3"`` stays addressable.
+    A key/name wins over the digit reading, so a class literally named ``"3"`` stays addressable. Only
+    ASCII digits are an index (``"²"`` and ``"٣"`` are digits to ``str.isdigit`` but not to ``int``).
 
     Returns:
         ``(index, None)`` or ``(-1, problem)``.
@@ -133,7 +150,8 @@ def resolve_label(value: object, classes: ClassList, lookup: dict[str, int]) -> 
         text = value.strip()
         if text in lookup:
             return lookup[text], None
-        if not (text.lstrip("+-").isdigit()):
+        digits = text.lstrip("+-")
+        if not (digits.isascii() and digits.isdigit()):
             return -1, f"unknown label {text}"
         value = int(text)
     if isinstance(value, Real) and not isinstance(value, Integral):
@@ -223,7 +241,7 @@ class _Group:
 
     name: str
     image: Path | None
-    problem: str | None
+    problem: Problem | None
     labels: list[int] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
@@ -237,34 +255,34 @@ def _group_rows(table: pd.DataFrame, root: Path, classes: ClassList, allow_outsi
     for number, row in enumerate(table.to_dict("records")):
         raw = row["path"]
         name = "" if is_missing(raw) else str(raw).strip()
-        image, problem = resolve_image_path(root, name, allow_outside_root) if name else (None, "row has no path")
+        image, problem = resolve_image_path(root, name, allow_outside_root) if name else (None, Problem("BadAnnotation", "row has no path"))
         # rows without a usable path cannot be grouped with anything: one group each
         key = str(image) if image is not None else f"<row {number}>"
         group = groups.setdefault(key, _Group(name or f"row-{number}", image, problem))
         label, label_problem = resolve_label(row["label"], classes, lookup)
         group.labels.append(label)
         if label_problem and group.problem is None:
-            group.problem = label_problem
+            group.problem = Problem("BadLabel", label_problem)
         if "id" in row and not is_missing(row["id"]):
             group.ids.append(str(row["id"]).strip())
         boxes, box_problem = _row_boxes(row, layout)
         if box_problem and group.problem is None:
-            group.problem = f"data row {number + 1}: {box_problem}"
+            group.problem = Problem("BadAnnotation", f"data row {number + 1}: {box_problem}")
         if boxes is not None:
             group.boxes.append(boxes)
     return list(groups.values())
 
 
-def _group_problem(group: _Group) -> str | None:
+def _group_problem(group: _Group) -> Problem | None:
     """Why the group cannot be audited, checked in order: path, labels, ids, file on disk."""
     if group.problem:
         return group.problem
     if len(set(group.labels)) > 1:
-        return f"rows of {group.name} disagree on the label ({sorted(set(group.labels))})"
+        return Problem("BadLabel", f"rows of {group.name} disagree on the label ({sorted(set(group.labels))})")
     if len(set(group.ids)) > 1:
-        return f"rows of {group.name} disagree on the id ({', '.join(sorted(set(group.ids)))})"
-    if group.image is None or not group.image.is_file():
-        return f"annotation {group.name} has no image"
+        return Problem("BadAnnotation", f"rows of {group.name} disagree on the id ({', '.join(sorted(set(group.ids)))})")
+    if group.image is None or not is_file(group.image):
+        return Problem("MissingImage", f"annotation {group.name} has no image")
     return None
 
 
@@ -305,9 +323,9 @@ def read_manifest(path: str | Path, classes: ClassList, allow_outside_root: bool
     for i, group in enumerate(groups):
         problem = _group_problem(group)
         if problem is None and explicit[i] and chosen[i] != wanted[i]:
-            problem = f"duplicate id {wanted[i]}"
+            problem = Problem("DuplicateId", f"duplicate id {wanted[i]}")
         label = group.labels[0] if problem is None else -1
         boxes = np.concatenate(group.boxes).astype(np.float32) if group.boxes and problem is None else empty_boxes()
-        image_path = str(group.image.resolve()) if group.image is not None and group.image.is_file() else ""
+        image_path = str(group.image.resolve()) if group.image is not None and is_file(group.image) else ""
         records.append(SampleRecord(chosen[i], image_path, label, boxes.reshape(-1, 4), problem=problem))
     return sorted(records, key=lambda r: r.sample_id)

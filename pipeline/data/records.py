@@ -1,10 +1,15 @@
-"""The sample record every dataset source yields, and the class list.
+r"""The sample record every dataset source yields, and the class list.
 
 A record is what the readers know about one image before it is decoded: where it is, its label as a
 model output index, and its boxes in pixel-edge coordinates of the *stored* image (see
 ``docs`` in the README: a box ``(x1, y1, x2, y2)`` covers columns ``x1 <= x < x2`` and rows
-``y1 <= y < y2``). Readers never raise for one bad entry: they return a record with ``problem`` set,
-and the run turns it into a row of ``errors.parquet``.
+``y1 <= y < y2``). Readers never raise for one bad entry: they return a record with ``problem`` set
+(a :class:`Problem`: its type and a message), and the run turns it into a row of ``errors.parquet``.
+
+Ids and paths are text. A file name that is not valid UTF-8 (``caf\xe9.jpg`` from a Latin-1 archive)
+reaches Python as a string with lone surrogates (``os.fsdecode``'s ``surrogateescape``); the file is
+opened through that string, and wherever the name is *shown* (the sample id, the report's ``path``,
+messages) each undecodable byte is written as a backslash escape ``\xNN``: :func:`printable_text`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+
+# The ``error_type`` of a problem found while reading the annotations (before any image is decoded).
+PROBLEM_TYPES = (
+    "DuplicateId",        # a second entry with an id already taken (renamed ``<id>#dupN``)
+    "PathOutsideRoot",    # the path leaves the data folder (``..``, absolute) without data.allow_outside_root
+    "MissingImage",       # no image file for the entry (absent, unusable or over-long name)
+    "UnsupportedFormat",  # an image file of a format the reader does not read (e.g. ``.gif``)
+    "MissingAnnotation",  # an image without annotation, or without annotations and label
+    "BadLabel",           # unknown, ambiguous, disagreeing or out-of-range label
+    "BadAnnotation",      # unreadable annotation, malformed or non-finite boxes or sizes
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a sample cannot be audited: ``type`` (one of :data:`PROBLEM_TYPES`, the ``error_type``
+    column people filter on) and ``message`` (the detail, for a person)."""
+
+    type: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.type not in PROBLEM_TYPES:
+            raise ValueError(f"unknown problem type {self.type!r}; add it to PROBLEM_TYPES")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def printable_text(text: str) -> str:
+    r"""``text`` with every undecodable file-name byte written as a backslash escape; valid text unchanged.
+
+    A byte ``0xNN`` that ``surrogateescape`` turned into the lone surrogate ``U+DCNN`` becomes the four
+    characters ``\xNN`` (the name ``b"caf\xe9"`` is shown as ``caf\xe9``); any other lone surrogate
+    becomes ``\uNNNN``. The result always encodes as UTF-8 (Parquet, JSON, file names). Two names can
+    escape alike (a real ``caf\xe9`` typed with a backslash): then the second is a duplicate id.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(_printable_char(c) for c in text)
+
+
+def _printable_char(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's encoding of the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"\\u{code:04x}"
+    return char
 
 
 @dataclass(frozen=True)
@@ -34,7 +91,7 @@ class SampleRecord:
     label: int
     boxes: np.ndarray
     annotated_size: tuple[int, int] | None = None
-    problem: str | None = None
+    problem: Problem | None = None
     extra: dict = field(default_factory=dict)
 
 

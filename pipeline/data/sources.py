@@ -8,11 +8,12 @@ records) and paths cannot leave the data root unless ``data.allow_outside_root``
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.data.records import ClassList, SampleRecord, empty_boxes, read_class_file
+from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, printable_text, read_class_file
 from pipeline.errors import ConfigError
 
 
@@ -95,30 +96,10 @@ def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[Sa
     if not records:  # an empty folder or file is almost always a wrong path: say so instead of "0 images"
         option = {"synthetic": "data.synthetic", "voc": "data.images", "coco": "data.annotations"}.get(source, "data.manifest")
         raise ConfigError(option, "the dataset has no samples (no image or annotation found there)")
-    records = mark_duplicates(sorted(records, key=lambda r: r.sample_id))
-    if data_cfg.get("limit"):
+    records = mark_duplicates(sorted((printable_ids(r) for r in records), key=lambda r: r.sample_id))
+    if data_cfg.get("limit") is not None:  # checked to be >= 1 by pipeline.options before any work
         records = records[: int(data_cfg.limit)]
     return records, classes, metadata
-
-
-# The error type of an index-stage problem (errors.parquet ``error_type``), from the readers' messages; the
-# first matching rule wins. The message itself keeps the detail.
-INDEX_PROBLEM_TYPES = (
-    ("DuplicateId", ("duplicate", "share the file stem")),
-    ("PathOutsideRoot", ("resolves outside",)),
-    ("MissingImage", ("has no image", "not in 'images'", "no usable image_id")),
-    ("MissingAnnotation", ("no annotation file", "has no annotations")),
-    ("BadLabel", ("label", "category")),
-)
-
-
-def index_problem_type(problem: str) -> str:
-    """``DuplicateId``, ``PathOutsideRoot``, ``MissingImage``, ``MissingAnnotation``, ``BadLabel`` (unknown,
-    ambiguous, disagreeing or missing label), else ``BadAnnotation`` (unreadable annotation, bad boxes)."""
-    for name, needles in INDEX_PROBLEM_TYPES:
-        if any(needle in problem for needle in needles):
-            return name
-    return "BadAnnotation"
 
 
 def check_index_problems(records: list[SampleRecord], classes: ClassList, source: str, max_fraction: float, min_samples: int) -> None:
@@ -133,9 +114,9 @@ def check_index_problems(records: list[SampleRecord], classes: ClassList, source
     failed = [r.problem for r in records if r.problem]
     if not failed or not (len(failed) == len(records) or (len(records) >= min_samples and len(failed) > max_fraction * len(records))):
         return
-    label_problems = [problem for problem in failed if "label" in problem or "category" in problem]
+    label_problems = [problem.message for problem in failed if problem.type == "BadLabel"]
     label_problem = len(label_problems) * 2 > len(failed)
-    chosen = label_problems if label_problem else [problem for problem in failed if problem not in label_problems] or failed
+    chosen = label_problems if label_problem else [problem.message for problem in failed if problem.type != "BadLabel"]
     example, count = Counter(chosen).most_common(1)[0][0], len(chosen)
     option = "data.classes" if label_problem else {"voc": "data.annotations", "coco": "data.annotations"}.get(source, "data.manifest")
     detail = f"; the class list's keys look like {', '.join(repr(k) for k in classes.keys[:3])}" if label_problem else ""
@@ -143,18 +124,34 @@ def check_index_problems(records: list[SampleRecord], classes: ClassList, source
                               f"({count} like {example!r}){detail}")
 
 
+def printable_ids(record: SampleRecord) -> SampleRecord:
+    """The record with its id and problem message as printable text (:func:`~pipeline.data.records.printable_text`:
+    an undecodable file-name byte becomes ``\\xNN``); ``image_path`` keeps the real name, to open the file."""
+    problem = record.problem and Problem(record.problem.type, printable_text(record.problem.message))
+    if printable_text(record.sample_id) == record.sample_id and problem == record.problem:
+        return record
+    return replace(record, sample_id=printable_text(record.sample_id), problem=problem)
+
+
 def mark_duplicates(records: list[SampleRecord]) -> list[SampleRecord]:
-    """Keep the first record of each id; later ones become problem records with a unique id (the reader's
-    own problem, e.g. which files clash, is kept after ``duplicate id``)."""
+    """Keep the first record of each id; later ones become problem records with a unique id
+    ``<id>#dupN`` (N = 1, 2, ... skipping any id that a record of the dataset already has, so a real
+    ``img#dup1`` keeps its id). The reader's own problem, e.g. which files clash, is kept after
+    ``duplicate id``."""
+    taken = {record.sample_id for record in records}
     seen: dict[str, int] = {}
     out = []
     for record in records:
-        count = seen.get(record.sample_id, 0)
-        seen[record.sample_id] = count + 1
-        if count:
-            detail = f": {record.problem}" if record.problem else ""
-            record = SampleRecord(f"{record.sample_id}#dup{count}", record.image_path, record.label, empty_boxes(),
-                                  problem=f"duplicate id {record.sample_id!r}{detail}")
+        original = record.sample_id
+        number = seen.get(original, 0)
+        if number:
+            while f"{original}#dup{number}" in taken:
+                number += 1
+            taken.add(f"{original}#dup{number}")
+            detail = f": {record.problem.message}" if record.problem else ""
+            record = SampleRecord(f"{original}#dup{number}", record.image_path, record.label, empty_boxes(),
+                                  problem=Problem("DuplicateId", f"duplicate id {original!r}{detail}"))
+        seen[original] = number + 1
         out.append(record)
     return out
 

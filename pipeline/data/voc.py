@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.records import ClassList, SampleRecord, empty_boxes
+from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -26,7 +26,10 @@ def _int(node: ET.Element, tag: str) -> int:
     text = node.findtext(tag)
     if text is None:
         raise ValueError(f"missing <{tag}>")
-    return int(round(float(text)))
+    try:
+        return int(round(float(text)))
+    except OverflowError:  # inf, or a number past float range: the same kind of bad value as nan
+        raise ValueError(f"<{tag}> {text.strip()[:40]!r} is not a finite number") from None
 
 
 def parse_voc_xml(path: Path) -> tuple[list[tuple[str, tuple[float, float, float, float]]], tuple[int, int] | None, str | None]:
@@ -55,21 +58,27 @@ def parse_voc_xml(path: Path) -> tuple[list[tuple[str, tuple[float, float, float
     return objects, size, root.findtext("filename")
 
 
-def _index_images(image_dir: Path) -> tuple[dict[str, Path], list[Path]]:
+def _index_images(image_dir: Path) -> tuple[dict[str, Path], list[Path], dict[str, Path]]:
     """Map file stem -> image path for every image file directly in ``image_dir`` (sorted, stable).
 
     Two files with one stem (``a.jpg`` and ``a.png``) share an id: the first in sorted order is the
     sample, the others are returned as the second value so they are reported, never silently dropped.
+    The third value maps the stem of every other file (``a.gif``, a format not read) to it, so that an
+    annotation whose image has such a format says so instead of "has no image".
     """
     found: dict[str, Path] = {}
     clashes: list[Path] = []
+    others: dict[str, Path] = {}
     for path in sorted(image_dir.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            if path.stem in found:
-                clashes.append(path)
-            else:
-                found[path.stem] = path
-    return found, clashes
+        if not path.is_file():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            others.setdefault(path.stem, path)
+        elif path.stem in found:
+            clashes.append(path)
+        else:
+            found[path.stem] = path
+    return found, clashes, others
 
 
 def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassList) -> list[SampleRecord]:
@@ -82,7 +91,7 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
     against the image size is checked after decoding, when the real size is known).
     """
     image_dir, annotation_dir = Path(image_dir), Path(annotation_dir)
-    images, clashes = _index_images(image_dir)
+    images, clashes, others = _index_images(image_dir)
     annotations = {p.stem: p for p in sorted(annotation_dir.glob("*.xml"))}
     lookup = classes.index()
     records = []
@@ -91,27 +100,33 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
         xml = annotations.get(sample_id)
         image_path = str(image.resolve()) if image else ""
         if xml is None:
-            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), problem="image has no annotation file"))
+            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem("MissingAnnotation", "image has no annotation file")))
+            continue
+        if image is None and sample_id in others:
+            other = others[sample_id]
+            records.append(SampleRecord(sample_id, str(other.resolve()), -1, empty_boxes(), problem=Problem(
+                "UnsupportedFormat", f"{other.name}: unsupported format {other.suffix!r} (read: {', '.join(IMAGE_SUFFIXES)})")))
             continue
         if image is None:
-            records.append(SampleRecord(sample_id, "", -1, empty_boxes(), problem=f"annotation {xml.name} has no image"))
+            records.append(SampleRecord(sample_id, "", -1, empty_boxes(), problem=Problem("MissingImage", f"annotation {xml.name} has no image")))
             continue
         try:
             objects, size, _ = parse_voc_xml(xml)
         except (ET.ParseError, ValueError) as error:
-            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=f"bad annotation {xml.name}: {error}"))
+            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem("BadAnnotation", f"bad annotation {xml.name}: {error}")))
             continue
         label_key = _label_key(sample_id, objects, lookup)
         if label_key is None:
             keys = sorted({key for key, _ in objects}) or ["<no object>"]
-            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=f"unknown or ambiguous label {', '.join(keys)}"))
+            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), size,
+                                        problem=Problem("BadLabel", f"unknown or ambiguous label {', '.join(keys)}")))
             continue
         boxes = [box for key, box in objects if lookup.get(key) == lookup[label_key]]
         array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         records.append(SampleRecord(sample_id, image_path, lookup[label_key], array, size))
     for path in clashes:  # same id as an audited image: a problem record (pipeline.data.sources.mark_duplicates renames it)
         records.append(SampleRecord(path.stem, str(path.resolve()), -1, empty_boxes(),
-                                    problem=f"{path.name} and {images[path.stem].name} share the file stem"))
+                                    problem=Problem("DuplicateId", f"{path.name} and {images[path.stem].name} share the file stem")))
     return sorted(records, key=lambda r: r.sample_id)
 
 

@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from pipeline.errors import OptionError
+
 
 def _weighted_sum(acts: Tensor, weights: Tensor) -> Tensor:
     """``sum_c weights[b, k, c] * acts[b, c]``: ``[B, K, C]`` x ``[B, C, h, w]`` -> ``[B, K, h, w]``."""
@@ -96,5 +98,5 @@ METHODS: dict[str, CamMethod] = {
 def get_method(name: str) -> CamMethod:
     """Look a method up by name; a clear error lists the known ones."""
     if name not in METHODS:
-        raise ValueError(f"cam.method={name!r} is not a known method; choose one of {', '.join(METHODS)}")
+        raise OptionError("method", f"{name!r} is not a known method; choose one of {', '.join(METHODS)}")
     return METHODS[name]

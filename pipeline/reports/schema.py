@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.data.records import SampleRecord
+from pipeline.data.records import SampleRecord, printable_text
 from pipeline.scores.registry import score_columns
 
 ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("stage", pa.string()),
@@ -66,7 +66,7 @@ def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict
     labels = np.asarray([r.label for r in records], dtype=np.int64)
     arrays = {
         "id": pa.array([r.sample_id for r in records], pa.string()),
-        "path": pa.array([r.image_path for r in records], pa.string()),
+        "path": pa.array([printable_text(r.image_path) for r in records], pa.string()),  # the real name may not be UTF-8
         "label": pa.array(labels.astype(np.int32)),
         "label_name": pa.array(names[labels] if len(records) else [], pa.string()),
     }
@@ -80,8 +80,10 @@ def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict
 
 
 def error_rows(entries: list[tuple[SampleRecord, str, str, str]]) -> pa.Table:
-    """Rows of ``errors.parquet`` from ``(record, stage, error type, message)``."""
+    """Rows of ``errors.parquet`` from ``(record, stage, error type, message)``; paths and messages as
+    printable text (a decoder's message can quote a file name that is not UTF-8)."""
     return pa.table({
-        "id": [r.sample_id for r, *_ in entries], "path": [r.image_path for r, *_ in entries],
-        "stage": [e[1] for e in entries], "error_type": [e[2] for e in entries], "message": [str(e[3]) for e in entries],
+        "id": [r.sample_id for r, *_ in entries], "path": [printable_text(r.image_path) for r, *_ in entries],
+        "stage": [e[1] for e in entries], "error_type": [e[2] for e in entries],
+        "message": [printable_text(str(e[3])) for e in entries],
     }, schema=ERRORS_SCHEMA)

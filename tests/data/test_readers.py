@@ -186,11 +186,11 @@ def test_coco_labels_shared_explicit_and_disagreeing(tmp_path: Path) -> None:
     ]
     records = _by_id(read_coco(_write_coco(tmp_path / "c.json", images, annotations), tmp_path, SMALL))
     assert records["same"].label == 0 and records["same"].boxes.tolist() == [[0, 0, 5, 5], [1, 1, 3, 3]]
-    assert records["mixed"].label == -1 and "disagree" in records["mixed"].problem
+    assert records["mixed"].label == -1 and "disagree" in records["mixed"].problem.message
     assert records["named"].problem is None and records["named"].label == 1
     assert records["named"].boxes.tolist() == [[1, 1, 3, 3], [3, 3, 4, 4]]
     assert records["byid"].problem is None and records["byid"].label == 0 and records["byid"].boxes.tolist() == [[0, 0, 5, 5]]
-    assert "no annotations" in records["bare"].problem
+    assert "no annotations" in records["bare"].problem.message
     assert records["onlylabel"].problem is None and records["onlylabel"].boxes.shape == (0, 4)
 
 
@@ -212,10 +212,10 @@ def test_coco_unknown_category_and_missing_file(tmp_path: Path) -> None:
     ]
     annotations = [_ann(1, 7, [0, 0, 1, 1]), _ann(2, 99, [0, 0, 1, 1]), _ann(4, 1, [0, 0, 1, 1])]
     records = _by_id(read_coco(_write_coco(tmp_path / "c.json", images, annotations), tmp_path, SMALL))
-    assert "unknown category unicorn" in records["u"].problem
-    assert "unknown category id 99" in records["v"].problem
-    assert "unknown category zebra" in records["w"].problem
-    assert "has no image" in records["gone"].problem and records["gone"].image_path == ""
+    assert "unknown category unicorn" in records["u"].problem.message
+    assert "unknown category id 99" in records["v"].problem.message
+    assert "unknown category zebra" in records["w"].problem.message
+    assert "has no image" in records["gone"].problem.message and records["gone"].image_path == ""
     assert all(r.label == -1 and r.boxes.shape == (0, 4) for r in records.values())
 
 
@@ -231,7 +231,7 @@ def test_coco_paths_outside_the_image_dir_are_rejected(tmp_path: Path) -> None:
     annotations = [_ann(i, 1, [0, 0, 1, 1]) for i in (1, 2, 3, 4)]
     path = _write_coco(tmp_path / "c.json", images, annotations)
     records = read_coco(path, root, SMALL)
-    problems = {r.sample_id: r.problem for r in records}
+    problems = {r.sample_id: r.problem and r.problem.message for r in records}
     # stems clash (secret x2, ok x2): those entries fall back to their COCO id
     assert set(problems) == {"1", "2", "3", "4"}
     assert "outside" in problems["1"] and "outside" in problems["2"]
@@ -252,7 +252,7 @@ def test_coco_duplicates_and_orphans(tmp_path: Path) -> None:
     annotations = [_ann(1, 1, [0, 0, 1, 1]), _ann(2, 1, [0, 0, 1, 1]), _ann(5, 1, [0, 0, 1, 1]), {"category_id": 1}]
     records = read_coco(_write_coco(tmp_path / "c.json", images, annotations), tmp_path, SMALL)
     assert len({r.sample_id for r in records}) == len(records) == 5
-    problems = {r.sample_id: r.problem for r in records}
+    problems = {r.sample_id: r.problem and r.problem.message for r in records}
     assert problems["1"] is None  # first a.jpg: stems clash, so ids fall back to the COCO id
     assert "duplicate image id" in problems["b"]
     assert "duplicate file name" in problems["2"]
@@ -297,9 +297,9 @@ f.jpg,,
     assert records["a"].label == 2 and records["a"].boxes.tolist() == [[1, 2, 3, 4]]
     assert records["b"].label == 1 and records["b"].boxes.shape == (0, 4)
     assert records["c"].label == 0 and records["c"].problem is None
-    assert "out of range" in records["d"].problem and records["d"].label == -1
-    assert "unknown label zebra" in records["e"].problem
-    assert "no label" in records["f"].problem
+    assert "out of range" in records["d"].problem.message and records["d"].label == -1
+    assert "unknown label zebra" in records["e"].problem.message
+    assert "no label" in records["f"].problem.message
 
 
 def test_manifest_one_row_per_box_grouping(tmp_path: Path) -> None:
@@ -317,8 +317,8 @@ img/d.jpg,cat,1,,2,2
     assert set(records) == {"a", "b", "c", "d"}
     assert records["a"].problem is None and records["a"].boxes.tolist() == [[0, 0, 10, 10], [5.5, 6, 20, 30]]
     assert records["b"].problem is None and records["b"].label == 1 and records["b"].boxes.shape == (0, 4)
-    assert "disagree on the label" in records["c"].problem and records["c"].label == -1
-    assert "incomplete box" in records["d"].problem
+    assert "disagree on the label" in records["c"].problem.message and records["c"].label == -1
+    assert "incomplete box" in records["d"].problem.message
 
 
 def test_manifest_paths_ids_and_missing_files(tmp_path: Path) -> None:
@@ -333,7 +333,7 @@ def test_manifest_paths_ids_and_missing_files(tmp_path: Path) -> None:
     path = tmp_path / "data" / "m.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     records = read_manifest(path, SMALL)
-    problems = {r.sample_id: r.problem for r in records}
+    problems = {r.sample_id: r.problem and r.problem.message for r in records}
     assert problems["cat"] is None and problems["cat-2"] is None and problems["z"] is None
     assert "outside" in problems["secret"]
     assert "has no image" in problems["nothere"]
