@@ -97,3 +97,30 @@ def test_pixel_and_aspect_limits_are_checked_from_the_header(tmp_path):
         decode_image(str(path), max_pixels=4999)
     image, size = decode_image(str(path), max_aspect_ratio=5000)
     assert size == (1, 5000) and image.shape == (3, 5000, 1)
+
+
+PEAK_SCRIPT = """
+import resource, sys
+from pipeline.data.decode import decode_image
+from pipeline.data.geometry import image_to_input, plan_placement
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+image, (width, height) = decode_image(sys.argv[1], min_side=256)
+image_to_input(image, plan_placement(width, height, "resize_crop", 224, 256))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / (width * height))
+"""
+
+
+@pytest.mark.slow
+def test_decode_peak_memory_is_within_the_stated_bytes_per_pixel(tmp_path):
+    """PEAK_BYTES_PER_PIXEL (used to check data.preprocess.max_pixels x workers against memory) bounds the
+    measured peak of decode + placement of a 4,000 x 4,000 RGBA PNG (measured 14.0 bytes per pixel)."""
+    import subprocess
+    import sys
+
+    from pipeline.data.decode import PEAK_BYTES_PER_PIXEL
+    from tests.helpers_corpus import MAIN
+
+    path = tmp_path / "rgba.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4000, 4000, 4), dtype=np.uint8), "RGBA").save(path, compress_level=1)
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], cwd=MAIN, capture_output=True, text=True, check=True)
+    assert 8 < float(result.stdout) <= PEAK_BYTES_PER_PIXEL, result.stdout
