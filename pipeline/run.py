@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pipeline import distributed
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
 from pipeline.data.records import ClassList, SampleRecord
+from pipeline.data.decode import PEAK_BYTES_PER_PIXEL
 from pipeline.errors import ConfigError, OptionError, TooManyFailures
 from pipeline.maps.engine import CamEngine, UpsampledMaps, upsample_and_normalise
 from pipeline.maps.methods import get_method
@@ -31,6 +32,7 @@ from pipeline.model.build import BuiltModel
 from pipeline.model.from_config import build_model
 from pipeline.model.layers import find_linear_head, probe_model, resolve_target_layer
 from pipeline.model.layout import detect_layout
+from pipeline.options import check_memory_per_worker, check_options, check_top_k, memory_limit_bytes
 from pipeline.reports import saved_maps
 from pipeline.reports import schema as report_schema
 from pipeline.reports.finalize import finalize_run
@@ -98,12 +100,9 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
 
     With several ``ranks`` on CUDA, each rank takes GPU ``local_rank``.
     """
+    check_options(cfg)  # types and ranges of the plain options (pipeline/options.py)
     if cfg.runtime.precision not in PRECISIONS:
         raise ConfigError("runtime.precision", f"unknown precision {cfg.runtime.precision!r}; use fp32, bf16 or fp16")
-    if int(cfg.runtime.batch_size) < 1:
-        raise ConfigError("runtime.batch_size", "must be at least 1")
-    if int(cfg.cam.top_k) < 1:
-        raise ConfigError("cam.top_k", "must be at least 1")
     try:
         method = get_method(cfg.cam.method)
     except OptionError as error:
@@ -112,8 +111,6 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     if score_space not in SCORE_SPACES:
         raise ConfigError("scores.space", f"unknown space {score_space!r}; use input or original")
     original_max_side = int(cfg.scores.get("original_max_side", 512))
-    if original_max_side < 8:
-        raise ConfigError("scores.original_max_side", "must be at least 8 pixels")
     device = resolve_device(str(cfg.runtime.device))
     if ranks is not None and ranks.is_distributed and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
@@ -125,12 +122,14 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     records, classes, metadata_path = load_records(cfg.data, cache_dir, model_classes=built.classes)
     check_index_problems(records, classes, str(cfg.data.source), float(cfg.runtime.max_error_fraction),
                          int(cfg.runtime.min_samples_for_error_check))
+    check_top_k(int(cfg.cam.top_k), len(classes))
     metadata = read_metadata(metadata_path)
     module = built.module.to(device).eval()
     try:
         preprocess, preprocess_sources = resolve_preprocess(cfg.data.preprocess, built.preprocess)
     except OptionError as error:
         raise ConfigError(f"data.preprocess.{error.option}", error.reason) from error
+    check_memory_per_worker(preprocess.max_pixels, int(cfg.runtime.num_workers), PEAK_BYTES_PER_PIXEL, memory_limit_bytes())
     size = preprocess.size
     try:
         layout = detect_layout(module, str(cfg.model.get("layout", "auto")), size)

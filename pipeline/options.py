@@ -1,0 +1,125 @@
+"""Option values checked before any work: one table of rules, one :class:`~pipeline.errors.ConfigError`
+naming the first option that breaks its rule.
+
+Hydra already refuses an unknown key (without ``+``) and a missing ``???`` value; these rules catch a
+known key with a value of the wrong type or range, which would otherwise surface as a traceback at the
+first batch (``cam.top_k`` over the class count), at the end of the run (``scores.taus=[]``), or never
+(``data.limit=0`` audited everything). Rules on values that depend on the model or the data (the class
+count) are functions below the table, called by :func:`pipeline.run.prepare` once those are known.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from pipeline.errors import ConfigError
+
+Check = Callable[[object], bool]
+_ABSENT = object()  # OmegaConf.select's answer for a key the composed config does not have
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def whole(minimum: int) -> Check:
+    """An int (not a bool) ``>= minimum``."""
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def number(minimum: float, maximum: float = math.inf, above_minimum: bool = False) -> Check:
+    """A finite int or float in ``[minimum, maximum]`` (``(minimum, maximum]`` with ``above_minimum``)."""
+    return lambda value: _number(value) and (value > minimum if above_minimum else value >= minimum) and value <= maximum
+
+
+def numbers(check: Check, length: int | None = None, at_least: int = 0) -> Check:
+    """A list whose items all pass ``check``, of exactly ``length`` items, or at least ``at_least``."""
+    def passes(value: object) -> bool:
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False
+        items = list(value)
+        return (len(items) == length if length is not None else len(items) >= at_least) and all(check(item) for item in items)
+    return passes
+
+
+def null_or(check: Check) -> Check:
+    return lambda value: value is None or check(value)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``option`` (dotted key) must pass ``check``; ``requirement`` says what it must be, for the message.
+    A key absent from the composed config is skipped (groups differ: ``model.mean`` is in some only)."""
+
+    option: str
+    check: Check
+    requirement: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("data.limit", null_or(whole(1)), "null (all samples) or a whole number >= 1"),
+    Rule("data.preprocess.max_pixels", whole(1), "a whole number of pixels >= 1"),
+    Rule("data.preprocess.max_aspect_ratio", number(1.0), "a number >= 1"),
+    Rule("model.mean", null_or(numbers(_number, length=3)), "3 numbers, one per RGB channel"),
+    Rule("model.std", null_or(numbers(number(0.0, above_minimum=True), length=3)), "3 numbers > 0, one per RGB channel"),
+    Rule("cam.top_k", whole(1), "a whole number >= 1"),
+    Rule("scores.tolerance", number(0.0), "a number of pixels >= 0"),
+    Rule("scores.taus", numbers(number(0.0, 1.0), at_least=1), "a list of at least one threshold in [0, 1]"),
+    Rule("scores.iou_threshold", number(0.0, 1.0, above_minimum=True), "a number in (0, 1]"),
+    Rule("scores.original_max_side", whole(8), "a whole number of pixels >= 8"),
+    Rule("scores.maxboxacc.thresholds", whole(1), "a whole number >= 1"),
+    Rule("report.rows_per_part", whole(1), "a whole number >= 1"),
+    Rule("runtime.batch_size", whole(1), "a whole number >= 1"),
+    Rule("runtime.num_workers", whole(0), "a whole number >= 0"),
+    Rule("runtime.max_error_fraction", number(0.0, 1.0), "a number in [0, 1]"),
+    Rule("runtime.min_samples_for_error_check", whole(0), "a whole number >= 0"),
+)
+
+
+def check_options(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
+    """Raise a ConfigError for the first option (in ``rules`` order) whose value breaks its rule."""
+    for rule in rules:
+        value = OmegaConf.select(cfg, rule.option, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        if not rule.check(value):
+            shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+            raise ConfigError(rule.option, f"{shown!r} is not {rule.requirement}")
+
+
+
+def check_top_k(top_k: int, n_classes: int) -> None:
+    """``cam.top_k`` maps per image need ``top_k`` distinct classes: at most the class count."""
+    if top_k > n_classes:
+        raise ConfigError("cam.top_k", f"{top_k} is more than the {n_classes} classes of the class list")
+
+
+def check_memory_per_worker(max_pixels: int, num_workers: int, bytes_per_pixel: int, memory_bytes: int | None) -> None:
+    """Every loader process (``num_workers``, or the main process when 0) may hold one image of
+    ``max_pixels`` stored pixels at ``bytes_per_pixel`` at once: together they must fit in ``memory_bytes``
+    (None: unknown, not checked)."""
+    processes = max(1, num_workers)
+    need = max_pixels * bytes_per_pixel * processes
+    if memory_bytes is not None and need > memory_bytes:
+        raise ConfigError("data.preprocess.max_pixels", f"{max_pixels} pixels x {bytes_per_pixel} bytes x {processes} loader processes "
+                                                        f"need {need / 2**30:.1f} GiB, more than the {memory_bytes / 2**30:.1f} GiB of memory; "
+                                                        "lower it or runtime.num_workers")
+
+
+def memory_limit_bytes() -> int | None:
+    """The memory this process may use: the cgroup v2 limit when one is set, else the physical memory."""
+    try:
+        text = open("/sys/fs/cgroup/memory.max", encoding="ascii").read().strip()
+        if text.isdigit():
+            return int(text)
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
