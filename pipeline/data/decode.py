@@ -30,7 +30,7 @@ Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 150_000_000  # data.preprocess.max_pixels: a 12,000 x 12,500 photo
 DEFAULT_MAX_ASPECT_RATIO = 50.0  # data.preprocess.max_aspect_ratio: wider than any panorama a classifier is audited on
 # Peak memory of decoding one image, bytes per stored pixel (PIL's buffer in a 4-byte mode, its RGB
-# conversion, the array, the tensor): 14.0 measured on a 4,000 x 4,000 RGBA PNG (tests/data/test_data_decode.py, slow).
+# conversion, the array, the tensor): 14.0 measured on a 4,000 x 4,000 RGBA PNG (tests/data/test_bounded_decode.py, slow).
 PEAK_BYTES_PER_PIXEL = 16
 
 
