@@ -88,3 +88,22 @@ def test_manifest_reader_types_its_problems(tmp_path: Path):
     path.write_text("\n".join(lines) + "\n")
     types = _types(read_manifest(path, CLASSES))
     assert types == {"a": "BadLabel", "b": "BadLabel", "out": "PathOutsideRoot", "gone": "MissingImage"}, types
+
+
+def test_duplicate_suffix_skips_ids_the_dataset_has():
+    """Case 4: ``a#dup1`` is a real sample, so the second ``a`` becomes ``a#dup2``."""
+    records = [SampleRecord(i, f"{n}.jpg", 0, empty_boxes()) for n, i in enumerate(["a", "a", "a#dup1", "a"])]
+    marked = mark_duplicates(records)
+    assert [r.sample_id for r in marked] == ["a", "a#dup2", "a#dup1", "a#dup3"]
+    assert [r.problem.type if r.problem else None for r in marked] == [None, "DuplicateId", None, "DuplicateId"]
+
+
+def test_undecodable_file_name_bytes_are_written_as_backslash_escapes():
+    """Case 11: the shown text of ``b"caf\\xe9"`` is ``caf\\xe9`` and encodes as UTF-8; valid text is unchanged."""
+    import os
+
+    from pipeline.data.records import printable_text
+
+    assert printable_text(os.fsdecode(b"caf\xe9.jpg")) == "caf\\xe9.jpg"
+    assert printable_text("chat_été_猫") == "chat_été_猫"
+    assert printable_text("x\ud800").encode("utf-8") == b"x\\ud800"
