@@ -36,9 +36,12 @@ from pipeline.options import check_memory_per_worker, check_options, check_top_k
 from pipeline.reports import saved_maps
 from pipeline.reports import schema as report_schema
 from pipeline.reports.finalize import finalize_run
-from pipeline.reports.overlays import save_overlays
+from pipeline.reports.overlays import OVERLAY_MODES, overlay_rows, save_overlays
 from pipeline.reports.parts import PartWriter, list_parts, read_column
-from pipeline.scores import score_map
+from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
+from pipeline.reports.triage import TriageSettings
+from pipeline.scores import boxes_to_mask, score_map
+from pipeline.scores.offbox import off_box_energy_grid
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
 from pipeline.data.sources import check_index_problems, load_records, read_metadata
 
@@ -227,6 +230,11 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
             columns[f"{prefix}{name}_map_max"] = variants[prefix].raw_max[:, k]
             for score, values in scores.items():
                 columns[f"{prefix}{name}_{score}"] = values.view(k_maps, -1)[k].float()
+    grid = ShortcutSettings.from_config(cfg.report).grid
+    if grid > 0:  # [B, grid * grid]: where the predicted-class map's off-box energy goes (the shortcut finder's hot spots)
+        height, width = maps.normalised.shape[-2:]
+        columns[GRID_COLUMN] = off_box_energy_grid(maps.normalised[:, 0], boxes_to_mask(boxes, box_valid, height, width),
+                                                   grid).flatten(1)
     if setup.maxboxacc is not None:  # [B, T]: stored per image so that a resumed run aggregates it exactly
         view = views[""]
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
@@ -310,6 +318,8 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     labels_all = torch.tensor([r.label for r in todo], dtype=torch.long)
 
     overlay_mode = str(cfg.report.overlays)
+    if overlay_mode not in OVERLAY_MODES:
+        raise ConfigError("report.overlays", f"unknown value {overlay_mode!r}; use one of {', '.join(OVERLAY_MODES)}")
     overlay_dir = run_dir / "overlays"
     loader = DataLoader(AuditDataset(todo, setup.preprocess), batch_size=int(cfg.runtime.batch_size), shuffle=False,
                         num_workers=int(cfg.runtime.num_workers), pin_memory=setup.device.type == "cuda",
@@ -332,7 +342,8 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
                 original = None
                 if view.grid_size is not None:  # draw on the whole photo: what the crop cut away is shown dimmed
                     original = (view, [todo[i].image_path for i in batch["index"].tolist()], setup.preprocess.boxes_refer_to)
-                save_overlays(overlay_dir, table, batch, maps, only_misclassified=overlay_mode == "misclassified", original=original)
+                save_overlays(overlay_dir, table, batch, maps, original=original,
+                              rows=overlay_rows(table, overlay_mode, TriageSettings.from_config(cfg.report)))
         n_done += batch["index"].numel() + len(batch["failures"])
         progress.update(batch["index"].numel() + len(batch["failures"]))
         seen = n_done + len(index_errors)

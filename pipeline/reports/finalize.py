@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA
+from pipeline.reports.shortcuts import ShortcutSettings, find_shortcuts, write_hot_spot_pictures
+from pipeline.reports.triage import TriageSettings, triage, triage_counts
 from pipeline.scores import registry
 from pipeline.scores.registry import Aggregate, tau_key
 
@@ -176,7 +179,8 @@ def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
         out.append({column: value.item() if hasattr(value, "item") else value, "count": len(group),
                     "accuracy": float(group["correct"].mean()),
                     "pred_energy_in_box": _mean(group["pred_energy_in_box"]), "true_energy_in_box": _mean(group["true_energy_in_box"]),
-                    "pred_energy_lift": _mean(group["pred_energy_lift"]), "pred_pointing_hit": _mean(group["pred_pointing_hit"])})
+                    "pred_energy_lift": _mean(group["pred_energy_lift"]), "pred_excess_energy": _mean(group["pred_excess_energy"]),
+                    "pred_pointing_hit": _mean(group["pred_pointing_hit"])})
     return out
 
 
@@ -195,6 +199,9 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
 
         merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
     frame = pd.read_parquet(run_dir / "samples.parquet")
+    frame["triage"] = add_triage_column(run_dir / "samples.parquet", frame, TriageSettings.from_config(cfg.report))
+    shortcuts = find_shortcuts(frame, ShortcutSettings.from_config(cfg.report))
+    write_hot_spot_pictures(shortcuts, run_dir / "shortcuts")
     errors = pd.read_parquet(run_dir / "errors.parquet")
     tau = tau_key(float(cfg.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
@@ -210,7 +217,8 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
         "images_per_second": images_scored / loop_seconds if loop_seconds > 0 else float("nan"),
         "images_scored_this_invocation": images_scored, "seconds": round(total_seconds, 2),
         "maxboxacc_v2": maxboxacc_summary(frame, cfg) if n_rows else None,
-        "groups": groups, "lowest_energy_predicted_classes": lowest_energy_predictions(frame),
+        "triage": triage_counts(frame["triage"]), "shortcuts": shortcuts, "confusions": confusion_pairs(frame),
+        "groups": groups,
         "model": setup.model.info, "target_layer": setup.target_layer, "definitions": choices,
     }
     write_json_atomic(run_dir / "summary.json", summary)
@@ -235,14 +243,30 @@ def maxboxacc_summary(frame: pd.DataFrame, cfg) -> dict | None:
     return maxboxacc_from_best_iou(best, (frame["n_boxes"] > 0).to_numpy(), int(cfg.scores.maxboxacc.thresholds))
 
 
-def lowest_energy_predictions(frame: pd.DataFrame, top: int = 3) -> list[dict]:
-    """Predicted classes whose maps sit least on the object: where a shortcut is most likely."""
-    if not len(frame):
+def add_triage_column(path: Path, frame: pd.DataFrame, settings: TriageSettings) -> pd.Series:
+    """The ``triage`` category of every row (:mod:`pipeline.reports.triage`), appended to the Parquet file
+    at ``path`` (rewritten atomically, its schema metadata kept); returns the categories."""
+    categories = triage(frame, settings) if len(frame) else pd.Series([], dtype=object, name="triage")
+    table = pq.read_table(path)
+    if "triage" in table.column_names:
+        table = table.drop_columns(["triage"])
+    table = table.append_column(pa.field("triage", pa.string()), pa.array(categories.to_numpy(), pa.string()))
+    write_table_atomic(table, path)
+    return categories
+
+
+def confusion_pairs(frame: pd.DataFrame, top: int = 10) -> list[dict]:
+    """The most frequent (true -> predicted) confusions with the mean energy in box and excess energy of
+    their predicted-class maps (low: the model looked elsewhere; high: it confused what it looked at)."""
+    wrong = frame[~frame["correct"].astype(bool)] if len(frame) else frame
+    if not len(wrong):
         return []
-    grouped = frame.groupby("pred_name").agg(count=("id", "size"), pred_energy_lift=("pred_energy_lift", "mean"),
-                                             pred_energy_in_box=("pred_energy_in_box", "mean"))
-    grouped = grouped[grouped["count"] >= 5].sort_values("pred_energy_lift").head(top)
-    return [{"pred_name": name, **{k: float(v) for k, v in row.items()}} for name, row in grouped.iterrows()]
+    grouped = wrong.groupby(["label_name", "pred_name"]).agg(images=("id", "size"), pred_energy_in_box=("pred_energy_in_box", "mean"),
+                                                              pred_excess_energy=("pred_excess_energy", "mean"))
+    grouped = grouped.reset_index().sort_values(["images", "label_name", "pred_name"], ascending=[False, True, True]).head(top)
+    return [{"true": str(r.label_name), "pred": str(r.pred_name), "images": int(r.images),
+             "pred_energy_in_box": float(r.pred_energy_in_box), "pred_excess_energy": float(r.pred_excess_energy)}
+            for r in grouped.itertuples()]
 
 
 def render_summary(summary: dict) -> str:
@@ -277,8 +301,21 @@ def render_summary(summary: dict) -> str:
         for row in rows:
             lines.append(f"  {column}={row[column]}: {row['count']} images, accuracy {pct(row['accuracy'])}, "
                          f"predicted-class map energy in box {row['pred_energy_in_box']:.3f}")
-    for entry in summary["lowest_energy_predicted_classes"]:
-        lines.append(f"  when predicting {entry['pred_name']!r} the map's energy lift is {entry['pred_energy_lift']:.2f} "
-                     f"({int(entry['count'])} images): check what it looks at")
+    if summary.get("triage"):
+        lines.append("  triage: " + ", ".join(f"{name} {count}" for name, count in summary["triage"].items() if count))
+    shortcuts = summary.get("shortcuts") or {}
+    if shortcuts.get("collapse"):
+        lines.append(f"  WARNING: {shortcuts['collapse']['message']}")
+    for entry in shortcuts.get("classes", []):
+        if not entry["flagged"]:
+            continue
+        spot = entry.get("hot_spot") or {}
+        where = (f"; off-box hot spot at x={spot['x']:.2f}, y={spot['y']:.2f} ({100 * spot['share']:.0f}% of its off-box energy)"
+                 if spot else "")
+        lines.append(f"  shortcut suspect: predicted {entry['pred_name']!r} ({entry['images']} images): excess energy "
+                     f"{entry['mean_excess_energy']:.2f} against {entry['others_mean_excess_energy']:.2f} for the other classes, "
+                     f"Holm-adjusted p {entry['p_holm']:.3g}{where}")
+    if shortcuts and not shortcuts.get("flagged"):
+        lines.append(f"  shortcut finder: no predicted class flagged ({shortcuts.get('tested', 0)} tested)")
     lines.append(f"  report: {summary['run_dir']}")
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 """Overlay pictures for review: the image with its boxes, then the predicted- and true-class maps.
 
-Only the images that are drawn (by default the misclassified ones) are copied to the host; drawing is
+Each map panel marks the map's peak (cross) and the box of the thresholded map (magenta) beside the
+annotated boxes (green); a colour bar gives the scale. Only the images that are drawn (by default those
+whose triage is not ``ok``) are copied to the host; drawing is
 OpenCV on small uint8 arrays. File names come from sanitised ids, so an id like ``../../x`` cannot write
 outside the run folder.
 """
@@ -34,58 +36,118 @@ def _heat(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 
 def _text(panel: np.ndarray, lines: list[str]) -> np.ndarray:
-    """Put ``lines`` in a band under ``panel`` (so the text never hides the map)."""
-    scale = max(0.35, panel.shape[1] / 600)
-    line_height = int(22 * scale) + 4
-    band = np.full((line_height * len(lines) + 6, panel.shape[1], 3), 255, np.uint8)
+    """Put ``lines`` in a band under ``panel`` (so the text never hides the map), at a size that stays
+    legible when the page shows the picture at its natural width."""
+    scale = max(0.5, panel.shape[1] / 520)
+    thickness = 1 if scale < 0.8 else 2
+    line_height = int(26 * scale) + 6
+    band = np.full((line_height * len(lines) + 8, panel.shape[1], 3), 255, np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(band, line, (4, line_height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(band, line, (6, line_height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA)
     return np.vstack([panel, band])
 
 
+def _colour_bar(height: int, width: int = 56) -> np.ndarray:
+    """A vertical JET colour bar, 1 (map maximum) at the top and 0 at the bottom, labelled. ``[height, width, 3]``."""
+    ramp = np.linspace(255, 0, max(height - 40, 8)).astype(np.uint8)[:, None].repeat(18, axis=1)
+    bar = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)
+    out = np.full((height, width, 3), 255, np.uint8)
+    out[20:20 + bar.shape[0], 4:22] = bar
+    for text, y in (("1", 28), ("0", 20 + bar.shape[0])):
+        cv2.putText(out, text, (26, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(out, "map", (2, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def _mark_peak(panel: np.ndarray, heat: np.ndarray) -> None:
+    """A white-on-black cross at the map's first maximum (raster order, as ``peak_row``/``peak_col``), in place."""
+    if heat.max() <= heat.min():  # empty map: no peak
+        return
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    size = max(6, panel.shape[1] // 30)
+    for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 2)):
+        cv2.drawMarker(panel, (int(x), int(y)), colour, cv2.MARKER_CROSS, size * 2, width)
+
+
+def _draw_box(panel: np.ndarray, box, colour: tuple[int, int, int], thickness: int = 2) -> None:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if any(v != v for v in (x1, y1, x2, y2)):
+        return
+    cv2.rectangle(panel, (int(round(x1)), int(round(y1))), (int(round(x2)) - 1, int(round(y2)) - 1), colour, thickness)
+
+
 def draw_overlay(image_rgb: np.ndarray, boxes: np.ndarray, pred_map: np.ndarray, true_map: np.ndarray,
-                 captions: tuple[list[str], list[str], list[str]], seen: np.ndarray | None = None) -> np.ndarray:
-    """Three panels side by side.
+                 captions: tuple[list[str], list[str], list[str]], seen: np.ndarray | None = None,
+                 map_boxes: tuple | None = None) -> np.ndarray:
+    """Three panels side by side and a colour bar.
 
     Args:
         image_rgb: ``[H, W, 3]`` uint8, the network input (or the stored photo on its scoring grid).
-        boxes: ``[N, 4]`` pixel-edge boxes in the same coordinates.
-        pred_map, true_map: ``[H, W]`` normalised maps.
+        boxes: ``[N, 4]`` pixel-edge boxes in the same coordinates (green).
+        pred_map, true_map: ``[H, W]`` normalised maps; each map panel marks its peak with a cross.
         captions: lines under each panel.
         seen: ``[H, W]`` bool, where the network saw the photo (original space); the rest is dimmed and
             carries no heat.
+        map_boxes: ``(pred_box, true_box)``, each ``(x1, y1, x2, y2)`` pixel-edge in the same coordinates
+            (NaN: none): the box of each thresholded map (``box_*_tau``), drawn in magenta beside the
+            ground truth.
     Returns:
-        ``[H', 3W, 3]`` BGR uint8.
+        ``[H', 3W + bar, 3]`` BGR uint8.
     """
-    # Small network inputs (96 px) are enlarged so that the captions stay readable.
-    zoom = max(1, int(np.ceil(224 / image_rgb.shape[1])))
+    # Small network inputs (96 px) are enlarged so that the pictures and captions stay readable.
+    zoom = max(1, int(np.ceil(320 / image_rgb.shape[1])))
     seen = None if seen is None else np.asarray(seen, dtype=bool)
     if zoom > 1:
         image_rgb = cv2.resize(image_rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
         pred_map = cv2.resize(pred_map, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
         true_map = cv2.resize(true_map, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
         boxes = np.asarray(boxes, dtype=np.float32) * zoom
+        if map_boxes is not None:
+            map_boxes = tuple(np.asarray(b, dtype=np.float64) * zoom for b in map_boxes)
     base = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     if seen is not None:
         seen = cv2.resize(seen.astype(np.uint8), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
         base = np.where(seen[..., None], base, base // 3).astype(np.uint8)
     with_boxes = base.copy()
-    for x1, y1, x2, y2 in boxes:
-        cv2.rectangle(with_boxes, (int(round(x1)), int(round(y1))), (int(round(x2)) - 1, int(round(y2)) - 1), (0, 255, 0), 2)
+    for box in boxes:
+        _draw_box(with_boxes, box, (0, 255, 0))
     panels = [with_boxes, _heat(with_boxes, pred_map), _heat(with_boxes, true_map)]
     if seen is not None:
         panels = [panels[0]] + [np.where(seen[..., None], panel, with_boxes) for panel in panels[1:]]
+    for panel, heat, k in ((panels[1], pred_map, 0), (panels[2], true_map, 1)):
+        if map_boxes is not None:
+            _draw_box(panel, map_boxes[k], (255, 0, 255))
+        _mark_peak(panel, heat if seen is None else np.where(seen, heat, -1.0))
     panels = [_text(p, c) for p, c in zip(panels, captions)]
     height = max(p.shape[0] for p in panels)
     panels = [np.vstack([p, np.full((height - p.shape[0], p.shape[1], 3), 255, np.uint8)]) for p in panels]
-    return np.hstack(panels)
+    return np.hstack(panels + [_colour_bar(height)])
 
 
-def _fmt(value: float) -> str:
-    return "nan" if value != value else f"{value:.2f}"
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"
 
 
-def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_misclassified: bool = True, original=None) -> int:
+OVERLAY_MODES = ("needs_look", "misclassified", "all", "none")
+
+
+def overlay_rows(table: pa.Table, mode: str, triage_settings=None) -> np.ndarray:
+    """Batch rows to draw for ``report.overlays``: ``needs_look`` (every image whose triage is not ``ok``,
+    :mod:`pipeline.reports.triage`), ``misclassified``, ``all`` or ``none``. ``[n]`` int64."""
+    if mode == "none":
+        return np.zeros(0, dtype=np.int64)
+    if mode == "all":
+        return np.arange(table.num_rows)
+    if mode == "misclassified":
+        return np.flatnonzero(~table.column("correct").to_numpy(zero_copy_only=False))
+    from pipeline.reports.triage import TriageSettings, triage
+
+    categories = triage(table.to_pandas(), triage_settings or TriageSettings())
+    return np.flatnonzero(categories.to_numpy() != "ok")
+
+
+def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_misclassified: bool = True, original=None,
+                  rows: np.ndarray | None = None) -> int:
     """Write one JPEG per selected image of the batch; returns how many were written.
 
     ``original`` (``scores.space=original``): ``(view, image_paths, boxes_refer_to)`` with the batch's
@@ -93,29 +155,42 @@ def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_miscla
     with the annotated boxes and the maps warped back, and the part the network did not see dimmed. An image
     that cannot be decoded again falls back to the network-input picture.
     """
-    correct = table.column("correct").to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(~correct) if only_misclassified else np.arange(len(correct))
+    if rows is None:  # the batch rows to draw (overlay_rows); else the misclassified ones, or all
+        rows = overlay_rows(table, "misclassified" if only_misclassified else "all")
     if rows.size == 0:
         return 0
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = torch.from_numpy(rows).to(maps.normalised.device)
     chosen_maps = maps.normalised[selected, :2].cpu().numpy()  # only the drawn images leave the device
     images = batch["image"][torch.from_numpy(rows)].permute(0, 2, 3, 1).numpy()
-    data = table.select(["id", "label_name", "pred_name", "confidence", "prob_true", "pred_energy_in_box",
-                         "true_energy_in_box", "pred_pointing_hit", "true_pointing_hit"]).take(pa.array(rows)).to_pylist()
+    tau = next((name[len("pred_box_x1_"):] for name in table.column_names if name.startswith("pred_box_x1_tau")), None)
+    box_columns = [f"{m}_box_{c}_{tau}" for m in ("pred", "true") for c in ("x1", "y1", "x2", "y2")] if tau else []
+    data = table.select(["id", "label_name", "pred_name", "confidence", "prob_true", "pred_energy_in_box", "true_energy_in_box",
+                         "pred_excess_energy", "true_excess_energy", "pred_pointing_hit", "true_pointing_hit", *box_columns]
+                        ).take(pa.array(rows)).to_pylist()
     for i, row in enumerate(data):
         boxes = batch["boxes"][rows[i]][batch["box_valid"][rows[i]]].numpy()
         captions = (
-            [f"{row['id'][:40]}", f"true: {row['label_name'][:28]}", f"pred: {row['pred_name'][:28]} ({_fmt(row['confidence'])})"],
-            [f"map of pred: {row['pred_name'][:24]}", f"energy in box {_fmt(row['pred_energy_in_box'])}", f"pointing hit {_fmt(row['pred_pointing_hit'])}"],
-            [f"map of true: {row['label_name'][:24]}", f"energy in box {_fmt(row['true_energy_in_box'])}", f"p(true) {_fmt(row['prob_true'])}"],
+            [f"{row['id'][:40]}", f"true: {row['label_name'][:30]}", f"pred: {row['pred_name'][:30]} ({_fmt(row['confidence'])})"],
+            [f"map of pred: {row['pred_name'][:26]}", f"in box {_fmt(row['pred_energy_in_box'])}, excess {_fmt(row['pred_excess_energy'])}",
+             f"pointing hit {_fmt(row['pred_pointing_hit'])}"],
+            [f"map of true: {row['label_name'][:26]}", f"in box {_fmt(row['true_energy_in_box'])}, excess {_fmt(row['true_excess_energy'])}",
+             f"p(true) {_fmt(row['prob_true'])}"],
         )
+        map_boxes = None
+        if tau:  # the thresholded maps' boxes, in the picture's pixels
+            map_boxes = tuple(np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64)
+                              for m in ("pred", "true"))
         whole = _original_picture(original, int(rows[i]), batch["box_stored_valid"][rows[i]]) if original is not None else None
         if whole is not None:
             image, grid_boxes, grid_maps, seen = whole
-            picture = draw_overlay(image, grid_boxes, grid_maps[0], grid_maps[1], captions, seen=seen)
+            if map_boxes is not None:  # box columns are in stored pixels: back onto the scoring grid
+                scale_x, scale_y = (float(v) for v in original[0].grid_scale[int(rows[i])])
+                map_boxes = tuple(b * np.array([scale_x, scale_y, scale_x, scale_y]) for b in map_boxes)
+            picture = draw_overlay(image, grid_boxes, grid_maps[0], grid_maps[1], captions, seen=seen, map_boxes=map_boxes)
         else:
-            picture = draw_overlay(np.ascontiguousarray(images[i]), boxes, chosen_maps[i, 0], chosen_maps[i, 1], captions)
+            picture = draw_overlay(np.ascontiguousarray(images[i]), boxes, chosen_maps[i, 0], chosen_maps[i, 1], captions,
+                                   map_boxes=map_boxes)
         path = out_dir / f"{safe_file_stem(row['id'])}.jpg"
         tmp = path.with_name(f".{path.name}.tmp.jpg")
         cv2.imwrite(str(tmp), picture, [cv2.IMWRITE_JPEG_QUALITY, 90])

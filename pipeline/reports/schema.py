@@ -11,6 +11,9 @@
   :data:`pipeline.scores.registry.SCORES` as ``m_<score>`` (per tau ``m_<score>_tau015``...);
 - with ``scores.maxboxacc.enabled``: ``true_maxboxacc_best_iou``, per threshold the best IoU of any
   contour box of the true-class map (MaxBoxAccV2's per-image state, -1 for none);
+- with ``report.shortcuts.grid`` > 0: ``pred_off_box_grid``, the predicted-class map's energy outside the
+  boxes per cell of a grid x grid partition of the network input (row-major; the shortcut finder's input);
+- ``triage`` (added when the run finishes, :mod:`pipeline.reports.triage`): which images need a look, and why;
 - the dataset's metadata columns (e.g. ``marker_present`` for the built-in default).
 """
 
@@ -21,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.data.records import SampleRecord, printable_text
+from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
 from pipeline.scores.registry import score_columns
 
 ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("stage", pa.string()),
@@ -52,6 +56,9 @@ def samples_schema(setup, cfg) -> pa.Schema:
                 fields.append((f"{prefix}{name}_{score}", dtype))  # peaks too: NaN for an empty map
     if cfg.scores.maxboxacc.enabled:
         fields.append(("true_maxboxacc_best_iou", pa.list_(pa.float32(), int(cfg.scores.maxboxacc.thresholds))))
+    grid = ShortcutSettings.from_config(cfg.report).grid
+    if grid > 0:
+        fields.append((GRID_COLUMN, pa.list_(pa.float32(), grid * grid)))
     if setup.metadata is not None:
         for column, dtype in setup.metadata.dtypes.items():
             if column not in {f[0] for f in fields}:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -56,11 +57,12 @@ def test_rows_schema_and_metadata(default_run):
     assert [pq.read_metadata(part).num_rows for part in parts] == [128, 128, 128, 16]
 
 
-def test_one_overlay_per_misclassified_image(default_run):
-    run_dir, frame, _ = default_run
-    wrong = frame.loc[~frame["correct"], "id"]
-    assert len(wrong) > 0
-    assert sorted(p.name for p in (run_dir / "overlays").iterdir()) == sorted(f"{safe_file_stem(i)}.jpg" for i in wrong)
+def test_one_overlay_per_image_that_needs_a_look(default_run):
+    run_dir, frame, summary = default_run
+    needs_look = frame.loc[frame["triage"] != "ok", "id"]
+    assert (~frame["correct"]).sum() > 0 and set(frame.loc[~frame["correct"], "id"]) <= set(needs_look)
+    assert sorted(p.name for p in (run_dir / "overlays").iterdir()) == sorted(f"{safe_file_stem(i)}.jpg" for i in needs_look)
+    assert sum(summary["triage"].values()) == len(frame) and summary["triage"]["ok"] == (frame["triage"] == "ok").sum()
 
 
 def test_planted_shortcut_is_visible(default_run):
@@ -77,8 +79,36 @@ def test_planted_shortcut_is_visible(default_run):
     assert flipped["pred_energy_in_box"].mean() < flipped["true_energy_in_box"].mean() - 0.2
     groups = {row["marker_present"]: row for row in summary["groups"]["marker_present"]}
     assert groups[1]["pred_energy_in_box"] < groups[0]["pred_energy_in_box"]
-    # the marker class is the prediction whose maps sit least on the object
-    assert summary["lowest_energy_predicted_classes"][0]["pred_name"] == "triangle"
+    # the shortcut finder flags the marker class, and only it
+    assert summary["shortcuts"]["flagged"] == ["triangle"]
+
+
+def test_shortcut_hot_spot_lies_on_the_marker(default_run):
+    """Where the flagged class's off-box energy goes: each image's off-box peak cell is on its marker (the
+    marker is drawn at a random place per image, so per image is where it can be checked), and so are
+    the examples the summary names."""
+    _, frame, summary = default_run
+    entry = next(e for e in summary["shortcuts"]["classes"] if e["pred_name"] == "triangle")
+    grid = summary["shortcuts"]["settings"]["grid"]
+    marked = frame[(frame["pred_name"] == "triangle") & (frame["marker_present"] == 1) & frame["pred_excess_energy"].notna()]
+    assert len(marked) >= 10
+
+    def on_marker(row, x: float, y: float) -> bool:  # normalised input coordinates; the default resizes the whole image
+        slack = 1.0 / grid  # one cell
+        return (row["marker_x1"] / row["width"] - slack <= x <= row["marker_x2"] / row["width"] + slack
+                and row["marker_y1"] / row["height"] - slack <= y <= row["marker_y2"] / row["height"] + slack)
+
+    hits = []
+    for _, row in marked.iterrows():
+        cell = int(np.argmax(row["pred_off_box_grid"]))
+        hits.append(on_marker(row, (cell % grid + 0.5) / grid, (cell // grid + 0.5) / grid))
+    assert np.mean(hits) >= 0.7, np.mean(hits)
+    by_id = frame.set_index("id")
+    for example in entry["hot_spot"]["examples"]:
+        row = by_id.loc[example["id"]]
+        if row["marker_present"] == 1:
+            assert on_marker(row, example["off_box_peak_x"], example["off_box_peak_y"]), example
+    assert (Path(summary["run_dir"]) / entry["hot_spot"]["picture"]).is_file()
 
 
 def test_classes_table(default_run):

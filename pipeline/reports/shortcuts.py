@@ -1,0 +1,263 @@
+"""The shortcut finder: predicted classes whose maps sit off the object more than the other classes'.
+
+**Rule.** Over the images whose predicted-class map has a defined excess energy ``X = (E - A) / (1 - A)``
+(a box in the input, a non-empty map, A < 1), for every predicted class c with at least ``min_images``
+such images:
+
+- effect ``d_c = mean(X | predicted != c) - mean(X | predicted == c)``: how much less of c's maps' energy
+  is on the object, on the box-size-free excess-energy scale (0 = uniform, 1 = all in the box);
+- one-sided permutation p-value: the predicted labels are shuffled over the images ``permutations``
+  times (one shared set of shuffles for all classes, seeded); ``p_c = (1 + #{shuffles with
+  d_c >= observed d_c}) / (1 + permutations)``;
+- Holm's step-down correction over the tested classes;
+- c is **flagged** when its Holm-adjusted p-value is at most ``alpha`` **and** ``d_c >= min_effect``.
+
+False-alarm rate: when the predicted class carries no information about where the maps look (the
+excess energies are exchangeable across predicted classes), the chance that *any* class is flagged is at
+most ``alpha`` (Holm controls the family-wise error rate; a permutation p-value of this form is valid at
+every sample size). ``min_effect`` only removes flags, so it cannot raise that rate; it keeps a large
+audit from flagging a difference too small to matter.
+
+With more tested classes than the shuffles can resolve (``classes / (permutations + 1) > alpha / 5``),
+the p-values come from the normal approximation of the same permutation distribution (finite-population
+variance), recorded as ``p_value_method``.
+
+**Hot spot.** For each flagged class, the off-box energy grids of its images (``pred_off_box_grid``,
+:func:`pipeline.scores.offbox.off_box_energy_grid`, network-input coordinates normalised to [0, 1)) are
+added up; the 3 x 3-cell window holding the largest share of that energy is the hot spot: its centre
+(x right, y down, in [0, 1]), its share of the class's off-box energy (against ``9 / grid**2`` for energy
+spread evenly), the share of the class's images whose own off-box peak lies in that window, the example
+images whose maps sit least on the object (with their own off-box peaks), and a small picture.
+
+**Collapse.** When one predicted class takes at least ``collapse_share`` of the images while it is the
+true class of fewer than half as many, the summary carries a warning: per-class numbers (and this test)
+then say little about the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+GRID_COLUMN = "pred_off_box_grid"
+
+
+@dataclass(frozen=True)
+class ShortcutSettings:
+    """``report.shortcuts`` (conf/report/default.yaml)."""
+
+    alpha: float = 0.01
+    min_effect: float = 0.15
+    min_images: int = 5
+    permutations: int = 10000
+    seed: int = 0
+    grid: int = 16
+    collapse_share: float = 0.5
+
+    @classmethod
+    def from_config(cls, report_cfg) -> "ShortcutSettings":
+        given = dict((report_cfg or {}).get("shortcuts") or {})
+        fields = {name: type(default)(given[name]) for name, default in asdict(cls()).items() if name in given}
+        return cls(**fields)
+
+
+def rule_text(settings: ShortcutSettings) -> str:
+    """The finder's rule in one sentence, with its settings (for the summary and the page)."""
+    return (f"a predicted class is flagged when its maps' mean excess energy is at least {settings.min_effect:g} below the other "
+            f"predicted classes' and a one-sided permutation test ({settings.permutations} shuffles of the predicted labels) "
+            f"gives a Holm-adjusted p-value of at most {settings.alpha:g} (classes with at least {settings.min_images} images "
+            f"with a box): at most a {100 * settings.alpha:g}% chance of any false flag when the predicted class says nothing "
+            "about where the maps look")
+
+
+def permutation_test(values: np.ndarray, groups: np.ndarray, n_groups: int, permutations: int,
+                     rng: np.random.Generator, chunk: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Effect ``mean(others) - mean(group)`` and its one-sided permutation p-value, for every group.
+
+    values ``[N]`` float64, groups ``[N]`` int in ``[0, n_groups)``. The same shuffles serve every group.
+    Returns effect ``[n_groups]`` and p ``[n_groups]`` (NaN for a group with no member or all members).
+    """
+    n = len(values)
+    counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    total = values.sum()
+
+    def effects(sums: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (total - sums) / (n - counts) - sums / counts
+
+    observed = effects(np.bincount(groups, weights=values, minlength=n_groups))
+    at_least = np.zeros(n_groups)
+    done = 0
+    while done < permutations:
+        size = min(chunk, permutations - done)
+        shuffled = rng.permuted(np.broadcast_to(groups, (size, n)), axis=1)  # [size, N]
+        offsets = (np.arange(size) * n_groups)[:, None]
+        sums = np.bincount((shuffled + offsets).ravel(), weights=np.broadcast_to(values, (size, n)).ravel(),
+                           minlength=size * n_groups).reshape(size, n_groups)
+        at_least += (effects(sums) >= observed[None, :] - 1e-12).sum(axis=0)
+        done += size
+    p = (1.0 + at_least) / (1.0 + permutations)
+    undefined = (counts == 0) | (counts == n)
+    return observed, np.where(undefined, np.nan, p)
+
+
+def normal_permutation_pvalues(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """One-sided p-values of the same test from the normal approximation of the permutation distribution.
+
+    Under shuffling, the mean of a group of ``n`` of the ``N`` values has expectation ``mu`` (the overall
+    mean) and variance ``s**2 / n * (N - n) / (N - 1)`` (sampling without replacement, ``s**2`` the
+    population variance); ``p = Phi((mean_group - mu) / sd)``. Used when there are too many classes for
+    the shuffles to resolve the Holm threshold (``p`` can be as small as needed). ``[n_groups]``.
+    """
+    n = len(values)
+    counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.bincount(groups, weights=values, minlength=n_groups) / counts
+        sd = np.sqrt(values.var() / counts * (n - counts) / max(n - 1, 1))
+        z = (means - values.mean()) / sd
+    p = np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) if np.isfinite(v) else np.nan for v in z])
+    return np.where((counts == 0) | (counts == n), np.nan, p)
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979): sorted ascending, ``p_(i) * (m - i)`` made
+    non-decreasing, capped at 1. ``[m]`` -> ``[m]``."""
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def hot_spot(grids: np.ndarray, window: int = 3) -> dict:
+    """The ``window x window``-cell square holding the largest share of the summed ``grids`` ``[N, G, G]``.
+
+    Returns its centre ``x``, ``y`` (normalised, x right, y down), ``share`` of the total off-box energy,
+    ``uniform_share`` (``window**2 / G**2``), ``cells`` (row0, col0, row1, col1 exclusive) and ``share_map``
+    (``[G, G]`` the summed grid divided by its total).
+    """
+    summed = grids.sum(axis=0)
+    size = summed.shape[0]
+    total = summed.sum()
+    share_map = summed / total if total > 0 else summed
+    w = min(window, size)
+    padded = np.pad(share_map, ((1, 0), (1, 0))).cumsum(axis=0).cumsum(axis=1)
+    sums = padded[w:, w:] - padded[:-w, w:] - padded[w:, :-w] + padded[:-w, :-w]  # [G-w+1, G-w+1]
+    row, col = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return {"x": (col + w / 2) / size, "y": (row + w / 2) / size, "share": float(sums[row, col]),
+            "uniform_share": w * w / (size * size), "cells": [int(row), int(col), int(row + w), int(col + w)],
+            "share_map": share_map}
+
+
+def image_peaks(grids: np.ndarray) -> np.ndarray:
+    """``[N, 2]`` (row, col) of each image's largest off-box cell."""
+    flat = grids.reshape(len(grids), -1).argmax(axis=1)
+    return np.stack(np.unravel_index(flat, grids.shape[1:]), axis=1)
+
+
+def collapse_warning(frame: pd.DataFrame, settings: ShortcutSettings) -> dict | None:
+    """A warning when one predicted class takes most of the images without being that common a true class."""
+    if not len(frame):
+        return None
+    predicted = frame["pred_name"].value_counts()
+    name, count = predicted.index[0], int(predicted.iloc[0])
+    share = count / len(frame)
+    true_share = float((frame["label_name"] == name).mean())
+    if share < settings.collapse_share or true_share * 2 > share:
+        return None
+    return {"pred_name": str(name), "share": share, "true_share": true_share, "images": count,
+            "message": f"{100 * share:.0f}% of the images are predicted as {name!r}, which is the true class of "
+                       f"{100 * true_share:.0f}%: the model's predictions have collapsed; per-class numbers say little"}
+
+
+def find_shortcuts(frame: pd.DataFrame, settings: ShortcutSettings) -> dict:
+    """Run the finder on ``samples.parquet`` rows; returns the summary's ``shortcuts`` section (see module doc).
+
+    ``classes``: one entry per tested predicted class, flagged first then by effect; ``flagged``: their
+    names; the flagged entries carry ``hot_spot`` when the rows hold ``pred_off_box_grid``.
+    """
+    out = {"rule": rule_text(settings), "settings": asdict(settings), "tested": 0, "flagged": [], "classes": [],
+           "collapse": collapse_warning(frame, settings)}
+    if not len(frame):
+        return out
+    excess = frame["pred_excess_energy"].to_numpy(dtype=np.float64)
+    usable = np.isfinite(excess)
+    names = frame.loc[usable, "pred_name"].astype(str).to_numpy()
+    values = excess[usable]
+    labels, groups = np.unique(names, return_inverse=True)
+    counts = np.bincount(groups, minlength=len(labels))
+    tested = counts >= settings.min_images
+    if tested.sum() < 2:  # nothing to compare a class with
+        return out
+    if int(tested.sum()) / (settings.permutations + 1) <= settings.alpha / 5:
+        method = "permutation"
+        effect, p = permutation_test(values, groups, len(labels), settings.permutations, np.random.default_rng(settings.seed))
+    else:
+        # The smallest permutation p-value times the number of classes would come close to alpha: the
+        # shuffles cannot resolve the Holm threshold, so use their normal approximation.
+        method = "normal approximation of the permutation distribution"
+        effect, _ = permutation_test(values, groups, len(labels), 0, np.random.default_rng(settings.seed))
+        p = normal_permutation_pvalues(values, groups, len(labels))
+    out["p_value_method"] = method
+    adjusted = np.full(len(labels), np.nan)
+    adjusted[tested] = holm(p[tested])
+    rows = frame.loc[usable]
+    entries = []
+    for index in np.flatnonzero(tested):
+        flagged = bool(adjusted[index] <= settings.alpha and effect[index] >= settings.min_effect)
+        members = groups == index
+        entry = {"pred_name": str(labels[index]), "images": int(counts[index]),
+                 "mean_excess_energy": float(values[members].mean()), "others_mean_excess_energy": float(values[~members].mean()),
+                 "effect": float(effect[index]), "p_value": float(p[index]), "p_holm": float(adjusted[index]), "flagged": flagged}
+        if flagged and GRID_COLUMN in rows.columns:
+            entry["hot_spot"] = _class_hot_spot(rows[members], settings)
+        entries.append(entry)
+    entries.sort(key=lambda e: (not e["flagged"], -e["effect"]))
+    out.update(tested=len(entries), classes=entries, flagged=[e["pred_name"] for e in entries if e["flagged"]])
+    return out
+
+
+def _class_hot_spot(rows: pd.DataFrame, settings: ShortcutSettings, examples: int = 4) -> dict:
+    grids = np.stack(rows[GRID_COLUMN].to_numpy()).astype(np.float64)
+    size = int(round(np.sqrt(grids.shape[1])))
+    grids = grids.reshape(len(grids), size, size)
+    spot = hot_spot(grids)
+    r0, c0, r1, c1 = spot["cells"]
+    peaks = image_peaks(grids)
+    inside = (peaks[:, 0] >= r0) & (peaks[:, 0] < r1) & (peaks[:, 1] >= c0) & (peaks[:, 1] < c1)
+    order = np.argsort(rows["pred_excess_energy"].to_numpy(dtype=np.float64), kind="stable")[:examples]
+    spot.update(images_peaking_there=float(inside.mean()),
+                examples=[{"id": str(rows["id"].iloc[i]), "excess_energy": float(rows["pred_excess_energy"].iloc[i]),
+                           "off_box_peak_x": (peaks[i, 1] + 0.5) / size, "off_box_peak_y": (peaks[i, 0] + 0.5) / size}
+                          for i in order])
+    return spot
+
+
+def write_hot_spot_pictures(shortcuts: dict, out_dir: Path, side: int = 160) -> None:
+    """One PNG per flagged class (``<out_dir>/<class stem>.png``): its accumulated off-box energy, the hot
+    spot outlined; sets ``hot_spot.picture`` (relative to the run folder) and drops the raw share map."""
+    import cv2
+
+    from pipeline.reports.overlays import safe_file_stem
+
+    for entry in shortcuts.get("classes", []):
+        spot = entry.get("hot_spot")
+        if not spot:
+            continue
+        share_map = np.asarray(spot.pop("share_map"), dtype=np.float64)
+        peak = share_map.max()
+        scaled = np.zeros_like(share_map) if peak <= 0 else share_map / peak
+        image = cv2.applyColorMap(np.round(255 * scaled).astype(np.uint8), cv2.COLORMAP_INFERNO)
+        image = cv2.resize(image, (side, side), interpolation=cv2.INTER_NEAREST)
+        r0, c0, r1, c1 = spot["cells"]
+        cell = side / share_map.shape[0]
+        cv2.rectangle(image, (int(c0 * cell), int(r0 * cell)), (int(c1 * cell) - 1, int(r1 * cell) - 1), (255, 255, 0), 2)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{safe_file_stem(entry['pred_name'])}.png"
+        cv2.imwrite(str(path), image)
+        spot["picture"] = f"{out_dir.name}/{path.name}"
