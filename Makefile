@@ -8,7 +8,7 @@ ARGS ?=
 # torch/torchvision pinned to the builds this project is tested with; the rest comes from pyproject.toml.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: audit test test-all benchmark venv clean
+.PHONY: audit test test-all benchmark review-screenshot venv clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test-all: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+# Screenshot of a run's review.html for the README (RUN=<run folder>; needs Debian's chromium + chromium-driver).
+RUN ?=
+review-screenshot: $(STAMP)
+	$(BIN)/python scripts/review_screenshot.py $(RUN) $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs

@@ -1,83 +1,198 @@
 """``review.html``: one static page to review a run in a browser, next to its overlays.
 
-Headline numbers, the classes sorted worst first (lowest true-class energy lift), the predicted classes
-whose maps sit least on the object (shortcut suspects), and the overlays of the misclassified images,
-the most confidently wrong first. Plain HTML with inline CSS, pictures linked by relative path, so the run
-folder can be copied or served as it is. Every value from the data (ids, class names) is escaped.
+First screen: headline numbers, triage counts, the shortcut finder's flags with their hot-spot pictures,
+the ``report.group_by`` tables and a warning when the predictions have collapsed onto one class. Then the
+most frequent confusions, the classes worst first by true-class excess energy (the worst
+``CLASS_ROWS_SHOWN``, the rest behind a toggle), a table of the images that need a look (sortable by
+clicking a column, filtered by class, triage and confidence with a few lines of plain JavaScript) and
+one gallery per triage category, most severe first. Rendered with Jinja2 (``templates/review.html.j2``)
+with autoescaping on, so no value from the data (ids, class names) is ever read as HTML; pictures are
+linked by relative path, so the run folder can be copied or served as it is.
 """
 
 from __future__ import annotations
 
-import html
+import math
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pandas as pd
 
 from pipeline.reports.overlays import safe_file_stem
+from pipeline.reports.triage import CATEGORIES, SEVERITY_ORDER
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
-td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}td:first-child,th:first-child{text-align:left}
-.gallery{display:flex;flex-wrap:wrap;gap:1em}.card{width:480px}.card img{width:100%}.low{background:#fde2e2}"""
+CLASS_ROWS_SHOWN = 20
+
+MEANINGS = {
+    "distracted": "wrong, and the predicted-class map is off the object",
+    "right_for_wrong_reason": "correct, but the true-class map is off the object",
+    "confused_on_object": "wrong, the predicted-class map is on the object: a fine-grained confusion or a label to check",
+    "empty_map": "the map the verdict rests on is constant: no spatial evidence",
+    "object_not_in_input": "no annotated box is left in the network input (e.g. cropped away)",
+    "ok": "correct, and the true-class map is on the object",
+}
+# Within a gallery, most severe first: (column, ascending).
+GALLERY_ORDER = {
+    "distracted": ("confidence", False), "confused_on_object": ("confidence", False), "empty_map": ("confidence", False),
+    "object_not_in_input": ("confidence", False), "right_for_wrong_reason": ("true_excess_energy", True),
+    "ok": ("true_excess_energy", True),
+}
 
 
-def _fmt(value, percent: bool = False) -> str:
-    """A number for the page: NaN (also float32) as n/a, floats to 3 decimals or as a percentage."""
-    if value is None or (isinstance(value, (float, np.floating)) and value != value):
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(float(value)))
+
+
+def fmt(value, percent: bool = False, digits: int = 3) -> str:
+    """A number for the page: missing/NaN (also float32) as ``n/a``, floats rounded or as a percentage."""
+    if _is_missing(value):
         return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
-        return f"{100 * float(value):.1f}%" if percent else f"{float(value):.3f}"
-    return html.escape(str(value))
+        return f"{100 * float(value):.1f}%" if percent else f"{float(value):.{digits}f}"
+    if isinstance(value, (np.integer,)):
+        return str(int(value))
+    return str(value)
 
 
-def _table(headers: list[str], rows: list[list[str]], low_rows: set[int] = frozenset()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(f"<tr{' class=low' if i in low_rows else ''}>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
-                   for i, row in enumerate(rows))
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _number(value) -> str:
+    """A data attribute for sorting and filtering: the value, or NaN."""
+    return "NaN" if _is_missing(value) else repr(float(value))
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+
+
+def _headline(summary: dict) -> list[tuple[str, str]]:
+    true = summary.get("true_class_maps") or {}
+    rows = [("images", fmt(summary.get("images"))), ("skipped (errors.parquet)", fmt(summary.get("errors"))),
+            ("accuracy", fmt(summary.get("accuracy"), True)), ("true-class energy in box", fmt(true.get("energy_in_box"))),
+            ("excess energy (0 = uniform, 1 = all in box)", fmt(true.get("excess_energy"))),
+            ("energy lift (1 = uniform)", fmt(true.get("energy_lift"))),
+            ("pointing game", fmt(true.get("pointing_game_accuracy"), True)),
+            ("GT-known localisation", fmt(true.get("gt_known_localisation_accuracy"), True)),
+            ("top-1 localisation", fmt(true.get("top1_localisation_accuracy"), True))]
+    if summary.get("maxboxacc_v2"):
+        rows.append(("MaxBoxAccV2", fmt(summary["maxboxacc_v2"]["maxboxacc_v2"], True)))
+    return rows
+
+
+def _overlay_link(overlay_dir: Path, sample_id: str) -> str | None:
+    picture = overlay_dir / f"{safe_file_stem(str(sample_id))}.jpg"
+    return f"overlays/{picture.name}" if picture.is_file() else None
+
+
+def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], list[dict]]:
+    flagged, rows = [], []
+    for entry in shortcuts.get("classes", []):
+        rows.append({"pred_name": entry["pred_name"], "images": entry["images"], "mean": fmt(entry["mean_excess_energy"]),
+                     "others": fmt(entry["others_mean_excess_energy"]), "effect": fmt(entry["effect"]),
+                     "p": fmt(entry["p_holm"], digits=4), "flagged": entry["flagged"]})
+        if not entry["flagged"]:
+            continue
+        spot = entry.get("hot_spot")
+        context = {"pred_name": entry["pred_name"], "images": entry["images"], "mean_excess": fmt(entry["mean_excess_energy"]),
+                   "others_excess": fmt(entry["others_mean_excess_energy"]), "p_holm": fmt(entry["p_holm"], digits=4),
+                   "picture": (spot or {}).get("picture"), "spot": None}
+        if spot:
+            context["spot"] = {"x": fmt(spot["x"], digits=2), "y": fmt(spot["y"], digits=2), "share": fmt(spot["share"], True),
+                               "uniform": fmt(spot["uniform_share"], True), "peaking": fmt(spot["images_peaking_there"], True),
+                               "examples": [{"id": ex["id"], "excess": fmt(ex["excess_energy"]), "x": fmt(ex["off_box_peak_x"], digits=2),
+                                             "y": fmt(ex["off_box_peak_y"], digits=2), "overlay": _overlay_link(overlay_dir, ex["id"])}
+                                            for ex in spot.get("examples", [])]}
+        flagged.append(context)
+    return flagged, rows
+
+
+def _group_context(summary: dict) -> list[dict]:
+    out = []
+    for column, rows in (summary.get("groups") or {}).items():
+        headers = [column, "images", "accuracy", "pred. map energy in box", "pred. map excess energy", "true map energy in box",
+                   "pred. map pointing"]
+        out.append({"column": column, "headers": headers, "rows": [
+            [fmt(r[column]), fmt(r["count"]), fmt(r["accuracy"], True), fmt(r["pred_energy_in_box"]), fmt(r.get("pred_excess_energy")),
+             fmt(r["true_energy_in_box"]), fmt(r["pred_pointing_hit"], True)] for r in rows]})
+    return out
+
+
+def _class_rows(classes: pd.DataFrame) -> list[dict]:
+    if not len(classes):
+        return []
+    key = "true_excess_energy" if "true_excess_energy" in classes.columns else "true_energy_lift"
+    worst = classes.sort_values(key, na_position="first", kind="stable")
+    rows = []
+    for r in worst.to_dict("records"):
+        excess = r.get("true_excess_energy")
+        rows.append({"name": str(r["label_name"]), "count": fmt(int(r["count"])), "accuracy": fmt(r["accuracy"], True),
+                     "energy": fmt(r.get("true_energy_in_box")), "excess": fmt(excess), "lift": fmt(r.get("true_energy_lift")),
+                     "pointing": fmt(r.get("true_pointing_game_accuracy"), True), "low": not _is_missing(excess) and excess <= 0})
+    return rows
+
+
+def _image_row(r: dict, overlay_dir: Path) -> dict:
+    return {"id": str(r["id"]), "true": str(r["label_name"]), "pred": str(r["pred_name"]), "triage": str(r.get("triage", "")),
+            "confidence": fmt(r["confidence"], True), "confidence_value": _number(r["confidence"]),
+            "pred_excess": fmt(r.get("pred_excess_energy")), "pred_excess_value": _number(r.get("pred_excess_energy")),
+            "true_excess": fmt(r.get("true_excess_energy")), "true_excess_value": _number(r.get("true_excess_energy")),
+            "overlay": _overlay_link(overlay_dir, r["id"])}
+
+
+def _images_context(frame: pd.DataFrame, overlay_dir: Path, max_images: int) -> tuple[list[dict], list[dict], int]:
+    """The image table (every image that needs a look, or has an overlay, most severe category first) and
+    one gallery per category with the overlays written for it."""
+    if not len(frame):
+        return [], [], 0
+    if "triage" not in frame.columns:  # a run from before triage existed: the misclassified ones
+        frame = frame.assign(triage=np.where(frame["correct"].astype(bool), "ok", "distracted"))
+    image_rows, galleries, left_out = [], [], 0
+    for category in SEVERITY_ORDER:
+        members = frame[frame["triage"] == category]
+        if not len(members):
+            continue
+        column, ascending = GALLERY_ORDER[category]
+        if column not in members.columns:
+            column, ascending = "confidence", False
+        members = members.sort_values(column, ascending=ascending, na_position="first", kind="stable")
+        rows = [_image_row(r, overlay_dir) for r in members.to_dict("records")]
+        if category == "ok":
+            rows = [r for r in rows if r["overlay"]]  # correct and on the object: only those drawn (report.overlays=all)
+        room = max(0, max_images - len(image_rows))
+        left_out += max(0, len(rows) - room)
+        rows = rows[:room]
+        image_rows += rows
+        cards = [r for r in rows if r["overlay"]]
+        if cards:
+            galleries.append({"name": category, "cards": cards, "left_out": len(members) - len(cards),
+                              "order": ("most confident first" if column == "confidence" else "least on the object first")})
+    return image_rows, galleries, left_out
 
 
 def render_review_page(summary: dict, frame: pd.DataFrame, classes: pd.DataFrame, overlay_dir: Path, max_images: int) -> str:
-    """The page as a string; ``frame`` is ``samples.parquet``, ``classes`` is ``classes.parquet``."""
-    true = summary.get("true_class_maps") or {}
+    """The page as a string; ``frame`` is ``samples.parquet`` (with ``triage``), ``classes`` is ``classes.parquet``."""
     definitions = summary.get("definitions") or {}
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>cam-audit review</title><style>{STYLE}</style></head><body>",
-             f"<h1>Audit review</h1><p>{html.escape(str(summary.get('run_dir', '')))} &middot; model "
-             f"{html.escape(str((summary.get('model') or {}).get('name', '')))} &middot; layer {html.escape(str(summary.get('target_layer', '')))}"
-             f" &middot; {html.escape(str(definitions.get('cam_method', '')))} &middot; "
-             f"{html.escape(str(definitions.get('coordinate_space', '')).split(':')[0])} coordinates</p>"]
-    headline = [["images", _fmt(summary.get("images"))], ["skipped (errors.parquet)", _fmt(summary.get("errors"))],
-                ["accuracy", _fmt(summary.get("accuracy"), True)], ["true-class energy in box", _fmt(true.get("energy_in_box"))],
-                ["energy lift (1 = uniform)", _fmt(true.get("energy_lift"))],
-                ["pointing game", _fmt(true.get("pointing_game_accuracy"), True)],
-                ["GT-known localisation", _fmt(true.get("gt_known_localisation_accuracy"), True)],
-                ["top-1 localisation", _fmt(true.get("top1_localisation_accuracy"), True)]]
-    if summary.get("maxboxacc_v2"):
-        headline.append(["MaxBoxAccV2", _fmt(summary["maxboxacc_v2"]["maxboxacc_v2"], True)])
-    parts.append("<h2>Headline</h2>" + _table(["", "value"], headline))
-    if len(classes):
-        worst = classes.sort_values("true_energy_lift", na_position="first")
-        rows = [[html.escape(str(r.label_name)), _fmt(int(r.count)), _fmt(r.accuracy, True), _fmt(r.true_energy_in_box),
-                 _fmt(r.true_energy_lift), _fmt(r.true_pointing_game_accuracy, True)] for r in worst.itertuples()]
-        low = {i for i, r in enumerate(worst.itertuples()) if r.true_energy_lift == r.true_energy_lift and r.true_energy_lift < 1.0}
-        parts.append("<h2>Classes, lowest energy lift first</h2><p>Highlighted: the map of the true class is no better than a "
-                     "uniform map (lift below 1).</p>"
-                     + _table(["class", "images", "accuracy", "energy in box", "lift", "pointing game"], rows, low))
-    suspects = summary.get("lowest_energy_predicted_classes") or []
-    if suspects:
-        rows = [[html.escape(str(s["pred_name"])), _fmt(int(s["count"])), _fmt(float(s["pred_energy_lift"]))] for s in suspects]
-        parts.append("<h2>Predictions whose maps sit least on the object</h2>" + _table(["predicted class", "images", "lift"], rows))
-    wrong = frame[~frame["correct"].astype(bool)].sort_values("confidence", ascending=False) if len(frame) else frame
-    cards = []
-    for row in wrong.head(max_images).itertuples():
-        picture = overlay_dir / f"{safe_file_stem(str(row.id))}.jpg"
-        if not picture.is_file():
-            continue
-        cards.append(f"<div class=card><a href='overlays/{html.escape(picture.name)}'><img loading=lazy src='overlays/"
-                     f"{html.escape(picture.name)}' alt='{html.escape(str(row.id))}'></a><br>{html.escape(str(row.id))}: "
-                     f"true {html.escape(str(row.label_name))}, predicted {html.escape(str(row.pred_name))} "
-                     f"({_fmt(row.confidence, True)}); true-class energy in box {_fmt(row.true_energy_in_box)}</div>")
-    shown = f"{len(cards)} of {len(wrong)}" if len(wrong) > len(cards) else f"{len(cards)}"
-    parts.append(f"<h2>Misclassified images, most confident first ({shown})</h2><div class=gallery>{''.join(cards)}</div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    shortcuts = summary.get("shortcuts") or {}
+    flagged, shortcut_rows = _shortcut_context(shortcuts, overlay_dir)
+    image_rows, galleries, left_out = _images_context(frame, overlay_dir, max_images)
+    triage = summary.get("triage") or {}
+    context = {
+        "run_dir": str(summary.get("run_dir", "")), "model_name": str((summary.get("model") or {}).get("name", "")),
+        "target_layer": str(summary.get("target_layer", "")), "cam_method": str(definitions.get("cam_method", "")),
+        "space": str(definitions.get("coordinate_space", "")).split(":")[0],
+        "collapse": shortcuts.get("collapse"), "headline": _headline(summary),
+        "triage_rows": [{"name": name, "count": int(triage.get(name, 0)), "meaning": MEANINGS[name]}
+                        for name in SEVERITY_ORDER if name in triage or not triage],
+        "shortcut_rule": shortcuts.get("rule", "the shortcut finder did not run"), "flagged": flagged,
+        "shortcut_rows": shortcut_rows, "shortcuts_tested": shortcuts.get("tested", 0),
+        "groups": _group_context(summary),
+        "confusions": [{"true": c["true"], "pred": c["pred"], "images": c["images"], "energy": fmt(c["pred_energy_in_box"]),
+                        "excess": fmt(c["pred_excess_energy"])} for c in summary.get("confusions") or []],
+        "class_rows": _class_rows(classes), "class_rows_shown": CLASS_ROWS_SHOWN,
+        "image_rows": image_rows, "galleries": galleries, "images_left_out": left_out,
+        "filter_classes": sorted({r["true"] for r in image_rows} | {r["pred"] for r in image_rows}),
+        "filter_triage": [c for c in CATEGORIES if any(r["triage"] == c for r in image_rows)],
+    }
+    return _environment().get_template("review.html.j2").render(**context)
