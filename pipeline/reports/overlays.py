@@ -19,6 +19,8 @@ import pyarrow as pa
 import torch
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MIN_PANEL_WIDTH = 320  # narrower pictures (the default's 96 px input) are enlarged by a whole factor to at least this
+COLOUR_BAR_WIDTH = 56  # pixels of the colour bar right of the three panels
 
 
 def safe_file_stem(sample_id: str, max_length: int = 80) -> str:
@@ -47,7 +49,7 @@ def _text(panel: np.ndarray, lines: list[str]) -> np.ndarray:
     return np.vstack([panel, band])
 
 
-def _colour_bar(height: int, width: int = 56) -> np.ndarray:
+def _colour_bar(height: int, width: int = COLOUR_BAR_WIDTH) -> np.ndarray:
     """A vertical JET colour bar, 1 (map maximum) at the top and 0 at the bottom, labelled. ``[height, width, 3]``."""
     ramp = np.linspace(255, 0, max(height - 40, 8)).astype(np.uint8)[:, None].repeat(18, axis=1)
     bar = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)
@@ -95,7 +97,7 @@ def draw_overlay(image_rgb: np.ndarray, boxes: np.ndarray, pred_map: np.ndarray,
         ``[H', 3W + bar, 3]`` BGR uint8.
     """
     # Small network inputs (96 px) are enlarged so that the pictures and captions stay readable.
-    zoom = max(1, int(np.ceil(320 / image_rgb.shape[1])))
+    zoom = max(1, int(np.ceil(MIN_PANEL_WIDTH / image_rgb.shape[1])))
     seen = None if seen is None else np.asarray(seen, dtype=bool)
     if zoom > 1:
         image_rgb = cv2.resize(image_rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)

@@ -192,6 +192,7 @@ def render_review_page(summary: dict, frame: pd.DataFrame, classes: pd.DataFrame
                         "excess": fmt(c["pred_excess_energy"])} for c in summary.get("confusions") or []],
         "class_rows": _class_rows(classes), "class_rows_shown": CLASS_ROWS_SHOWN,
         "image_rows": image_rows, "galleries": galleries, "images_left_out": left_out,
+        "gallery_names": {g["name"] for g in galleries},
         "filter_classes": sorted({r["true"] for r in image_rows} | {r["pred"] for r in image_rows}),
         "filter_triage": [c for c in CATEGORIES if any(r["triage"] == c for r in image_rows)],
     }
