@@ -216,3 +216,25 @@ def test_class_list_from_the_model_gives_the_same_rows(voc_run, tmp_path):
     columns = ["label", "pred", "true_energy_in_box"]
     pd.testing.assert_frame_equal(frame.set_index("id")[columns].sort_index(), expected.set_index("id")[columns].sort_index())
     assert frame.set_index("id").loc["n01440764_tench", "label_name"] == "tench"
+
+
+# The README's triage list for the 42 photos (report.triage defaults); borderline photos are left out.
+TRIAGE = {"volleyball": "object_not_in_input", "red_fox": "right_for_wrong_reason", "koala": "right_for_wrong_reason",
+          "lion": "distracted", "gorilla": "distracted", "cock": "confused_on_object", "tree_frog": "confused_on_object",
+          "tabby": "confused_on_object", "strawberry": "confused_on_object", "Granny_Smith": "confused_on_object",
+          "tench": "ok", "macaw": "ok", "school_bus": "ok", "lemon": "ok"}
+
+
+def test_triage_of_the_42_photos(voc_run):
+    run_dir, frame, summary = voc_run
+    by_name = frame.assign(name=frame["id"].str.split("_", n=1).str[1]).set_index("name")
+    for name, category in TRIAGE.items():
+        assert by_name.loc[name, "triage"] == category, name
+    wrong = by_name[~by_name["correct"]]
+    assert set(wrong["triage"]) <= {"confused_on_object", "distracted"}  # every mistake is triaged as one
+    assert summary["triage"] == {c: int((frame["triage"] == c).sum()) for c in summary["triage"]}
+    assert sum(summary["triage"].values()) == 42 and summary["triage"]["ok"] >= 20
+    # one image per predicted class: nothing to test a class against, and no collapse
+    assert summary["shortcuts"]["tested"] == 0 and summary["shortcuts"]["flagged"] == [] and summary["shortcuts"]["collapse"] is None
+    page = (run_dir / "review.html").read_text(encoding="utf-8")
+    assert 'id="gallery-right_for_wrong_reason"' in page and "red_fox" in page
