@@ -103,6 +103,10 @@ def test_shortcut_hot_spot_lies_on_the_marker(default_run):
         cell = int(np.argmax(row["pred_off_box_grid"]))
         hits.append(on_marker(row, (cell % grid + 0.5) / grid, (cell // grid + 0.5) / grid))
     assert np.mean(hits) >= 0.7, np.mean(hits)
+    others = frame[(frame["pred_name"] != "triangle") & (frame["marker_present"] == 1)]
+    other_hits = [on_marker(row, (int(np.argmax(row["pred_off_box_grid"])) % grid + 0.5) / grid,
+                            (int(np.argmax(row["pred_off_box_grid"])) // grid + 0.5) / grid) for _, row in others.iterrows()]
+    assert np.mean(other_hits) < 0.2  # the other classes' maps do not go to the marker (1 % on the full default)
     by_id = frame.set_index("id")
     for example in entry["hot_spot"]["examples"]:
         row = by_id.loc[example["id"]]
