@@ -7,6 +7,7 @@ so the first run of this file on a fresh clone includes generation and training.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
