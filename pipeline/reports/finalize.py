@@ -84,9 +84,25 @@ def coordinate_space(cfg: DictConfig) -> str:
     return "input: network-input pixels (pixel-edge); boxes transformed with the image and clipped to it"
 
 
+def strict_json_value(value):
+    """``value`` with every non-finite float (NaN, +-inf, also NumPy's) replaced by ``None``, recursively
+    through dicts, lists and tuples, so that ``json.dumps(..., allow_nan=False)`` writes strict JSON
+    (``null``; bare ``NaN`` is rejected by strict parsers). Other values are returned as they are."""
+    if isinstance(value, dict):
+        return {key: strict_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` as strict JSON (non-finite numbers become ``null``) through a temporary file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.write_text(json.dumps(strict_json_value(payload), indent=2, default=str, allow_nan=False))
     tmp.replace(path)
 
 
