@@ -19,11 +19,25 @@ import pyarrow.parquet as pq
 PART_PATTERN = re.compile(r"^(?P<table>[a-z_]+)-r(?P<rank>\d+)-(?P<seq>\d+)\.parquet$")
 
 
+class DamagedPart(Exception):
+    """A part file on disk cannot be read (truncated or overwritten): the message names it and what to do."""
+
+    def __init__(self, path: Path, error: BaseException):
+        super().__init__(f"{path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                         f"it was damaged after it was written (a truncated copy, a full disk). Move it out of "
+                         f"{path.parent} and resume again (resume=true): the samples it held are audited again")
+        self.path = path
+
+
 def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``table`` to ``path`` through a temporary file and an atomic rename; a failed write (a full
+    disk) leaves neither the temporary file nor a partial ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class PartWriter:
@@ -76,8 +90,16 @@ def read_column(parts: list[Path], column: str) -> list:
     """One column of every part (e.g. the ids already done, to resume)."""
     values: list = []
     for path in parts:
-        values.extend(pq.read_table(path, columns=[column]).column(column).to_pylist())
+        values.extend(read_part(path, [column]).column(column).to_pylist())
     return values
+
+
+def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One part (or ``columns`` of it); a damaged file is a :class:`DamagedPart` naming it."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise DamagedPart(path, error) from error
 
 
 def merge_parts(parts: list[Path], out: Path, schema: pa.Schema, metadata: dict[str, str]) -> int:
@@ -86,12 +108,29 @@ def merge_parts(parts: list[Path], out: Path, schema: pa.Schema, metadata: dict[
     schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     rows = 0
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for path in parts:
-            table = pq.read_table(path).select(schema.names).cast(schema)
-            writer.write_table(table)
-            rows += table.num_rows
-        if not parts:
-            writer.write_table(schema.empty_table())
-    os.replace(tmp, out)
+    try:  # whatever fails (a damaged part, a full disk), the temporary file does not stay in the run folder
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for path in parts:
+                table = read_part(path).select(schema.names).cast(schema)
+                writer.write_table(table)
+                rows += table.num_rows
+            if not parts:
+                writer.write_table(schema.empty_table())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return rows
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Delete the temporary files an interrupted run left: half-written parts (``parts/.*.tmp-PID``), a
+    half-merged table (``.samples.parquet.tmp-PID``) and half-written overlays (``overlays/.*.tmp-PID``).
+    None of them is ever complete; call it only while holding the run folder (resume). Returns them."""
+    removed = []
+    for folder in (run_dir, run_dir / "parts", run_dir / "overlays"):
+        if folder.is_dir():
+            for leftover in folder.glob(".*.tmp-*"):
+                if leftover.is_file():
+                    leftover.unlink(missing_ok=True)
+                    removed.append(leftover)
+    return removed
