@@ -1,7 +1,8 @@
 """Command line: ``python -m pipeline [hydra overrides]`` or ``cam-audit [overrides]``.
 
 A configuration problem prints one line naming the option and exits with status 2, before any work;
-``runtime.debug=true`` shows the traceback instead. A run stopped by too many bad samples exits with 3.
+``runtime.debug=true`` shows the traceback instead. A run stopped by too many bad samples exits with 3,
+one stopped by a full disk with 4 (both resumable).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from pipeline.errors import ConfigError, TooManyFailures
+from pipeline.errors import ConfigError, TooManyFailures, is_disk_full
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 DEFAULT_RUN_DIR = "outputs"  # the fixed prefix of hydra.run.dir in conf/config.yaml
@@ -45,6 +46,13 @@ def _main(cfg: DictConfig) -> None:
             raise
         print(f"cam-audit: stopped: {error}", file=sys.stderr)
         sys.exit(3)
+    except OSError as error:
+        if not is_disk_full(error) or cfg.runtime.debug:
+            raise
+        # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
+        print(f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
+              f"free space, then run again with resume=true hydra.run.dir={run_dir}", file=sys.stderr)
+        sys.exit(4)
 
 
 def check_run_dir_argument(argv: list[str]) -> None:

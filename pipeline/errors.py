@@ -1,4 +1,6 @@
-"""Errors the user can fix by changing one option."""
+"""Errors that stop a run with a one-line message (the command line maps each to an exit status)."""
+
+import errno
 
 
 class ConfigError(Exception):
@@ -26,3 +28,11 @@ class OptionError(ValueError):
 
 class TooManyFailures(Exception):
     """More samples failed than ``runtime.max_error_fraction`` allows: the data is probably wrong."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a "no space left" / "quota exceeded" write failure (pyarrow's OSError may
+    carry only the message, not the errno)."""
+    if not isinstance(error, OSError):
+        return False
+    return error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error) or "quota exceeded" in str(error).lower()

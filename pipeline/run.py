@@ -36,8 +36,8 @@ from pipeline.options import check_memory_per_worker, check_options, check_top_k
 from pipeline.reports import saved_maps
 from pipeline.reports import schema as report_schema
 from pipeline.reports.finalize import finalize_run
-from pipeline.reports.overlays import OVERLAY_MODES, overlay_rows, save_overlays
-from pipeline.reports.parts import PartWriter, list_parts, read_column
+from pipeline.reports.overlays import OVERLAY_MODES, OverlayFailure, overlay_rows, save_overlays
+from pipeline.reports.parts import DamagedPart, PartWriter, list_parts, read_column, remove_leftovers
 from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
 from pipeline.reports.triage import TriageSettings
 from pipeline.scores import boxes_to_mask, score_map
@@ -262,6 +262,14 @@ def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: Audit
     return pa.table({field.name: data[field.name] for field in schema}).cast(schema)
 
 
+def overlay_error_rows(failures: list[OverlayFailure], table: pa.Table) -> pa.Table:
+    """``errors.parquet`` rows (stage ``overlay``) for the overlays of ``table``'s samples that could not be made."""
+    paths = dict(zip(table.column("id").to_pylist(), table.column("path").to_pylist()))
+    return pa.table({"id": [f.sample_id for f in failures], "path": [paths.get(f.sample_id) for f in failures],
+                     "stage": ["overlay"] * len(failures), "error_type": [f.error_type for f in failures],
+                     "message": [f.message for f in failures]}, schema=report_schema.ERRORS_SCHEMA)
+
+
 def flush_all(writers: list[PartWriter]) -> None:
     """Write the pending rows of every writer (a stop for too many failures keeps them too)."""
     for writer in writers:
@@ -297,10 +305,12 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
     if existing and not cfg.resume:
         raise ConfigError("resume", f"{run_dir} already holds a run ({len(existing)} parts); set resume=true to finish it, or choose a new hydra.run.dir")
-    done = set(read_column(existing, "id"))
-    if cfg.resume and ranks.is_main and parts_dir.is_dir():
-        for leftover in parts_dir.glob(".*.tmp-*"):  # half-written parts of the interrupted run: never complete
-            leftover.unlink(missing_ok=True)
+    try:
+        done = set(read_column(existing, "id"))
+    except DamagedPart as error:
+        raise ConfigError("resume", str(error)) from error
+    if cfg.resume and ranks.is_main:
+        remove_leftovers(run_dir)
     distributed.barrier(ranks)  # every rank has read the run's state before any rank writes to it
     rank, rows_per_part = ranks.rank, int(cfg.report.rows_per_part)
     samples_schema = report_schema.samples_schema(setup, cfg)
@@ -342,8 +352,10 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
                 original = None
                 if view.grid_size is not None:  # draw on the whole photo: what the crop cut away is shown dimmed
                     original = (view, [todo[i].image_path for i in batch["index"].tolist()], setup.preprocess.boxes_refer_to)
-                save_overlays(overlay_dir, table, batch, maps, original=original,
-                              rows=overlay_rows(table, overlay_mode, TriageSettings.from_config(cfg.report)))
+                failures = save_overlays(overlay_dir, table, batch, maps, original=original,
+                                         rows=overlay_rows(table, overlay_mode, TriageSettings.from_config(cfg.report)))
+                if failures:  # the sample is scored (its row stays); only its picture is missing
+                    error_writer.add(overlay_error_rows(failures, table))
         n_done += batch["index"].numel() + len(batch["failures"])
         progress.update(batch["index"].numel() + len(batch["failures"]))
         seen = n_done + len(index_errors)

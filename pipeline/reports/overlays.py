@@ -10,7 +10,9 @@ outside the run folder.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,8 +20,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from pipeline.errors import is_disk_full
+
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MIN_PANEL_WIDTH = 320  # narrower pictures (the default's 96 px input) are enlarged by a whole factor to at least this
+# Longest side of one drawn panel, pixels: three panels side by side stay far under JPEG's 65,535 limit,
+# and a degenerate image (1 x 3,000 px on its scoring grid) cannot make a gigapixel picture.
+MAX_PANEL_SIDE = 2048
 COLOUR_BAR_WIDTH = 56  # pixels of the colour bar right of the three panels
 
 
@@ -96,16 +103,21 @@ def draw_overlay(image_rgb: np.ndarray, boxes: np.ndarray, pred_map: np.ndarray,
     Returns:
         ``[H', 3W + bar, 3]`` BGR uint8.
     """
-    # Small network inputs (96 px) are enlarged so that the pictures and captions stay readable.
-    zoom = max(1, int(np.ceil(MIN_PANEL_WIDTH / image_rgb.shape[1])))
+    # Small network inputs (96 px) are enlarged so that the pictures and captions stay readable; huge or
+    # degenerate ones are bounded (panel_size).
+    height, width = image_rgb.shape[:2]
+    panel_height, panel_width = panel_size(height, width)
     seen = None if seen is None else np.asarray(seen, dtype=bool)
-    if zoom > 1:
-        image_rgb = cv2.resize(image_rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
-        pred_map = cv2.resize(pred_map, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
-        true_map = cv2.resize(true_map, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
-        boxes = np.asarray(boxes, dtype=np.float32) * zoom
+    if (panel_height, panel_width) != (height, width):
+        shrink = panel_width < width or panel_height < height
+        size = (panel_width, panel_height)
+        image_rgb = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)
+        pred_map = cv2.resize(pred_map, size, interpolation=cv2.INTER_LINEAR)
+        true_map = cv2.resize(true_map, size, interpolation=cv2.INTER_LINEAR)
+        scale = np.array([panel_width / width, panel_height / height] * 2, dtype=np.float32)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * scale
         if map_boxes is not None:
-            map_boxes = tuple(np.asarray(b, dtype=np.float64) * zoom for b in map_boxes)
+            map_boxes = tuple(np.asarray(b, dtype=np.float64) * scale for b in map_boxes)
     base = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     if seen is not None:
         seen = cv2.resize(seen.astype(np.uint8), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
@@ -124,6 +136,44 @@ def draw_overlay(image_rgb: np.ndarray, boxes: np.ndarray, pred_map: np.ndarray,
     height = max(p.shape[0] for p in panels)
     panels = [np.vstack([p, np.full((height - p.shape[0], p.shape[1], 3), 255, np.uint8)]) for p in panels]
     return np.hstack(panels + [_colour_bar(height)])
+
+
+@dataclass(frozen=True)
+class OverlayFailure:
+    """One overlay that could not be made: ``sample_id`` and why (for an ``errors.parquet`` row, stage ``overlay``)."""
+
+    sample_id: str
+    error_type: str
+    message: str
+
+
+def panel_size(height: int, width: int) -> tuple[int, int]:
+    """``(height, width)`` of one drawn panel for a ``height x width`` picture.
+
+    Enlarged by a whole factor up to :data:`MIN_PANEL_WIDTH` (captions readable), then scaled down so
+    that neither side exceeds :data:`MAX_PANEL_SIDE` (the aspect ratio kept, each side at least 1 px).
+    """
+    zoom = float(max(1, int(np.ceil(MIN_PANEL_WIDTH / max(width, 1)))))
+    zoom = min(zoom, MAX_PANEL_SIDE / max(height, width, 1))
+    return max(1, min(MAX_PANEL_SIDE, round(height * zoom))), max(1, min(MAX_PANEL_SIDE, round(width * zoom)))
+
+
+def write_jpeg_atomic(path: Path, picture: np.ndarray) -> None:
+    """Encode ``picture`` (``[H, W, 3]`` BGR uint8) as JPEG and write it through a temporary file.
+
+    Raises ``ValueError`` when OpenCV cannot encode it, ``OSError`` when it cannot be written (a full disk
+    too: :func:`pipeline.errors.is_disk_full`); no temporary file is left behind.
+    """
+    encoded, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not encoded:
+        raise ValueError(f"OpenCV could not encode a {picture.shape[1]} x {picture.shape[0]} JPEG")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data.tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _fmt(value: float | None) -> str:
@@ -149,8 +199,10 @@ def overlay_rows(table: pa.Table, mode: str, triage_settings=None) -> np.ndarray
 
 
 def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_misclassified: bool = True, original=None,
-                  rows: np.ndarray | None = None) -> int:
-    """Write one JPEG per selected image of the batch; returns how many were written.
+                  rows: np.ndarray | None = None) -> list[OverlayFailure]:
+    """Write one JPEG per selected image of the batch; returns the overlays that could not be made
+    (drawing or encoding failed, or the file could not be written). A full disk is not such a failure: its
+    ``OSError`` propagates, so that the run stops instead of failing every image after it.
 
     ``original`` (``scores.space=original``): ``(view, image_paths, boxes_refer_to)`` with the batch's
     :class:`~pipeline.scores.space.ScoringView`; each drawn image is decoded again and shown whole on its scoring grid,
@@ -160,7 +212,7 @@ def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_miscla
     if rows is None:  # the batch rows to draw (overlay_rows); else the misclassified ones, or all
         rows = overlay_rows(table, "misclassified" if only_misclassified else "all")
     if rows.size == 0:
-        return 0
+        return []
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = torch.from_numpy(rows).to(maps.normalised.device)
     chosen_maps = maps.normalised[selected, :2].cpu().numpy()  # only the drawn images leave the device
@@ -170,34 +222,43 @@ def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_miscla
     data = table.select(["id", "label_name", "pred_name", "confidence", "prob_true", "pred_energy_in_box", "true_energy_in_box",
                          "pred_excess_energy", "true_excess_energy", "pred_pointing_hit", "true_pointing_hit", *box_columns]
                         ).take(pa.array(rows)).to_pylist()
+    failures: list[OverlayFailure] = []
     for i, row in enumerate(data):
-        boxes = batch["boxes"][rows[i]][batch["box_valid"][rows[i]]].numpy()
-        captions = (
-            [f"{row['id'][:40]}", f"true: {row['label_name'][:30]}", f"pred: {row['pred_name'][:30]} ({_fmt(row['confidence'])})"],
-            [f"map of pred: {row['pred_name'][:26]}", f"in box {_fmt(row['pred_energy_in_box'])}, excess {_fmt(row['pred_excess_energy'])}",
-             f"pointing hit {_fmt(row['pred_pointing_hit'])}"],
-            [f"map of true: {row['label_name'][:26]}", f"in box {_fmt(row['true_energy_in_box'])}, excess {_fmt(row['true_excess_energy'])}",
-             f"p(true) {_fmt(row['prob_true'])}"],
-        )
-        map_boxes = None
-        if tau:  # the thresholded maps' boxes, in the picture's pixels
-            map_boxes = tuple(np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64)
-                              for m in ("pred", "true"))
-        whole = _original_picture(original, int(rows[i]), batch["box_stored_valid"][rows[i]]) if original is not None else None
-        if whole is not None:
-            image, grid_boxes, grid_maps, seen = whole
-            if map_boxes is not None:  # box columns are in stored pixels: back onto the scoring grid
-                scale_x, scale_y = (float(v) for v in original[0].grid_scale[int(rows[i])])
-                map_boxes = tuple(b * np.array([scale_x, scale_y, scale_x, scale_y]) for b in map_boxes)
-            picture = draw_overlay(image, grid_boxes, grid_maps[0], grid_maps[1], captions, seen=seen, map_boxes=map_boxes)
-        else:
-            picture = draw_overlay(np.ascontiguousarray(images[i]), boxes, chosen_maps[i, 0], chosen_maps[i, 1], captions,
-                                   map_boxes=map_boxes)
-        path = out_dir / f"{safe_file_stem(row['id'])}.jpg"
-        tmp = path.with_name(f".{path.name}.tmp.jpg")
-        cv2.imwrite(str(tmp), picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        tmp.replace(path)
-    return int(rows.size)
+        try:
+            _save_one(out_dir, row, i, rows, images, chosen_maps, batch, original, tau)
+        except (OSError, ValueError, cv2.error, MemoryError) as error:  # this picture only: the row is already scored
+            if is_disk_full(error):
+                raise
+            failures.append(OverlayFailure(row["id"], type(error).__name__, f"overlay not written: {error}"))
+    return failures
+
+
+def _save_one(out_dir: Path, row: dict, i: int, rows: np.ndarray, images: np.ndarray, chosen_maps: np.ndarray, batch: dict,
+              original, tau: str | None) -> None:
+    """Draw and write the overlay of the ``i``-th selected image (batch row ``rows[i]``)."""
+    boxes = batch["boxes"][rows[i]][batch["box_valid"][rows[i]]].numpy()
+    captions = (
+        [f"{row['id'][:40]}", f"true: {row['label_name'][:30]}", f"pred: {str(row['pred_name'])[:30]} ({_fmt(row['confidence'])})"],
+        [f"map of pred: {str(row['pred_name'])[:26]}", f"in box {_fmt(row['pred_energy_in_box'])}, excess {_fmt(row['pred_excess_energy'])}",
+         f"pointing hit {_fmt(row['pred_pointing_hit'])}"],
+        [f"map of true: {row['label_name'][:26]}", f"in box {_fmt(row['true_energy_in_box'])}, excess {_fmt(row['true_excess_energy'])}",
+         f"p(true) {_fmt(row['prob_true'])}"],
+    )
+    map_boxes = None
+    if tau:  # the thresholded maps' boxes, in the picture's pixels
+        map_boxes = tuple(np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64)
+                          for m in ("pred", "true"))
+    whole = _original_picture(original, int(rows[i]), batch["box_stored_valid"][rows[i]]) if original is not None else None
+    if whole is not None:
+        image, grid_boxes, grid_maps, seen = whole
+        if map_boxes is not None:  # box columns are in stored pixels: back onto the scoring grid
+            scale_x, scale_y = (float(v) for v in original[0].grid_scale[int(rows[i])])
+            map_boxes = tuple(b * np.array([scale_x, scale_y, scale_x, scale_y]) for b in map_boxes)
+        picture = draw_overlay(image, grid_boxes, grid_maps[0], grid_maps[1], captions, seen=seen, map_boxes=map_boxes)
+    else:
+        picture = draw_overlay(np.ascontiguousarray(images[i]), boxes, chosen_maps[i, 0], chosen_maps[i, 1], captions,
+                               map_boxes=map_boxes)
+    write_jpeg_atomic(out_dir / f"{safe_file_stem(row['id'])}.jpg", picture)
 
 
 def _original_picture(original, row: int, box_valid: torch.Tensor):
