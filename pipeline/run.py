@@ -9,6 +9,7 @@ writes the summary. Follow one batch in :func:`audit_batch`.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from pipeline.reports.overlays import OVERLAY_MODES, OverlayFailure, overlay_row
 from pipeline.reports.parts import DamagedPart, PartWriter, list_parts, read_column, remove_leftovers
 from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
 from pipeline.reports.triage import TriageSettings
+from pipeline.run_folder import acquire_lock, check_fingerprint, run_fingerprint, store_fingerprint, weights_digest
 from pipeline.scores import boxes_to_mask, score_map
 from pipeline.scores.offbox import off_box_energy_grid
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
@@ -69,6 +71,7 @@ class AuditSetup:
     original_max_side: int = 512  # scores.original_max_side
     preprocess_sources: dict | None = None  # where size / resize_size / interpolation came from: config, model or fallback
     layout: str = "nchw"  # how the target layer's output became [B, C, h, w] (pipeline.model.layout)
+    weights_sha256: str = ""  # of the model's state dict as loaded: part of the run's fingerprint
 
 
 def resolve_device(option: str) -> torch.device:
@@ -127,6 +130,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
                          int(cfg.runtime.min_samples_for_error_check))
     check_top_k(int(cfg.cam.top_k), len(classes))
     metadata = read_metadata(metadata_path)
+    weights = weights_digest(built.module)  # before the move to the device: hashed from host memory
     module = built.module.to(device).eval()
     try:
         preprocess, preprocess_sources = resolve_preprocess(cfg.data.preprocess, built.preprocess)
@@ -169,7 +173,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(built.std, device=device).view(1, 3, 1, 1)
     return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam),
-                      mean, std, maxboxacc, score_space, original_max_side, preprocess_sources, layout.kind)
+                      mean, std, maxboxacc, score_space, original_max_side, preprocess_sources, layout.kind, weights)
 
 
 def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], UpsampledMaps, ScoringView]:
@@ -296,22 +300,47 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     if len(folders) > 1:  # every rank sees the same list, so all of them stop here
         raise ConfigError("hydra.run.dir", f"the ranks resolved different run folders ({', '.join(sorted(folders))}); set "
                                            "hydra.run.dir explicitly so that every rank writes to the same folder")
+    lock, refusal = None, None
+    if ranks.is_main:  # one lock for the whole run: rank 0 holds it, the other ranks learn whether it got it
+        try:
+            lock = acquire_lock(run_dir)
+        except ConfigError as error:
+            refusal = (error.option, str(error).split(": ", 1)[1])
+    refusal = distributed.gather(ranks, refusal)[0]
+    if refusal is not None:
+        raise ConfigError(*refusal)
+    try:
+        return _audit_held_folder(cfg, run_dir, ranks, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: float) -> dict:
+    """The run, once this run holds ``run_dir`` (see :mod:`pipeline.run_folder`)."""
+    parts_dir = run_dir / "parts"
+    existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
+    if existing and not cfg.resume:
+        raise ConfigError("resume", f"{run_dir} already holds a run ({len(existing)} parts); set resume=true to finish it, or choose a new hydra.run.dir")
     if not ranks.is_main:
         distributed.barrier(ranks)  # rank 0 builds the caches (built-in dataset, default model) first
     setup = prepare(cfg, run_dir, ranks)
     if ranks.is_main:
         distributed.barrier(ranks)
-    parts_dir = run_dir / "parts"
-    existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
-    if existing and not cfg.resume:
-        raise ConfigError("resume", f"{run_dir} already holds a run ({len(existing)} parts); set resume=true to finish it, or choose a new hydra.run.dir")
+    fingerprint = run_fingerprint(cfg, setup)
+    if existing:  # a resume: the rows on disk must have been made with the same configuration
+        for warning in check_fingerprint(parts_dir, fingerprint):
+            print(f"cam-audit: warning: {warning}", file=sys.stderr)
     try:
         done = set(read_column(existing, "id"))
     except DamagedPart as error:
         raise ConfigError("resume", str(error)) from error
-    if cfg.resume and ranks.is_main:
-        remove_leftovers(run_dir)
     distributed.barrier(ranks)  # every rank has read the run's state before any rank writes to it
+    if ranks.is_main:
+        if cfg.resume:
+            remove_leftovers(run_dir)
+        store_fingerprint(parts_dir, fingerprint)
+    distributed.barrier(ranks)
     rank, rows_per_part = ranks.rank, int(cfg.report.rows_per_part)
     samples_schema = report_schema.samples_schema(setup, cfg)
     sample_writer = PartWriter(parts_dir, "samples", samples_schema, rank, rows_per_part)

@@ -1,0 +1,118 @@
+"""One run per folder, one configuration per report (issue 11, cases 1, 2, 3 and 15).
+
+1. A resume with another configuration was accepted and appended its rows to the old ones; now the
+   folder's fingerprint (``parts/fingerprint.json``) is compared and a differing resume refused, naming
+   the options. 15. A resume that added columns crashed at the merge and left ``.samples.parquet.tmp-PID``.
+2. Two runs into one folder both ran; now the second is refused at start, naming the holder's pid and
+   host, and leaves the folder as it was; a lock left by a killed run is taken over.
+3. ``runtime.rank=1`` without torchrun exited 0 without a report; now it is a configuration error.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.run_folder import LOCK_NAME, acquire_lock, check_fingerprint
+from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time (ns)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished_run(tmp_path) -> tuple[list[str], list[str], Path]:
+    """A complete 4-image run: ``(ids, overrides, run_dir)``."""
+    ids = good_dataset(tmp_path / "data", 4)
+    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 2, "runtime.batch_size": 2})
+    run_in_process(overrides, tmp_path / "run")
+    return ids, overrides, tmp_path / "run"
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    (["cam.method=gradcampp", "data.preprocess.size=24"], ["cam.method", "data.preprocess.size"]),
+    (["+model.kwargs.seed=1"], ["model.kwargs.seed", "model.weights_sha256"]),  # other weights
+    (["scores.tolerance=3"], ["scores.tolerance"]),
+    (["cam.negative=true"], ["cam.negative"]),  # case 15: was a KeyError at the merge and a stray temporary file
+])
+def test_resume_with_another_configuration_is_refused_naming_the_options(finished_run, changes, named):
+    ids, overrides, run_dir = finished_run
+    before = _snapshot(run_dir)
+    with pytest.raises(ConfigError) as error:
+        run_in_process(overrides + ["resume=true"] + changes, run_dir)
+    assert error.value.option == "resume"
+    message = str(error.value)
+    differing = message.split(" in ", 2)[2].split(":", 1)[0]  # "...differs from the one in DIR in a, b: ..."
+    assert differing.split(", ") == named, message
+    assert _snapshot(run_dir) == before  # nothing appended, nothing left behind
+
+
+def test_resume_with_the_same_configuration_and_a_larger_limit_is_accepted(tmp_path):
+    ids = good_dataset(tmp_path / "data", 6)
+    overrides = base_overrides(tmp_path / "data", tmp_path / "cache")
+    run_in_process(overrides + ["data.limit=2"], tmp_path / "run")
+    summary = run_in_process(overrides + ["resume=true"], tmp_path / "run")  # data.limit does not change any row
+    assert sorted(pd.read_parquet(tmp_path / "run" / "samples.parquet")["id"]) == ids
+    assert summary["images_scored_this_invocation"] == 4
+
+
+def test_a_folder_without_fingerprint_resumes_with_a_warning(finished_run):
+    _, _, run_dir = finished_run
+    (run_dir / "parts" / "fingerprint.json").unlink()
+    assert "cannot be checked" in check_fingerprint(run_dir / "parts", {"cam.method": "gradcam"})[0]
+
+
+def _hold(run_dir: Path, ready, release) -> None:
+    """Child process: take the folder, say so, wait to be told (or killed)."""
+    acquire_lock(run_dir)
+    ready.set()
+    release.wait(120)
+
+
+def test_a_second_run_into_a_held_folder_is_refused_and_changes_nothing(finished_run):
+    ids, overrides, run_dir = finished_run
+    context = multiprocessing.get_context("fork")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold, args=(run_dir, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        before = _snapshot(run_dir)
+        for extra in ([], ["resume=true"]):  # refused before the "already holds a run" check, with or without resume
+            with pytest.raises(ConfigError) as error:
+                run_in_process(overrides + extra, run_dir)
+            assert error.value.option == "hydra.run.dir"
+            assert f"pid {holder.pid} on host {socket.gethostname()}" in str(error.value) and "in use by another run" in str(error.value)
+        assert _snapshot(run_dir) == before
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # as a crashed run: its lock file stays, its flock goes
+        holder.join(30)
+    assert (run_dir / LOCK_NAME).exists()  # stale
+    summary = run_in_process(overrides + ["resume=true"], run_dir)  # the stale lock is taken over
+    assert summary["images"] == len(ids) and not (run_dir / LOCK_NAME).exists()
+
+
+def test_the_lock_is_released_when_the_run_fails(tmp_path):
+    good_dataset(tmp_path / "data", 2)
+    with pytest.raises(ConfigError):
+        run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"cam.method": "nope"}), tmp_path / "run")
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+    acquire_lock(tmp_path / "run").release()
+
+
+def test_runtime_rank_without_torchrun_is_a_configuration_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    good_dataset(tmp_path / "data", 2)
+    with pytest.raises(ConfigError) as error:  # was: exit 0, a "rank 1" line and no report
+        run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"runtime.rank": 1}), tmp_path / "run")
+    assert error.value.option == "runtime.rank" and "torchrun" in str(error.value)
+    assert not (tmp_path / "run").exists()
