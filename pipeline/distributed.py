@@ -8,7 +8,7 @@ torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` for every process. Eac
 Rank 0 builds the caches first (the built-in dataset and model) while the others wait, and merges the parts
 and writes the summary once every rank has flushed. The processes only synchronise at those points, through
 a gloo process group (CPU tensors: it works with or without GPUs, and across nodes sharing the run folder).
-Without torchrun nothing here does anything: one process, rank ``runtime.rank``, the whole index.
+Without torchrun nothing here does anything: one process, rank 0, the whole index (``runtime.rank`` must be 0).
 """
 
 from __future__ import annotations
@@ -41,10 +41,21 @@ class Ranks:
 
 
 def from_environment(config_rank: int = 0) -> Ranks:
-    """The ranks torchrun set in the environment, or a single process of rank ``config_rank``."""
+    """The ranks torchrun set in the environment, or a single process (rank 0).
+
+    ``config_rank`` (``runtime.rank``) other than 0 without torchrun is a ConfigError: one process audits
+    the whole index, so a lone "rank 1" never wrote a report and two hand-started ranks audited every id
+    twice. Several processes need torchrun, which sets ``WORLD_SIZE`` and makes the ranks shard and wait.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return Ranks(rank=config_rank)
+        if config_rank != 0:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError("runtime.rank", f"rank {config_rank} without torchrun: a single process audits everything as "
+                                              "rank 0; to split a run over processes start them with torchrun --nproc_per_node N "
+                                              "(it sets RANK and WORLD_SIZE), and leave runtime.rank at 0")
+        return Ranks()
     return Ranks(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
