@@ -59,21 +59,32 @@ def _candidate_boxes(binary: torch.Tensor, include_holes: bool) -> tuple[torch.T
 
 
 def _candidate_best_iou(
-    binary: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor, include_holes: bool
+    binary: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor, include_holes: bool,
+    pairs_per_chunk: int = 1 << 20,
 ) -> torch.Tensor:
-    """Per image, the best IoU of any candidate box with any valid GT box; -1 without candidates.
+    """Per binary image, the best IoU of any candidate box with any valid GT box; -1 without candidates.
 
-    IoU in float64 with pixel-edge areas.  Shapes: binary [B, H, W] bool, boxes [B, N, 4],
-    box_valid [B, N] bool -> [B] float64.
+    Binary image ``i`` is scored against the boxes of row ``i % B`` (several thresholds of a batch
+    stacked along the first axis, see :meth:`MaxBoxAccV2.best_iou_per_threshold`), so the boxes are never
+    copied per threshold. The candidate x box IoU matrix is built ``pairs_per_chunk // N`` candidates at a
+    time: its memory is bounded (about 100 bytes per pair) whatever the number of boxes or candidates.
+    IoU in float64 with pixel-edge areas.  Shapes: binary [M, H, W] bool (M a multiple of B), boxes
+    [B, N, 4], box_valid [B, N] bool -> [M] float64.
     """
-    B = binary.shape[0]
+    M = binary.shape[0]
+    B, N = box_valid.shape
+    best = torch.full((M,), -1.0, dtype=torch.float64, device=binary.device)
     image_t, cand = _candidate_boxes(binary, include_holes)
-    iou = _pairwise_iou64(cand[:, None, :], boxes[image_t])  # [C, N]
-    iou = torch.where(box_valid[image_t], iou, -1.0)
-    best_c = iou.amax(dim=1) if iou.shape[1] else iou.new_full((iou.shape[0],), -1.0)
-    return torch.full((B,), -1.0, dtype=torch.float64, device=binary.device).scatter_reduce_(
-        0, image_t, best_c, reduce="amax"
-    )
+    if N == 0:
+        return best
+    step = max(1, int(pairs_per_chunk) // N)
+    for c0 in range(0, image_t.shape[0], step):
+        image = image_t[c0 : c0 + step]
+        row = image % B
+        iou = _pairwise_iou64(cand[c0 : c0 + step, None, :], boxes[row])  # [c, N]
+        iou = torch.where(box_valid[row], iou, -1.0)
+        best.scatter_reduce_(0, image, iou.amax(dim=1), reduce="amax")
+    return best
 
 
 class MaxBoxAccV2:
@@ -125,6 +136,10 @@ class MaxBoxAccV2:
     this batched version is several times slower than OpenCV; it exists to stay on the GPU (no
     copies, no per-image Python work), where its per-pixel passes are cheap.
 
+    Memory does not grow with the number of boxes beyond the boxes themselves: the candidate x box
+    IoU is computed ``pairs_per_chunk`` pairs at a time (default 2**20, about 100 MB of temporaries), and
+    the boxes are indexed per threshold, not copied (``data.max_boxes`` caps the boxes per image too).
+
     Accumulators live on ``device`` (default: the device of the first batch); ``update`` does a
     few scalar syncs per threshold (``nonzero``, union-find rounds) and no per-image Python work.
     """
@@ -136,6 +151,7 @@ class MaxBoxAccV2:
         device: torch.device | str | None = None,
         include_holes: bool = True,
         pixels_per_chunk: int = 1 << 25,
+        pairs_per_chunk: int = 1 << 20,
     ) -> None:
         if int(thresholds) < 1:
             raise ValueError("thresholds must be >= 1")
@@ -146,6 +162,7 @@ class MaxBoxAccV2:
         self.device = torch.device(device) if device is not None else None
         self.include_holes = bool(include_holes)
         self.pixels_per_chunk = int(pixels_per_chunk)
+        self.pairs_per_chunk = int(pairs_per_chunk)  # candidate x box pairs per IoU chunk: bounds memory
         self.reset()
 
     def reset(self) -> None:
@@ -266,15 +283,11 @@ class MaxBoxAccV2:
         taus = self.taus(dev)
         # Several thresholds at once, stacked along the batch axis (fewer, larger operations).
         chunk = max(1, self.pixels_per_chunk // max(1, maps.numel()))
-        N = boxes.shape[1]
         for k0 in range(0, self.thresholds, chunk):
             tc = taus[k0 : k0 + chunk]
-            binary = (masked[None] >= tc[:, None, None, None]).reshape(-1, *maps.shape[1:])
+            binary = (masked[None] >= tc[:, None, None, None]).reshape(-1, *maps.shape[1:])  # image t * B + b
             best[k0 : k0 + tc.numel()] = _candidate_best_iou(
-                binary,
-                boxes[None].expand(tc.numel(), B, N, 4).reshape(-1, N, 4),
-                box_valid[None].expand(tc.numel(), B, N).reshape(-1, N),
-                self.include_holes,
+                binary, boxes, box_valid, self.include_holes, self.pairs_per_chunk
             ).view(tc.numel(), B)
         return best.T.contiguous()
 
