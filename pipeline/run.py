@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
@@ -96,6 +97,16 @@ def check_writable(run_dir: Path) -> None:
         raise ConfigError("hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written ({error.strerror or error})") from error
 
 
+def max_boxes_option(cfg: DictConfig) -> int | None:
+    """``data.max_boxes``: boxes kept per image (null: all; the score tensors then grow with the largest)."""
+    value = cfg.data.get("max_boxes", None)
+    if value is None:
+        return None
+    if int(value) < 1:
+        raise ConfigError("data.max_boxes", f"must be at least 1 (or null for no cap), got {value}")
+    return int(value)
+
+
 def map_names_for(cam_cfg) -> list[str]:
     """Names of the maps made per image: ``pred``, ``true``, then ``top2``..``topK``."""
     return ["pred", "true"] + [f"top{k}" for k in range(2, int(cam_cfg.top_k) + 1)]
@@ -109,6 +120,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     check_options(cfg)  # types and ranges of the plain options (pipeline/options.py)
     if cfg.runtime.precision not in PRECISIONS:
         raise ConfigError("runtime.precision", f"unknown precision {cfg.runtime.precision!r}; use fp32, bf16 or fp16")
+    max_boxes_option(cfg)
     try:
         method = get_method(cfg.cam.method)
     except OptionError as error:
@@ -170,6 +182,8 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         from pipeline.scores.maxboxacc import MaxBoxAccV2
 
         maxboxacc = MaxBoxAccV2(thresholds=int(cfg.scores.maxboxacc.thresholds), device=device)
+    if not all(float(v) > 0 and float(v) != float("inf") for v in built.std):  # a zero std makes every input inf/NaN
+        raise ConfigError("model.std", f"every value must be a finite number above 0, got {list(built.std)}")
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(built.std, device=device).view(1, 3, 1, 1)
     return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam),
@@ -199,6 +213,10 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
         return torch.cat([ranked[:, :1], labels[:, None], ranked[:, 1:]], dim=1)
 
     output, targets = setup.engine.forward_then(images, choose_targets)
+    # A diverged checkpoint or a zero std gives NaN/inf logits or maps: such an image gets no prediction and
+    # no scores (null, counted), never an argmax of NaN or a NaN map scored as a "miss". [B] bool:
+    non_finite = ~(torch.isfinite(output.logits).all(dim=1) & torch.isfinite(output.signed_maps).flatten(2).all(dim=2).all(dim=1))
+    output.signed_maps = torch.nan_to_num(output.signed_maps, nan=0.0, posinf=0.0, neginf=0.0)  # nulled below anyway
     probs = output.logits.softmax(dim=1)
     confidence, pred = probs.max(dim=1)
     columns: dict[str, torch.Tensor] = {
@@ -243,7 +261,25 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
         view = views[""]
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
             view.maps[:, 1], view.empty[:, 1], view.boxes, view.box_valid, view.domain).float()
-    return columns, maps, views[""]
+    return null_non_finite(columns, non_finite), maps, views[""]
+
+
+# Columns of audit_batch that describe the input, not the model's output: kept for a non-finite image.
+INPUT_COLUMNS = ("n_boxes", "no_box_in_input")
+
+
+def null_non_finite(columns: dict[str, torch.Tensor], non_finite: torch.Tensor) -> dict[str, torch.Tensor]:
+    """NaN every prediction and score of the images flagged ``non_finite`` (``[B]`` bool) and add the flag as
+    column ``non_finite_output``; :func:`columns_to_table` writes those NaNs as nulls."""
+    out = {}
+    for name, values in columns.items():
+        if name in INPUT_COLUMNS:
+            out[name] = values
+        else:
+            flag = non_finite.view(-1, *([1] * (values.dim() - 1)))
+            out[name] = torch.where(flag, torch.full_like(values, float("nan"), dtype=torch.float32), values.float())
+    out["non_finite_output"] = non_finite.float()
+    return out
 
 
 def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: AuditSetup, todo_arrays: dict[str, pa.Array],
@@ -254,16 +290,29 @@ def columns_to_table(columns: dict[str, torch.Tensor], batch: dict, setup: Audit
     matrix = torch.stack([matrix_columns[n].float() for n in names]).cpu().numpy()  # [n_columns, B]: one transfer
     positions = pa.array(batch["index"].numpy())
     data = {key: array.take(positions) for key, array in todo_arrays.items()}
+    null = matrix[names.index("non_finite_output")].astype(bool) if "non_finite_output" in names else np.zeros(matrix.shape[1], bool)
     for row, name in enumerate(names):
-        data[name] = matrix[row]
+        data[name] = _nullable(matrix[row], null if name not in INPUT_COLUMNS + ("non_finite_output",) else None,
+                               schema.field(name).type if name in schema.names else None)
     for name, values in columns.items():
         if values.dim() == 2:  # per-image vectors (MaxBoxAccV2 state) become list columns
             flat = values.cpu().numpy()
-            data[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-    data["pred_name"] = pa.array(np.asarray(setup.classes.names, dtype=object)[matrix[names.index("pred")].astype(np.int64)])
-    for key in ("width", "height", "n_boxes_dropped"):
+            data[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1], mask=pa.array(null))
+    pred = np.where(null, 0, np.nan_to_num(matrix[names.index("pred")])).astype(np.int64)
+    data["pred_name"] = pa.array(np.asarray(setup.classes.names, dtype=object)[pred], pa.string(), mask=null)
+    for key in ("width", "height", "n_boxes_dropped", "n_boxes_over_cap"):
         data[key] = batch[key].numpy()
     return pa.table({field.name: data[field.name] for field in schema}).cast(schema)
+
+
+def _nullable(values: np.ndarray, null: np.ndarray | None, arrow_type: pa.DataType | None) -> np.ndarray | pa.Array:
+    """One ``[B]`` float column as its Arrow type, null where ``null`` (a non-finite image)."""
+    if null is None or not null.any() or arrow_type is None:
+        return values
+    if pa.types.is_floating(arrow_type):
+        return pa.array(values, arrow_type, mask=null)
+    filled = np.where(null, 0, values)
+    return pa.array(filled.astype(bool) if pa.types.is_boolean(arrow_type) else filled.astype(np.int64), mask=null).cast(arrow_type)
 
 
 def overlay_error_rows(failures: list[OverlayFailure], table: pa.Table) -> pa.Table:
@@ -272,6 +321,18 @@ def overlay_error_rows(failures: list[OverlayFailure], table: pa.Table) -> pa.Ta
     return pa.table({"id": [f.sample_id for f in failures], "path": [paths.get(f.sample_id) for f in failures],
                      "stage": ["overlay"] * len(failures), "error_type": [f.error_type for f in failures],
                      "message": [f.message for f in failures]}, schema=report_schema.ERRORS_SCHEMA)
+
+
+def too_many_message(n_failed: int, n_non_finite: int, seen: int, max_fraction: float, parts_dir: Path) -> str:
+    """Why the run stopped: failed samples, images with non-finite model outputs, or both."""
+    reasons = []
+    if n_failed:
+        reasons.append(f"{n_failed} failed (see {parts_dir}/errors-*.parquet)")
+    if n_non_finite:
+        reasons.append(f"{n_non_finite} gave non-finite logits or maps (NaN/inf: diverged weights? a zero model.std? "
+                       "fp16 overflow?)")
+    return (f"{' and '.join(reasons)} of {seen} samples, more than runtime.max_error_fraction={max_fraction}. "
+            "Rows written so far are kept (resume=true continues).")
 
 
 def flush_all(writers: list[PartWriter]) -> None:
@@ -360,10 +421,10 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
     if overlay_mode not in OVERLAY_MODES:
         raise ConfigError("report.overlays", f"unknown value {overlay_mode!r}; use one of {', '.join(OVERLAY_MODES)}")
     overlay_dir = run_dir / "overlays"
-    loader = DataLoader(AuditDataset(todo, setup.preprocess), batch_size=int(cfg.runtime.batch_size), shuffle=False,
+    loader = DataLoader(AuditDataset(todo, setup.preprocess, max_boxes_option(cfg)), batch_size=int(cfg.runtime.batch_size), shuffle=False,
                         num_workers=int(cfg.runtime.num_workers), pin_memory=setup.device.type == "cuda",
                         collate_fn=collate_samples, persistent_workers=False)
-    n_failed, n_done = len(index_errors), 0
+    n_failed, n_done, n_non_finite = len(index_errors), 0, 0
     max_fraction, min_seen = float(cfg.runtime.max_error_fraction), int(cfg.runtime.min_samples_for_error_check)
     progress = tqdm(total=len(todo), unit="img", disable=not cfg.runtime.progress, dynamic_ncols=True)
     loop_started = time.perf_counter()
@@ -385,13 +446,13 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
                                          rows=overlay_rows(table, overlay_mode, TriageSettings.from_config(cfg.report)))
                 if failures:  # the sample is scored (its row stays); only its picture is missing
                     error_writer.add(overlay_error_rows(failures, table))
+            n_non_finite += int(pc.sum(table.column("non_finite_output")).as_py() or 0)
         n_done += batch["index"].numel() + len(batch["failures"])
         progress.update(batch["index"].numel() + len(batch["failures"]))
         seen = n_done + len(index_errors)
-        if seen >= min_seen and n_failed > max_fraction * seen:
+        if seen >= min_seen and n_failed + n_non_finite > max_fraction * seen:
             flush_all(writers)
-            raise TooManyFailures(f"{n_failed} of {seen} samples failed, more than runtime.max_error_fraction={max_fraction}; "
-                                  f"see {parts_dir}/errors-*.parquet. Rows written so far are kept (resume=true continues).")
+            raise TooManyFailures(too_many_message(n_failed, n_non_finite, seen, max_fraction, parts_dir))
     progress.close()
     setup.engine.close()  # the model is left without the engine's hook
     flush_all(writers)

@@ -107,13 +107,18 @@ class AuditDataset(Dataset):
         ``n_boxes_dropped`` (boxes that were inverted, empty or outside the input), ``width``/``height``
         (stored size), ``placement`` ``[4]`` float64 ``(scale_x, scale_y, offset_x, offset_y)`` (stored
         point ``x`` -> input point ``x * scale_x + offset_x``), ``boxes_stored`` ``[M', 4]`` float32, the
-        annotated boxes clipped to the stored image (for ``scores.space=original``), and
-        when ``ok`` is False: ``stage`` and ``error`` (type and message).
+        annotated boxes clipped to the stored image (for ``scores.space=original``), ``n_boxes_over_cap``
+        (annotated boxes beyond ``max_boxes``, left out), and when ``ok`` is False: ``stage`` and ``error``
+        (type and message).
+
+    ``max_boxes`` (``data.max_boxes``): at most this many boxes per image, the first ones in annotation
+    order; it bounds the ``[B, N, ...]`` score tensors whatever an annotation holds.
     """
 
-    def __init__(self, records: list[SampleRecord], spec: PreprocessSpec):
+    def __init__(self, records: list[SampleRecord], spec: PreprocessSpec, max_boxes: int | None = None):
         self.records = records
         self.spec = spec
+        self.max_boxes = max_boxes
 
     def __len__(self) -> int:
         return len(self.records)
@@ -129,14 +134,15 @@ class AuditDataset(Dataset):
                 raise ValueError(f"annotation says {record.annotated_size[0]}x{record.annotated_size[1]} but the image is {width}x{height}")
             stage = "preprocess"
             placement = plan_placement(width, height, self.spec.mode, self.spec.size, self.spec.resize_size)
-            boxes, kept = boxes_to_input(record.boxes, placement)
+            annotated = record.boxes if self.max_boxes is None else record.boxes[:self.max_boxes]
+            boxes, kept = boxes_to_input(annotated, placement)
             pixels = image_to_input(image, placement, self.spec.interpolation, self.spec.fill)
-            stored = boxes_in_stored(record.boxes, width, height)
+            stored = boxes_in_stored(annotated, width, height)
         except Exception as error:  # one bad sample must never stop the run
             return _failed(index, self.spec.size, stage, error)
         return {
             "index": index, "ok": True, "image": pixels, "boxes": torch.from_numpy(boxes),
-            "n_boxes_dropped": int((~kept).sum()), "width": width, "height": height,
+            "n_boxes_dropped": int((~kept).sum()), "n_boxes_over_cap": len(record.boxes) - len(annotated), "width": width, "height": height,
             "placement": torch.tensor([placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y], dtype=torch.float64),
             "boxes_stored": torch.from_numpy(stored),
         }
@@ -145,7 +151,7 @@ class AuditDataset(Dataset):
 def _failed(index: int, size: int, stage: str, error: BaseException) -> dict:
     return {
         "index": index, "ok": False, "image": torch.zeros(3, size, size, dtype=torch.uint8),
-        "boxes": torch.zeros(0, 4), "n_boxes_dropped": 0, "width": 0, "height": 0,
+        "boxes": torch.zeros(0, 4), "n_boxes_dropped": 0, "n_boxes_over_cap": 0, "width": 0, "height": 0,
         "placement": torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64), "boxes_stored": torch.zeros(0, 4),
         "stage": stage, "error_type": type(error).__name__, "error": str(error)[:500],
     }
@@ -155,7 +161,7 @@ def collate_samples(items: list[dict]) -> dict:
     """Batch the good samples; pad their boxes to ``[B, N_max, 4]`` with a ``[B, N_max]`` validity mask.
 
     Returns a dict with ``index`` ``[B]`` long, ``image`` ``[B, 3, S, S]`` uint8, ``boxes``
-    ``[B, N, 4]`` float32, ``box_valid`` ``[B, N]`` bool, ``n_boxes_dropped``, ``width``, ``height``
+    ``[B, N, 4]`` float32, ``box_valid`` ``[B, N]`` bool, ``n_boxes_dropped``, ``n_boxes_over_cap``, ``width``, ``height``
     ``[B]`` long, ``placement`` ``[B, 4]`` float64, ``boxes_stored`` ``[B, N', 4]`` with
     ``box_stored_valid`` ``[B, N']``, and ``failures``: the list of failed items (``index``, ``stage``, ``error_type``,
     ``error``).
@@ -171,6 +177,7 @@ def collate_samples(items: list[dict]) -> dict:
         "boxes": boxes, "box_valid": valid, "boxes_stored": boxes_stored, "box_stored_valid": stored_valid,
         "placement": torch.stack([item["placement"] for item in good]) if good else torch.zeros(0, 4, dtype=torch.float64),
         "n_boxes_dropped": torch.tensor([item["n_boxes_dropped"] for item in good], dtype=torch.long),
+        "n_boxes_over_cap": torch.tensor([item["n_boxes_over_cap"] for item in good], dtype=torch.long),
         "width": torch.tensor([item["width"] for item in good], dtype=torch.long),
         "height": torch.tensor([item["height"] for item in good], dtype=torch.long),
         "failures": failures,

@@ -214,8 +214,9 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
         from pipeline.reports.saved_maps import MAPS_SCHEMA
 
         merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
-    frame = pd.read_parquet(run_dir / "samples.parquet")
-    frame["triage"] = add_triage_column(run_dir / "samples.parquet", frame, TriageSettings.from_config(cfg.report))
+    full = pd.read_parquet(run_dir / "samples.parquet")
+    full["triage"] = add_triage_column(run_dir / "samples.parquet", full, TriageSettings.from_config(cfg.report))
+    frame, n_non_finite = finite_rows(full, samples_schema)  # the dataset numbers are over the finite rows
     shortcuts = find_shortcuts(frame, ShortcutSettings.from_config(cfg.report))
     write_hot_spot_pictures(shortcuts, run_dir / "shortcuts")
     errors = pd.read_parquet(run_dir / "errors.parquet")
@@ -226,13 +227,15 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
     summary = {
         "run_dir": str(run_dir), "images": n_rows, "errors": n_errors,
         "errors_by_stage": errors.groupby(["stage", "error_type"]).size().rename("n").reset_index().to_dict("records") if n_errors else [],
-        "accuracy": float(frame["correct"].mean()) if n_rows else float("nan"),
-        "true_class_maps": dataset_scores(frame, "true", tau) if n_rows else {},
-        "predicted_class_maps": dataset_scores(frame, "pred", tau) if n_rows else {},
+        "accuracy": float(frame["correct"].mean()) if len(frame) else float("nan"),
+        "true_class_maps": dataset_scores(frame, "true", tau) if len(frame) else {},
+        "predicted_class_maps": dataset_scores(frame, "pred", tau) if len(frame) else {},
         "images_without_box_in_input": int((frame["n_boxes"] == 0).sum()) if n_rows else 0,
+        "boxes_over_cap": int(frame["n_boxes_over_cap"].sum()) if len(frame) else 0,  # data.max_boxes: annotated, not scored
+        "non_finite_images": n_non_finite,  # NaN/inf logits or maps: rows with null prediction and scores, left out above
         "images_per_second": images_scored / loop_seconds if loop_seconds > 0 else float("nan"),
         "images_scored_this_invocation": images_scored, "seconds": round(total_seconds, 2),
-        "maxboxacc_v2": maxboxacc_summary(frame, cfg) if n_rows else None,
+        "maxboxacc_v2": maxboxacc_summary(frame, cfg) if len(frame) else None,
         "triage": triage_counts(frame["triage"]), "shortcuts": shortcuts, "confusions": confusion_pairs(frame),
         "groups": groups,
         "model": setup.model.info, "target_layer": setup.target_layer, "definitions": choices,
@@ -247,6 +250,22 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
         tmp.replace(run_dir / "review.html")
     print(render_summary(summary))
     return summary
+
+
+def finite_rows(frame: pd.DataFrame, schema: pa.Schema) -> tuple[pd.DataFrame, int]:
+    """The rows whose model outputs were finite (every dataset number is over those) and how many were not.
+
+    A non-finite row has null predictions and scores, so its boolean columns read as objects; the rows kept
+    get their boolean dtype back."""
+    if "non_finite_output" not in frame.columns:
+        return frame, 0
+    flagged = frame["non_finite_output"].astype(bool)
+    kept = frame.loc[~flagged].copy()
+    if flagged.any():
+        for field in schema:
+            if pa.types.is_boolean(field.type) and field.name in kept.columns and kept[field.name].dtype == object:
+                kept[field.name] = kept[field.name].astype(bool)
+    return kept.reset_index(drop=True), int(flagged.sum())
 
 
 def maxboxacc_summary(frame: pd.DataFrame, cfg) -> dict | None:
@@ -311,6 +330,11 @@ def render_summary(summary: dict) -> str:
         box = summary["maxboxacc_v2"]
         lines.append(f"  MaxBoxAccV2 {100 * box['maxboxacc_v2']:.1f} (IoU 0.3/0.5/0.7: {100 * box['maxboxacc_iou30']:.1f} / "
                      f"{100 * box['maxboxacc_iou50']:.1f} / {100 * box['maxboxacc_iou70']:.1f})")
+    if summary.get("boxes_over_cap"):
+        lines.append(f"  {summary['boxes_over_cap']} annotated boxes beyond data.max_boxes were not scored (column n_boxes_over_cap)")
+    if summary.get("non_finite_images"):
+        lines.append(f"  {summary['non_finite_images']} images gave non-finite logits or maps: no prediction, no scores "
+                     "(column non_finite_output), left out of every number above")
     for entry in summary["errors_by_stage"]:
         lines.append(f"  skipped at {entry['stage']}: {entry['n']} x {entry['error_type']}")
     for column, rows in summary["groups"].items():

@@ -191,7 +191,7 @@ def overlay_rows(table: pa.Table, mode: str, triage_settings=None) -> np.ndarray
     if mode == "all":
         return np.arange(table.num_rows)
     if mode == "misclassified":
-        return np.flatnonzero(~table.column("correct").to_numpy(zero_copy_only=False))
+        return np.flatnonzero(~table.column("correct").fill_null(True).to_numpy(zero_copy_only=False))
     from pipeline.reports.triage import TriageSettings, triage
 
     categories = triage(table.to_pandas(), triage_settings or TriageSettings())
@@ -211,6 +211,8 @@ def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_miscla
     """
     if rows is None:  # the batch rows to draw (overlay_rows); else the misclassified ones, or all
         rows = overlay_rows(table, "misclassified" if only_misclassified else "all")
+    if "non_finite_output" in table.column_names:  # NaN/inf maps: nothing to draw
+        rows = rows[~table.column("non_finite_output").to_numpy(zero_copy_only=False)[rows]]
     if rows.size == 0:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,12 @@
 - identity: ``id``, ``path``, ``label``/``label_name`` (true class), ``pred``/``pred_name``,
   ``confidence`` (max softmax probability), ``prob_true``, ``correct``;
 - geometry: ``width``/``height`` (stored image), ``n_boxes`` (boxes inside the network input),
-  ``n_boxes_dropped`` (inverted, empty or outside the input), ``no_box_in_input`` (flag: no box is left,
+  ``n_boxes_dropped`` (inverted, empty or outside the input), ``n_boxes_over_cap`` (annotated boxes beyond
+  ``data.max_boxes``, not scored), ``no_box_in_input`` (flag: no box is left,
   e.g. the object lies outside the centre crop; its box scores are NaN, not 0);
+- ``non_finite_output``: the model gave NaN/inf logits or maps for this image (diverged weights, a zero
+  std): its prediction (``pred``, ``pred_name``, ``confidence``, ``prob_true``, ``correct``) and every map
+  column are null, and the summary leaves it out of every dataset number (``non_finite_images`` counts it);
 - per map ``m`` in ``pred``, ``true`` (and ``top2``.. with ``cam.top_k``; ``neg_*`` with
   ``cam.negative``): ``m_empty``, ``m_map_max`` and every score of the registry
   :data:`pipeline.scores.registry.SCORES` as ``m_<score>`` (per tau ``m_<score>_tau015``...);
@@ -33,7 +37,8 @@ ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("stage",
 IDENTITY = [("id", pa.string()), ("path", pa.string()), ("label", pa.int32()), ("label_name", pa.string()),
             ("pred", pa.int32()), ("pred_name", pa.string()), ("confidence", pa.float32()), ("prob_true", pa.float32()),
             ("correct", pa.bool_()), ("width", pa.int32()), ("height", pa.int32()), ("n_boxes", pa.int32()),
-            ("n_boxes_dropped", pa.int32()), ("no_box_in_input", pa.bool_())]
+            ("n_boxes_dropped", pa.int32()), ("n_boxes_over_cap", pa.int32()), ("no_box_in_input", pa.bool_()),
+            ("non_finite_output", pa.bool_())]
 
 
 def score_fields(cfg) -> list[tuple[str, pa.DataType]]:
