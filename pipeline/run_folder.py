@@ -78,10 +78,14 @@ def acquire_lock(run_dir: Path) -> RunLock:
 
     A refusal leaves the folder as it was (the holder's lock file is only read).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # a file in the way, no permission: the folder cannot be this run's
+            raise ConfigError("hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written "
+                                               f"({error.strerror or error})") from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
