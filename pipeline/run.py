@@ -324,15 +324,11 @@ def overlay_error_rows(failures: list[OverlayFailure], table: pa.Table) -> pa.Ta
 
 
 def too_many_message(n_failed: int, n_non_finite: int, seen: int, max_fraction: float, parts_dir: Path) -> str:
-    """Why the run stopped: failed samples, images with non-finite model outputs, or both."""
-    reasons = []
-    if n_failed:
-        reasons.append(f"{n_failed} failed (see {parts_dir}/errors-*.parquet)")
-    if n_non_finite:
-        reasons.append(f"{n_non_finite} gave non-finite logits or maps (NaN/inf: diverged weights? a zero model.std? "
-                       "fp16 overflow?)")
-    return (f"{' and '.join(reasons)} of {seen} samples, more than runtime.max_error_fraction={max_fraction}. "
-            "Rows written so far are kept (resume=true continues).")
+    """Why the run stopped: failed samples, and images whose model outputs were not finite."""
+    non_finite = (f" and {n_non_finite} gave non-finite logits or maps (NaN/inf: diverged weights? fp16 overflow?)"
+                  if n_non_finite else "")
+    return (f"{n_failed} of {seen} samples failed{non_finite}, more than runtime.max_error_fraction={max_fraction}; "
+            f"see {parts_dir}/errors-*.parquet. Rows written so far are kept (resume=true continues).")
 
 
 def flush_all(writers: list[PartWriter]) -> None:
