@@ -34,7 +34,9 @@ def test_a_one_pixel_wide_image_in_original_space_gets_a_bounded_overlay(tmp_pat
     root = tmp_path / "data"
     ids = good_dataset(root, 3)
     add_sample(root, "thin", noise_image(1, 800, 7), ext=".png", key="n002", boxes=[(1, 100, 1, 600)])
-    overrides = base_overrides(root, tmp_path / "cache", **{"scores.space": "original", "report.overlays": "all"})
+    # allowed on purpose (the default max_aspect_ratio refuses it): the overlay must stay bounded anyway
+    overrides = base_overrides(root, tmp_path / "cache", **{"scores.space": "original", "report.overlays": "all",
+                                                            "data.preprocess.max_aspect_ratio": 1000})
     summary = run_in_process(overrides, tmp_path / "run")
     assert summary["images"] == 4 and summary["errors"] == 0
     picture = cv2.imread(str(tmp_path / "run" / "overlays" / f"{safe_file_stem('thin')}.jpg"))
