@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import is_disk_full
-from pipeline.reports.overlays import MAX_PANEL_SIDE, panel_size, safe_file_stem
+from pipeline.reports.overlays import MAX_PANEL_SIDE, MIN_PANEL_WIDTH, panel_size, safe_file_stem
 from tests.helpers_corpus import add_sample, base_overrides, good_dataset, noise_image, run_cli, run_in_process
 
 
 def test_panel_size_is_bounded_whatever_the_aspect_ratio():
-    assert panel_size(32, 32) == (224, 224)  # small inputs enlarged by a whole factor (7)
+    assert panel_size(32, 32) == (MIN_PANEL_WIDTH, MIN_PANEL_WIDTH)  # small inputs enlarged by a whole factor
     assert panel_size(512, 1) == (MAX_PANEL_SIDE, 4)  # was 114,688 x 224: the zoom is capped by the long side
     assert panel_size(1, 100_000) == (1, MAX_PANEL_SIDE)
     assert panel_size(300, 400) == (300, 400)
