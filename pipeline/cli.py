@@ -1,67 +1,146 @@
-"""Command line: ``python -m pipeline [hydra overrides]`` or ``cam-audit [overrides]``.
+"""Command line: ``python -m pipeline [hydra overrides]`` or ``cam-audit [overrides]``; ``cam-audit compare ...``
+(or ``cam-audit-compare``) compares two finished audits (:mod:`pipeline.reports.compare`).
 
-A configuration problem prints one line naming the option and exits with status 2, before any work;
-``runtime.debug=true`` shows the traceback instead. A run stopped by too many bad samples exits with 3,
-one stopped by a full disk with 4 (both resumable).
+Exit statuses (:class:`pipeline.errors.ExitCode`, the README's table): 0 done; 2 a configuration error (ours
+or Hydra's own, e.g. an unknown key or option), one line naming the option, before any work (``runtime.debug=true``
+shows the traceback); 3 the run stopped on too many failed samples; 4 on a full disk (both resumable); 5 an
+unexpected error (traceback); 130
+interrupted; compare adds 1 for a tripped gate.
+
+A start that is refused or fails before the run is accepted (a bad option, a folder that already holds a
+run) leaves no trace: Hydra's ``.hydra/`` record and the job log are written only once the run is accepted
+(``hydra.output_subdir`` is null in ``conf/config.yaml``; :func:`save_hydra_record` writes it instead), and
+a run folder this start created is removed again when it is still empty.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 import hydra
+import hydra.errors
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
-from pipeline.errors import ConfigError, TooManyFailures, is_disk_full
+from pipeline import logs
+from pipeline.errors import ConfigError, ExitCode, TooManyFailures, is_disk_full
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 DEFAULT_RUN_DIR = "outputs"  # the fixed prefix of hydra.run.dir in conf/config.yaml
+HYDRA_RECORD = ".hydra"  # where Hydra would write config.yaml, hydra.yaml and overrides.yaml
+logger = logging.getLogger("pipeline.cli")
+_existing_ancestor: Path | None = None  # the nearest folder of hydra.run.dir that existed before this start
+
+
+def one_line(text: str) -> str:
+    """A message of several lines (Hydra's, OmegaConf's) as one line."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def fail(message: str, code: int) -> None:
+    """Log ``message`` (one line on stderr; in the job log when the run was accepted) and exit with ``code``."""
+    logs.event(logger, "error", message, logging.ERROR, exit_code=code)
+    logging.shutdown()
+    sys.exit(code)
+
+
+def save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
+    """Write ``.hydra/{config,hydra,overrides}.yaml`` as Hydra would, once the run is accepted.
+
+    A resumed run keeps the record of the run it continues (the resume fingerprint guarantees the same
+    numbers-changing configuration).
+    """
+    folder = run_dir / HYDRA_RECORD
+    if (folder / "config.yaml").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = HydraConfig.get()
+    for name, content in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
+                          ("overrides.yaml", hydra_cfg.overrides.task)):
+        tmp = folder / f".{name}.tmp-{os.getpid()}"
+        tmp.write_text(OmegaConf.to_yaml(content), encoding="utf-8")
+        tmp.replace(folder / name)
+
+
+def remove_created_folders(run_dir: Path, existing_ancestor: Path | None) -> None:
+    """Remove ``run_dir`` and its parents up to ``existing_ancestor`` while they are empty: the folders
+    this start created (Hydra makes the run folder before the configuration is checked)."""
+    if existing_ancestor is None:
+        return
+    folder = run_dir.absolute()
+    while folder != existing_ancestor and existing_ancestor in folder.parents:
+        try:
+            folder.rmdir()  # only an empty folder goes
+        except OSError:
+            return
+        folder = folder.parent
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     from pipeline.run import run_audit
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    log_format = str(cfg.runtime.get("log_format", "text"))
+    if log_format not in logs.LOG_FORMATS:
+        logs.configure("text", None)
+        fail(f"cam-audit: configuration error: runtime.log_format: unknown format {log_format!r}; use text or json", ExitCode.CONFIG)
+    logs.configure(log_format, run_dir / f"{hydra_cfg.job.name}.log")
+    created = _existing_ancestor if hydra_cfg.mode == RunMode.RUN else None
+    accepted = False
+
+    def on_accepted() -> None:
+        nonlocal accepted
+        accepted = True
+        save_hydra_record(cfg, run_dir)
+        logs.open_run_log()
+
+    logs.event(logger, "start", f"cam-audit start: run folder {run_dir}", run_dir=str(run_dir),
+               overrides=list(hydra_cfg.overrides.task), resume=bool(cfg.resume))
     try:
-        run_audit(cfg, run_dir)
-    except MissingMandatoryValue as error:
-        # a `???` left in the config (e.g. data.images of data=imagenet_val): name the key, not a traceback
-        if cfg.runtime.debug:
+        run_audit(cfg, run_dir, on_accepted=on_accepted)
+    except BaseException as error:
+        if not accepted:
+            remove_created_folders(run_dir, created)
+        if cfg.runtime.debug and isinstance(error, Exception):
             raise
-        key = error.full_key or "?"
-        print(f"cam-audit: configuration error: {key}: is required (the config has ??? here); pass {key}=<value>", file=sys.stderr)
-        sys.exit(2)
-    except ConfigError as error:
-        if cfg.runtime.debug:
-            raise
-        print(f"cam-audit: configuration error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except TooManyFailures as error:
-        if cfg.runtime.debug:
-            raise
-        print(f"cam-audit: stopped: {error}", file=sys.stderr)
-        sys.exit(3)
-    except OSError as error:
-        if not is_disk_full(error) or cfg.runtime.debug:
-            raise
-        # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
-        print(f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
-              f"free space, then run again with resume=true hydra.run.dir={run_dir}", file=sys.stderr)
-        sys.exit(4)
+        if isinstance(error, MissingMandatoryValue):
+            # a `???` left in the config (e.g. data.images of data=imagenet_val): name the key, not a traceback
+            key = error.full_key or "?"
+            fail(f"cam-audit: configuration error: {key}: is required (the config has ??? here); pass {key}=<value>", ExitCode.CONFIG)
+        if isinstance(error, ConfigError):
+            fail(f"cam-audit: configuration error: {one_line(str(error))}", ExitCode.CONFIG)
+        if isinstance(error, InterpolationResolutionError):
+            fail(f"cam-audit: configuration error: {one_line(str(error))}", ExitCode.CONFIG)
+        if isinstance(error, TooManyFailures):
+            fail(f"cam-audit: stopped: {error}", ExitCode.TOO_MANY_FAILURES)
+        if isinstance(error, OSError) and is_disk_full(error):
+            # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
+            fail(f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
+                 f"free space, then run again with resume=true hydra.run.dir={run_dir}", ExitCode.DISK_FULL)
+        if isinstance(error, KeyboardInterrupt):
+            fail(f"cam-audit: interrupted; continue with hydra.run.dir={run_dir} resume=true", ExitCode.INTERRUPTED)
+        if isinstance(error, Exception):
+            logger.error("cam-audit: unexpected error (a bug; please report it with this traceback): %s: %s",
+                         type(error).__name__, error, exc_info=error, extra={"event": "crash", "fields": {"exit_code": ExitCode.INTERNAL}})
+            logging.shutdown()
+            sys.exit(ExitCode.INTERNAL)
+        raise  # SystemExit
 
 
-def check_run_dir_argument(argv: list[str]) -> None:
-    """Fail fast when ``hydra.run.dir`` cannot be created.
+def check_run_dir_argument(argv: list[str]) -> Path:
+    """Fail fast when ``hydra.run.dir`` cannot be created; returns its nearest existing folder.
 
-    Hydra creates the run folder (and writes ``.hydra/``) before our code runs, and reports a failure
-    there as its own traceback; so the folder named on the command line (or the default's fixed prefix)
-    is checked first. The check is on the nearest existing ancestor: it must be a writable folder.
-    Interpolations (``${now:...}``) are cut off: only the fixed prefix can be checked.
+    Hydra creates the run folder before our code runs, and reports a failure there as its own traceback;
+    so the folder named on the command line (or the default's fixed prefix) is checked first. The check is
+    on the nearest existing ancestor: it must be a writable folder. Interpolations (``${now:...}``) are cut
+    off: only the fixed prefix can be checked.
     """
     value = DEFAULT_RUN_DIR
     for arg in argv:
@@ -76,16 +155,49 @@ def check_run_dir_argument(argv: list[str]) -> None:
         raise ConfigError("hydra.run.dir", f"{value!r} cannot be created: {str(ancestor)!r} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError("hydra.run.dir", f"{value!r} cannot be created: {str(ancestor)!r} is not writable")
+    return ancestor
+
+
+def requested_log_format(argv: list[str]) -> str:
+    """``runtime.log_format`` from the command line (for messages printed before Hydra has composed)."""
+    for arg in argv:
+        key, sep, given = arg.lstrip("+~").partition("=")
+        if sep and key == "runtime.log_format" and given in logs.LOG_FORMATS:
+            return given
+    return "text"
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``cam-audit``); ``cam-audit compare ...`` runs :func:`compare_main`."""
+    global _existing_ancestor
+    argv = sys.argv[1:]
+    if argv[:1] == ["compare"]:
+        sys.exit(compare_main(argv[1:]))
+    logs.configure(requested_log_format(argv), None)
     try:
-        check_run_dir_argument(sys.argv[1:])
+        _existing_ancestor = check_run_dir_argument(argv)
     except ConfigError as error:
-        print(f"cam-audit: configuration error: {error}", file=sys.stderr)
-        sys.exit(2)
-    _main()
+        fail(f"cam-audit: configuration error: {error}", ExitCode.CONFIG)
+    # Hydra's own errors (an unknown key, a missing option file, a bad override) raise instead of printing
+    # several lines and exiting 1, so that they follow the exit-code table: one line, exit 2.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _main()
+    except (hydra.errors.HydraException, OmegaConfBaseException) as error:
+        logs.configure(requested_log_format(argv), None)
+        cause = error.__cause__
+        detail = f" ({one_line(str(cause))})" if isinstance(cause, OmegaConfBaseException) else ""
+        message = str(error).split("Config search path")[0]  # Hydra appends its search path: not the user's concern
+        fail(f"cam-audit: configuration error: {one_line(message)}{detail}", ExitCode.CONFIG)
+    except KeyboardInterrupt:
+        fail("cam-audit: interrupted", ExitCode.INTERRUPTED)
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    """Console-script entry point of ``cam-audit-compare`` (``cam-audit compare``)."""
+    from pipeline.compare import main as compare
+
+    return compare(argv)
 
 
 if __name__ == "__main__":

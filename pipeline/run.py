@@ -8,9 +8,11 @@ writes the summary. Follow one batch in :func:`audit_batch`.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import distributed
+from pipeline import distributed, logs
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
 from pipeline.data.records import ClassList, SampleRecord
 from pipeline.data.decode import PEAK_BYTES_PER_PIXEL
@@ -48,6 +50,7 @@ from pipeline.scores.offbox import off_box_energy_grid
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
 from pipeline.data.sources import check_index_problems, load_records, read_metadata
 
+logger = logging.getLogger("pipeline.run")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCORE_SPACES = ("input", "original")
 
@@ -337,8 +340,12 @@ def flush_all(writers: list[PartWriter]) -> None:
         writer.flush()
 
 
-def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
+def run_audit(cfg: DictConfig, run_dir: Path, on_accepted: Callable[[], None] | None = None) -> dict:
     """Run (or resume) a whole audit into ``run_dir``; returns the summary.
+
+    ``on_accepted`` is called once the configuration is checked and the folder may be written to (the
+    command line writes Hydra's record and opens the job log then); nothing before it writes to ``run_dir``
+    except a probe file that is removed at once.
 
     Under ``torchrun`` every rank runs this on its shard (:mod:`pipeline.distributed`); rank 0 returns
     the summary of the whole run, the other ranks a line of their own counts.
@@ -346,17 +353,32 @@ def run_audit(cfg: DictConfig, run_dir: Path) -> dict:
     ranks = distributed.from_environment(int(cfg.runtime.get("rank", 0)))
     distributed.start(ranks, float(cfg.runtime.get("sync_timeout_minutes", 720)))
     try:
-        return _run_audit(cfg, run_dir, ranks)
+        return _run_audit(cfg, run_dir, ranks, on_accepted)
     finally:
         distributed.stop(ranks)
 
 
-def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict:
+def refuse_existing_run(run_dir: Path, resume: bool) -> list[Path]:
+    """The parts already in ``run_dir``; a ConfigError when it holds a run and ``resume`` is off.
+
+    Checked before anything is built or written, so that a refused start leaves the folder as it was.
+    """
+    parts_dir = run_dir / "parts"
+    existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
+    finished = [name for name in ("samples.parquet", "summary.json") if (run_dir / name).exists()]
+    if (existing or finished) and not resume:
+        held = f"{len(existing)} parts" if existing else ", ".join(finished)
+        raise ConfigError("resume", f"{run_dir} already holds a run ({held}); set resume=true to finish it, or choose a new hydra.run.dir")
+    return existing
+
+
+def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, on_accepted: Callable[[], None] | None) -> dict:
     started = time.perf_counter()
     folders = set(distributed.gather(ranks, str(run_dir)))
     if len(folders) > 1:  # every rank sees the same list, so all of them stop here
         raise ConfigError("hydra.run.dir", f"the ranks resolved different run folders ({', '.join(sorted(folders))}); set "
                                            "hydra.run.dir explicitly so that every rank writes to the same folder")
+    refuse_existing_run(run_dir, bool(cfg.resume))  # before the lock file: a refused start leaves the folder as it was
     lock, refusal = None, None
     if ranks.is_main:  # one lock for the whole run: rank 0 holds it, the other ranks learn whether it got it
         try:
@@ -367,18 +389,17 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     if refusal is not None:
         raise ConfigError(*refusal)
     try:
-        return _audit_held_folder(cfg, run_dir, ranks, started)
+        return _audit_held_folder(cfg, run_dir, ranks, started, on_accepted)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: float) -> dict:
+def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: float,
+                       on_accepted: Callable[[], None] | None = None) -> dict:
     """The run, once this run holds ``run_dir`` (see :mod:`pipeline.run_folder`)."""
     parts_dir = run_dir / "parts"
-    existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
-    if existing and not cfg.resume:
-        raise ConfigError("resume", f"{run_dir} already holds a run ({len(existing)} parts); set resume=true to finish it, or choose a new hydra.run.dir")
+    existing = refuse_existing_run(run_dir, bool(cfg.resume))
     if not ranks.is_main:
         distributed.barrier(ranks)  # rank 0 builds the caches (built-in dataset, default model) first
     setup = prepare(cfg, run_dir, ranks)
@@ -392,6 +413,11 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
         done = set(read_column(existing, "id"))
     except DamagedPart as error:
         raise ConfigError("resume", str(error)) from error
+    if on_accepted is not None:
+        on_accepted()
+    logs.event(logger, "configured", f"configuration resolved: {len(setup.records)} samples, model {setup.model.info.get('name', '?')}, "
+               f"layer {setup.target_layer}, device {setup.device}", samples=len(setup.records), target_layer=setup.target_layer,
+               device=str(setup.device), model=setup.model.info, resume=bool(cfg.resume))
     distributed.barrier(ranks)  # every rank has read the run's state before any rank writes to it
     if ranks.is_main:
         if cfg.resume:
@@ -422,9 +448,11 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
                         collate_fn=collate_samples, persistent_workers=False)
     n_failed, n_done, n_non_finite = len(index_errors), 0, 0
     max_fraction, min_seen = float(cfg.runtime.max_error_fraction), int(cfg.runtime.min_samples_for_error_check)
-    progress = tqdm(total=len(todo), unit="img", disable=not cfg.runtime.progress, dynamic_ncols=True)
+    # a progress bar only on a terminal: in a captured log its carriage returns are noise (the job log has events)
+    progress = tqdm(total=len(todo), unit="img", disable=not (cfg.runtime.progress and sys.stderr.isatty()), dynamic_ncols=True)
+    log_every = int(cfg.runtime.get("log_every_batches", 20))
     loop_started = time.perf_counter()
-    for batch in loader:
+    for batch_number, batch in enumerate(loader, start=1):
         if batch["failures"]:
             error_writer.add(report_schema.error_rows([(todo[f["index"]], f["stage"], f["error_type"], f["error"]) for f in batch["failures"]]))
             n_failed += len(batch["failures"])
@@ -445,6 +473,10 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
             n_non_finite += int(pc.sum(table.column("non_finite_output")).as_py() or 0)
         n_done += batch["index"].numel() + len(batch["failures"])
         progress.update(batch["index"].numel() + len(batch["failures"]))
+        if log_every > 0 and batch_number % log_every == 0:
+            seconds = time.perf_counter() - loop_started
+            logs.event(logger, "progress", f"{n_done} of {len(todo)} samples, {n_failed} failed, {n_done / seconds:.1f} samples/s",
+                       done=n_done, total=len(todo), failed=n_failed, samples_per_second=n_done / seconds)
         seen = n_done + len(index_errors)
         if seen >= min_seen and n_failed + n_non_finite > max_fraction * seen:
             flush_all(writers)
@@ -456,6 +488,8 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
     per_rank = distributed.gather(ranks, (n_done, elapsed))  # also the barrier: every rank's parts are on disk
     if not ranks.is_main:
         print(f"rank {ranks.rank}/{ranks.world_size}: {n_done} images in {elapsed:.1f}s; rank 0 writes the report")
+        logs.event(logger, "rank_done", f"rank {ranks.rank}/{ranks.world_size}: {n_done} images in {elapsed:.1f}s",
+                   rank=ranks.rank, images=n_done, seconds=elapsed)
         return {"rank": ranks.rank, "images_scored_this_invocation": n_done, "seconds": elapsed}
     n_done, elapsed = sum(count for count, _ in per_rank), max(seconds for _, seconds in per_rank)
     return finalize_run(run_dir, cfg, setup, samples_schema, images_scored=n_done, loop_seconds=elapsed,

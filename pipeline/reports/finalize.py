@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +25,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import logs
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA
 from pipeline.reports.shortcuts import ShortcutSettings, find_shortcuts, write_hot_spot_pictures
 from pipeline.reports.triage import TriageSettings, triage, triage_counts
 from pipeline.scores import registry
 from pipeline.scores.registry import Aggregate, tau_key
+
+logger = logging.getLogger("pipeline.reports")
 
 
 def resolved_config(cfg: DictConfig) -> str:
@@ -248,7 +252,11 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
         tmp = run_dir / ".review.html.tmp"
         tmp.write_text(page, encoding="utf-8")
         tmp.replace(run_dir / "review.html")
-    print(render_summary(summary))
+    text = render_summary(summary)
+    logs.event(logger, "summary", text, images=summary["images"], errors=summary["errors"], accuracy=summary["accuracy"],
+               true_class_maps=summary["true_class_maps"], run_dir=summary["run_dir"])
+    if str(cfg.runtime.get("log_format", "text")) != "json":  # in json mode the event above is the output
+        print(text)
     return summary
 
 
