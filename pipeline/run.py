@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import distributed, logs
+from pipeline import distributed, logs, provenance
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
 from pipeline.data.records import ClassList, SampleRecord
 from pipeline.data.decode import PEAK_BYTES_PER_PIXEL
@@ -373,7 +373,7 @@ def refuse_existing_run(run_dir: Path, resume: bool) -> list[Path]:
 
 
 def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, on_accepted: Callable[[], None] | None) -> dict:
-    started = time.perf_counter()
+    started, started_utc = time.perf_counter(), logs.utc_now_iso()
     folders = set(distributed.gather(ranks, str(run_dir)))
     if len(folders) > 1:  # every rank sees the same list, so all of them stop here
         raise ConfigError("hydra.run.dir", f"the ranks resolved different run folders ({', '.join(sorted(folders))}); set "
@@ -389,14 +389,14 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, on_acce
     if refusal is not None:
         raise ConfigError(*refusal)
     try:
-        return _audit_held_folder(cfg, run_dir, ranks, started, on_accepted)
+        return _audit_held_folder(cfg, run_dir, ranks, started, on_accepted, started_utc)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: float,
-                       on_accepted: Callable[[], None] | None = None) -> dict:
+                       on_accepted: Callable[[], None] | None = None, started_utc: str | None = None) -> dict:
     """The run, once this run holds ``run_dir`` (see :mod:`pipeline.run_folder`)."""
     parts_dir = run_dir / "parts"
     existing = refuse_existing_run(run_dir, bool(cfg.resume))
@@ -405,6 +405,7 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
     setup = prepare(cfg, run_dir, ranks)
     if ranks.is_main:
         distributed.barrier(ranks)
+    setup_seconds = time.perf_counter() - started  # data generation, training, model load: not the audit's time
     fingerprint = run_fingerprint(cfg, setup)
     if existing:  # a resume: the rows on disk must have been made with the same configuration
         for warning in check_fingerprint(parts_dir, fingerprint):
@@ -492,5 +493,8 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
                    rank=ranks.rank, images=n_done, seconds=elapsed)
         return {"rank": ranks.rank, "images_scored_this_invocation": n_done, "seconds": elapsed}
     n_done, elapsed = sum(count for count, _ in per_rank), max(seconds for _, seconds in per_rank)
+    origin = {"started_utc": started_utc, "tool_version": provenance.tool_version(), "git": provenance.git_revision(),
+              "checkpoint": provenance.checkpoint_provenance(setup.model.info.get("checkpoint")),
+              "dataset": provenance.dataset_fingerprint(setup.records)}
     return finalize_run(run_dir, cfg, setup, samples_schema, images_scored=n_done, loop_seconds=elapsed,
-                        total_seconds=time.perf_counter() - started)
+                        total_seconds=time.perf_counter() - started, setup_seconds=setup_seconds, provenance=origin)

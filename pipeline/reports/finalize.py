@@ -205,15 +205,25 @@ def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
 
 
 def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_scored: int, loop_seconds: float,
-                 total_seconds: float) -> dict:
-    """Merge parts into the final tables, write the per-class table and the summary; returns the summary."""
+                 total_seconds: float, setup_seconds: float = 0.0, provenance: dict | None = None) -> dict:
+    """Merge parts into the final tables, write the per-class table and the summary; returns the summary.
+
+    ``setup_seconds`` (data generation, training, model load) is part of ``total_seconds`` and reported apart;
+    ``provenance`` (:mod:`pipeline.provenance`: start time, versions, checkpoint hash, dataset fingerprint) gets
+    the finish time and goes into the summary and every table's metadata.
+    """
     parts_dir = run_dir / "parts"
     choices = definition_choices(cfg, setup)
-    metadata = {"cam_audit.config": resolved_config(cfg), "cam_audit.classes": json.dumps(list(setup.classes.names)),
-                "cam_audit.class_keys": json.dumps(list(setup.classes.keys)), "cam_audit.versions": json.dumps(package_versions()),
-                "cam_audit.definitions": json.dumps(choices), "cam_audit.target_layer": setup.target_layer}
+    origin = {**(provenance or {}), "finished_utc": logs.utc_now_iso(), "run_dir": str(run_dir)}
+    # Every table says what made it (compact: provenance, definitions, versions); the samples and maps tables
+    # also carry the whole resolved config and class list (1,000 ImageNet names would make an empty errors
+    # table 70 KB).
+    compact = {"cam_audit.provenance": json.dumps(logs.json_safe(origin)), "cam_audit.definitions": json.dumps(choices),
+               "cam_audit.versions": json.dumps(package_versions()), "cam_audit.target_layer": setup.target_layer}
+    metadata = {**compact, "cam_audit.config": resolved_config(cfg), "cam_audit.classes": json.dumps(list(setup.classes.names)),
+                "cam_audit.class_keys": json.dumps(list(setup.classes.keys))}
     n_rows = merge_parts(list_parts(parts_dir, "samples"), run_dir / "samples.parquet", samples_schema, metadata)
-    n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, metadata)
+    n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, compact)
     if cfg.cam.save_maps:
         from pipeline.reports.saved_maps import MAPS_SCHEMA
 
@@ -226,7 +236,10 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
     errors = pd.read_parquet(run_dir / "errors.parquet")
     tau = tau_key(float(cfg.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
-    write_table_atomic(pa.Table.from_pandas(classes, preserve_index=False), run_dir / "classes.parquet")
+    classes_table = pa.Table.from_pandas(classes, preserve_index=False)
+    classes_table = classes_table.replace_schema_metadata({**(classes_table.schema.metadata or {}),
+                                                           **{k.encode(): v.encode() for k, v in compact.items()}})
+    write_table_atomic(classes_table, run_dir / "classes.parquet")
     groups = {c: group_table(frame, c) for c in cfg.report.group_by if c in frame.columns}
     summary = {
         "run_dir": str(run_dir), "images": n_rows, "errors": n_errors,
@@ -238,7 +251,8 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
         "boxes_over_cap": int(frame["n_boxes_over_cap"].sum()) if len(frame) else 0,  # data.max_boxes: annotated, not scored
         "non_finite_images": n_non_finite,  # NaN/inf logits or maps: rows with null prediction and scores, left out above
         "images_per_second": images_scored / loop_seconds if loop_seconds > 0 else float("nan"),
-        "images_scored_this_invocation": images_scored, "seconds": round(total_seconds, 2),
+        "images_scored_this_invocation": images_scored, "seconds": round(total_seconds - setup_seconds, 2),
+        "setup_seconds": round(setup_seconds, 2), "total_seconds": round(total_seconds, 2), "provenance": origin,
         "maxboxacc_v2": maxboxacc_summary(frame, cfg) if len(frame) else None,
         "triage": triage_counts(frame["triage"]), "shortcuts": shortcuts, "confusions": confusion_pairs(frame),
         "groups": groups,
