@@ -378,7 +378,6 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, on_acce
     if len(folders) > 1:  # every rank sees the same list, so all of them stop here
         raise ConfigError("hydra.run.dir", f"the ranks resolved different run folders ({', '.join(sorted(folders))}); set "
                                            "hydra.run.dir explicitly so that every rank writes to the same folder")
-    refuse_existing_run(run_dir, bool(cfg.resume))  # before the lock file: a refused start leaves the folder as it was
     lock, refusal = None, None
     if ranks.is_main:  # one lock for the whole run: rank 0 holds it, the other ranks learn whether it got it
         try:
