@@ -194,6 +194,54 @@ def peak_location(maps: torch.Tensor) -> torch.Tensor:
     return torch.stack([row, flat - row * W], dim=1)
 
 
+def _order_keys(values: torch.Tensor) -> torch.Tensor:
+    """int32 keys that order like the float32 ``values`` and are equal exactly where the values are.
+
+    IEEE-754 bits read as a signed integer order the non-negative floats; for negative floats the lower 31
+    bits are flipped so that they order too (the standard radix-sort key). ``-0.0`` is first made ``+0.0``
+    (they compare equal as floats). Shapes: any float32 -> same shape int32.
+    """
+    bits = (values.to(torch.float32) + 0.0).contiguous().view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+# Radix digits of a 32-bit key, most significant first: (shift, bits). The first digit is signed.
+_DIGITS = ((21, 11), (10, 11), (0, 10))
+
+
+def _kth_largest_key(keys: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k-th largest key of each row by radix selection (three histogram passes, no sort).
+
+    Each pass counts the current digit of the keys that still share the selected higher digits
+    (``bincount``, one bin range per row), and picks the digit at which the count from the top reaches the
+    rank still wanted.
+
+    Shapes: keys [B, N] int32, k [B] long with ``1 <= k <= N`` -> value [B] long (the key),
+    ties [B, N] bool (``keys == value``), need [B] long (how many of the ties rank within the top k).
+    """
+    B = keys.shape[0]
+    dev = keys.device
+    ties = None
+    value = torch.zeros(B, dtype=torch.int64, device=dev)
+    remaining = k.to(torch.int64)
+    for shift, bits in _DIGITS:
+        bins = 1 << bits
+        signed = shift + bits == 32
+        digit = (keys >> shift) + (bins // 2) if signed else (keys >> shift) & (bins - 1)  # [B, N] in [0, bins)
+        index = digit + (torch.arange(B, device=dev, dtype=torch.int32) * bins)[:, None]
+        if ties is not None:
+            index = torch.where(ties, index, B * bins)  # keys outside the selected prefix go to a spare bin
+        counts = torch.bincount(index.reshape(-1), minlength=B * bins + 1)[:B * bins].view(B, bins)
+        at_or_above = counts.flip(1).cumsum(1).flip(1)  # [B, bins]: keys with this digit or a larger one
+        chosen = (at_or_above >= remaining[:, None]).sum(dim=1) - 1
+        above = torch.cat([at_or_above[:, 1:], torch.zeros_like(at_or_above[:, :1])], dim=1).gather(1, chosen[:, None])[:, 0]
+        remaining = remaining - above
+        value = value * bins + (chosen - bins // 2 if signed else chosen)
+        same = digit == chosen[:, None].to(digit.dtype)
+        ties = same if ties is None else ties & same
+    return value, ties, remaining
+
+
 def relevance_rank_accuracy(maps: torch.Tensor, gt_mask: torch.Tensor, domain: torch.Tensor | None = None) -> torch.Tensor:
     """Relevance rank accuracy (Arras et al. 2022; Quantus ``RelevanceRankAccuracy``).
 
@@ -202,6 +250,10 @@ def relevance_rank_accuracy(maps: torch.Tensor, gt_mask: torch.Tensor, domain: t
     (row-major) map, so among equal values the lower flat index ranks first.  NaN where the map is
     constant (empty: ``max == min``) or G is empty.  With ``domain`` only the domain's pixels are ranked
     (and tested for being constant): pixels outside it rank after every pixel inside.
+
+    Computation (equal to the stable sort, without sorting): the K-th largest value v by radix selection
+    on order-preserving integer keys; the top K are the pixels above v and the first ``K - #(M > v)``
+    pixels equal to v in raster order (a running count of the ties).
 
     Shapes: maps [B, H, W] float32, gt_mask [B, H, W] bool, domain [B, H, W] bool or None -> [B] float32.
     """
@@ -218,10 +270,11 @@ def relevance_rank_accuracy(maps: torch.Tensor, gt_mask: torch.Tensor, domain: t
         inside = _check(maps, domain).reshape(B, H * W)
         constant = flat.masked_fill(~inside, -math.inf).amax(dim=1) == flat.masked_fill(~inside, math.inf).amin(dim=1)
         flat = flat.masked_fill(~inside, -math.inf)
-    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
-    in_g = g.gather(1, order)
-    top = torch.arange(H * W, device=maps.device)[None, :] < k[:, None]
-    hits = (in_g & top).sum(dim=1, dtype=torch.float64)
+    keys = _order_keys(flat)
+    kth, ties, ties_taken = _kth_largest_key(keys, k.clamp(min=1))
+    taken = ties & (torch.cumsum(ties, dim=1, dtype=torch.int32) <= ties_taken[:, None])
+    top = (keys > kth.to(torch.int32)[:, None]) | taken
+    hits = (top & g).sum(dim=1, dtype=torch.float64)
     ok = (k > 0) & ~constant
     share = hits / torch.where(ok, k, 1).to(torch.float64)
     return torch.where(ok, share, _NAN).to(torch.float32)
