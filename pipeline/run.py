@@ -8,6 +8,7 @@ writes the summary. Follow one batch in :func:`audit_batch`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from pipeline.scores.offbox import off_box_energy_grid
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
 from pipeline.data.sources import check_index_problems, load_records, read_metadata
 
+logger = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SWITCHES = {"auto": None, "true": True, "false": False}
 SCORE_SPACES = ("input", "original")
@@ -76,6 +78,60 @@ class AuditSetup:
     precision: str = "fp32"  # runtime.precision resolved (auto -> bf16 on CUDA, fp32 on the CPU)
     channels_last: bool = False  # the model and its inputs in channels-last memory format (runtime.channels_last)
     decode_on_device: bool = False  # data.decode resolved: JPEGs decoded in batches on the device
+
+
+# runtime.batch_size=auto starts here and halves on every out-of-memory error.
+AUTO_BATCH_START = {"cuda": 256, "cpu": 32}
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass
+class BatchFit:
+    """How many images go through one forward: the loader's batch size, or less after an out-of-memory
+    error when ``auto`` (``runtime.batch_size=auto``)."""
+
+    size: int
+    auto: bool
+
+    @classmethod
+    def from_option(cls, option, device: torch.device) -> BatchFit:
+        if str(option) == "auto":
+            return cls(AUTO_BATCH_START.get(device.type, 32), True)
+        return cls(int(option), False)
+
+    def halve(self) -> None:
+        """After an out-of-memory error: half as many images per forward, and say so."""
+        self.size = max(1, self.size // 2)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        logger.warning("runtime.batch_size=auto: out of memory; going on with %d images per forward", self.size)
+
+
+def slice_rows(batch: dict, start: int, stop: int) -> dict:
+    """Rows ``start:stop`` of a collated batch (every per-row tensor); failures and JPEG bytes stay with the whole."""
+    rows = batch["index"].numel()
+    out = {key: value[start:stop] if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows else value
+           for key, value in batch.items()}
+    out["failures"], out["encoded"] = [], []
+    return out
+
+
+def audit_fitting(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor, fit: BatchFit):
+    """:func:`audit_batch` over the batch in pieces of ``fit.size`` rows; with ``fit.auto`` an out-of-memory
+    error halves the size and retries the piece. Yields ``(piece, (columns, maps, view))``."""
+    start, rows = 0, batch["index"].numel()
+    while start < rows:
+        stop = min(rows, start + fit.size)
+        piece = batch if (start, stop) == (0, rows) else slice_rows(batch, start, stop)
+        try:
+            result = audit_batch(setup, cfg, piece, labels[start:stop])
+        except OUT_OF_MEMORY:
+            if not fit.auto or fit.size == 1:
+                raise
+            fit.halve()
+            continue
+        yield piece, result
+        start = stop
 
 
 def resolve_precision(option: str, device: torch.device) -> str:
@@ -420,7 +476,8 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
     if overlay_mode not in OVERLAY_MODES:
         raise ConfigError("report.overlays", f"unknown value {overlay_mode!r}; use one of {', '.join(OVERLAY_MODES)}")
     overlay_dir = run_dir / "overlays"
-    loader = DataLoader(AuditDataset(todo, setup.preprocess, setup.decode_on_device), batch_size=int(cfg.runtime.batch_size), shuffle=False,
+    fit = BatchFit.from_option(cfg.runtime.batch_size, setup.device)
+    loader = DataLoader(AuditDataset(todo, setup.preprocess, setup.decode_on_device), batch_size=fit.size, shuffle=False,
                         num_workers=int(cfg.runtime.num_workers), pin_memory=setup.device.type == "cuda",
                         collate_fn=collate_samples, persistent_workers=False)
     n_failed, n_done = len(index_errors), 0
@@ -458,8 +515,8 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks) -> dict
                     [(todo[f["index"]], f["stage"], f["error_type"], f["error"]) for f in batch["failures"]]))
                 n_failed += len(batch["failures"])
             if batch["index"].numel():
-                columns, maps, view = audit_batch(setup, cfg, batch, labels_all[batch["index"]])
-                parquet.submit(write_batch, start_host_copy(columns), batch, maps, view)
+                for piece, (columns, maps, view) in audit_fitting(setup, cfg, batch, labels_all[batch["index"]], fit):
+                    parquet.submit(write_batch, start_host_copy(columns), piece, maps, view)
             n_done += batch["index"].numel() + len(batch["failures"])
             progress.update(batch["index"].numel() + len(batch["failures"]))
             seen = n_done + len(index_errors)
