@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -52,7 +53,8 @@ from pipeline.data.dataset import AuditDataset, collate_samples  # noqa: E402
 from pipeline.model.from_config import build_model  # noqa: E402
 from pipeline.run import audit_batch, prepare, run_audit  # noqa: E402
 
-SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
+# The 42 photos: beside the checkout, or where CAM_AUDIT_SAMPLE says (scripts/gpu_check.sh on a GPU machine).
+SAMPLE = Path(os.environ.get("CAM_AUDIT_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))
 STANDARD_PREPROCESS = ["data.preprocess.size=224", "data.preprocess.resize_size=256", "data.preprocess.interpolation=bilinear"]
 
 
@@ -127,8 +129,17 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def ratio_key(name: str) -> str:
+    """``b_compute_path`` -> ``b``; ``c_full_audit_gpu`` -> ``c_gpu``."""
+    if name.startswith("c_full_audit"):
+        return "c" + name[len("c_full_audit"):]
+    return name.split("_")[0]
+
+
 def timed(device: torch.device, work: Callable[[], None]) -> tuple[float, float]:
     """Wall-clock and process CPU seconds of ``work()`` (CPU time is what a busy shared machine distorts least)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     synchronise(device)
     start, start_cpu = time.perf_counter(), time.process_time()
     work()
@@ -147,6 +158,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     parser.add_argument("--skip", default="", help="comma-separated methods not to run, e.g. d,e")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--decoders", default="", help="comma-separated data.decode values to run (c) with, e.g. gpu,cpu "
+                                                        "(default: the configuration's)")
     args, overrides = parser.parse_known_args()
     overrides = [o for o in overrides if o != "--"]
     args.overrides = overrides
@@ -229,29 +242,40 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
         timed(device, work)
     times: dict[str, list[float]] = {name: [] for name in methods}
     cpu_times: dict[str, list[float]] = {name: [] for name in methods}
-    rates_c: list[float] = []
+    peak_memory: dict[str, int] = {}
+    decoders = [d for d in args.decoders.split(",") if d] or [None]
+    c_names = {d: "c_full_audit" if len(decoders) == 1 else f"c_full_audit_{d}" for d in decoders}
+    rates_c: dict[str, list[float]] = {name: [] for name in c_names.values()}
     for round_index in range(args.rounds):
         for name, work in methods.items():
             wall, cpu = timed(device, work)
+            if device.type == "cuda":  # device memory at the peak of this method's round
+                peak_memory[name] = max(peak_memory.get(name, 0), torch.cuda.max_memory_allocated(device))
             times[name].append(wall)
             cpu_times[name].append(cpu)
         if "c" not in skip:
-            summary = run_audit(cfg, tmp / f"full-{round_index}")
-            rates_c.append(summary["images_per_second"])
+            for decoder, c_name in c_names.items():
+                with open_dict(cfg):
+                    if decoder:
+                        cfg.data.decode = decoder
+                summary = run_audit(cfg, tmp / f"full-{round_index}-{decoder}")
+                rates_c[c_name].append(summary["images_per_second"])
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(f"{name} {n_images / t[-1]:.1f}/s" for name, t in times.items())
-              + (f", c_full_audit {rates_c[-1]:.1f}/s" if rates_c else ""), flush=True)
+              + "".join(f", {name} {r[-1]:.1f}/s" for name, r in rates_c.items() if r), flush=True)
     rates = {name: n_images / min(t) for name, t in times.items()}
-    if rates_c:
-        rates["c_full_audit"] = max(rates_c)
+    for c_name, c_rates in rates_c.items():
+        if c_rates:
+            rates[c_name] = max(c_rates)
     forward = rates["a_forward_only"]
-    ratios = {f"{name.split('_')[0]}/a": rate / forward for name, rate in rates.items() if name != "a_forward_only"}
+    ratios = {f"{ratio_key(name)}/a": rate / forward for name, rate in rates.items() if name != "a_forward_only"}
     cpu_rates = {name: n_images / min(t) for name, t in cpu_times.items()}
     cpu_ratios = {f"{name.split('_')[0]}/a": rate / cpu_rates["a_forward_only"] for name, rate in cpu_rates.items() if name != "a_forward_only"}
     if "d_pytorch_grad_cam" in rates:
         cpu_ratios["b/d"] = cpu_rates["b_compute_path"] / cpu_rates["d_pytorch_grad_cam"]
         ratios["b/d"] = rates["b_compute_path"] / rates["d_pytorch_grad_cam"]
-        if "c_full_audit" in rates:
-            ratios["c/d"] = rates["c_full_audit"] / rates["d_pytorch_grad_cam"]
+        for c_name in c_names.values():
+            if c_name in rates:
+                ratios[f"{ratio_key(c_name)}/d"] = rates[c_name] / rates["d_pytorch_grad_cam"]
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
         "model": args.model, "source": args.source, "images_on_disk": args.images, "images_in_memory": n_images,
@@ -260,6 +284,7 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
         "images_per_second": rates, "ratios": ratios,
         "images_per_cpu_second": cpu_rates, "cpu_time_ratios": cpu_ratios,
         "round_seconds": times, "round_cpu_seconds": cpu_times, "c_rounds_images_per_second": rates_c,
+        "peak_device_memory_bytes": peak_memory,
         "overrides": args.overrides, "config_runtime": OmegaConf.to_container(cfg.runtime, resolve=True),
     }
 
@@ -316,14 +341,19 @@ def print_result(result: dict) -> None:
     labels = {"a_forward_only": "(a) forward-only inference", "a0_forward_as_loaded": "(a0) forward-only, NCHW fp32 as loaded", "b_compute_path": "(b) our compute path",
               "c_full_audit": "(c) full audit, files -> Parquet", "d_pytorch_grad_cam": "(d) pytorch-grad-cam, 2 maps",
               "e_torchcam": "(e) TorchCAM, 2 maps"}
+    for name in rates:
+        if name.startswith("c_full_audit_"):
+            labels[name] = f"(c) full audit, data.decode={name.rsplit('_', 1)[1]}"
     for name, label in labels.items():
         if name in rates:
-            key = name.split("_")[0]
+            key = ratio_key(name)
             ratio = "" if name == "a_forward_only" else f"   {key}/a = {ratios[key + '/a']:.2f}"
             print(f"{label:36s}: {rates[name]:9.1f} images/s{ratio}")
-    for key in ("b/d", "c/d"):
-        if key in ratios:
-            print(f"{key} = {ratios[key]:.2f}")
+    for key, value in ratios.items():
+        if key.endswith("/d"):
+            print(f"{key} = {value:.2f}")
+    if result.get("peak_device_memory_bytes"):
+        print("peak device memory (GiB): " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in result["peak_device_memory_bytes"].items()))
     print("same, in images per process CPU-second (less sensitive to other jobs on the machine): "
           + ", ".join(f"{k} = {v:.2f}" for k, v in result["cpu_time_ratios"].items()))
 
