@@ -16,7 +16,7 @@ Algorithm (written for this project): run-based union-find.
    raises if ever exceeded); in practice a handful of rounds, also for spirals and snakes, whose
    runs are chained by links like any other shape.  One scalar sync per round and per compression
    pass.
-Measured (``python -m pipeline.scores.bench``, 2-core Xeon shared with other jobs, 64 x 224 x 224
+Measured (``python scripts/bench_scores.py``, 2-core Xeon shared with other jobs, 64 x 224 x 224
 smooth maps): ``label_components(maps >= 0.15)`` 11 ms with one thread (18-28 ms with the default 2
 threads on the busy machine), ``largest_component_box(maps, empty, 0.15)`` 14 ms (22-33 ms).
 """

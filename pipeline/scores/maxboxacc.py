@@ -96,7 +96,7 @@ class MaxBoxAccV2:
     the foreground pixels that trace it, i.e. its own pixel box grown by one pixel on each side,
     exactly ``cv2.boundingRect`` of the hole contour.  A hole box lies inside its component's box
     and can only add correct images; it matters when activation surrounds a weaker centre (on
-    ``pipeline.scores.bench`` batches with random boxes it changed 1-2 of 64 images in one of three
+    ``scripts/bench_scores.py`` batches with random boxes it changed 1-2 of 64 images in one of three
     seeds).  Leaving holes out would make a different, slightly stricter metric than the published
     numbers; pass ``include_holes=False`` for the outer-component-only variant (about 20 % faster).
 
@@ -119,7 +119,7 @@ class MaxBoxAccV2:
     of smooth maps (7x7 uniform random maps upsampled bilinearly), 3 boxes per image, 100
     thresholds, median of 3: with ``torch.set_num_threads(1)`` 1.6 s with holes, 1.3 s without;
     with the default 2 threads 2.2-4.0 s with holes, 1.8 s without (the second thread mostly waits
-    for a busy core).  Command: ``.venv/bin/python -m pipeline.scores.bench --threads 1`` (and
+    for a busy core).  Command: ``.venv/bin/python scripts/bench_scores.py --threads 1`` (and
     without ``--threads``).  For scale: a per-image OpenCV loop (``cv2.findContours`` +
     ``boundingRect`` only, no IoU) takes about 0.23 s for the same batch on one thread, so on a CPU
     this batched version is several times slower than OpenCV; it exists to stay on the GPU (no

@@ -1,6 +1,6 @@
 """Timing of the scores on one batch of realistic maps.
 
-Usage: ``python -m pipeline.scores.bench [--batch 64] [--size 224] [--threads N] [--device cpu]``.
+Usage: ``python scripts/bench_scores.py [--batch 64] [--size 224] [--threads N] [--device cpu]``.
 Maps: 7x7 uniform random maps upsampled bilinearly (``align_corners=False``) to size x size and
 min-max normalised, like real CAMs; 3 random boxes per image.  Prints the median of ``--repeats``
 runs (after one warm-up) and the fastest, in milliseconds.  ``scores.space=original`` is timed on
@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import MaxBoxAccV2, label_components, largest_component_box, score_map
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.scores import (
+    MaxBoxAccV2,
+    label_components,
+    largest_component_box,
+    score_map,
+)
 
 
 def realistic_batch(batch: int, size: int, device: str, seed: int = 0):
