@@ -36,7 +36,6 @@ import platform
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,9 +48,9 @@ from omegaconf import OmegaConf, open_dict
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.data.dataset import AuditDataset, collate_samples  # noqa: E402
-from pipeline.model.from_config import build_model  # noqa: E402
-from pipeline.run import audit_batch, prepare, run_audit  # noqa: E402
+from pipeline.data.dataset import AuditDataset, collate_samples
+from pipeline.model.from_config import build_model
+from pipeline.run import audit_batch, prepare, run_audit
 
 # The 42 photos: beside the checkout, or where CAM_AUDIT_SAMPLE says (scripts/gpu_check.sh on a GPU machine).
 SAMPLE = Path(os.environ.get("CAM_AUDIT_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark import SAMPLE, STANDARD_PREPROCESS, model_overrides, photo_folder  # noqa: E402
+from benchmark import SAMPLE, STANDARD_PREPROCESS, model_overrides, photo_folder
 
-from pipeline.data.dataset import AuditDataset, collate_samples  # noqa: E402
-from pipeline.run import audit_batch, prepare  # noqa: E402
+from pipeline.data.dataset import AuditDataset, collate_samples
+from pipeline.run import audit_batch, prepare
 
 
 def main() -> None:

@@ -21,7 +21,11 @@ import torch
 from PIL import Image
 
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples
-from pipeline.data.device_decode import decode_batch_on_device, read_jpeg_for_device, resolve_decode
+from pipeline.data.device_decode import (
+    decode_batch_on_device,
+    read_jpeg_for_device,
+    resolve_decode,
+)
 from pipeline.data.records import SampleRecord
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-sample" / "images"
@@ -107,7 +111,7 @@ def test_a_rejected_jpeg_falls_back_for_that_file_and_an_undecodable_one_leaves_
     assert [row for row, _ in loaded["encoded"]] == [0, 1, 2]
 
     calls = {"n": 0}
-    import pipeline.data.device_decode as device_decode
+    from pipeline.data import device_decode
     real = device_decode._decode_jpegs
 
     def reject_first_file(data, device):  # the device decoder refuses good.jpg; the CPU path must take it

@@ -22,7 +22,13 @@ import pytest
 import pipeline.reports.parts as parts_module
 import pipeline.run as run_module
 from pipeline.reports.background import BackgroundWorker, BackgroundWriteError
-from tests.helpers_corpus import MAIN, base_overrides, cli_command, good_dataset, run_in_process
+from tests.helpers_corpus import (
+    MAIN,
+    base_overrides,
+    cli_command,
+    good_dataset,
+    run_in_process,
+)
 
 
 def test_jobs_run_in_submission_order():

@@ -11,7 +11,11 @@ import math
 import pytest
 import torch
 
-from pipeline.scores.localisation import _kth_largest_key, _order_keys, relevance_rank_accuracy
+from pipeline.scores.localisation import (
+    _kth_largest_key,
+    _order_keys,
+    relevance_rank_accuracy,
+)
 
 
 def reference_rank(maps: torch.Tensor, gt: torch.Tensor, domain: torch.Tensor | None = None) -> torch.Tensor:
