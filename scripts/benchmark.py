@@ -197,7 +197,6 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     # (a) runs with the run's memory format and precision (the fair baseline); (a0) and the peers run the
     # model as loaded (NCHW, float32), as a user of those tools would.
     plain = build_model(cfg.model, Path(cfg.cache_dir), cfg.data).module.to(device).eval()
-    plain_layer = dict(plain.named_modules())[setup.target_layer]
     same = build_model(cfg.model, Path(cfg.cache_dir), cfg.data).module.to(device).eval()
     if setup.channels_last:
         same = same.to(memory_format=torch.channels_last)
@@ -227,10 +226,14 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     methods: dict[str, Callable[[], None]] = {"a_forward_only": forward_only, "b_compute_path": ours}
     if setup.channels_last or autocast is not None:
         methods["a0_forward_as_loaded"] = forward_as_loaded
+    def fresh_copy() -> torch.nn.Module:  # each peer hooks its own copy: no hook of one slows another
+        return build_model(cfg.model, Path(cfg.cache_dir), cfg.data).module.to(device).eval()
+
     if "d" not in skip:
-        methods["d_pytorch_grad_cam"] = pytorch_grad_cam_runner(plain, plain_layer, on_device, normalised)
+        peer = fresh_copy()
+        methods["d_pytorch_grad_cam"] = pytorch_grad_cam_runner(peer, dict(peer.named_modules())[setup.target_layer], on_device, normalised)
     if "e" not in skip:
-        runner = torchcam_runner(plain, setup.target_layer, on_device, normalised)
+        runner = torchcam_runner(fresh_copy(), setup.target_layer, on_device, normalised)
         if runner is not None:
             methods["e_torchcam"] = runner
 
