@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.decode import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, decode_image
+from pipeline.data.device_decode import read_jpeg_for_device
 from pipeline.data.geometry import MODES, boxes_in_stored, boxes_to_input, image_to_input, plan_placement
 from pipeline.data.records import SampleRecord
 from pipeline.errors import OptionError
@@ -115,10 +116,14 @@ class AuditDataset(Dataset):
     order; it bounds the ``[B, N, ...]`` score tensors whatever an annotation holds.
     """
 
-    def __init__(self, records: list[SampleRecord], spec: PreprocessSpec, max_boxes: int | None = None):
+    def __init__(self, records: list[SampleRecord], spec: PreprocessSpec, max_boxes: int | None = None,
+                 decode_on_device: bool = False):
         self.records = records
         self.spec = spec
         self.max_boxes = max_boxes
+        # data.decode=gpu: JPEGs stay bytes here (``encoded``), decoded in batches on the device
+        # (pipeline.data.device_decode); every other file is decoded here as usual.
+        self.decode_on_device = decode_on_device
 
     def __len__(self) -> int:
         return len(self.records)
@@ -127,8 +132,18 @@ class AuditDataset(Dataset):
         record = self.records[index]
         stage = "decode"
         try:
-            image, (width, height) = decode_image(record.image_path, self.spec.boxes_refer_to, min_side=self.spec.resize_size or self.spec.size,
-                                                  max_pixels=self.spec.max_pixels, max_aspect_ratio=self.spec.max_aspect_ratio)
+            encoded = None
+            if self.decode_on_device:
+                try:
+                    encoded = read_jpeg_for_device(record.image_path, self.spec.boxes_refer_to, self.spec.max_pixels,
+                                                   self.spec.max_aspect_ratio)
+                except Exception:  # noqa: BLE001 -- unreadable header: the CPU decoder below reports it
+                    encoded = None
+            if encoded is not None:
+                image, (width, height) = None, encoded[1]
+            else:
+                image, (width, height) = decode_image(record.image_path, self.spec.boxes_refer_to, min_side=self.spec.resize_size or self.spec.size,
+                                                      max_pixels=self.spec.max_pixels, max_aspect_ratio=self.spec.max_aspect_ratio)
             stage = "annotation"
             if self.spec.check_annotated_size and record.annotated_size and tuple(record.annotated_size) != (width, height):
                 raise ValueError(f"annotation says {record.annotated_size[0]}x{record.annotated_size[1]} but the image is {width}x{height}")
@@ -136,7 +151,10 @@ class AuditDataset(Dataset):
             placement = plan_placement(width, height, self.spec.mode, self.spec.size, self.spec.resize_size)
             annotated = record.boxes if self.max_boxes is None else record.boxes[:self.max_boxes]
             boxes, kept = boxes_to_input(annotated, placement)
-            pixels = image_to_input(image, placement, self.spec.interpolation, self.spec.fill)
+            if image is None:  # a placeholder: the device fills this row
+                pixels = torch.zeros(3, self.spec.size, self.spec.size, dtype=torch.uint8)
+            else:
+                pixels = image_to_input(image, placement, self.spec.interpolation, self.spec.fill)
             stored = boxes_in_stored(annotated, width, height)
         except Exception as error:  # one bad sample must never stop the run
             return _failed(index, self.spec.size, stage, error)
@@ -144,7 +162,7 @@ class AuditDataset(Dataset):
             "index": index, "ok": True, "image": pixels, "boxes": torch.from_numpy(boxes),
             "n_boxes_dropped": int((~kept).sum()), "n_boxes_over_cap": len(record.boxes) - len(annotated), "width": width, "height": height,
             "placement": torch.tensor([placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y], dtype=torch.float64),
-            "boxes_stored": torch.from_numpy(stored),
+            "boxes_stored": torch.from_numpy(stored), "encoded": None if encoded is None else encoded[0],
         }
 
 
@@ -181,6 +199,8 @@ def collate_samples(items: list[dict]) -> dict:
         "width": torch.tensor([item["width"] for item in good], dtype=torch.long),
         "height": torch.tensor([item["height"] for item in good], dtype=torch.long),
         "failures": failures,
+        # (row, JPEG bytes) of the rows the device decodes (data.decode=gpu); their ``image`` rows are placeholders
+        "encoded": [(row, item["encoded"]) for row, item in enumerate(good) if item.get("encoded") is not None],
     }
 
 

@@ -124,7 +124,7 @@ def image_to_input(image: torch.Tensor, placement: Placement, interpolation: str
         ``[3, out_height, out_width]`` uint8.
     """
     mode = InterpolationMode(interpolation)
-    out = torch.full((image.shape[0], placement.out_height, placement.out_width), fill, dtype=image.dtype)
+    out = torch.full((image.shape[0], placement.out_height, placement.out_width), fill, dtype=image.dtype, device=image.device)
     # Overlap of the resized image (shifted by the offset) with the output canvas.
     src_x0, src_y0 = max(0, -placement.offset_x), max(0, -placement.offset_y)
     dst_x0, dst_y0 = max(0, placement.offset_x), max(0, placement.offset_y)

@@ -60,7 +60,7 @@ def definition_choices(cfg: DictConfig, setup=None) -> dict:
         "preprocess": resolved_preprocess(cfg, setup),
         "target_layer": setup.target_layer if setup is not None else str(cfg.model.target_layer),
         "layout": setup.layout if setup is not None else str(cfg.model.get("layout", "auto")),
-        "precision": str(cfg.runtime.precision),
+        "precision": str(getattr(setup, "precision", cfg.runtime.precision)),
         "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",
     }
 

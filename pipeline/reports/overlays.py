@@ -218,7 +218,7 @@ def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_miscla
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = torch.from_numpy(rows).to(maps.normalised.device)
     chosen_maps = maps.normalised[selected, :2].cpu().numpy()  # only the drawn images leave the device
-    images = batch["image"][torch.from_numpy(rows)].permute(0, 2, 3, 1).numpy()
+    images = batch["image"][torch.from_numpy(rows).to(batch["image"].device)].permute(0, 2, 3, 1).cpu().numpy()  # on the device after data.decode=gpu
     tau = next((name[len("pred_box_x1_"):] for name in table.column_names if name.startswith("pred_box_x1_tau")), None)
     box_columns = [f"{m}_box_{c}_{tau}" for m in ("pred", "true") for c in ("x1", "y1", "x2", "y2")] if tau else []
     data = table.select(["id", "label_name", "pred_name", "confidence", "prob_true", "pred_energy_in_box", "true_energy_in_box",
