@@ -15,6 +15,7 @@ a run folder this start created is removed again when it is still empty.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -193,11 +194,67 @@ def main() -> None:
         fail("cam-audit: interrupted", ExitCode.INTERRUPTED)
 
 
-def compare_main(argv: list[str] | None = None) -> int:
-    """Console-script entry point of ``cam-audit-compare`` (``cam-audit compare``)."""
-    from pipeline.compare import main as compare
+def compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cam-audit compare", description="Compare two finished audits of the same images: "
+                                     "what changed, whether it is more than chance, and gates for a nightly job.")
+    parser.add_argument("baseline", type=Path, help="run folder of the earlier audit (e.g. last night's)")
+    parser.add_argument("current", type=Path, help="run folder of the audit to judge")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the comparison (default: CURRENT.compare/BASELINE_NAME/ "
+                                                               "beside the current run)")
+    parser.add_argument("--max-drop", action="append", default=[], metavar="METRIC=VALUE",
+                        help="exit 1 when METRIC fell by more than VALUE and the fall is significant (repeatable); METRIC: "
+                             "accuracy, true_energy_in_box, true_energy_lift, true_pointing_game, true_gt_known_localisation, "
+                             "pred_energy_in_box; VALUE as a fraction (accuracy=0.01 is one point)")
+    parser.add_argument("--max-class-drop", action="append", default=[], metavar="METRIC=VALUE",
+                        help="the same per true class (Bonferroni over the classes tested; classes with fewer than "
+                             "--min-class-images images are never gated)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level, two-sided (default 0.05: 95%% intervals)")
+    parser.add_argument("--resamples", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--min-class-images", type=int, default=10, help="smallest class a per-class gate looks at (default 10)")
+    parser.add_argument("--top", type=int, default=5, help="how many broken images and classes to print")
+    return parser
 
-    return compare(argv)
+
+def compare_main(argv: list[str] | None = None) -> int:
+    """``cam-audit compare`` / ``cam-audit-compare``: exit 0 when every gate passed, 1 when one tripped
+    (:class:`ExitCode`), 2 when a folder is not a finished audit, the runs share no image or an option is wrong."""
+    from pipeline.reports.compare import compare_with_statistics, default_out, parse_max_drops, render_comparison, render_statistics
+    from pipeline.reports.compare import write_comparison
+
+    args = compare_parser().parse_args(argv)
+    try:
+        max_drops, max_class_drops = parse_max_drops(args.max_drop), parse_max_drops(args.max_class_drop)
+        if not 0 < args.alpha < 1 or args.resamples < 100:
+            raise ValueError("--alpha must lie in (0, 1) and --resamples be at least 100")
+    except ValueError as error:
+        print(f"cam-audit compare: usage error: {error}", file=sys.stderr)
+        return ExitCode.CONFIG
+    try:
+        result = compare_with_statistics(args.baseline, args.current, max_drops, max_class_drops, args.alpha, args.resamples,
+                                         args.seed, args.min_class_images)
+    except Exception as error:  # noqa: BLE001 -- any unreadable run is exit 2, never the gate's exit 1
+        print(f"cam-audit compare: cannot compare: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
+        return ExitCode.CONFIG
+    if result["overall"]["images_compared"] == 0:
+        print("cam-audit compare: the two runs have no image in common: nothing to compare", file=sys.stderr)
+        return ExitCode.CONFIG
+    out = args.out or default_out(args.baseline, args.current)
+    write_comparison(result, out)
+    print(render_comparison(result, args.top))
+    print(render_statistics(result))
+    print(f"  comparison: {out}")
+    tripped = [g for g in result["gates"] if g["tripped"] and not g["scope"] == "per class"]
+    if tripped:
+        names = ", ".join(f"{g['metric']} ({g['scope']})" for g in tripped)
+        print(f"cam-audit compare: REGRESSION: {names} fell beyond the allowed drop, significantly", file=sys.stderr)
+        return ExitCode.REGRESSION
+    return ExitCode.OK
+
+
+def compare_main_exit() -> None:
+    """Console-script entry point of ``cam-audit-compare``."""
+    sys.exit(compare_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

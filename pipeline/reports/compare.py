@@ -12,19 +12,30 @@
   largest drop in accuracy, then in lift;
 - ``overall``: the dataset numbers of ``finalize.dataset_scores`` for both runs on the common images, and
   their differences; counts of images only in one run.
+- ``tests``: paired statistics on the common images (:mod:`pipeline.reports.paired_stats`): McNemar's exact
+  test for accuracy, paired bootstrap confidence intervals for the true-class map numbers (:data:`METRICS`);
+- ``gates``: for each ``--max-drop metric=value``, whether it tripped: the drop is beyond the threshold
+  **and** significant (two-sided, level ``alpha``); per class (``--max-class-drop``) the same with
+  Bonferroni's correction over the classes tested, so that a class of three images never raises an alarm.
 Everything is computed from ``samples.parquet`` (no model, no images), so it is cheap on any size of run.
+:func:`write_comparison` writes ``compare.json``, ``samples_diff.parquet`` and ``classes_diff.parquet``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.reports.finalize import dataset_scores
+
+from pipeline.reports.finalize import dataset_scores, write_json_atomic
+from pipeline.reports.paired_stats import class_mean_statistic, mcnemar_exact, mean_statistic, paired_bootstrap
+from pipeline.reports.parts import write_table_atomic
 from pipeline.scores import tau_key
 
 # Definition choices that do not change what the numbers mean (where a value came from, not the value).
@@ -34,8 +45,8 @@ IGNORED_CHOICES = ("preprocess.sources", "preprocess.model_metadata_from")
 def read_run(run_dir: Path) -> tuple[pd.DataFrame, dict]:
     """A finished run's rows and its definition choices (from the Parquet metadata)."""
     path = Path(run_dir) / "samples.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} holds no samples.parquet: not a finished audit (resume it first)")
+    if not path.is_file() or not (Path(run_dir) / "summary.json").is_file():
+        raise FileNotFoundError(f"{run_dir} holds no samples.parquet and summary.json: not a finished audit (resume it first)")
     metadata = pq.read_schema(path).metadata or {}
     definitions = json.loads(metadata.get(b"cam_audit.definitions", b"{}"))
     return pd.read_parquet(path), definitions
@@ -141,3 +152,189 @@ def render_comparison(result: dict, top: int = 5) -> str:
                 lines.append(f"    class {row['label_name']}: accuracy {row['accuracy_baseline']:.2f} -> {row['accuracy_current']:.2f}, "
                              f"lift {row['true_energy_lift_baseline']:.2f} -> {row['true_energy_lift_current']:.2f}")
     return "\n".join(lines)
+
+
+# Metrics that can be tested and gated: name -> (samples column, statistic). The column name holds
+# ``{tau}`` where the first tau's key goes. accuracy is tested with McNemar's exact test (and also bootstrapped).
+METRICS = {
+    "accuracy": ("correct", mean_statistic),
+    "true_energy_in_box": ("true_energy_in_box", mean_statistic),
+    "true_energy_lift": ("true_energy_lift", mean_statistic),
+    "true_pointing_game": ("true_pointing_hit", class_mean_statistic),
+    "true_gt_known_localisation": ("true_localised_{tau}", mean_statistic),
+    "pred_energy_in_box": ("pred_energy_in_box", mean_statistic),
+}
+
+
+def parse_max_drops(entries: list[str]) -> dict[str, float]:
+    """``["accuracy=0.01", ...]`` -> ``{"accuracy": 0.01}``; ValueError naming a bad entry or metric."""
+    out = {}
+    for entry in entries or []:
+        name, sep, value = entry.partition("=")
+        if not sep or name not in METRICS:
+            raise ValueError(f"--max-drop {entry!r}: use METRIC=VALUE with METRIC one of {', '.join(METRICS)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--max-drop {entry!r}: {value!r} is not a number") from None
+        if not out[name] >= 0:
+            raise ValueError(f"--max-drop {entry!r}: the allowed drop must be >= 0")
+    return out
+
+
+def _paired_values(before: pd.DataFrame, after: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``before``/``after`` values of ``column`` and class indices on the images where both are defined
+    (both frames sorted by id, same ids)."""
+    x = pd.to_numeric(before[column].astype("Float64"), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    y = pd.to_numeric(after[column].astype("Float64"), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    both = ~np.isnan(x) & ~np.isnan(y)
+    labels = np.unique(before["label"].to_numpy(), return_inverse=True)[1]
+    return x[both], y[both], labels[both]
+
+
+def normal_p(delta: float, standard_error: float) -> float:
+    """Two-sided p of ``delta`` under a normal approximation with ``standard_error`` (bootstrap-z)."""
+    if not standard_error > 0:
+        return 1.0 if delta == 0 or delta != delta else 0.0
+    return math.erfc(abs(delta) / standard_error / math.sqrt(2.0))
+
+
+def paired_tests(before: pd.DataFrame, after: pd.DataFrame, tau: str, resamples: int, seed: int, alpha: float) -> dict:
+    """Every metric's change on the common images: point delta, percentile CI at ``1 - alpha`` (paired
+    bootstrap), and for accuracy McNemar's exact p. ``significant``: the CI excludes 0 (accuracy: p < alpha)."""
+    tests = {}
+    for name, (template, statistic) in METRICS.items():
+        column = template.format(tau=tau)
+        if column not in before.columns or column not in after.columns:
+            continue
+        x, y, labels = _paired_values(before, after, column)
+        result = paired_bootstrap(x, y, labels, statistic, resamples=resamples, seed=seed, confidence=1 - alpha)
+        result.update(baseline=float(statistic(x, labels, np.arange(len(x))[None])[0]) if len(x) else float("nan"),
+                      current=float(statistic(y, labels, np.arange(len(y))[None])[0]) if len(y) else float("nan"),
+                      significant=bool(result["high"] < 0 or result["low"] > 0), test="paired bootstrap, percentile interval")
+        if name == "accuracy":
+            broke, fixed = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+            p = mcnemar_exact(broke, fixed)
+            result.update(broke=broke, fixed=fixed, p=p, significant=bool(p < alpha), test="McNemar exact (two-sided)")
+        tests[name] = result
+    return tests
+
+
+def class_tests(before: pd.DataFrame, after: pd.DataFrame, tau: str, metrics: list[str], resamples: int, seed: int,
+                alpha: float) -> pd.DataFrame:
+    """Per true class, for each of ``metrics``: baseline, current, delta, CI at ``1 - alpha`` and a two-sided p
+    (accuracy: McNemar exact; others: normal approximation with the bootstrap's standard error, so that a
+    Bonferroni-corrected level stays resolvable). One row per class."""
+    rows = []
+    for (label, name), index in before.groupby(["label", "label_name"]).groups.items():
+        b, a = before.loc[index], after.loc[index]
+        row = {"label": int(label), "label_name": name, "count": len(index)}
+        for metric in metrics:
+            column = METRICS[metric][0].format(tau=tau)
+            x, y, labels = _paired_values(b, a, column)
+            boot = paired_bootstrap(x, y, np.zeros(len(x), dtype=np.int64), mean_statistic, resamples=resamples, seed=seed,
+                                    confidence=1 - alpha)
+            row.update({f"{metric}_baseline": float(x.mean()) if len(x) else float("nan"),
+                        f"{metric}_current": float(y.mean()) if len(y) else float("nan"), f"{metric}_delta": boot["delta"],
+                        f"{metric}_low": boot["low"], f"{metric}_high": boot["high"], f"{metric}_n": boot["n"]})
+            if metric == "accuracy":
+                broke, fixed = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+                row.update(broke=broke, fixed=fixed, accuracy_p=mcnemar_exact(broke, fixed))
+            else:
+                spread = (boot["high"] - boot["low"]) / (2 * 1.959963984540054) if len(x) > 1 else float("nan")
+                row[f"{metric}_p"] = normal_p(boot["delta"], spread) if len(x) > 1 else 1.0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluate_gates(tests: dict, per_class: pd.DataFrame, max_drops: dict[str, float], max_class_drops: dict[str, float],
+                   alpha: float, min_class_images: int) -> list[dict]:
+    """One entry per gate: tripped when the drop is beyond the threshold and significant (two-sided, ``alpha``;
+    per class: ``alpha`` / classes tested, Bonferroni, and only classes with ``min_class_images`` images)."""
+    gates = []
+    for metric, allowed in max_drops.items():
+        test = tests.get(metric)
+        if test is None:
+            gates.append({"metric": metric, "scope": "overall", "max_drop": allowed, "tripped": False, "reason": "not in both runs"})
+            continue
+        drop = -test["delta"]
+        tripped = bool(drop > allowed and test["significant"] and test["delta"] < 0)
+        gates.append({"metric": metric, "scope": "overall", "max_drop": allowed, "drop": drop, "significant": test["significant"],
+                      "tripped": tripped})
+    eligible = per_class[per_class["count"] >= min_class_images] if len(per_class) else per_class
+    level = alpha / max(len(eligible), 1)
+    for metric, allowed in max_class_drops.items():
+        for _, row in eligible.iterrows():
+            drop, p = -row[f"{metric}_delta"], row[f"{metric}_p"]
+            if drop > allowed and p < level:
+                gates.append({"metric": metric, "scope": f"class {row['label_name']}", "max_drop": allowed, "drop": float(drop),
+                              "p": float(p), "level": level, "count": int(row["count"]), "tripped": True})
+        gates.append({"metric": metric, "scope": "per class", "max_drop": allowed, "level": level, "classes_tested": len(eligible),
+                      "tripped": any(g["tripped"] and g["metric"] == metric and g["scope"].startswith("class ") for g in gates)})
+    return gates
+
+
+def compare_with_statistics(baseline_dir: Path, current_dir: Path, max_drops: dict[str, float] | None = None,
+                            max_class_drops: dict[str, float] | None = None, alpha: float = 0.05, resamples: int = 2000,
+                            seed: int = 0, min_class_images: int = 10) -> dict:
+    """:func:`compare_runs` plus the paired tests, the per-class tests and the gates (see the module docstring)."""
+    result = compare_runs(baseline_dir, current_dir)
+    before_all, definitions = read_run(baseline_dir)
+    after_all, _ = read_run(current_dir)
+    common = set(before_all["id"]) & set(after_all["id"])
+    before = before_all[before_all["id"].isin(common)].sort_values("id").reset_index(drop=True)
+    after = after_all[after_all["id"].isin(common)].sort_values("id").reset_index(drop=True)
+    tau = tau_key(float((definitions.get("taus") or [0.15])[0]))
+    max_drops, max_class_drops = dict(max_drops or {}), dict(max_class_drops or {})
+    tests = paired_tests(before, after, tau, resamples, seed, alpha) if common else {}
+    metrics = sorted(set(max_class_drops) | {"accuracy", "true_energy_in_box"})
+    per_class = class_tests(before, after, tau, metrics, resamples, seed, alpha) if common else pd.DataFrame()
+    result.update(tests=tests, per_class=per_class,
+                  gates=evaluate_gates(tests, per_class, max_drops, max_class_drops, alpha, min_class_images),
+                  settings={"alpha": alpha, "resamples": resamples, "seed": seed, "min_class_images": min_class_images,
+                            "max_drop": max_drops, "max_class_drop": max_class_drops})
+    return result
+
+
+def render_statistics(result: dict) -> str:
+    """The tests and the gates, a line each."""
+    settings = result["settings"]
+    lines = [f"  paired tests on the common images (two-sided, alpha {settings['alpha']}; bootstrap {settings['resamples']} "
+             f"resamples, seed {settings['seed']}):"]
+    for name, test in result["tests"].items():
+        extra = (f", {test['broke']} broke / {test['fixed']} fixed, McNemar exact p = {test['p']:.3g}" if name == "accuracy" else "")
+        lines.append(f"    {name}: {test['baseline']:.4f} -> {test['current']:.4f} ({test['delta']:+.4f}, "
+                     f"{100 * test['confidence']:.0f}% CI {test['low']:+.4f} .. {test['high']:+.4f}, n {test['n']}{extra})"
+                     f"{' significant' if test['significant'] else ''}")
+    for gate in result["gates"]:
+        if gate["scope"].startswith("class "):
+            lines.append(f"  GATE {gate['metric']} {gate['scope']} ({gate['count']} images): drop {gate['drop']:.4f} > "
+                         f"{gate['max_drop']} and p = {gate['p']:.3g} < {gate['level']:.3g}: TRIPPED")
+        elif gate["scope"] == "per class":
+            lines.append(f"  gate {gate['metric']} per class (max drop {gate['max_drop']}, {gate['classes_tested']} classes with >= "
+                         f"{settings['min_class_images']} images, level {gate['level']:.3g}): {'TRIPPED' if gate['tripped'] else 'passed'}")
+        else:
+            drop = gate.get("drop", float("nan"))
+            lines.append(f"  gate {gate['metric']} (max drop {gate['max_drop']}): drop {drop:+.4f}, "
+                         f"{'significant' if gate.get('significant') else 'not significant'}: {'TRIPPED' if gate['tripped'] else 'passed'}")
+    return "\n".join(lines)
+
+
+def write_comparison(result: dict, out: Path) -> None:
+    """``compare.json`` (definitions, overall, tests, gates, settings), ``samples_diff.parquet`` and
+    ``classes_diff.parquet`` (per class: the earlier columns and the per-class tests) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "compare.json", {k: result[k] for k in ("baseline", "current", "definitions", "overall", "tests",
+                                                                      "gates", "settings") if k in result})
+    write_table_atomic(pa.Table.from_pandas(result["samples"], preserve_index=False), out / "samples_diff.parquet")
+    classes = result["classes"]
+    if len(result.get("per_class", [])) and len(classes):
+        tested = result["per_class"].drop(columns=["label_name", "count"])
+        classes = classes.merge(tested, on="label", how="left", suffixes=("", "_tested"))
+    write_table_atomic(pa.Table.from_pandas(classes, preserve_index=False), out / "classes_diff.parquet")
+
+
+def default_out(baseline: Path, current: Path) -> Path:
+    """Beside the current run: ``<current>.compare/<baseline name>/`` (never inside a run folder)."""
+    current = Path(current).absolute()
+    return current.parent / f"{current.name}.compare" / Path(baseline).absolute().name

@@ -1,4 +1,4 @@
-"""Comparing two audits (``python -m pipeline.compare``): the numbers follow from the two runs' rows."""
+"""Comparing two audits (``cam-audit compare``): the numbers follow from the two runs' rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.compare import main as compare_main
+from pipeline.cli import compare_main
 from pipeline.reports.compare import compare_runs
 from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
 
@@ -55,7 +55,7 @@ def test_images_in_one_run_only_are_counted_not_compared(runs):
 
 def test_cli_writes_the_comparison_and_gates_on_accuracy(runs, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert compare_main([str(runs / "night1"), str(runs / "night2"), "--out", str(out), "--max-accuracy-drop", "1.0"]) == 0
+    assert compare_main([str(runs / "night1"), str(runs / "night2"), "--out", str(out), "--max-drop", "accuracy=1.0"]) == 0
     written = json.loads((out / "compare.json").read_text())
     assert written["overall"]["images_compared"] == 12
     assert len(pd.read_parquet(out / "samples_diff.parquet")) == 12
@@ -74,14 +74,16 @@ def _fake_run(folder, correct: list[bool], start: int = 0):
         "true_pointing_hit": [1.0] * n, "true_localised_tau015": [1.0] * n, "true_relevance_rank_accuracy": [0.5] * n,
         "true_empty": [0.0] * n,
     }).to_parquet(folder / "samples.parquet")
+    (folder / "summary.json").write_text("{}")
 
 
 def test_accuracy_gate_trips_only_beyond_the_allowed_drop(tmp_path):
-    _fake_run(tmp_path / "before", [True] * 10)
-    _fake_run(tmp_path / "after", [True] * 8 + [False] * 2)  # accuracy 1.0 -> 0.8
+    _fake_run(tmp_path / "before", [True] * 40)
+    _fake_run(tmp_path / "after", [True] * 30 + [False] * 10)  # accuracy 1.0 -> 0.75, 10 broke, 0 fixed: p = 0.002
     args = [str(tmp_path / "before"), str(tmp_path / "after"), "--out", str(tmp_path / "cmp")]
-    assert compare_main(args + ["--max-accuracy-drop", "0.25"]) == 0
-    assert compare_main(args + ["--max-accuracy-drop", "0.15"]) == 1
+    assert compare_main(args + ["--max-drop", "accuracy=0.3"]) == 0  # significant, but within the allowed drop
+    assert compare_main(args + ["--max-drop", "accuracy=0.2"]) == 1
     assert compare_main(args) == 0  # no gate asked for
+    assert compare_main(args + ["--max-drop", "acuracy=0.2"]) == 2  # a misspelt metric is a usage error, not a pass
     _fake_run(tmp_path / "elsewhere", [False] * 10, start=100)  # no image in common: not a pass
-    assert compare_main([str(tmp_path / "before"), str(tmp_path / "elsewhere"), "--max-accuracy-drop", "0.5"]) == 2
+    assert compare_main([str(tmp_path / "before"), str(tmp_path / "elsewhere"), "--max-drop", "accuracy=0.5"]) == 2
