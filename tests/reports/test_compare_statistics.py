@@ -64,7 +64,7 @@ def fake_run(folder, correct, energy, labels, hits=None):
 def crafted(tmp_path_factory):
     """1,200 images in 4 classes. 'same': the baseline again. 'noise': accuracy -0.33 points (10 broke, 6 fixed)
     and energy with zero-mean noise. 'drop': 40 broke, 4 fixed, energy -0.05 everywhere. 'class': one class of
-    300 images loses 0.2 of energy in box, and a 3-image class 'fish' breaks completely."""
+    400 images loses 0.2 of energy in box, and a 3-image class 'fish' breaks completely and loses 0.3."""
     tmp = tmp_path_factory.mktemp("crafted")
     rng = np.random.default_rng(0)
     n = 1200
@@ -85,6 +85,7 @@ def crafted(tmp_path_factory):
     fake_run(tmp / "drop", change(40, 4), energy - 0.05, labels)
     per_class = energy.copy()
     per_class[labels == 1] -= 0.2
+    per_class[labels == 3] -= 0.3  # fish: the same large drop on each of its 3 images (a zero-width interval)
     fish = correct.copy()
     fish[-3:] = False
     base_fish = correct.copy()
@@ -126,6 +127,7 @@ def test_per_class_drops_need_enough_images_and_significance(crafted):
     assert [(g["metric"], g["scope"]) for g in tripped] == [("true_energy_in_box", "class dog")]
     fish = result["per_class"].set_index("label_name").loc["fish"]
     assert fish["accuracy_delta"] == -1.0 and fish["count"] == 3  # a complete drop, but 3 images: never gated
+    assert fish["true_energy_in_box_delta"] == pytest.approx(-0.3) and fish["true_energy_in_box_p"] < 1e-6  # "significant" alone
     assert gate(crafted, "base_fish/run", "class", "--max-class-drop", "true_energy_in_box=0.1") == 1
     assert gate(crafted, "base_fish/run", "class", "--max-class-drop", "accuracy=0.5") == 0
 
