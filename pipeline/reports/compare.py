@@ -257,7 +257,7 @@ def evaluate_gates(tests: dict, per_class: pd.DataFrame, max_drops: dict[str, fl
         if test is None:
             gates.append({"metric": metric, "scope": "overall", "max_drop": allowed, "tripped": False, "reason": "not in both runs"})
             continue
-        drop = -test["delta"]
+        drop = -test["delta"] + 0.0  # + 0.0: no "-0.0000" printed for no change
         tripped = bool(drop > allowed and test["significant"] and test["delta"] < 0)
         gates.append({"metric": metric, "scope": "overall", "max_drop": allowed, "drop": drop, "significant": test["significant"],
                       "tripped": tripped})
