@@ -8,7 +8,7 @@ ARGS ?=
 # torch/torchvision pinned to the builds this project is tested with; the rest comes from pyproject.toml.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: audit test test-all benchmark review-screenshot venv clean
+.PHONY: audit test lint test-all benchmark review-screenshot venv clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ audit: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)

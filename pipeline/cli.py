@@ -61,8 +61,11 @@ def save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     hydra_cfg = HydraConfig.get()
-    for name, content in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
-                          ("overrides.yaml", hydra_cfg.overrides.task)):
+    for name, content in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
+        ("overrides.yaml", hydra_cfg.overrides.task),
+    ):
         tmp = folder / f".{name}.tmp-{os.getpid()}"
         tmp.write_text(OmegaConf.to_yaml(content), encoding="utf-8")
         tmp.replace(folder / name)
@@ -91,7 +94,10 @@ def _main(cfg: DictConfig) -> None:
     log_format = str(cfg.runtime.get("log_format", "text"))
     if log_format not in logs.LOG_FORMATS:
         logs.configure("text", None)
-        fail(f"cam-audit: configuration error: runtime.log_format: unknown format {log_format!r}; use text or json", ExitCode.CONFIG)
+        fail(
+            f"cam-audit: configuration error: runtime.log_format: unknown format {log_format!r}; use text or json",
+            ExitCode.CONFIG,
+        )
     logs.configure(log_format, run_dir / f"{hydra_cfg.job.name}.log")
     created = _existing_ancestor if hydra_cfg.mode == RunMode.RUN else None
     accepted = False
@@ -102,8 +108,14 @@ def _main(cfg: DictConfig) -> None:
         save_hydra_record(cfg, run_dir)
         logs.open_run_log()
 
-    logs.event(logger, "start", f"cam-audit start: run folder {run_dir}", run_dir=str(run_dir),
-               overrides=list(hydra_cfg.overrides.task), resume=bool(cfg.resume))
+    logs.event(
+        logger,
+        "start",
+        f"cam-audit start: run folder {run_dir}",
+        run_dir=str(run_dir),
+        overrides=list(hydra_cfg.overrides.task),
+        resume=bool(cfg.resume),
+    )
     try:
         run_audit(cfg, run_dir, on_accepted=on_accepted)
     except BaseException as error:
@@ -114,7 +126,10 @@ def _main(cfg: DictConfig) -> None:
         if isinstance(error, MissingMandatoryValue):
             # a `???` left in the config (e.g. data.images of data=imagenet_val): name the key, not a traceback
             key = error.full_key or "?"
-            fail(f"cam-audit: configuration error: {key}: is required (the config has ??? here); pass {key}=<value>", ExitCode.CONFIG)
+            fail(
+                f"cam-audit: configuration error: {key}: is required (the config has ??? here); pass {key}=<value>",
+                ExitCode.CONFIG,
+            )
         if isinstance(error, ConfigError):
             fail(f"cam-audit: configuration error: {one_line(str(error))}", ExitCode.CONFIG)
         if isinstance(error, InterpolationResolutionError):
@@ -123,13 +138,21 @@ def _main(cfg: DictConfig) -> None:
             fail(f"cam-audit: stopped: {error}", ExitCode.TOO_MANY_FAILURES)
         if isinstance(error, OSError) and is_disk_full(error):
             # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
-            fail(f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
-                 f"free space, then run again with resume=true hydra.run.dir={run_dir}", ExitCode.DISK_FULL)
+            fail(
+                f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
+                f"free space, then run again with resume=true hydra.run.dir={run_dir}",
+                ExitCode.DISK_FULL,
+            )
         if isinstance(error, KeyboardInterrupt):
             fail(f"cam-audit: interrupted; continue with hydra.run.dir={run_dir} resume=true", ExitCode.INTERRUPTED)
         if isinstance(error, Exception):
-            logger.error("cam-audit: unexpected error (a bug; please report it with this traceback): %s: %s",
-                         type(error).__name__, error, exc_info=error, extra={"event": "crash", "fields": {"exit_code": ExitCode.INTERNAL}})
+            logger.error(
+                "cam-audit: unexpected error (a bug; please report it with this traceback): %s: %s",
+                type(error).__name__,
+                error,
+                exc_info=error,
+                extra={"event": "crash", "fields": {"exit_code": ExitCode.INTERNAL}},
+            )
             logging.shutdown()
             sys.exit(ExitCode.INTERNAL)
         raise  # SystemExit
@@ -195,23 +218,44 @@ def main() -> None:
 
 
 def compare_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cam-audit compare", description="Compare two finished audits of the same images: "
-                                     "what changed, whether it is more than chance, and gates for a nightly job.")
+    parser = argparse.ArgumentParser(
+        prog="cam-audit compare",
+        description="Compare two finished audits of the same images: "
+        "what changed, whether it is more than chance, and gates for a nightly job.",
+    )
     parser.add_argument("baseline", type=Path, help="run folder of the earlier audit (e.g. last night's)")
     parser.add_argument("current", type=Path, help="run folder of the audit to judge")
-    parser.add_argument("--out", type=Path, default=None, help="where to write the comparison (default: CURRENT.compare/BASELINE_NAME/ "
-                                                               "beside the current run)")
-    parser.add_argument("--max-drop", action="append", default=[], metavar="METRIC=VALUE",
-                        help="exit 1 when METRIC fell by more than VALUE and the fall is significant (repeatable); METRIC: "
-                             "accuracy, true_energy_in_box, true_energy_lift, true_pointing_game, true_gt_known_localisation, "
-                             "pred_energy_in_box; VALUE as a fraction (accuracy=0.01 is one point)")
-    parser.add_argument("--max-class-drop", action="append", default=[], metavar="METRIC=VALUE",
-                        help="the same per true class (Bonferroni over the classes tested; classes with fewer than "
-                             "--min-class-images images are never gated)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level, two-sided (default 0.05: 95%% intervals)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the comparison (default: CURRENT.compare/BASELINE_NAME/ beside the current run)",
+    )
+    parser.add_argument(
+        "--max-drop",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit 1 when METRIC fell by more than VALUE and the fall is significant (repeatable); METRIC: "
+        "accuracy, true_energy_in_box, true_energy_lift, true_pointing_game, true_gt_known_localisation, "
+        "pred_energy_in_box; VALUE as a fraction (accuracy=0.01 is one point)",
+    )
+    parser.add_argument(
+        "--max-class-drop",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="the same per true class (Bonferroni over the classes tested; classes with fewer than "
+        "--min-class-images images are never gated)",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level, two-sided (default 0.05: 95%% intervals)"
+    )
     parser.add_argument("--resamples", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--min-class-images", type=int, default=10, help="smallest class a per-class gate looks at (default 10)")
+    parser.add_argument(
+        "--min-class-images", type=int, default=10, help="smallest class a per-class gate looks at (default 10)"
+    )
     parser.add_argument("--top", type=int, default=5, help="how many broken images and classes to print")
     return parser
 
@@ -219,8 +263,14 @@ def compare_parser() -> argparse.ArgumentParser:
 def compare_main(argv: list[str] | None = None) -> int:
     """``cam-audit compare`` / ``cam-audit-compare``: exit 0 when every gate passed, 1 when one tripped
     (:class:`ExitCode`), 2 when a folder is not a finished audit, the runs share no image or an option is wrong."""
-    from pipeline.reports.compare import compare_with_statistics, default_out, parse_max_drops, render_comparison, render_statistics
-    from pipeline.reports.compare import write_comparison
+    from pipeline.reports.compare import (
+        compare_with_statistics,
+        default_out,
+        parse_max_drops,
+        render_comparison,
+        render_statistics,
+        write_comparison,
+    )
 
     args = compare_parser().parse_args(argv)
     try:
@@ -231,8 +281,16 @@ def compare_main(argv: list[str] | None = None) -> int:
         print(f"cam-audit compare: usage error: {error}", file=sys.stderr)
         return ExitCode.CONFIG
     try:
-        result = compare_with_statistics(args.baseline, args.current, max_drops, max_class_drops, args.alpha, args.resamples,
-                                         args.seed, args.min_class_images)
+        result = compare_with_statistics(
+            args.baseline,
+            args.current,
+            max_drops,
+            max_class_drops,
+            args.alpha,
+            args.resamples,
+            args.seed,
+            args.min_class_images,
+        )
     except Exception as error:  # noqa: BLE001 -- any unreadable run is exit 2, never the gate's exit 1
         print(f"cam-audit compare: cannot compare: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
         return ExitCode.CONFIG

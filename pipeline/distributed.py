@@ -52,9 +52,12 @@ def from_environment(config_rank: int = 0) -> Ranks:
         if config_rank != 0:
             from pipeline.errors import ConfigError
 
-            raise ConfigError("runtime.rank", f"rank {config_rank} without torchrun: a single process audits everything as "
-                                              "rank 0; to split a run over processes start them with torchrun --nproc_per_node N "
-                                              "(it sets RANK and WORLD_SIZE), and leave runtime.rank at 0")
+            raise ConfigError(
+                "runtime.rank",
+                f"rank {config_rank} without torchrun: a single process audits everything as "
+                "rank 0; to split a run over processes start them with torchrun --nproc_per_node N "
+                "(it sets RANK and WORLD_SIZE), and leave runtime.rank at 0",
+            )
         return Ranks()
     return Ranks(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -88,4 +91,4 @@ def gather(ranks: Ranks, value: T) -> list[T]:
 
 def shard(items: list[T], ranks: Ranks) -> list[T]:
     """This rank's share of ``items``: every ``world_size``-th item from position ``rank``."""
-    return items[ranks.rank::ranks.world_size] if ranks.is_distributed else items
+    return items[ranks.rank :: ranks.world_size] if ranks.is_distributed else items

@@ -35,7 +35,11 @@ def is_disk_full(error: BaseException) -> bool:
     carry only the message, not the errno)."""
     if not isinstance(error, OSError):
         return False
-    return error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error) or "quota exceeded" in str(error).lower()
+    return (
+        error.errno in (errno.ENOSPC, errno.EDQUOT)
+        or "No space left on device" in str(error)
+        or "quota exceeded" in str(error).lower()
+    )
 
 
 class ExitCode:
@@ -48,7 +52,9 @@ class ExitCode:
     OK = 0  # the audit finished / the comparison passed every gate
     REGRESSION = 1  # compare: a --max-drop gate tripped (a significant drop beyond its threshold)
     CONFIG = 2  # a configuration or usage error (a bad option, Hydra's own override errors, an unreadable run to compare), before any work
-    TOO_MANY_FAILURES = 3  # the run stopped: more samples failed than runtime.max_error_fraction allows (rows so far kept; resume=true)
+    TOO_MANY_FAILURES = (
+        3  # the run stopped: more samples failed than runtime.max_error_fraction allows (rows so far kept; resume=true)
+    )
     DISK_FULL = 4  # the run stopped: the disk is full; the parts written are complete (free space, resume=true)
     INTERNAL = 5  # an unexpected error (a bug): the traceback is in the job log and on stderr
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT (128 + 2, the shell convention); resume=true continues

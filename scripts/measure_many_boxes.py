@@ -27,7 +27,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     maps = F.interpolate(torch.rand(args.batch, 1, 7, 7), size=(args.size, args.size), mode="bilinear")[:, 0]
-    maps = (maps - maps.amin(dim=(1, 2), keepdim=True)) / (maps.amax(dim=(1, 2), keepdim=True) - maps.amin(dim=(1, 2), keepdim=True))
+    maps = (maps - maps.amin(dim=(1, 2), keepdim=True)) / (
+        maps.amax(dim=(1, 2), keepdim=True) - maps.amin(dim=(1, 2), keepdim=True)
+    )
     corners = torch.rand(args.batch, args.boxes, 2) * args.size * 0.7
     boxes = torch.cat([corners, corners + 4 + torch.rand(args.batch, args.boxes, 2) * args.size * 0.3], dim=2)
     valid = torch.zeros(args.batch, args.boxes, dtype=torch.bool)
@@ -39,8 +41,10 @@ def main() -> None:
     best = MaxBoxAccV2(thresholds=100).best_iou_per_threshold(maps, empty, boxes, valid)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"boxes={args.boxes} batch={args.batch} size={args.size}: {seconds:.2f} s, peak RSS +{(peak - before) / 1024:.0f} MiB, "
-          f"checksum {float(best.clamp(min=0).sum()):.6f}")
+    print(
+        f"boxes={args.boxes} batch={args.batch} size={args.size}: {seconds:.2f} s, peak RSS +{(peak - before) / 1024:.0f} MiB, "
+        f"checksum {float(best.clamp(min=0).sum()):.6f}"
+    )
 
 
 if __name__ == "__main__":

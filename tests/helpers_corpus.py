@@ -50,7 +50,8 @@ def voc_xml(filename: str, size: tuple[int, int] | None, objects: list[tuple[str
     size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
     boxes = "".join(
         f"<object><name>{key}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-        for key, (x1, y1, x2, y2) in objects)
+        for key, (x1, y1, x2, y2) in objects
+    )
     return f"<annotation><filename>{filename}</filename>{size_xml}{boxes}</annotation>"
 
 
@@ -68,9 +69,16 @@ def jpeg_bytes(image: Image.Image, **save) -> bytes:
     return buffer.getvalue()
 
 
-def add_sample(root: Path, stem: str, content: bytes | Image.Image | None, ext: str = ".jpg", key: str | None = "n001",
-               boxes: list[tuple[int, int, int, int]] | None = None, size: tuple[int, int] | None = None,
-               xml: str | None = None) -> None:
+def add_sample(
+    root: Path,
+    stem: str,
+    content: bytes | Image.Image | None,
+    ext: str = ".jpg",
+    key: str | None = "n001",
+    boxes: list[tuple[int, int, int, int]] | None = None,
+    size: tuple[int, int] | None = None,
+    xml: str | None = None,
+) -> None:
     """Write one image (``None``: none) and its XML (``key=None`` and ``xml=None``: none).
 
     ``content`` is raw bytes, or a PIL image saved in the format of ``ext``. ``size`` defaults to the
@@ -95,8 +103,13 @@ def good_dataset(root: Path, count: int, side: int = 24, seed: int = 0) -> list[
     ids = []
     for i in range(count):
         stem = f"img_{i:05d}"
-        add_sample(root, stem, noise_image(side, side, seed + i), key=CLASSES[i % len(CLASSES)][0],
-                   boxes=[(3, 4, side - 5, side - 2)])
+        add_sample(
+            root,
+            stem,
+            noise_image(side, side, seed + i),
+            key=CLASSES[i % len(CLASSES)][0],
+            boxes=[(3, 4, side - 5, side - 2)],
+        )
         ids.append(stem)
     write_classes(root)
     return ids
@@ -136,7 +149,7 @@ def build_bad_input_corpus(root: Path, big_jpeg: Path) -> dict[str, dict]:
     ok("alpha", noise_image(50, 40, 2, "RGBA"), ".png", width=50, height=40)
     ok("gray", noise_image(40, 50, 3, "L"), width=40, height=50)
     ok("cmyk", noise_image(48, 48, 4, "CMYK"), width=48, height=48)
-    ok("gray16", Image.fromarray((np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 53)), ".png", width=40, height=30)
+    ok("gray16", Image.fromarray(np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 53), ".png", width=40, height=30)
     ok("exif_rotated", exif_jpeg()[1], width=64, height=48)  # stored frame by default: the 64 x 48 of the file
     ok("big", big_jpeg.read_bytes(), boxes=((3001, 2001, 9000, 7000),), width=12000, height=9000)
     ok("tiny", noise_image(8, 8, 5), boxes=((2, 2, 7, 7),), width=8, height=8)
@@ -146,7 +159,15 @@ def build_bad_input_corpus(root: Path, big_jpeg: Path) -> dict[str, dict]:
     ok("box_outside", noise_image(64, 48, 8), boxes=((101, 101, 120, 120),), width=64, height=48, n_boxes=0, dropped=1)
     ok("box_inverted", noise_image(64, 48, 9), boxes=((40, 10, 10, 30),), width=64, height=48, n_boxes=0, dropped=1)
     ok("box_zero_area", noise_image(64, 48, 10), boxes=((20, 10, 19, 30),), width=64, height=48, n_boxes=0, dropped=1)
-    ok("box_mixed", noise_image(64, 48, 11), boxes=((11, 11, 40, 30), (40, 10, 10, 30)), width=64, height=48, n_boxes=1, dropped=1)
+    ok(
+        "box_mixed",
+        noise_image(64, 48, 11),
+        boxes=((11, 11, 40, 30), (40, 10, 10, 30)),
+        width=64,
+        height=48,
+        n_boxes=1,
+        dropped=1,
+    )
 
     # failures: each must become exactly one errors.parquet row
     images = root / "images"
@@ -166,7 +187,9 @@ def build_bad_input_corpus(root: Path, big_jpeg: Path) -> dict[str, dict]:
     add_sample(root, "unknown_label", noise_image(64, 48, 14), key="n999", boxes=[(1, 1, 5, 5)])
     expected["unknown_label"] = expect_error("index", "BadLabel", "unknown or ambiguous label n999")
     add_sample(root, "size_mismatch", noise_image(64, 48, 15), boxes=[(1, 1, 5, 5)], size=(100, 100))
-    expected["size_mismatch"] = expect_error("annotation", "ValueError", "annotation says 100x100 but the image is 64x48")
+    expected["size_mismatch"] = expect_error(
+        "annotation", "ValueError", "annotation says 100x100 but the image is 64x48"
+    )
     add_sample(root, "broken_xml", noise_image(64, 48, 16), xml="<annotation><object><name>n001")
     expected["broken_xml"] = expect_error("index", "BadAnnotation", "bad annotation broken_xml.xml")
     write_classes(root)
@@ -183,13 +206,25 @@ def failing_dataset(root: Path) -> list[str]:
 def base_overrides(root: Path, cache: Path, num_classes: int = 3, manifest: Path | None = None, **extra) -> list[str]:
     """Overrides for a tiny run on ``root`` (VOC folders, or ``manifest``) with TinyNet on the CPU;
     ``extra`` adds or replaces ``key=value`` (a value of None drops the key)."""
-    data = ({"data": "imagenet_val", "data.images": root / "images", "data.annotations": root / "annotations"} if manifest is None
-            else {"data": "manifest", "data.manifest": manifest})
+    data = (
+        {"data": "imagenet_val", "data.images": root / "images", "data.annotations": root / "annotations"}
+        if manifest is None
+        else {"data": "manifest", "data.manifest": manifest}
+    )
     options = {
-        **data, "data.classes": root / "classes.txt", "data.preprocess.size": 32, "data.preprocess.resize_size": 40,
-        "model": "custom", "model._target_": TINY_MODEL, "+model.kwargs.num_classes": num_classes,
-        "runtime.device": "cpu", "runtime.num_workers": 0, "runtime.batch_size": 4, "runtime.progress": "false",
-        "report.overlays": "none", "cache_dir": cache,
+        **data,
+        "data.classes": root / "classes.txt",
+        "data.preprocess.size": 32,
+        "data.preprocess.resize_size": 40,
+        "model": "custom",
+        "model._target_": TINY_MODEL,
+        "+model.kwargs.num_classes": num_classes,
+        "runtime.device": "cpu",
+        "runtime.num_workers": 0,
+        "runtime.batch_size": 4,
+        "runtime.progress": "false",
+        "report.overlays": "none",
+        "cache_dir": cache,
     }
     options.update(extra)
     return [f"{key}={value}" for key, value in options.items() if value is not None]

@@ -30,7 +30,9 @@ def test_every_option_of_every_group_composes(compose_config, default_cfg, group
     assert OmegaConf.to_container(cfg[group], resolve=False) == from_file
     for other in GROUPS:
         if other != group:
-            assert OmegaConf.to_container(cfg[other], resolve=False) == OmegaConf.to_container(default_cfg[other], resolve=False), other
+            assert OmegaConf.to_container(cfg[other], resolve=False) == OmegaConf.to_container(
+                default_cfg[other], resolve=False
+            ), other
 
 
 def test_cam_method_files_name_their_method(compose_config):
@@ -46,4 +48,6 @@ def test_every_yaml_option_is_commented():
             if not stripped or stripped.startswith("#") or stripped.startswith("- ") or stripped.endswith(":"):
                 continue  # comments, list entries and section headers
             previous = lines[number - 2].strip() if number > 1 else ""
-            assert "#" in line or previous.startswith("#"), f"{path.relative_to(CONF)}:{number} has no comment: {line!r}"
+            assert "#" in line or previous.startswith("#"), (
+                f"{path.relative_to(CONF)}:{number} has no comment: {line!r}"
+            )

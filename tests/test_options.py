@@ -57,7 +57,9 @@ def test_cli_bad_option_is_one_line_and_exit_2(world, tmp_path):
     result = run_cli(base_overrides(world / "data", world / "cache") + ["scores.taus=[]"], tmp_path / "run")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert lines[0].startswith("cam-audit: configuration error: scores.taus: [] is not a list of at least one threshold")
+    assert lines[0].startswith(
+        "cam-audit: configuration error: scores.taus: [] is not a list of at least one threshold"
+    )
 
 
 def test_every_rule_names_a_key_of_the_default_or_a_data_group():

@@ -57,7 +57,11 @@ def _category_names(categories: list, path: Path) -> dict[object, str]:
     """Map category id -> name. The table is shared by every image, so a broken one is a ValueError."""
     names: dict[object, str] = {}
     for number, category in enumerate(categories):
-        if not isinstance(category, dict) or _id_key(category.get("id")) is None or not isinstance(category.get("name"), str):
+        if (
+            not isinstance(category, dict)
+            or _id_key(category.get("id")) is None
+            or not isinstance(category.get("name"), str)
+        ):
             raise ValueError(f"COCO file {path}: categories[{number}] needs an 'id' and a 'name'")
         if category["id"] in names:
             raise ValueError(f"COCO file {path}: category id {category['id']} is listed twice")
@@ -120,7 +124,9 @@ def coco_box(bbox: object) -> tuple[Box | None, str | None]:
         return None, f"bbox {_shown(bbox)} is not [x, y, w, h]"
     if not all(finite_number(v) for v in bbox):
         large = any(isinstance(v, int) and not isinstance(v, bool) and not finite_number(v) for v in bbox)
-        return None, f"bbox {_shown(bbox)} holds a value that is not a finite number" + (" (too large for a float)" if large else "")
+        return None, f"bbox {_shown(bbox)} holds a value that is not a finite number" + (
+            " (too large for a float)" if large else ""
+        )
     x, y, w, h = (float(v) for v in bbox)
     if w < 0 or h < 0:
         return None, f"bbox {_shown(bbox)} has a negative width or height"
@@ -181,7 +187,9 @@ def _shared_label(annotations: list[dict], names: dict[object, str], lookup: dic
     return index, None
 
 
-def _label_boxes(label: int, annotations: list[dict], names: dict[object, str], lookup: dict[str, int]) -> tuple[np.ndarray, str | None]:
+def _label_boxes(
+    label: int, annotations: list[dict], names: dict[object, str], lookup: dict[str, int]
+) -> tuple[np.ndarray, str | None]:
     """``[N, 4]`` float32 pixel-edge boxes of the annotations whose category is the label's class."""
     boxes = []
     for annotation in annotations:
@@ -281,12 +289,27 @@ def read_coco(
 
     context = _Context(root, by_image, names, lookup, label_field, allow_outside_root)
     records = [_image_record(sample_ids[number], number, entry, context) for number, entry in enumerate(entries)]
-    tail = sample_ids[len(entries):]
+    tail = sample_ids[len(entries) :]
     for sample_id, key in zip(tail, orphans):
-        records.append(SampleRecord(sample_id, "", -1, empty_boxes(),
-                                    problem=Problem("MissingImage", f"annotations refer to image id {key!r}, which is not in 'images'")))
-    for sample_id, number in zip(tail[len(orphans):], stray):
-        records.append(SampleRecord(sample_id, "", -1, empty_boxes(), problem=Problem("MissingImage", f"annotations[{number}] has no usable image_id")))
+        records.append(
+            SampleRecord(
+                sample_id,
+                "",
+                -1,
+                empty_boxes(),
+                problem=Problem("MissingImage", f"annotations refer to image id {key!r}, which is not in 'images'"),
+            )
+        )
+    for sample_id, number in zip(tail[len(orphans) :], stray):
+        records.append(
+            SampleRecord(
+                sample_id,
+                "",
+                -1,
+                empty_boxes(),
+                problem=Problem("MissingImage", f"annotations[{number}] has no usable image_id"),
+            )
+        )
     return sorted(records, key=lambda r: r.sample_id)
 
 
@@ -305,18 +328,36 @@ def _image_record(sample_id: str, number: int, entry: object, context: _Context)
     # duplicates: the first entry keeps the id / file (and the annotations); later ones are reported
     if entry["id"] in context.seen_ids:
         first = context.seen_ids[entry["id"]]
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size,
-                            problem=Problem("DuplicateId", f"duplicate image id {entry['id']!r} (also images[{first}])"))
+        return SampleRecord(
+            sample_id,
+            image_path,
+            -1,
+            empty_boxes(),
+            size,
+            problem=Problem("DuplicateId", f"duplicate image id {entry['id']!r} (also images[{first}])"),
+        )
     context.seen_ids[entry["id"]] = number
     if str(image) in context.seen_files:
         first_id = context.seen_files[str(image)]
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size,
-                            problem=Problem("DuplicateId", f"duplicate file name {entry['file_name']} (also image id {first_id!r})"))
+        return SampleRecord(
+            sample_id,
+            image_path,
+            -1,
+            empty_boxes(),
+            size,
+            problem=Problem("DuplicateId", f"duplicate file name {entry['file_name']} (also image id {first_id!r})"),
+        )
     context.seen_files[str(image)] = entry["id"]
 
     if not image_path:
-        return SampleRecord(sample_id, "", -1, empty_boxes(), size,
-                            problem=Problem("MissingImage", f"annotation {entry['file_name']} (image id {entry['id']!r}) has no image"))
+        return SampleRecord(
+            sample_id,
+            "",
+            -1,
+            empty_boxes(),
+            size,
+            problem=Problem("MissingImage", f"annotation {entry['file_name']} (image id {entry['id']!r}) has no image"),
+        )
     if size_problem:
         return SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem("BadAnnotation", size_problem))
     annotations = context.by_image.get(entry["id"], [])

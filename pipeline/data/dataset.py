@@ -60,7 +60,9 @@ def resolve_preprocess(options: Mapping, from_model: Mapping) -> tuple[Preproces
     for key in ("size", "interpolation"):
         value = options.get(key)
         if value == "auto":
-            value, sources[key] = (from_model[key], "model") if key in from_model else (PREPROCESS_FALLBACK[key], "fallback")
+            value, sources[key] = (
+                (from_model[key], "model") if key in from_model else (PREPROCESS_FALLBACK[key], "fallback")
+            )
         else:
             sources[key] = "config"
         values[key] = value
@@ -81,21 +83,37 @@ def resolve_preprocess(options: Mapping, from_model: Mapping) -> tuple[Preproces
         raise OptionError("size", f"{values['size']!r} is not a side of at least 8 pixels (or auto)")
     if mode != "resize_crop":
         sources["resize_size"] = "unused"
-    if mode == "resize_crop" and resize_size is not None and (not isinstance(resize_size, int) or resize_size < values["size"]):
+    if (
+        mode == "resize_crop"
+        and resize_size is not None
+        and (not isinstance(resize_size, int) or resize_size < values["size"])
+    ):
         raise OptionError("resize_size", f"{resize_size!r} must be an integer >= size ({values['size']}), null or auto")
     if str(values["interpolation"]) not in INTERPOLATIONS:
-        raise OptionError("interpolation", f"{values['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)} (or auto)")
+        raise OptionError(
+            "interpolation", f"{values['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)} (or auto)"
+        )
     max_pixels = options.get("max_pixels", DEFAULT_MAX_PIXELS)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise OptionError("max_pixels", f"{max_pixels!r} is not a positive whole number of pixels")
     max_aspect_ratio = options.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)
-    if isinstance(max_aspect_ratio, bool) or not isinstance(max_aspect_ratio, (int, float)) or not max_aspect_ratio >= 1:
+    if (
+        isinstance(max_aspect_ratio, bool)
+        or not isinstance(max_aspect_ratio, (int, float))
+        or not max_aspect_ratio >= 1
+    ):
         raise OptionError("max_aspect_ratio", f"{max_aspect_ratio!r} is not a number >= 1")
-    spec = PreprocessSpec(mode=mode, size=values["size"], resize_size=resize_size if mode == "resize_crop" else None,
-                          interpolation=str(values["interpolation"]), fill=int(options.get("fill", 0)),
-                          boxes_refer_to=str(options.get("boxes_refer_to", "stored")),
-                          check_annotated_size=bool(options.get("check_annotated_size", True)),
-                          max_pixels=int(max_pixels), max_aspect_ratio=float(max_aspect_ratio))
+    spec = PreprocessSpec(
+        mode=mode,
+        size=values["size"],
+        resize_size=resize_size if mode == "resize_crop" else None,
+        interpolation=str(values["interpolation"]),
+        fill=int(options.get("fill", 0)),
+        boxes_refer_to=str(options.get("boxes_refer_to", "stored")),
+        check_annotated_size=bool(options.get("check_annotated_size", True)),
+        max_pixels=int(max_pixels),
+        max_aspect_ratio=float(max_aspect_ratio),
+    )
     return spec, sources
 
 
@@ -116,8 +134,13 @@ class AuditDataset(Dataset):
     order; it bounds the ``[B, N, ...]`` score tensors whatever an annotation holds.
     """
 
-    def __init__(self, records: list[SampleRecord], spec: PreprocessSpec, max_boxes: int | None = None,
-                 decode_on_device: bool = False):
+    def __init__(
+        self,
+        records: list[SampleRecord],
+        spec: PreprocessSpec,
+        max_boxes: int | None = None,
+        decode_on_device: bool = False,
+    ):
         self.records = records
         self.spec = spec
         self.max_boxes = max_boxes
@@ -135,21 +158,33 @@ class AuditDataset(Dataset):
             encoded = None
             if self.decode_on_device:
                 try:
-                    encoded = read_jpeg_for_device(record.image_path, self.spec.boxes_refer_to, self.spec.max_pixels,
-                                                   self.spec.max_aspect_ratio)
+                    encoded = read_jpeg_for_device(
+                        record.image_path, self.spec.boxes_refer_to, self.spec.max_pixels, self.spec.max_aspect_ratio
+                    )
                 except Exception:  # noqa: BLE001 -- unreadable header: the CPU decoder below reports it
                     encoded = None
             if encoded is not None:
                 image, (width, height) = None, encoded[1]
             else:
-                image, (width, height) = decode_image(record.image_path, self.spec.boxes_refer_to, min_side=self.spec.resize_size or self.spec.size,
-                                                      max_pixels=self.spec.max_pixels, max_aspect_ratio=self.spec.max_aspect_ratio)
+                image, (width, height) = decode_image(
+                    record.image_path,
+                    self.spec.boxes_refer_to,
+                    min_side=self.spec.resize_size or self.spec.size,
+                    max_pixels=self.spec.max_pixels,
+                    max_aspect_ratio=self.spec.max_aspect_ratio,
+                )
             stage = "annotation"
-            if self.spec.check_annotated_size and record.annotated_size and tuple(record.annotated_size) != (width, height):
-                raise ValueError(f"annotation says {record.annotated_size[0]}x{record.annotated_size[1]} but the image is {width}x{height}")
+            if (
+                self.spec.check_annotated_size
+                and record.annotated_size
+                and tuple(record.annotated_size) != (width, height)
+            ):
+                raise ValueError(
+                    f"annotation says {record.annotated_size[0]}x{record.annotated_size[1]} but the image is {width}x{height}"
+                )
             stage = "preprocess"
             placement = plan_placement(width, height, self.spec.mode, self.spec.size, self.spec.resize_size)
-            annotated = record.boxes if self.max_boxes is None else record.boxes[:self.max_boxes]
+            annotated = record.boxes if self.max_boxes is None else record.boxes[: self.max_boxes]
             boxes, kept = boxes_to_input(annotated, placement)
             if image is None:  # a placeholder: the device fills this row
                 pixels = torch.zeros(3, self.spec.size, self.spec.size, dtype=torch.uint8)
@@ -159,19 +194,37 @@ class AuditDataset(Dataset):
         except Exception as error:  # one bad sample must never stop the run
             return _failed(index, self.spec.size, stage, error)
         return {
-            "index": index, "ok": True, "image": pixels, "boxes": torch.from_numpy(boxes),
-            "n_boxes_dropped": int((~kept).sum()), "n_boxes_over_cap": len(record.boxes) - len(annotated), "width": width, "height": height,
-            "placement": torch.tensor([placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y], dtype=torch.float64),
-            "boxes_stored": torch.from_numpy(stored), "encoded": None if encoded is None else encoded[0],
+            "index": index,
+            "ok": True,
+            "image": pixels,
+            "boxes": torch.from_numpy(boxes),
+            "n_boxes_dropped": int((~kept).sum()),
+            "n_boxes_over_cap": len(record.boxes) - len(annotated),
+            "width": width,
+            "height": height,
+            "placement": torch.tensor(
+                [placement.scale_x, placement.scale_y, placement.offset_x, placement.offset_y], dtype=torch.float64
+            ),
+            "boxes_stored": torch.from_numpy(stored),
+            "encoded": None if encoded is None else encoded[0],
         }
 
 
 def _failed(index: int, size: int, stage: str, error: BaseException) -> dict:
     return {
-        "index": index, "ok": False, "image": torch.zeros(3, size, size, dtype=torch.uint8),
-        "boxes": torch.zeros(0, 4), "n_boxes_dropped": 0, "n_boxes_over_cap": 0, "width": 0, "height": 0,
-        "placement": torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64), "boxes_stored": torch.zeros(0, 4),
-        "stage": stage, "error_type": type(error).__name__, "error": str(error)[:500],
+        "index": index,
+        "ok": False,
+        "image": torch.zeros(3, size, size, dtype=torch.uint8),
+        "boxes": torch.zeros(0, 4),
+        "n_boxes_dropped": 0,
+        "n_boxes_over_cap": 0,
+        "width": 0,
+        "height": 0,
+        "placement": torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64),
+        "boxes_stored": torch.zeros(0, 4),
+        "stage": stage,
+        "error_type": type(error).__name__,
+        "error": str(error)[:500],
     }
 
 
@@ -191,9 +244,16 @@ def collate_samples(items: list[dict]) -> dict:
     size = items[0]["image"].shape[-1] if items else 0
     return {
         "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
-        "image": torch.stack([item["image"] for item in good]) if good else torch.zeros(0, 3, size, size, dtype=torch.uint8),
-        "boxes": boxes, "box_valid": valid, "boxes_stored": boxes_stored, "box_stored_valid": stored_valid,
-        "placement": torch.stack([item["placement"] for item in good]) if good else torch.zeros(0, 4, dtype=torch.float64),
+        "image": torch.stack([item["image"] for item in good])
+        if good
+        else torch.zeros(0, 3, size, size, dtype=torch.uint8),
+        "boxes": boxes,
+        "box_valid": valid,
+        "boxes_stored": boxes_stored,
+        "box_stored_valid": stored_valid,
+        "placement": torch.stack([item["placement"] for item in good])
+        if good
+        else torch.zeros(0, 4, dtype=torch.float64),
         "n_boxes_dropped": torch.tensor([item["n_boxes_dropped"] for item in good], dtype=torch.long),
         "n_boxes_over_cap": torch.tensor([item["n_boxes_over_cap"] for item in good], dtype=torch.long),
         "width": torch.tensor([item["width"] for item in good], dtype=torch.long),
@@ -210,6 +270,6 @@ def _pad_boxes(per_image: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
     padded = torch.zeros(len(per_image), n_max, 4, dtype=torch.float32)
     valid = torch.zeros(len(per_image), n_max, dtype=torch.bool)
     for row, boxes in enumerate(per_image):  # runs in the loader workers, not in the audit's hot path
-        padded[row, :boxes.shape[0]] = boxes
-        valid[row, :boxes.shape[0]] = True
+        padded[row, : boxes.shape[0]] = boxes
+        valid[row, : boxes.shape[0]] = True
     return padded, valid

@@ -42,8 +42,13 @@ class ExtremeAspectRatio(ValueError):
     """The image's longer side is more than the configured number of times its shorter side."""
 
 
-def decode_image(path: str, boxes_refer_to: str = "stored", min_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_aspect_ratio: float | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+def decode_image(
+    path: str,
+    boxes_refer_to: str = "stored",
+    min_side: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_aspect_ratio: float | None = None,
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Decode an image file.
 
     Args:
@@ -63,11 +68,15 @@ def decode_image(path: str, boxes_refer_to: str = "stored", min_side: int = 0, m
         if width * height > max_pixels:
             raise TooManyPixels(f"image has {width}x{height} pixels, more than data.preprocess.max_pixels={max_pixels}")
         if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * min(width, height):
-            raise ExtremeAspectRatio(f"image is {width}x{height} (aspect ratio {max(width, height) / min(width, height):.0f}:1), more "
-                                     f"than data.preprocess.max_aspect_ratio={max_aspect_ratio:g}")
+            raise ExtremeAspectRatio(
+                f"image is {width}x{height} (aspect ratio {max(width, height) / min(width, height):.0f}:1), more "
+                f"than data.preprocess.max_aspect_ratio={max_aspect_ratio:g}"
+            )
         transposed = boxes_refer_to == "displayed" and _exif_orientation(img) in (5, 6, 7, 8)
         if img.format == "JPEG" and min_side > 0 and min(width, height) >= 2 * min_side:
-            img.draft("RGB", (max(min_side, 1) * width // min(width, height), max(min_side, 1) * height // min(width, height)))
+            img.draft(
+                "RGB", (max(min_side, 1) * width // min(width, height), max(min_side, 1) * height // min(width, height))
+            )
         img.load()
         if boxes_refer_to == "displayed":
             img = ImageOps.exif_transpose(img)

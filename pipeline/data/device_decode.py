@@ -42,8 +42,9 @@ def resolve_decode(option: str, device: torch.device) -> bool:
     return option == "gpu" or (option == "auto" and device.type == "cuda")
 
 
-def read_jpeg_for_device(path: str, boxes_refer_to: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                         max_aspect_ratio: float | None = None) -> tuple[torch.Tensor, tuple[int, int]] | None:
+def read_jpeg_for_device(
+    path: str, boxes_refer_to: str, max_pixels: int = DEFAULT_MAX_PIXELS, max_aspect_ratio: float | None = None
+) -> tuple[torch.Tensor, tuple[int, int]] | None:
     """In a loader worker: the file's bytes and stored ``(width, height)`` when the device can decode it as
     the CPU path would, else None (the caller decodes it with PIL).
 
@@ -99,8 +100,13 @@ def decode_batch_on_device(batch: dict, spec, device: torch.device, image_paths:
         width, height = int(batch["width"][row]), int(batch["height"][row])
         try:
             if image is None or tuple(image.shape[-2:]) != (height, width):
-                image, _ = decode_image(image_paths[row], spec.boxes_refer_to, min_side=spec.resize_size or spec.size,
-                                        max_pixels=spec.max_pixels, max_aspect_ratio=spec.max_aspect_ratio)
+                image, _ = decode_image(
+                    image_paths[row],
+                    spec.boxes_refer_to,
+                    min_side=spec.resize_size or spec.size,
+                    max_pixels=spec.max_pixels,
+                    max_aspect_ratio=spec.max_aspect_ratio,
+                )
                 image = image.to(device)
             placement = plan_placement(width, height, spec.mode, spec.size, spec.resize_size)
             # Per image: the images have different sizes, so each has its own resize (a few kernels each).
@@ -131,8 +137,14 @@ def _drop_rows(batch: dict, failed_rows: list[tuple[int, BaseException]]) -> dic
     bad = {row for row, _ in failed_rows}
     keep = torch.tensor([row not in bad for row in range(batch["index"].numel())])
     failures = list(batch["failures"]) + [
-        {"index": int(batch["index"][row]), "stage": "decode", "error_type": type(error).__name__, "error": str(error)[:500]}
-        for row, error in failed_rows]
+        {
+            "index": int(batch["index"][row]),
+            "stage": "decode",
+            "error_type": type(error).__name__,
+            "error": str(error)[:500],
+        }
+        for row, error in failed_rows
+    ]
     out = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == keep.numel():

@@ -79,7 +79,9 @@ def plan_placement(width: int, height: int, mode: str, size: int, resize_size: i
         scale = size / max(width, height)
         resized_w = max(1, min(size, int(round(width * scale))))
         resized_h = max(1, min(size, int(round(height * scale))))
-        return Placement(width, height, resized_w, resized_h, (size - resized_w) // 2, (size - resized_h) // 2, size, size)
+        return Placement(
+            width, height, resized_w, resized_h, (size - resized_w) // 2, (size - resized_h) // 2, size, size
+        )
     raise ValueError(f"unknown preprocess mode {mode!r}; choose one of {MODES}")
 
 
@@ -114,7 +116,9 @@ def boxes_to_stored(boxes: np.ndarray, placement: Placement) -> np.ndarray:
     return out
 
 
-def image_to_input(image: torch.Tensor, placement: Placement, interpolation: str = "bilinear", fill: int = 0) -> torch.Tensor:
+def image_to_input(
+    image: torch.Tensor, placement: Placement, interpolation: str = "bilinear", fill: int = 0
+) -> torch.Tensor:
     """Resize and crop/pad an image as planned.
 
     Args:
@@ -124,7 +128,9 @@ def image_to_input(image: torch.Tensor, placement: Placement, interpolation: str
         ``[3, out_height, out_width]`` uint8.
     """
     mode = InterpolationMode(interpolation)
-    out = torch.full((image.shape[0], placement.out_height, placement.out_width), fill, dtype=image.dtype, device=image.device)
+    out = torch.full(
+        (image.shape[0], placement.out_height, placement.out_width), fill, dtype=image.dtype, device=image.device
+    )
     # Overlap of the resized image (shifted by the offset) with the output canvas.
     src_x0, src_y0 = max(0, -placement.offset_x), max(0, -placement.offset_y)
     dst_x0, dst_y0 = max(0, placement.offset_x), max(0, placement.offset_y)
@@ -133,15 +139,18 @@ def image_to_input(image: torch.Tensor, placement: Placement, interpolation: str
     if w <= 0 or h <= 0:
         return out
     resized_size = (placement.resized_height, placement.resized_width)
-    if placement.resized_width * placement.resized_height > CROP_FIRST_FACTOR * placement.out_width * placement.out_height:
+    if (
+        placement.resized_width * placement.resized_height
+        > CROP_FIRST_FACTOR * placement.out_width * placement.out_height
+    ):
         # Resize only the window that the visible part comes from: same filter, same sample positions.
         rows = source_window(image.shape[-2], placement.resized_height, src_y0, src_y0 + h)
         cols = source_window(image.shape[-1], placement.resized_width, src_x0, src_x0 + w)
-        image = image[:, rows.source_start:rows.source_stop, cols.source_start:cols.source_stop]
+        image = image[:, rows.source_start : rows.source_stop, cols.source_start : cols.source_stop]
         resized_size = (rows.resized_length, cols.resized_length)
         src_x0, src_y0 = src_x0 - cols.resized_start, src_y0 - rows.resized_start
     resized = TF.resize(image, list(resized_size), interpolation=mode, antialias=True)
-    out[:, dst_y0:dst_y0 + h, dst_x0:dst_x0 + w] = resized[:, src_y0:src_y0 + h, src_x0:src_x0 + w]
+    out[:, dst_y0 : dst_y0 + h, dst_x0 : dst_x0 + w] = resized[:, src_y0 : src_y0 + h, src_x0 : src_x0 + w]
     return out
 
 
@@ -185,7 +194,14 @@ def boxes_in_stored(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     finite = np.isfinite(boxes).all(axis=1)
     boxes = np.where(finite[:, None], boxes, 0.0)
     proper = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    clipped = np.stack([np.clip(boxes[:, 0], 0, width), np.clip(boxes[:, 1], 0, height),
-                        np.clip(boxes[:, 2], 0, width), np.clip(boxes[:, 3], 0, height)], axis=1)
+    clipped = np.stack(
+        [
+            np.clip(boxes[:, 0], 0, width),
+            np.clip(boxes[:, 1], 0, height),
+            np.clip(boxes[:, 2], 0, width),
+            np.clip(boxes[:, 3], 0, height),
+        ],
+        axis=1,
+    )
     keep = proper & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     return clipped[keep].astype(np.float32)

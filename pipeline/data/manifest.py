@@ -62,13 +62,18 @@ def resolve_image_path(root: Path, name: str, allow_outside_root: bool = False) 
         return None, Problem("MissingImage", "empty file name")
     too_long = [part for part in Path(name).parts if len(os.fsencode(part)) > NAME_MAX_BYTES]
     if too_long:
-        return None, Problem("MissingImage", f"file name {too_long[0][:40]}... is too long ({len(os.fsencode(too_long[0]))} bytes; "
-                                             f"file systems allow {NAME_MAX_BYTES})")
+        return None, Problem(
+            "MissingImage",
+            f"file name {too_long[0][:40]}... is too long ({len(os.fsencode(too_long[0]))} bytes; "
+            f"file systems allow {NAME_MAX_BYTES})",
+        )
     base = os.path.abspath(root)
     candidate = os.path.abspath(os.path.join(base, name))  # join keeps ``name`` when it is absolute
     inside = os.path.commonpath([base, candidate]) == base
     if not inside and not allow_outside_root:
-        return None, Problem("PathOutsideRoot", f"file name {name} resolves outside {root} (pass allow_outside_root=True to accept it)")
+        return None, Problem(
+            "PathOutsideRoot", f"file name {name} resolves outside {root} (pass allow_outside_root=True to accept it)"
+        )
     return Path(candidate), None
 
 
@@ -255,7 +260,11 @@ def _group_rows(table: pd.DataFrame, root: Path, classes: ClassList, allow_outsi
     for number, row in enumerate(table.to_dict("records")):
         raw = row["path"]
         name = "" if is_missing(raw) else str(raw).strip()
-        image, problem = resolve_image_path(root, name, allow_outside_root) if name else (None, Problem("BadAnnotation", "row has no path"))
+        image, problem = (
+            resolve_image_path(root, name, allow_outside_root)
+            if name
+            else (None, Problem("BadAnnotation", "row has no path"))
+        )
         # rows without a usable path cannot be grouped with anything: one group each
         key = str(image) if image is not None else f"<row {number}>"
         group = groups.setdefault(key, _Group(name or f"row-{number}", image, problem))
@@ -280,7 +289,9 @@ def _group_problem(group: _Group) -> Problem | None:
     if len(set(group.labels)) > 1:
         return Problem("BadLabel", f"rows of {group.name} disagree on the label ({sorted(set(group.labels))})")
     if len(set(group.ids)) > 1:
-        return Problem("BadAnnotation", f"rows of {group.name} disagree on the id ({', '.join(sorted(set(group.ids)))})")
+        return Problem(
+            "BadAnnotation", f"rows of {group.name} disagree on the id ({', '.join(sorted(set(group.ids)))})"
+        )
     if group.image is None or not is_file(group.image):
         return Problem("MissingImage", f"annotation {group.name} has no image")
     return None

@@ -19,16 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-
 # The ``error_type`` of a problem found while reading the annotations (before any image is decoded).
 PROBLEM_TYPES = (
-    "DuplicateId",        # a second entry with an id already taken (renamed ``<id>#dupN``)
-    "PathOutsideRoot",    # the path leaves the data folder (``..``, absolute) without data.allow_outside_root
-    "MissingImage",       # no image file for the entry (absent, unusable or over-long name)
+    "DuplicateId",  # a second entry with an id already taken (renamed ``<id>#dupN``)
+    "PathOutsideRoot",  # the path leaves the data folder (``..``, absolute) without data.allow_outside_root
+    "MissingImage",  # no image file for the entry (absent, unusable or over-long name)
     "UnsupportedFormat",  # an image file of a format the reader does not read (e.g. ``.gif``)
     "MissingAnnotation",  # an image without annotation, or without annotations and label
-    "BadLabel",           # unknown, ambiguous, disagreeing or out-of-range label
-    "BadAnnotation",      # unreadable annotation, malformed or non-finite boxes or sizes
+    "BadLabel",  # unknown, ambiguous, disagreeing or out-of-range label
+    "BadAnnotation",  # unreadable annotation, malformed or non-finite boxes or sizes
 )
 
 

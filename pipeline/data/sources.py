@@ -33,8 +33,11 @@ def _class_file(data_cfg, model_classes: tuple[tuple[str, ...], tuple[str, ...]]
     """
     if data_cfg.classes is None:
         if model_classes is None:
-            raise ConfigError("data.classes", "no classes file was given and the model names no classes (a checkpoint's "
-                                              "`classes`, torchvision weights, a timm ImageNet model); give data.classes=FILE")
+            raise ConfigError(
+                "data.classes",
+                "no classes file was given and the model names no classes (a checkpoint's "
+                "`classes`, torchvision weights, a timm ImageNet model); give data.classes=FILE",
+            )
         return ClassList(tuple(model_classes[0]), tuple(model_classes[1]))
     path = _existing("data.classes", data_cfg.classes, "file")
     try:
@@ -56,8 +59,8 @@ def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[Sa
     source = data_cfg.source
     metadata = Path(data_cfg.metadata) if data_cfg.get("metadata") else None
     if source == "synthetic":
-        from pipeline.demo.synthetic import ensure_synthetic
         from pipeline.demo.defaults import synthetic_spec
+        from pipeline.demo.synthetic import ensure_synthetic
 
         root = ensure_synthetic(cache_dir, synthetic_spec(data_cfg.synthetic))
         split = root / data_cfg.synthetic.split
@@ -70,14 +73,20 @@ def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[Sa
         classes = _class_file(data_cfg, model_classes)
         from pipeline.data.voc import read_voc
 
-        records = read_voc(_existing("data.images", data_cfg.images), _existing("data.annotations", data_cfg.annotations), classes)
+        records = read_voc(
+            _existing("data.images", data_cfg.images), _existing("data.annotations", data_cfg.annotations), classes
+        )
     elif source == "coco":
         classes = _class_file(data_cfg, model_classes)
         from pipeline.data.coco import read_coco
 
         try:
-            records = read_coco(_existing("data.annotations", data_cfg.annotations, "file"), _existing("data.images", data_cfg.images),
-                                classes, allow_outside_root=bool(data_cfg.allow_outside_root))
+            records = read_coco(
+                _existing("data.annotations", data_cfg.annotations, "file"),
+                _existing("data.images", data_cfg.images),
+                classes,
+                allow_outside_root=bool(data_cfg.allow_outside_root),
+            )
         except ValueError as error:
             raise ConfigError("data.annotations", str(error)) from error
     elif source == "manifest":
@@ -85,8 +94,11 @@ def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[Sa
         from pipeline.data.manifest import read_manifest
 
         try:
-            records = read_manifest(_existing("data.manifest", data_cfg.manifest, "file"), classes,
-                                    allow_outside_root=bool(data_cfg.allow_outside_root))
+            records = read_manifest(
+                _existing("data.manifest", data_cfg.manifest, "file"),
+                classes,
+                allow_outside_root=bool(data_cfg.allow_outside_root),
+            )
         except ValueError as error:
             raise ConfigError("data.manifest", str(error)) from error
     else:
@@ -94,7 +106,9 @@ def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[Sa
     if metadata is not None and not metadata.is_file():
         raise ConfigError("data.metadata", f"file {str(metadata)!r} does not exist")
     if not records:  # an empty folder or file is almost always a wrong path: say so instead of "0 images"
-        option = {"synthetic": "data.synthetic", "voc": "data.images", "coco": "data.annotations"}.get(source, "data.manifest")
+        option = {"synthetic": "data.synthetic", "voc": "data.images", "coco": "data.annotations"}.get(
+            source, "data.manifest"
+        )
         raise ConfigError(option, "the dataset has no samples (no image or annotation found there)")
     records = mark_duplicates(sorted((printable_ids(r) for r in records), key=lambda r: r.sample_id))
     if data_cfg.get("limit") is not None:  # checked to be >= 1 by pipeline.options before any work
@@ -102,7 +116,9 @@ def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[Sa
     return records, classes, metadata
 
 
-def check_index_problems(records: list[SampleRecord], classes: ClassList, source: str, max_fraction: float, min_samples: int) -> None:
+def check_index_problems(
+    records: list[SampleRecord], classes: ClassList, source: str, max_fraction: float, min_samples: int
+) -> None:
     """Stop at start when the annotations as a whole do not fit the configuration.
 
     One bad entry is an error row; but when no sample is usable, or (with at least ``min_samples``
@@ -112,16 +128,27 @@ def check_index_problems(records: list[SampleRecord], classes: ClassList, source
     with the most common problem and, for label problems, what the class list holds.
     """
     failed = [r.problem for r in records if r.problem]
-    if not failed or not (len(failed) == len(records) or (len(records) >= min_samples and len(failed) > max_fraction * len(records))):
+    if not failed or not (
+        len(failed) == len(records) or (len(records) >= min_samples and len(failed) > max_fraction * len(records))
+    ):
         return
     label_problems = [problem.message for problem in failed if problem.type == "BadLabel"]
     label_problem = len(label_problems) * 2 > len(failed)
     chosen = label_problems if label_problem else [problem.message for problem in failed if problem.type != "BadLabel"]
     example, count = Counter(chosen).most_common(1)[0][0], len(chosen)
-    option = "data.classes" if label_problem else {"voc": "data.annotations", "coco": "data.annotations"}.get(source, "data.manifest")
-    detail = f"; the class list's keys look like {', '.join(repr(k) for k in classes.keys[:3])}" if label_problem else ""
-    raise ConfigError(option, f"{len(failed)} of {len(records)} samples cannot be audited before any image is read "
-                              f"({count} like {example!r}){detail}")
+    option = (
+        "data.classes"
+        if label_problem
+        else {"voc": "data.annotations", "coco": "data.annotations"}.get(source, "data.manifest")
+    )
+    detail = (
+        f"; the class list's keys look like {', '.join(repr(k) for k in classes.keys[:3])}" if label_problem else ""
+    )
+    raise ConfigError(
+        option,
+        f"{len(failed)} of {len(records)} samples cannot be audited before any image is read "
+        f"({count} like {example!r}){detail}",
+    )
 
 
 def printable_ids(record: SampleRecord) -> SampleRecord:
@@ -149,8 +176,13 @@ def mark_duplicates(records: list[SampleRecord]) -> list[SampleRecord]:
                 number += 1
             taken.add(f"{original}#dup{number}")
             detail = f": {record.problem.message}" if record.problem else ""
-            record = SampleRecord(f"{original}#dup{number}", record.image_path, record.label, empty_boxes(),
-                                  problem=Problem("DuplicateId", f"duplicate id {original!r}{detail}"))
+            record = SampleRecord(
+                f"{original}#dup{number}",
+                record.image_path,
+                record.label,
+                empty_boxes(),
+                problem=Problem("DuplicateId", f"duplicate id {original!r}{detail}"),
+            )
         seen[original] = number + 1
         out.append(record)
     return out
@@ -163,7 +195,9 @@ def read_metadata(path: Path | None) -> pd.DataFrame | None:
     try:
         frame = pd.read_csv(path)
     except Exception as error:  # noqa: BLE001 -- pandas raises many types; all mean "not a readable CSV"
-        raise ConfigError("data.metadata", f"cannot read {path}: {(str(error).splitlines() or [type(error).__name__])[0]}") from error
+        raise ConfigError(
+            "data.metadata", f"cannot read {path}: {(str(error).splitlines() or [type(error).__name__])[0]}"
+        ) from error
     if "id" not in frame.columns:
         raise ConfigError("data.metadata", f"{path} has no 'id' column")
     frame["id"] = frame["id"].astype(str)

@@ -32,7 +32,9 @@ def _int(node: ET.Element, tag: str) -> int:
         raise ValueError(f"<{tag}> {text.strip()[:40]!r} is not a finite number") from None
 
 
-def parse_voc_xml(path: Path) -> tuple[list[tuple[str, tuple[float, float, float, float]]], tuple[int, int] | None, str | None]:
+def parse_voc_xml(
+    path: Path,
+) -> tuple[list[tuple[str, tuple[float, float, float, float]]], tuple[int, int] | None, str | None]:
     """Parse one XML file.
 
     Returns:
@@ -100,33 +102,84 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
         xml = annotations.get(sample_id)
         image_path = str(image.resolve()) if image else ""
         if xml is None:
-            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem("MissingAnnotation", "image has no annotation file")))
+            records.append(
+                SampleRecord(
+                    sample_id,
+                    image_path,
+                    -1,
+                    empty_boxes(),
+                    problem=Problem("MissingAnnotation", "image has no annotation file"),
+                )
+            )
             continue
         if image is None and sample_id in others:
             other = others[sample_id]
-            records.append(SampleRecord(sample_id, str(other.resolve()), -1, empty_boxes(), problem=Problem(
-                "UnsupportedFormat", f"{other.name}: unsupported format {other.suffix!r} (read: {', '.join(IMAGE_SUFFIXES)})")))
+            records.append(
+                SampleRecord(
+                    sample_id,
+                    str(other.resolve()),
+                    -1,
+                    empty_boxes(),
+                    problem=Problem(
+                        "UnsupportedFormat",
+                        f"{other.name}: unsupported format {other.suffix!r} (read: {', '.join(IMAGE_SUFFIXES)})",
+                    ),
+                )
+            )
             continue
         if image is None:
-            records.append(SampleRecord(sample_id, "", -1, empty_boxes(), problem=Problem("MissingImage", f"annotation {xml.name} has no image")))
+            records.append(
+                SampleRecord(
+                    sample_id,
+                    "",
+                    -1,
+                    empty_boxes(),
+                    problem=Problem("MissingImage", f"annotation {xml.name} has no image"),
+                )
+            )
             continue
         try:
             objects, size, _ = parse_voc_xml(xml)
         except (ET.ParseError, ValueError) as error:
-            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem("BadAnnotation", f"bad annotation {xml.name}: {error}")))
+            records.append(
+                SampleRecord(
+                    sample_id,
+                    image_path,
+                    -1,
+                    empty_boxes(),
+                    problem=Problem("BadAnnotation", f"bad annotation {xml.name}: {error}"),
+                )
+            )
             continue
         label_key = _label_key(sample_id, objects, lookup)
         if label_key is None:
             keys = sorted({key for key, _ in objects}) or ["<no object>"]
-            records.append(SampleRecord(sample_id, image_path, -1, empty_boxes(), size,
-                                        problem=Problem("BadLabel", f"unknown or ambiguous label {', '.join(keys)}")))
+            records.append(
+                SampleRecord(
+                    sample_id,
+                    image_path,
+                    -1,
+                    empty_boxes(),
+                    size,
+                    problem=Problem("BadLabel", f"unknown or ambiguous label {', '.join(keys)}"),
+                )
+            )
             continue
         boxes = [box for key, box in objects if lookup.get(key) == lookup[label_key]]
         array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         records.append(SampleRecord(sample_id, image_path, lookup[label_key], array, size))
-    for path in clashes:  # same id as an audited image: a problem record (pipeline.data.sources.mark_duplicates renames it)
-        records.append(SampleRecord(path.stem, str(path.resolve()), -1, empty_boxes(),
-                                    problem=Problem("DuplicateId", f"{path.name} and {images[path.stem].name} share the file stem")))
+    for (
+        path
+    ) in clashes:  # same id as an audited image: a problem record (pipeline.data.sources.mark_duplicates renames it)
+        records.append(
+            SampleRecord(
+                path.stem,
+                str(path.resolve()),
+                -1,
+                empty_boxes(),
+                problem=Problem("DuplicateId", f"{path.name} and {images[path.stem].name} share the file stem"),
+            )
+        )
     return sorted(records, key=lambda r: r.sample_id)
 
 

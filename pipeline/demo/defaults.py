@@ -15,6 +15,10 @@ def synthetic_spec(synthetic_cfg=None) -> SyntheticSpec:
     if synthetic_cfg is None:
         return SyntheticSpec()
     names = {f.name for f in dataclasses.fields(SyntheticSpec)}
-    plain = OmegaConf.to_container(synthetic_cfg, resolve=True) if isinstance(synthetic_cfg, DictConfig) else dict(synthetic_cfg)
+    plain = (
+        OmegaConf.to_container(synthetic_cfg, resolve=True)
+        if isinstance(synthetic_cfg, DictConfig)
+        else dict(synthetic_cfg)
+    )
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in plain.items() if k in names}
     return SyntheticSpec(**values)

@@ -255,7 +255,9 @@ def _draw_distractors(rng: np.random.Generator, image: np.ndarray) -> None:
         thickness = int(rng.integers(2, 4))
         if rng.random() < 0.5:
             start = float(rng.uniform(0, 360))
-            cv2.ellipse(image, centre, (size, size), 0.0, start, start + rng.uniform(60, 160), colour, thickness, cv2.LINE_AA)
+            cv2.ellipse(
+                image, centre, (size, size), 0.0, start, start + rng.uniform(60, 160), colour, thickness, cv2.LINE_AA
+            )
         else:
             angle = rng.uniform(0, np.pi)
             end = (int(centre[0] + size * np.cos(angle)), int(centre[1] + size * np.sin(angle)))
@@ -434,7 +436,9 @@ def render_sample(spec: SyntheticSpec, label: int, with_marker: bool, rng: np.ra
 # ----------------------------------------------------------------------------------------- annotation
 
 
-def voc_xml(sample_id: str, folder: str, width: int, height: int, name: str, boxes: list[tuple[int, int, int, int]]) -> str:
+def voc_xml(
+    sample_id: str, folder: str, width: int, height: int, name: str, boxes: list[tuple[int, int, int, int]]
+) -> str:
     """ILSVRC-style XML for one image; boxes (pixel-edge) are written 1-based inclusive.
 
     A pixel-edge box ``(x1, y1, x2, y2)`` becomes ``xmin = x1 + 1, ymin = y1 + 1, xmax = x2, ymax = y2``.
@@ -462,8 +466,17 @@ def voc_xml(sample_id: str, folder: str, width: int, height: int, name: str, box
 
 
 METADATA_COLUMNS = (
-    "id", "label", "marker_present", "n_instances", "object_scale", "width", "height",
-    "marker_x1", "marker_y1", "marker_x2", "marker_y2",
+    "id",
+    "label",
+    "marker_present",
+    "n_instances",
+    "object_scale",
+    "width",
+    "height",
+    "marker_x1",
+    "marker_y1",
+    "marker_x2",
+    "marker_y2",
 )
 
 

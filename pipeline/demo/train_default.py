@@ -32,9 +32,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from pipeline.atomic import atomic_path
 from pipeline.data.records import read_class_file
-from pipeline.demo.synthetic import SyntheticSpec, ensure_synthetic
 from pipeline.data.voc import read_voc
 from pipeline.demo.default_cnn import INPUT_SIZE, AuditNet
+from pipeline.demo.synthetic import SyntheticSpec, ensure_synthetic
 
 # Per-channel statistics of the synthetic images (RGB, in [0, 1] units), measured on the default spec's
 # training split after resizing (0.469 0.472 0.469 / 0.189 0.189 0.189) and rounded; fixed constants so
@@ -76,7 +76,9 @@ def resize_default(image_uint8_chw: Tensor) -> Tensor:
     Bilinear with antialiasing, so downscaled large images do not alias (the marker's checkerboard
     would otherwise turn into moiré that depends on the image size).
     """
-    return TF.resize(image_uint8_chw, [INPUT_SIZE, INPUT_SIZE], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return TF.resize(
+        image_uint8_chw, [INPUT_SIZE, INPUT_SIZE], interpolation=InterpolationMode.BILINEAR, antialias=True
+    )
 
 
 def normalise_default(image_uint8_chw: Tensor) -> Tensor:
@@ -152,7 +154,10 @@ def _train(model: AuditNet, data: SplitTensors, settings: TrainSettings) -> dict
     steps_per_epoch = -(-len(data.labels) // settings.batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch, pct_start=settings.warmup,
+        optimiser,
+        max_lr=settings.lr,
+        total_steps=settings.epochs * steps_per_epoch,
+        pct_start=settings.warmup,
         div_factor=1.0 / settings.start_lr_fraction,
     )
     stats = {"train_loss": float("nan"), "train_accuracy": float("nan")}
@@ -185,7 +190,10 @@ def _train(model: AuditNet, data: SplitTensors, settings: TrainSettings) -> dict
 def predict(model: AuditNet, images_uint8: Tensor, batch_size: int = 256) -> Tensor:
     """``[N, 3, 96, 96]`` uint8 resized images -> ``[N]`` int64 predicted classes (eval mode)."""
     model.eval()
-    parts = [model(normalise_default(images_uint8[i : i + batch_size])).argmax(1) for i in range(0, len(images_uint8), batch_size)]
+    parts = [
+        model(normalise_default(images_uint8[i : i + batch_size])).argmax(1)
+        for i in range(0, len(images_uint8), batch_size)
+    ]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
 
 

@@ -52,9 +52,16 @@ class CamEngine:
         layout: how the target layer's output becomes ``[B, C, h, w]`` (:mod:`pipeline.model.layout`).
     """
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module, method: CamMethod, class_score: str = "logit",
-                 head_weight: Tensor | None = None, autocast_dtype: torch.dtype | None = None,
-                 layout: FeatureLayout = FeatureLayout()):
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module,
+        method: CamMethod,
+        class_score: str = "logit",
+        head_weight: Tensor | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        layout: FeatureLayout = FeatureLayout(),
+    ):
         if class_score not in ("logit", "softmax"):
             raise ValueError(f"cam.class_score must be 'logit' or 'softmax', got {class_score!r}")
         self.model = model.eval().requires_grad_(False)
@@ -80,8 +87,10 @@ class CamEngine:
 
     def _capture(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
         if not self.layout.accepts(output):
-            raise RuntimeError(f"the target layer's output does not fit the {self.layout.kind} layout: {type(output).__name__} "
-                               f"{tuple(output.shape) if isinstance(output, Tensor) else ''}")
+            raise RuntimeError(
+                f"the target layer's output does not fit the {self.layout.kind} layout: {type(output).__name__} "
+                f"{tuple(output.shape) if isinstance(output, Tensor) else ''}"
+            )
         self._leaf = output.detach().requires_grad_(self.method.needs_gradients)
         return self._leaf.clone()  # in-place ops after the layer must not reach the kept activations
 
@@ -96,8 +105,12 @@ class CamEngine:
         if self._hook is None:
             raise RuntimeError("this CamEngine is closed (its hook was removed); make a new one")
         device_type = images.device.type
-        with torch.enable_grad(), torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32,
-                                                  enabled=self.autocast_dtype is not None):
+        with (
+            torch.enable_grad(),
+            torch.autocast(
+                device_type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+            ),
+        ):
             logits = self.model(images)
         logits = logits.float()
         targets = choose_targets(logits.detach())
@@ -106,7 +119,7 @@ class CamEngine:
             scores = logits.softmax(dim=1) if self.class_score == "softmax" else logits
             grads = []
             for k in range(targets.shape[1]):  # K is a handful of targets, not images
-                selected = scores.gather(1, targets[:, k:k + 1]).sum()
+                selected = scores.gather(1, targets[:, k : k + 1]).sum()
                 (grad,) = torch.autograd.grad(selected, self._leaf, retain_graph=k + 1 < targets.shape[1])
                 grads.append(self.layout.to_map(grad).float())
             grads = torch.stack(grads, dim=1)  # [B, K, C, h, w]
@@ -151,7 +164,9 @@ def upsample_and_normalise(signed_maps: Tensor, size: tuple[int, int], negative:
     signed_maps = (-signed_maps if negative else signed_maps).float()
     k_maps = signed_maps.shape[1]
     # one interpolation for both the clipped and the signed maps
-    both = F.interpolate(torch.cat([signed_maps.clamp(min=0), signed_maps], dim=1), size=size, mode="bilinear", align_corners=False)
+    both = F.interpolate(
+        torch.cat([signed_maps.clamp(min=0), signed_maps], dim=1), size=size, mode="bilinear", align_corners=False
+    )
     clipped, raw = both[:, :k_maps], both[:, k_maps:]
     # The map's own scale is its maximum: bilinear weights sum to one only up to rounding, so a constant
     # non-zero map may wobble in its last bits.
@@ -186,5 +201,7 @@ def min_max_normalise(maps: Tensor, scale: float | None, domain: Tensor | None =
     spread = high - low
     empty = ~(spread > EMPTY_SPREAD * (high.abs() if scale is None else scale))
     keep = ~empty if keep is None else keep & ~empty
-    normalised = torch.where(keep, (maps - low) / torch.where(empty, torch.ones_like(spread), spread), torch.zeros_like(maps))
+    normalised = torch.where(
+        keep, (maps - low) / torch.where(empty, torch.ones_like(spread), spread), torch.zeros_like(maps)
+    )
     return normalised, empty[..., 0, 0], high[..., 0, 0]

@@ -13,8 +13,8 @@ Adding a method means adding one function here and one entry in :data:`METHODS`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -53,7 +53,11 @@ def gradcampp(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None, 
     g3 = grads.pow(3)
     act_sum = acts.sum(dim=(-2, -1))[:, None, :, None, None]  # [B, 1, C, 1, 1]
     denominator = 2 * g2 + act_sum * g3 + eps
-    alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), torch.zeros_like(g2))
+    alpha = torch.where(
+        denominator != 0,
+        g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)),
+        torch.zeros_like(g2),
+    )
     weights = (alpha * grads.clamp(min=0)).sum(dim=(-2, -1))
     return _weighted_sum(acts, weights)
 

@@ -83,7 +83,9 @@ def original_grid_sizes(placement: Tensor, width: Tensor, height: Tensor, max_si
     return torch.stack([grid_h, grid_w], dim=1).clamp(min=1).to(torch.long)
 
 
-def warp_to_original(maps: UpsampledMaps, placement: Tensor, width: Tensor, height: Tensor, grid_size: Tensor) -> OriginalMaps:
+def warp_to_original(
+    maps: UpsampledMaps, placement: Tensor, width: Tensor, height: Tensor, grid_size: Tensor
+) -> OriginalMaps:
     """Warp network-input maps back onto the stored images' grids.
 
     Args:
@@ -114,9 +116,12 @@ def warp_to_original(maps: UpsampledMaps, placement: Tensor, width: Tensor, heig
     sample_x = (2.0 * input_x / in_w - 1.0).to(torch.float32)[:, None, :].expand(B, canvas_h, canvas_w)
     sample_y = (2.0 * input_y / in_h - 1.0).to(torch.float32)[:, :, None].expand(B, canvas_h, canvas_w)
     both = torch.cat([maps.normalised, maps.raw], dim=1).float()
-    warped = F.grid_sample(both, torch.stack([sample_x, sample_y], dim=-1), mode="bilinear",
-                           padding_mode="border", align_corners=False)
+    warped = F.grid_sample(
+        both, torch.stack([sample_x, sample_y], dim=-1), mode="bilinear", padding_mode="border", align_corners=False
+    )
     positive, raw = warped[:, :K], warped[:, K:]
     # The input maps are already in [0, 1] (spread 1 unless empty): their scale is 1.
     normalised, empty, _ = min_max_normalise(positive, scale=1.0, domain=domain)
-    return OriginalMaps(normalised, torch.where(domain[:, None], raw, 0.0), empty, domain, torch.stack([scale_x, scale_y], dim=1))
+    return OriginalMaps(
+        normalised, torch.where(domain[:, None], raw, 0.0), empty, domain, torch.stack([scale_x, scale_y], dim=1)
+    )

@@ -59,7 +59,9 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         # line only suggests weights_only=False, which is exactly what must not be done with such a file.
         lines = [line.strip() for line in str(error).split("WeightsUnpickler error:")[-1].splitlines() if line.strip()]
         reason = next((line for line in lines if "GLOBAL" in line.upper()), lines[0] if lines else type(error).__name__)
-        raise ValueError(f"model.checkpoint={str(path)!r} was refused: it holds Python objects, not only tensors ({reason})") from None
+        raise ValueError(
+            f"model.checkpoint={str(path)!r} was refused: it holds Python objects, not only tensors ({reason})"
+        ) from None
     extra: dict = {}
     state = checkpoint
     if isinstance(checkpoint, dict):
@@ -70,7 +72,7 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
                 break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"model.checkpoint={str(path)!r} holds no state dict of tensors")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
     return state, extra
 
 
@@ -98,8 +100,11 @@ def torchvision_preprocess(weights) -> tuple[dict, tuple, tuple]:
     ``resize_size``, centre crop ``crop_size``, antialiased); nothing is downloaded.
     """
     transform = weights.transforms()
-    preprocess = {"size": int(transform.crop_size[0]), "resize_size": int(transform.resize_size[0]),
-                  "interpolation": str(transform.interpolation.value)}
+    preprocess = {
+        "size": int(transform.crop_size[0]),
+        "resize_size": int(transform.resize_size[0]),
+        "interpolation": str(transform.interpolation.value),
+    }
     return preprocess, tuple(float(v) for v in transform.mean), tuple(float(v) for v in transform.std)
 
 
@@ -191,8 +196,10 @@ def build_torchvision(name: str, num_classes: int | None, weights: str | None) -
         chosen = torchvision_weights(name, weights)
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(chosen.url)
         if not cached.is_file():
-            raise ValueError(f"model.weights={weights} needs {cached.name}, which is not in the local cache "
-                             f"({cached.parent}); this tool never downloads: copy the file there or use model.checkpoint")
+            raise ValueError(
+                f"model.weights={weights} needs {cached.name}, which is not in the local cache "
+                f"({cached.parent}); this tool never downloads: copy the file there or use model.checkpoint"
+            )
         model = builder(weights=None, num_classes=len(chosen.meta["categories"]))
         model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
         return model
@@ -220,7 +227,9 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], by_posit
         mapped = {}
         for (name, target), (source_name, tensor) in zip(own.items(), state.items()):
             if target.shape != tensor.shape:
-                raise ValueError(f"checkpoint tensor {source_name} {tuple(tensor.shape)} does not fit {name} {tuple(target.shape)}")
+                raise ValueError(
+                    f"checkpoint tensor {source_name} {tuple(tensor.shape)} does not fit {name} {tuple(target.shape)}"
+                )
             mapped[name] = tensor
         state = mapped
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -5,9 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.model.build import (BuiltModel, build_timm, build_torchvision, checkpoint_classes, checkpoint_preprocess,
-                                  infer_num_classes, load_state_dict, load_weights_into, timm_classes, timm_preprocess,
-                                  torchvision_classes, torchvision_preprocess, torchvision_weights)
+from pipeline.model.build import (
+    BuiltModel,
+    build_timm,
+    build_torchvision,
+    checkpoint_classes,
+    checkpoint_preprocess,
+    infer_num_classes,
+    load_state_dict,
+    load_weights_into,
+    timm_classes,
+    timm_preprocess,
+    torchvision_classes,
+    torchvision_preprocess,
+    torchvision_weights,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,11 +47,16 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
         elif name == "default":
             built = _build_default(cache_dir, data_cfg)
         elif name.startswith("timm:"):
-            module = build_timm(name[len("timm:"):], model_cfg.get("num_classes") or None)
+            module = build_timm(name[len("timm:") :], model_cfg.get("num_classes") or None)
             cfg = getattr(module, "pretrained_cfg", {}) or {}
-            built = BuiltModel(module, mean=tuple(cfg["mean"]) if "mean" in cfg else None, std=tuple(cfg["std"]) if "std" in cfg else None,
-                               preprocess=timm_preprocess(cfg), preprocess_source=f"timm pretrained_cfg of {name[len('timm:'):]}",
-                               classes=timm_classes(module))
+            built = BuiltModel(
+                module,
+                mean=tuple(cfg["mean"]) if "mean" in cfg else None,
+                std=tuple(cfg["std"]) if "std" in cfg else None,
+                preprocess=timm_preprocess(cfg),
+                preprocess_source=f"timm pretrained_cfg of {name[len('timm:') :]}",
+                classes=timm_classes(module),
+            )
         else:
             state_classes = infer_num_classes(state) if state is not None else None
             module = build_torchvision(name, model_cfg.get("num_classes") or state_classes, model_cfg.get("weights"))
@@ -88,8 +105,15 @@ def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:
     spec = synthetic_spec(data_cfg.synthetic if data_cfg is not None and "synthetic" in data_cfg else None)
     path = ensure_default_model(Path(cache_dir), spec)
     module, checkpoint = load_default_model(path)
-    return BuiltModel(module, classes=(tuple(checkpoint["classes"]), tuple(checkpoint["classes"])), classes_bind=True, mean=tuple(checkpoint["mean"]), std=tuple(checkpoint["std"]),
-                      input_size=int(checkpoint["input_size"]), info={"checkpoint": str(path)},
-                      # trained on the whole image resized to a square, antialiased bilinear (train_default.py)
-                      preprocess={"size": int(checkpoint["input_size"]), "interpolation": "bilinear"},
-                      preprocess_source="built-in default model checkpoint")
+    return BuiltModel(
+        module,
+        classes=(tuple(checkpoint["classes"]), tuple(checkpoint["classes"])),
+        classes_bind=True,
+        mean=tuple(checkpoint["mean"]),
+        std=tuple(checkpoint["std"]),
+        input_size=int(checkpoint["input_size"]),
+        info={"checkpoint": str(path)},
+        # trained on the whole image resized to a square, antialiased bilinear (train_default.py)
+        preprocess={"size": int(checkpoint["input_size"]), "interpolation": "bilinear"},
+        preprocess_source="built-in default model checkpoint",
+    )

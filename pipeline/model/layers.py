@@ -8,8 +8,9 @@ from torch import nn
 from pipeline.model.layout import FeatureLayout
 
 
-def probe_model(model: nn.Module, input_size: int, device: torch.device | str = "cpu",
-                layout: FeatureLayout = FeatureLayout()) -> tuple[list[tuple[str, tuple[int, ...]]], torch.Tensor]:
+def probe_model(
+    model: nn.Module, input_size: int, device: torch.device | str = "cpu", layout: FeatureLayout = FeatureLayout()
+) -> tuple[list[tuple[str, tuple[int, ...]]], torch.Tensor]:
     """One dummy forward: the modules whose output is a spatial map in ``layout`` (``[B, C, h, w]`` with
     ``h, w > 1`` for NCHW), in execution order, each with its map shape ``(C, h, w)``, and the model's output.
 
@@ -36,15 +37,21 @@ def probe_model(model: nn.Module, input_size: int, device: torch.device | str = 
     return seen, output
 
 
-def feature_map_candidates(model: nn.Module, input_size: int, device: torch.device | str = "cpu",
-                           layout: FeatureLayout = FeatureLayout()) -> list[tuple[str, tuple[int, ...]]]:
+def feature_map_candidates(
+    model: nn.Module, input_size: int, device: torch.device | str = "cpu", layout: FeatureLayout = FeatureLayout()
+) -> list[tuple[str, tuple[int, ...]]]:
     """The spatial-map modules of :func:`probe_model`, without the output."""
     return probe_model(model, input_size, device, layout)[0]
 
 
-def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: torch.device | str = "cpu",
-                         layout: FeatureLayout = FeatureLayout(),
-                         candidates: list[tuple[str, tuple[int, ...]]] | None = None) -> tuple[str, nn.Module, tuple[int, int, int]]:
+def resolve_target_layer(
+    model: nn.Module,
+    name: str,
+    input_size: int,
+    device: torch.device | str = "cpu",
+    layout: FeatureLayout = FeatureLayout(),
+    candidates: list[tuple[str, tuple[int, ...]]] | None = None,
+) -> tuple[str, nn.Module, tuple[int, int, int]]:
     """The target layer by dotted name, or ``"auto"``, with its map shape ``(C, h, w)``; ``candidates`` from
     an earlier :func:`probe_model` saves the dummy forward.
 
@@ -66,16 +73,20 @@ def resolve_target_layer(model: nn.Module, name: str, input_size: int, device: t
         usable = [n for n, shape in candidates if not isinstance(width, int) or shape[0] == width]
         if not usable:
             shown = ", ".join(names[-12:]) or "none"
-            raise ValueError(f"auto found no module that outputs a spatial map in the {layout.kind} layout"
-                             + (f" with the model's {width} feature channels" if isinstance(width, int) else "")
-                             + f"; name one (and model.layout): candidates (last 12 of {len(names)}): {shown}")
+            raise ValueError(
+                f"auto found no module that outputs a spatial map in the {layout.kind} layout"
+                + (f" with the model's {width} feature channels" if isinstance(width, int) else "")
+                + f"; name one (and model.layout): candidates (last 12 of {len(names)}): {shown}"
+            )
         norms = [n for n in usable if n.endswith("norm1")] if layout.kind == "tokens" else []
         name = (norms or usable)[-1]
     modules = dict(model.named_modules())
     if name not in modules or name not in names:
         shown = ", ".join(names[-12:]) or "none"
-        raise ValueError(f"{name!r} is not a module with a spatial output ({layout.kind} layout); "
-                         f"candidates (last 12 of {len(names)}): {shown}")
+        raise ValueError(
+            f"{name!r} is not a module with a spatial output ({layout.kind} layout); "
+            f"candidates (last 12 of {len(names)}): {shown}"
+        )
     return name, modules[name], dict(candidates)[name]
 
 

@@ -32,7 +32,11 @@ class FeatureLayout:
         if not isinstance(output, Tensor):
             return False
         if self.kind == "tokens":
-            return output.dim() == 3 and self.grid is not None and output.shape[1] == self.prefix_tokens + self.grid[0] * self.grid[1]
+            return (
+                output.dim() == 3
+                and self.grid is not None
+                and output.shape[1] == self.prefix_tokens + self.grid[0] * self.grid[1]
+            )
         if output.dim() != 4:
             return False
         h, w = (output.shape[-2], output.shape[-1]) if self.kind == "nchw" else (output.shape[1], output.shape[2])
@@ -45,7 +49,7 @@ class FeatureLayout:
         if self.kind == "nhwc":
             return output.permute(0, 3, 1, 2)
         batch, _, channels = output.shape
-        patches = output[:, self.prefix_tokens:, :]
+        patches = output[:, self.prefix_tokens :, :]
         return patches.reshape(batch, self.grid[0], self.grid[1], channels).permute(0, 3, 1, 2)
 
 
@@ -62,12 +66,19 @@ def detect_layout(model: nn.Module, option: str = "auto", input_size: int | None
         raise ValueError(f"unknown layout {option!r}; use one of {', '.join(LAYOUTS)}")
     patch_embed = getattr(model, "patch_embed", None)
     grid = getattr(patch_embed, "grid_size", None)
-    if grid is not None and input_size and getattr(model, "dynamic_img_size", False) and hasattr(patch_embed, "dynamic_feat_size"):
+    if (
+        grid is not None
+        and input_size
+        and getattr(model, "dynamic_img_size", False)
+        and hasattr(patch_embed, "dynamic_feat_size")
+    ):
         grid = patch_embed.dynamic_feat_size((input_size, input_size))
     is_tokens = hasattr(model, "num_prefix_tokens") and grid is not None
     if option == "tokens" or (option == "auto" and is_tokens):
         if not is_tokens:
-            raise ValueError("layout tokens needs a model that states num_prefix_tokens and patch_embed.grid_size (timm ViTs do)")
+            raise ValueError(
+                "layout tokens needs a model that states num_prefix_tokens and patch_embed.grid_size (timm ViTs do)"
+            )
         return FeatureLayout("tokens", int(model.num_prefix_tokens), (int(grid[0]), int(grid[1])))
     if option == "nhwc" or (option == "auto" and str(getattr(model, "output_fmt", "NCHW")).upper() == "NHWC"):
         return FeatureLayout("nhwc")

@@ -27,8 +27,10 @@ class BackgroundWriteError(RuntimeError):
     """A background writer failed; the run stops. ``worker`` names it (``parquet``, ``overlays``)."""
 
     def __init__(self, worker: str, error: BaseException):
-        super().__init__(f"the background {worker} writer failed: {type(error).__name__}: {error}. Rows already in "
-                         f"complete parts are kept; fix the cause and rerun with resume=true to finish the run.")
+        super().__init__(
+            f"the background {worker} writer failed: {type(error).__name__}: {error}. Rows already in "
+            f"complete parts are kept; fix the cause and rerun with resume=true to finish the run."
+        )
         self.worker = worker
         self.error = error
 

@@ -32,7 +32,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 from pipeline.reports.finalize import dataset_scores, write_json_atomic
 from pipeline.reports.paired_stats import class_mean_statistic, mcnemar_exact, mean_statistic, paired_bootstrap
 from pipeline.reports.parts import write_table_atomic
@@ -46,7 +45,9 @@ def read_run(run_dir: Path) -> tuple[pd.DataFrame, dict]:
     """A finished run's rows and its definition choices (from the Parquet metadata)."""
     path = Path(run_dir) / "samples.parquet"
     if not path.is_file() or not (Path(run_dir) / "summary.json").is_file():
-        raise FileNotFoundError(f"{run_dir} holds no samples.parquet and summary.json: not a finished audit (resume it first)")
+        raise FileNotFoundError(
+            f"{run_dir} holds no samples.parquet and summary.json: not a finished audit (resume it first)"
+        )
     metadata = pq.read_schema(path).metadata or {}
     definitions = json.loads(metadata.get(b"cam_audit.definitions", b"{}"))
     return pd.read_parquet(path), definitions
@@ -66,38 +67,67 @@ def _flatten(choices: dict, prefix: str = "") -> dict:
 def definition_differences(baseline: dict, current: dict) -> list[dict]:
     """``[{choice, baseline, current}]`` for every definition choice that differs."""
     before, after = _flatten(baseline), _flatten(current)
-    return [{"choice": key, "baseline": before.get(key), "current": after.get(key)}
-            for key in sorted(set(before) | set(after))
-            if before.get(key) != after.get(key) and not key.startswith(IGNORED_CHOICES)]
+    return [
+        {"choice": key, "baseline": before.get(key), "current": after.get(key)}
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key) and not key.startswith(IGNORED_CHOICES)
+    ]
 
 
 def sample_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Per image in both runs (inner join on ``id``): prediction, correctness and true-class map changes."""
-    columns = ["id", "label", "label_name", "pred", "pred_name", "correct", "true_energy_in_box", "true_energy_lift",
-               "true_peak_row", "true_peak_col"]
+    columns = [
+        "id",
+        "label",
+        "label_name",
+        "pred",
+        "pred_name",
+        "correct",
+        "true_energy_in_box",
+        "true_energy_lift",
+        "true_peak_row",
+        "true_peak_col",
+    ]
     joined = before[columns].merge(after[columns], on="id", suffixes=("_baseline", "_current"), validate="one_to_one")
-    change = np.where(~joined["correct_baseline"] & joined["correct_current"], "fixed",
-                      np.where(joined["correct_baseline"] & ~joined["correct_current"], "broke", "same"))
-    out = pd.DataFrame({
-        "id": joined["id"], "label": joined["label_baseline"], "label_name": joined["label_name_baseline"],
-        "pred_baseline": joined["pred_name_baseline"], "pred_current": joined["pred_name_current"], "change": change,
-        "true_energy_in_box_baseline": joined["true_energy_in_box_baseline"],
-        "true_energy_in_box_current": joined["true_energy_in_box_current"],
-        "true_energy_in_box_delta": joined["true_energy_in_box_current"] - joined["true_energy_in_box_baseline"],
-        "true_energy_lift_delta": joined["true_energy_lift_current"] - joined["true_energy_lift_baseline"],
-        "true_peak_shift_px": np.hypot(joined["true_peak_row_current"] - joined["true_peak_row_baseline"],
-                                       joined["true_peak_col_current"] - joined["true_peak_col_baseline"]),
-    })
+    change = np.where(
+        ~joined["correct_baseline"] & joined["correct_current"],
+        "fixed",
+        np.where(joined["correct_baseline"] & ~joined["correct_current"], "broke", "same"),
+    )
+    out = pd.DataFrame(
+        {
+            "id": joined["id"],
+            "label": joined["label_baseline"],
+            "label_name": joined["label_name_baseline"],
+            "pred_baseline": joined["pred_name_baseline"],
+            "pred_current": joined["pred_name_current"],
+            "change": change,
+            "true_energy_in_box_baseline": joined["true_energy_in_box_baseline"],
+            "true_energy_in_box_current": joined["true_energy_in_box_current"],
+            "true_energy_in_box_delta": joined["true_energy_in_box_current"] - joined["true_energy_in_box_baseline"],
+            "true_energy_lift_delta": joined["true_energy_lift_current"] - joined["true_energy_lift_baseline"],
+            "true_peak_shift_px": np.hypot(
+                joined["true_peak_row_current"] - joined["true_peak_row_baseline"],
+                joined["true_peak_col_current"] - joined["true_peak_col_baseline"],
+            ),
+        }
+    )
     return out.sort_values("id").reset_index(drop=True)
 
 
 def class_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Per true class over the common images: accuracy and mean true-class lift, before and after."""
-    def per_class(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.groupby(["label", "label_name"]).agg(count=("id", "size"), accuracy=("correct", "mean"),
-                                                          true_energy_lift=("true_energy_lift", "mean"))
 
-    table = per_class(before).merge(per_class(after), left_index=True, right_index=True, suffixes=("_baseline", "_current")).reset_index()
+    def per_class(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.groupby(["label", "label_name"]).agg(
+            count=("id", "size"), accuracy=("correct", "mean"), true_energy_lift=("true_energy_lift", "mean")
+        )
+
+    table = (
+        per_class(before)
+        .merge(per_class(after), left_index=True, right_index=True, suffixes=("_baseline", "_current"))
+        .reset_index()
+    )
     table["accuracy_delta"] = table["accuracy_current"] - table["accuracy_baseline"]
     table["true_energy_lift_delta"] = table["true_energy_lift_current"] - table["true_energy_lift_baseline"]
     table = table.drop(columns=["count_current"]).rename(columns={"count_baseline": "count"})
@@ -115,31 +145,53 @@ def compare_runs(baseline_dir: Path, current_dir: Path) -> dict:
     differences = definition_differences(before_definitions, after_definitions)
     if any(d["choice"].startswith(("coordinate_space", "preprocess.")) for d in differences):
         samples["true_peak_shift_px"] = np.nan  # peaks of two different pixel grids: no distance between them
-    overall: dict = {"images_compared": len(common), "only_in_baseline": int((~before_all["id"].isin(common)).sum()),
-                     "only_in_current": int((~after_all["id"].isin(common)).sum()),
-                     "fixed": int((samples["change"] == "fixed").sum()), "broke": int((samples["change"] == "broke").sum())}
+    overall: dict = {
+        "images_compared": len(common),
+        "only_in_baseline": int((~before_all["id"].isin(common)).sum()),
+        "only_in_current": int((~after_all["id"].isin(common)).sum()),
+        "fixed": int((samples["change"] == "fixed").sum()),
+        "broke": int((samples["change"] == "broke").sum()),
+    }
     if common:
-        for name, frame, definitions in (("baseline", before, before_definitions), ("current", after, after_definitions)):
-            overall[name] = {"accuracy": float(frame["correct"].mean()), **dataset_scores(frame, "true", tau_key(float((definitions.get("taus") or [0.15])[0])))}
+        for name, frame, definitions in (
+            ("baseline", before, before_definitions),
+            ("current", after, after_definitions),
+        ):
+            overall[name] = {
+                "accuracy": float(frame["correct"].mean()),
+                **dataset_scores(frame, "true", tau_key(float((definitions.get("taus") or [0.15])[0]))),
+            }
         overall["delta"] = {key: overall["current"][key] - overall["baseline"][key] for key in overall["baseline"]}
-    return {"baseline": str(baseline_dir), "current": str(current_dir),
-            "definitions": differences,
-            "overall": overall, "samples": samples, "classes": class_changes(before, after) if common else pd.DataFrame()}
+    return {
+        "baseline": str(baseline_dir),
+        "current": str(current_dir),
+        "definitions": differences,
+        "overall": overall,
+        "samples": samples,
+        "classes": class_changes(before, after) if common else pd.DataFrame(),
+    }
 
 
 def render_comparison(result: dict, top: int = 5) -> str:
     """The lines a person reads: what differs in definitions, the headline deltas, who broke, which classes."""
     overall = result["overall"]
-    lines = [f"Comparison: {result['baseline']} -> {result['current']} ({overall['images_compared']} common images, "
-             f"{overall['only_in_baseline']} only in the baseline, {overall['only_in_current']} only in the current run)"]
+    lines = [
+        f"Comparison: {result['baseline']} -> {result['current']} ({overall['images_compared']} common images, "
+        f"{overall['only_in_baseline']} only in the baseline, {overall['only_in_current']} only in the current run)"
+    ]
     if result["definitions"]:
         lines.append("  DEFINITIONS CHANGED (score deltas mix the model's change with these):")
     for entry in result["definitions"]:
         lines.append(f"    {entry['choice']}: {entry['baseline']!r} -> {entry['current']!r}")
     if "delta" in overall:
         before, after = overall["baseline"], overall["current"]
-        for key, label in (("accuracy", "accuracy"), ("energy_in_box", "true-class energy in box"), ("energy_lift", "energy lift"),
-                           ("pointing_game_accuracy", "pointing game"), ("gt_known_localisation_accuracy", "GT-known loc.")):
+        for key, label in (
+            ("accuracy", "accuracy"),
+            ("energy_in_box", "true-class energy in box"),
+            ("energy_lift", "energy lift"),
+            ("pointing_game_accuracy", "pointing game"),
+            ("gt_known_localisation_accuracy", "GT-known loc."),
+        ):
             lines.append(f"  {label}: {before[key]:.3f} -> {after[key]:.3f} ({after[key] - before[key]:+.3f})")
     lines.append(f"  {overall['broke']} images broke (right -> wrong), {overall['fixed']} fixed (wrong -> right)")
     samples = result["samples"]
@@ -149,8 +201,10 @@ def render_comparison(result: dict, top: int = 5) -> str:
     if len(classes):
         for _, row in classes.head(top).iterrows():
             if row["accuracy_delta"] < 0 or row["true_energy_lift_delta"] < 0:
-                lines.append(f"    class {row['label_name']}: accuracy {row['accuracy_baseline']:.2f} -> {row['accuracy_current']:.2f}, "
-                             f"lift {row['true_energy_lift_baseline']:.2f} -> {row['true_energy_lift_current']:.2f}")
+                lines.append(
+                    f"    class {row['label_name']}: accuracy {row['accuracy_baseline']:.2f} -> {row['accuracy_current']:.2f}, "
+                    f"lift {row['true_energy_lift_baseline']:.2f} -> {row['true_energy_lift_current']:.2f}"
+                )
     return "\n".join(lines)
 
 
@@ -209,9 +263,12 @@ def paired_tests(before: pd.DataFrame, after: pd.DataFrame, tau: str, resamples:
             continue
         x, y, labels = _paired_values(before, after, column)
         result = paired_bootstrap(x, y, labels, statistic, resamples=resamples, seed=seed, confidence=1 - alpha)
-        result.update(baseline=float(statistic(x, labels, np.arange(len(x))[None])[0]) if len(x) else float("nan"),
-                      current=float(statistic(y, labels, np.arange(len(y))[None])[0]) if len(y) else float("nan"),
-                      significant=bool(result["high"] < 0 or result["low"] > 0), test="paired bootstrap, percentile interval")
+        result.update(
+            baseline=float(statistic(x, labels, np.arange(len(x))[None])[0]) if len(x) else float("nan"),
+            current=float(statistic(y, labels, np.arange(len(y))[None])[0]) if len(y) else float("nan"),
+            significant=bool(result["high"] < 0 or result["low"] > 0),
+            test="paired bootstrap, percentile interval",
+        )
         if name == "accuracy":
             broke, fixed = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
             p = mcnemar_exact(broke, fixed)
@@ -220,8 +277,9 @@ def paired_tests(before: pd.DataFrame, after: pd.DataFrame, tau: str, resamples:
     return tests
 
 
-def class_tests(before: pd.DataFrame, after: pd.DataFrame, tau: str, metrics: list[str], resamples: int, seed: int,
-                alpha: float) -> pd.DataFrame:
+def class_tests(
+    before: pd.DataFrame, after: pd.DataFrame, tau: str, metrics: list[str], resamples: int, seed: int, alpha: float
+) -> pd.DataFrame:
     """Per true class, for each of ``metrics``: baseline, current, delta, CI at ``1 - alpha`` and a two-sided p
     (accuracy: McNemar exact; others: normal approximation with the bootstrap's standard error, so that a
     Bonferroni-corrected level stays resolvable). One row per class."""
@@ -232,11 +290,25 @@ def class_tests(before: pd.DataFrame, after: pd.DataFrame, tau: str, metrics: li
         for metric in metrics:
             column = METRICS[metric][0].format(tau=tau)
             x, y, labels = _paired_values(b, a, column)
-            boot = paired_bootstrap(x, y, np.zeros(len(x), dtype=np.int64), mean_statistic, resamples=resamples, seed=seed,
-                                    confidence=1 - alpha)
-            row.update({f"{metric}_baseline": float(x.mean()) if len(x) else float("nan"),
-                        f"{metric}_current": float(y.mean()) if len(y) else float("nan"), f"{metric}_delta": boot["delta"],
-                        f"{metric}_low": boot["low"], f"{metric}_high": boot["high"], f"{metric}_n": boot["n"]})
+            boot = paired_bootstrap(
+                x,
+                y,
+                np.zeros(len(x), dtype=np.int64),
+                mean_statistic,
+                resamples=resamples,
+                seed=seed,
+                confidence=1 - alpha,
+            )
+            row.update(
+                {
+                    f"{metric}_baseline": float(x.mean()) if len(x) else float("nan"),
+                    f"{metric}_current": float(y.mean()) if len(y) else float("nan"),
+                    f"{metric}_delta": boot["delta"],
+                    f"{metric}_low": boot["low"],
+                    f"{metric}_high": boot["high"],
+                    f"{metric}_n": boot["n"],
+                }
+            )
             if metric == "accuracy":
                 broke, fixed = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
                 row.update(broke=broke, fixed=fixed, accuracy_p=mcnemar_exact(broke, fixed))
@@ -247,36 +319,85 @@ def class_tests(before: pd.DataFrame, after: pd.DataFrame, tau: str, metrics: li
     return pd.DataFrame(rows)
 
 
-def evaluate_gates(tests: dict, per_class: pd.DataFrame, max_drops: dict[str, float], max_class_drops: dict[str, float],
-                   alpha: float, min_class_images: int) -> list[dict]:
+def evaluate_gates(
+    tests: dict,
+    per_class: pd.DataFrame,
+    max_drops: dict[str, float],
+    max_class_drops: dict[str, float],
+    alpha: float,
+    min_class_images: int,
+) -> list[dict]:
     """One entry per gate: tripped when the drop is beyond the threshold and significant (two-sided, ``alpha``;
     per class: ``alpha`` / classes tested, Bonferroni, and only classes with ``min_class_images`` images)."""
     gates = []
     for metric, allowed in max_drops.items():
         test = tests.get(metric)
         if test is None:
-            gates.append({"metric": metric, "scope": "overall", "max_drop": allowed, "tripped": False, "reason": "not in both runs"})
+            gates.append(
+                {
+                    "metric": metric,
+                    "scope": "overall",
+                    "max_drop": allowed,
+                    "tripped": False,
+                    "reason": "not in both runs",
+                }
+            )
             continue
         drop = -test["delta"] + 0.0  # + 0.0: no "-0.0000" printed for no change
         tripped = bool(drop > allowed and test["significant"] and test["delta"] < 0)
-        gates.append({"metric": metric, "scope": "overall", "max_drop": allowed, "drop": drop, "significant": test["significant"],
-                      "tripped": tripped})
+        gates.append(
+            {
+                "metric": metric,
+                "scope": "overall",
+                "max_drop": allowed,
+                "drop": drop,
+                "significant": test["significant"],
+                "tripped": tripped,
+            }
+        )
     eligible = per_class[per_class["count"] >= min_class_images] if len(per_class) else per_class
     level = alpha / max(len(eligible), 1)
     for metric, allowed in max_class_drops.items():
         for _, row in eligible.iterrows():
             drop, p = -row[f"{metric}_delta"], row[f"{metric}_p"]
             if drop > allowed and p < level:
-                gates.append({"metric": metric, "scope": f"class {row['label_name']}", "max_drop": allowed, "drop": float(drop),
-                              "p": float(p), "level": level, "count": int(row["count"]), "tripped": True})
-        gates.append({"metric": metric, "scope": "per class", "max_drop": allowed, "level": level, "classes_tested": len(eligible),
-                      "tripped": any(g["tripped"] and g["metric"] == metric and g["scope"].startswith("class ") for g in gates)})
+                gates.append(
+                    {
+                        "metric": metric,
+                        "scope": f"class {row['label_name']}",
+                        "max_drop": allowed,
+                        "drop": float(drop),
+                        "p": float(p),
+                        "level": level,
+                        "count": int(row["count"]),
+                        "tripped": True,
+                    }
+                )
+        gates.append(
+            {
+                "metric": metric,
+                "scope": "per class",
+                "max_drop": allowed,
+                "level": level,
+                "classes_tested": len(eligible),
+                "tripped": any(
+                    g["tripped"] and g["metric"] == metric and g["scope"].startswith("class ") for g in gates
+                ),
+            }
+        )
     return gates
 
 
-def compare_with_statistics(baseline_dir: Path, current_dir: Path, max_drops: dict[str, float] | None = None,
-                            max_class_drops: dict[str, float] | None = None, alpha: float = 0.05, resamples: int = 2000,
-                            seed: int = 0, min_class_images: int = 10) -> dict:
+def compare_with_statistics(
+    baseline_dir: Path,
+    current_dir: Path,
+    max_drops: dict[str, float] | None = None,
+    max_class_drops: dict[str, float] | None = None,
+    alpha: float = 0.05,
+    resamples: int = 2000,
+    seed: int = 0,
+    min_class_images: int = 10,
+) -> dict:
     """:func:`compare_runs` plus the paired tests, the per-class tests and the gates (see the module docstring)."""
     result = compare_runs(baseline_dir, current_dir)
     before_all, definitions = read_run(baseline_dir)
@@ -289,34 +410,57 @@ def compare_with_statistics(baseline_dir: Path, current_dir: Path, max_drops: di
     tests = paired_tests(before, after, tau, resamples, seed, alpha) if common else {}
     metrics = sorted(set(max_class_drops) | {"accuracy", "true_energy_in_box"})
     per_class = class_tests(before, after, tau, metrics, resamples, seed, alpha) if common else pd.DataFrame()
-    result.update(tests=tests, per_class=per_class,
-                  gates=evaluate_gates(tests, per_class, max_drops, max_class_drops, alpha, min_class_images),
-                  settings={"alpha": alpha, "resamples": resamples, "seed": seed, "min_class_images": min_class_images,
-                            "max_drop": max_drops, "max_class_drop": max_class_drops})
+    result.update(
+        tests=tests,
+        per_class=per_class,
+        gates=evaluate_gates(tests, per_class, max_drops, max_class_drops, alpha, min_class_images),
+        settings={
+            "alpha": alpha,
+            "resamples": resamples,
+            "seed": seed,
+            "min_class_images": min_class_images,
+            "max_drop": max_drops,
+            "max_class_drop": max_class_drops,
+        },
+    )
     return result
 
 
 def render_statistics(result: dict) -> str:
     """The tests and the gates, a line each."""
     settings = result["settings"]
-    lines = [f"  paired tests on the common images (two-sided, alpha {settings['alpha']}; bootstrap {settings['resamples']} "
-             f"resamples, seed {settings['seed']}):"]
+    lines = [
+        f"  paired tests on the common images (two-sided, alpha {settings['alpha']}; bootstrap {settings['resamples']} "
+        f"resamples, seed {settings['seed']}):"
+    ]
     for name, test in result["tests"].items():
-        extra = (f", {test['broke']} broke / {test['fixed']} fixed, McNemar exact p = {test['p']:.3g}" if name == "accuracy" else "")
-        lines.append(f"    {name}: {test['baseline']:.4f} -> {test['current']:.4f} ({test['delta']:+.4f}, "
-                     f"{100 * test['confidence']:.0f}% CI {test['low']:+.4f} .. {test['high']:+.4f}, n {test['n']}{extra})"
-                     f"{' significant' if test['significant'] else ''}")
+        extra = (
+            f", {test['broke']} broke / {test['fixed']} fixed, McNemar exact p = {test['p']:.3g}"
+            if name == "accuracy"
+            else ""
+        )
+        lines.append(
+            f"    {name}: {test['baseline']:.4f} -> {test['current']:.4f} ({test['delta']:+.4f}, "
+            f"{100 * test['confidence']:.0f}% CI {test['low']:+.4f} .. {test['high']:+.4f}, n {test['n']}{extra})"
+            f"{' significant' if test['significant'] else ''}"
+        )
     for gate in result["gates"]:
         if gate["scope"].startswith("class "):
-            lines.append(f"  GATE {gate['metric']} {gate['scope']} ({gate['count']} images): drop {gate['drop']:.4f} > "
-                         f"{gate['max_drop']} and p = {gate['p']:.3g} < {gate['level']:.3g}: TRIPPED")
+            lines.append(
+                f"  GATE {gate['metric']} {gate['scope']} ({gate['count']} images): drop {gate['drop']:.4f} > "
+                f"{gate['max_drop']} and p = {gate['p']:.3g} < {gate['level']:.3g}: TRIPPED"
+            )
         elif gate["scope"] == "per class":
-            lines.append(f"  gate {gate['metric']} per class (max drop {gate['max_drop']}, {gate['classes_tested']} classes with >= "
-                         f"{settings['min_class_images']} images, level {gate['level']:.3g}): {'TRIPPED' if gate['tripped'] else 'passed'}")
+            lines.append(
+                f"  gate {gate['metric']} per class (max drop {gate['max_drop']}, {gate['classes_tested']} classes with >= "
+                f"{settings['min_class_images']} images, level {gate['level']:.3g}): {'TRIPPED' if gate['tripped'] else 'passed'}"
+            )
         else:
             drop = gate.get("drop", float("nan"))
-            lines.append(f"  gate {gate['metric']} (max drop {gate['max_drop']}): drop {drop:+.4f}, "
-                         f"{'significant' if gate.get('significant') else 'not significant'}: {'TRIPPED' if gate['tripped'] else 'passed'}")
+            lines.append(
+                f"  gate {gate['metric']} (max drop {gate['max_drop']}): drop {drop:+.4f}, "
+                f"{'significant' if gate.get('significant') else 'not significant'}: {'TRIPPED' if gate['tripped'] else 'passed'}"
+            )
     return "\n".join(lines)
 
 
@@ -324,8 +468,14 @@ def write_comparison(result: dict, out: Path) -> None:
     """``compare.json`` (definitions, overall, tests, gates, settings), ``samples_diff.parquet`` and
     ``classes_diff.parquet`` (per class: the earlier columns and the per-class tests) into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "compare.json", {k: result[k] for k in ("baseline", "current", "definitions", "overall", "tests",
-                                                                      "gates", "settings") if k in result})
+    write_json_atomic(
+        out / "compare.json",
+        {
+            k: result[k]
+            for k in ("baseline", "current", "definitions", "overall", "tests", "gates", "settings")
+            if k in result
+        },
+    )
     write_table_atomic(pa.Table.from_pandas(result["samples"], preserve_index=False), out / "samples_diff.parquet")
     classes = result["classes"]
     if len(result.get("per_class", [])) and len(classes):

@@ -48,14 +48,22 @@ def definition_choices(cfg: DictConfig, setup=None) -> dict:
     values filled in from the model), with where each value came from and the normalisation used.
     """
     return {
-        "cam_method": str(cfg.cam.method), "class_score": str(cfg.cam.class_score),
+        "cam_method": str(cfg.cam.method),
+        "class_score": str(cfg.cam.class_score),
         "map_postprocess": "ReLU at the layer's resolution, bilinear upsample (align_corners=False) to the network input, per-map min-max",
         "empty_map": "constant after ReLU: peak-based scores NaN",
-        "energy_in_box_map": "min-max normalised positive map", "relevance_mass_map": "raw signed upsampled map",
-        "pointing_tolerance_px": float(cfg.scores.tolerance), "taus": [float(t) for t in cfg.scores.taus],
-        "component_connectivity": 8, "localised_iou": float(cfg.scores.iou_threshold),
-        "maxboxacc": (f"MaxBoxAccV2 of the true-class maps, {int(cfg.scores.maxboxacc.thresholds)} thresholds, IoU 0.3/0.5/0.7, "
-                      "all contours incl. holes" if cfg.scores.maxboxacc.enabled else "off"),
+        "energy_in_box_map": "min-max normalised positive map",
+        "relevance_mass_map": "raw signed upsampled map",
+        "pointing_tolerance_px": float(cfg.scores.tolerance),
+        "taus": [float(t) for t in cfg.scores.taus],
+        "component_connectivity": 8,
+        "localised_iou": float(cfg.scores.iou_threshold),
+        "maxboxacc": (
+            f"MaxBoxAccV2 of the true-class maps, {int(cfg.scores.maxboxacc.thresholds)} thresholds, IoU 0.3/0.5/0.7, "
+            "all contours incl. holes"
+            if cfg.scores.maxboxacc.enabled
+            else "off"
+        ),
         "coordinate_space": coordinate_space(cfg),
         "preprocess": resolved_preprocess(cfg, setup),
         "target_layer": setup.target_layer if setup is not None else str(cfg.model.target_layer),
@@ -79,12 +87,14 @@ def resolved_preprocess(cfg: DictConfig, setup=None) -> dict:
 def coordinate_space(cfg: DictConfig) -> str:
     """What the box scores, boxes and peaks of the rows refer to (``scores.space``)."""
     if str(cfg.scores.get("space", "input")) == "original":
-        return ("original: stored-image pixels (pixel-edge); maps warped back from the network input (bilinear) and defined "
-                "where the network saw the image (0 and ignored outside the crop; letterbox padding dropped), normalised there; "
-                "pixel scores and the box area fraction over that region; IoU with the boxes as annotated (clipped to the image, "
-                "not to the crop); scored on the stored image scaled by the larger resize factor (longest side at most "
-                f"{int(cfg.scores.get('original_max_side', 512))} px); box and peak columns in stored pixels; pointing tolerance "
-                "in scoring-grid pixels")
+        return (
+            "original: stored-image pixels (pixel-edge); maps warped back from the network input (bilinear) and defined "
+            "where the network saw the image (0 and ignored outside the crop; letterbox padding dropped), normalised there; "
+            "pixel scores and the box area fraction over that region; IoU with the boxes as annotated (clipped to the image, "
+            "not to the crop); scored on the stored image scaled by the larger resize factor (longest side at most "
+            f"{int(cfg.scores.get('original_max_side', 512))} px); box and peak columns in stored pixels; pointing tolerance "
+            "in scoring-grid pixels"
+        )
     return "input: network-input pixels (pixel-edge); boxes transformed with the image and clipped to it"
 
 
@@ -115,8 +125,14 @@ def package_versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "pyarrow": pa.__version__, "pandas": pd.__version__, "opencv": cv2.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "pyarrow": pa.__version__,
+        "pandas": pd.__version__,
+        "opencv": cv2.__version__,
+    }
 
 
 def _mean(series: pd.Series) -> float:
@@ -135,7 +151,9 @@ def _share_with_box_and_correct(frame: pd.DataFrame, column: str) -> float:
     """As :func:`_share_with_box`, a row counting as 1 only when it is also correctly classified (ILSVRC top-1)."""
     values = frame[column]
     defined = values.notna()
-    return float((values[defined].astype(bool) & frame.loc[defined, "correct"]).mean()) if defined.any() else float("nan")
+    return (
+        float((values[defined].astype(bool) & frame.loc[defined, "correct"]).mean()) if defined.any() else float("nan")
+    )
 
 
 def _class_balanced_mean(frame: pd.DataFrame, column: str) -> float:
@@ -174,8 +192,11 @@ def dataset_scores(frame: pd.DataFrame, map_name: str, tau: str, class_table_onl
     """Headline numbers of one map (``true`` or ``pred``) over the rows of ``frame``: each aggregate the
     score registry declares (with ``class_table_only``, those whose ``class_maps`` name this map), then
     the count of empty maps (true-class maps only in the class table)."""
-    out = {name: _aggregate(frame, f"{map_name}_{column}", aggregate) for column, name, aggregate in summary_aggregates(tau)
-           if not class_table_only or map_name in aggregate.class_maps}
+    out = {
+        name: _aggregate(frame, f"{map_name}_{column}", aggregate)
+        for column, name, aggregate in summary_aggregates(tau)
+        if not class_table_only or map_name in aggregate.class_maps
+    }
     if not class_table_only or map_name == "true":
         out["empty_maps"] = int(frame[f"{map_name}_empty"].sum())
     return out
@@ -186,9 +207,20 @@ def class_table(frame: pd.DataFrame, tau: str) -> pd.DataFrame:
     true-class maps and of the predicted-class maps (``Aggregate.class_maps``)."""
     rows = []
     for (label, name), group in frame.groupby(["label", "label_name"], sort=True):
-        rows.append({"label": int(label), "label_name": name, "count": len(group), "accuracy": float(group["correct"].mean()),
-                     "mean_confidence": float(group["confidence"].mean()),
-                     **{f"{m}_{k}": v for m in ("true", "pred") for k, v in dataset_scores(group, m, tau, class_table_only=True).items()}})
+        rows.append(
+            {
+                "label": int(label),
+                "label_name": name,
+                "count": len(group),
+                "accuracy": float(group["correct"].mean()),
+                "mean_confidence": float(group["confidence"].mean()),
+                **{
+                    f"{m}_{k}": v
+                    for m in ("true", "pred")
+                    for k, v in dataset_scores(group, m, tau, class_table_only=True).items()
+                },
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -196,16 +228,32 @@ def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
     """Accuracy and energy in box of both maps per value of a metadata column (e.g. marker_present)."""
     out = []
     for value, group in frame.groupby(column, dropna=False):
-        out.append({column: value.item() if hasattr(value, "item") else value, "count": len(group),
-                    "accuracy": float(group["correct"].mean()),
-                    "pred_energy_in_box": _mean(group["pred_energy_in_box"]), "true_energy_in_box": _mean(group["true_energy_in_box"]),
-                    "pred_energy_lift": _mean(group["pred_energy_lift"]), "pred_excess_energy": _mean(group["pred_excess_energy"]),
-                    "pred_pointing_hit": _mean(group["pred_pointing_hit"])})
+        out.append(
+            {
+                column: value.item() if hasattr(value, "item") else value,
+                "count": len(group),
+                "accuracy": float(group["correct"].mean()),
+                "pred_energy_in_box": _mean(group["pred_energy_in_box"]),
+                "true_energy_in_box": _mean(group["true_energy_in_box"]),
+                "pred_energy_lift": _mean(group["pred_energy_lift"]),
+                "pred_excess_energy": _mean(group["pred_excess_energy"]),
+                "pred_pointing_hit": _mean(group["pred_pointing_hit"]),
+            }
+        )
     return out
 
 
-def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_scored: int, loop_seconds: float,
-                 total_seconds: float, setup_seconds: float = 0.0, provenance: dict | None = None) -> dict:
+def finalize_run(
+    run_dir: Path,
+    cfg,
+    setup,
+    samples_schema: pa.Schema,
+    images_scored: int,
+    loop_seconds: float,
+    total_seconds: float,
+    setup_seconds: float = 0.0,
+    provenance: dict | None = None,
+) -> dict:
     """Merge parts into the final tables, write the per-class table and the summary; returns the summary.
 
     ``setup_seconds`` (data generation, training, model load) is part of ``total_seconds`` and reported apart;
@@ -218,10 +266,18 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
     # Every table says what made it (compact: provenance, definitions, versions); the samples and maps tables
     # also carry the whole resolved config and class list (1,000 ImageNet names would make an empty errors
     # table 70 KB).
-    compact = {"cam_audit.provenance": json.dumps(logs.json_safe(origin)), "cam_audit.definitions": json.dumps(choices),
-               "cam_audit.versions": json.dumps(package_versions()), "cam_audit.target_layer": setup.target_layer}
-    metadata = {**compact, "cam_audit.config": resolved_config(cfg), "cam_audit.classes": json.dumps(list(setup.classes.names)),
-                "cam_audit.class_keys": json.dumps(list(setup.classes.keys))}
+    compact = {
+        "cam_audit.provenance": json.dumps(logs.json_safe(origin)),
+        "cam_audit.definitions": json.dumps(choices),
+        "cam_audit.versions": json.dumps(package_versions()),
+        "cam_audit.target_layer": setup.target_layer,
+    }
+    metadata = {
+        **compact,
+        "cam_audit.config": resolved_config(cfg),
+        "cam_audit.classes": json.dumps(list(setup.classes.names)),
+        "cam_audit.class_keys": json.dumps(list(setup.classes.keys)),
+    }
     n_rows = merge_parts(list_parts(parts_dir, "samples"), run_dir / "samples.parquet", samples_schema, metadata)
     n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, compact)
     if cfg.cam.save_maps:
@@ -237,38 +293,62 @@ def finalize_run(run_dir: Path, cfg, setup, samples_schema: pa.Schema, images_sc
     tau = tau_key(float(cfg.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
     classes_table = pa.Table.from_pandas(classes, preserve_index=False)
-    classes_table = classes_table.replace_schema_metadata({**(classes_table.schema.metadata or {}),
-                                                           **{k.encode(): v.encode() for k, v in compact.items()}})
+    classes_table = classes_table.replace_schema_metadata(
+        {**(classes_table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in compact.items()}}
+    )
     write_table_atomic(classes_table, run_dir / "classes.parquet")
     groups = {c: group_table(frame, c) for c in cfg.report.group_by if c in frame.columns}
     summary = {
-        "run_dir": str(run_dir), "images": n_rows, "errors": n_errors,
-        "errors_by_stage": errors.groupby(["stage", "error_type"]).size().rename("n").reset_index().to_dict("records") if n_errors else [],
+        "run_dir": str(run_dir),
+        "images": n_rows,
+        "errors": n_errors,
+        "errors_by_stage": errors.groupby(["stage", "error_type"]).size().rename("n").reset_index().to_dict("records")
+        if n_errors
+        else [],
         "accuracy": float(frame["correct"].mean()) if len(frame) else float("nan"),
         "true_class_maps": dataset_scores(frame, "true", tau) if len(frame) else {},
         "predicted_class_maps": dataset_scores(frame, "pred", tau) if len(frame) else {},
         "images_without_box_in_input": int((frame["n_boxes"] == 0).sum()) if n_rows else 0,
-        "boxes_over_cap": int(frame["n_boxes_over_cap"].sum()) if len(frame) else 0,  # data.max_boxes: annotated, not scored
+        "boxes_over_cap": int(frame["n_boxes_over_cap"].sum())
+        if len(frame)
+        else 0,  # data.max_boxes: annotated, not scored
         "non_finite_images": n_non_finite,  # NaN/inf logits or maps: rows with null prediction and scores, left out above
         "images_per_second": images_scored / loop_seconds if loop_seconds > 0 else float("nan"),
-        "images_scored_this_invocation": images_scored, "seconds": round(total_seconds - setup_seconds, 2),
-        "setup_seconds": round(setup_seconds, 2), "total_seconds": round(total_seconds, 2), "provenance": origin,
+        "images_scored_this_invocation": images_scored,
+        "seconds": round(total_seconds - setup_seconds, 2),
+        "setup_seconds": round(setup_seconds, 2),
+        "total_seconds": round(total_seconds, 2),
+        "provenance": origin,
         "maxboxacc_v2": maxboxacc_summary(frame, cfg) if len(frame) else None,
-        "triage": triage_counts(frame["triage"]), "shortcuts": shortcuts, "confusions": confusion_pairs(frame),
+        "triage": triage_counts(frame["triage"]),
+        "shortcuts": shortcuts,
+        "confusions": confusion_pairs(frame),
         "groups": groups,
-        "model": setup.model.info, "target_layer": setup.target_layer, "definitions": choices,
+        "model": setup.model.info,
+        "target_layer": setup.target_layer,
+        "definitions": choices,
     }
     write_json_atomic(run_dir / "summary.json", summary)
     if cfg.report.get("review_page", True):
         from pipeline.reports.review_page import render_review_page
 
-        page = render_review_page(summary, frame, classes, run_dir / "overlays", int(cfg.report.get("review_max_images", 500)))
+        page = render_review_page(
+            summary, frame, classes, run_dir / "overlays", int(cfg.report.get("review_max_images", 500))
+        )
         tmp = run_dir / ".review.html.tmp"
         tmp.write_text(page, encoding="utf-8")
         tmp.replace(run_dir / "review.html")
     text = render_summary(summary)
-    logs.event(logger, "summary", text, images=summary["images"], errors=summary["errors"], accuracy=summary["accuracy"],
-               true_class_maps=summary["true_class_maps"], run_dir=summary["run_dir"])
+    logs.event(
+        logger,
+        "summary",
+        text,
+        images=summary["images"],
+        errors=summary["errors"],
+        accuracy=summary["accuracy"],
+        true_class_maps=summary["true_class_maps"],
+        run_dir=summary["run_dir"],
+    )
     if str(cfg.runtime.get("log_format", "text")) != "json":  # in json mode the event above is the output
         print(text)
     return summary
@@ -318,16 +398,31 @@ def confusion_pairs(frame: pd.DataFrame, top: int = 10) -> list[dict]:
     wrong = frame[~frame["correct"].astype(bool)] if len(frame) else frame
     if not len(wrong):
         return []
-    grouped = wrong.groupby(["label_name", "pred_name"]).agg(images=("id", "size"), pred_energy_in_box=("pred_energy_in_box", "mean"),
-                                                              pred_excess_energy=("pred_excess_energy", "mean"))
-    grouped = grouped.reset_index().sort_values(["images", "label_name", "pred_name"], ascending=[False, True, True]).head(top)
-    return [{"true": str(r.label_name), "pred": str(r.pred_name), "images": int(r.images),
-             "pred_energy_in_box": float(r.pred_energy_in_box), "pred_excess_energy": float(r.pred_excess_energy)}
-            for r in grouped.itertuples()]
+    grouped = wrong.groupby(["label_name", "pred_name"]).agg(
+        images=("id", "size"),
+        pred_energy_in_box=("pred_energy_in_box", "mean"),
+        pred_excess_energy=("pred_excess_energy", "mean"),
+    )
+    grouped = (
+        grouped.reset_index()
+        .sort_values(["images", "label_name", "pred_name"], ascending=[False, True, True])
+        .head(top)
+    )
+    return [
+        {
+            "true": str(r.label_name),
+            "pred": str(r.pred_name),
+            "images": int(r.images),
+            "pred_energy_in_box": float(r.pred_energy_in_box),
+            "pred_excess_energy": float(r.pred_excess_energy),
+        }
+        for r in grouped.itertuples()
+    ]
 
 
 def render_summary(summary: dict) -> str:
     """A few lines a person reads at the end of the run."""
+
     def pct(value) -> str:
         return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
 
@@ -342,27 +437,41 @@ def render_summary(summary: dict) -> str:
     definitions = summary.get("definitions") or {}
     pre = definitions.get("preprocess") or {}
     if pre:
-        geometry = (f"{pre.get('resize_size')} -> {pre.get('size')}" if pre.get("mode") == "resize_crop" else str(pre.get("size")))
+        geometry = (
+            f"{pre.get('resize_size')} -> {pre.get('size')}"
+            if pre.get("mode") == "resize_crop"
+            else str(pre.get("size"))
+        )
         from_model = sorted(k for k, v in (pre.get("sources") or {}).items() if v == "model")
         origin = f" ({', '.join(from_model)} from {pre.get('model_metadata_from')})" if from_model else ""
         space = str(definitions.get("coordinate_space", "input")).split(":")[0]
-        lines.append(f"  input: {pre.get('mode')} {geometry}, {pre.get('interpolation')}{origin}; "
-                     f"layer {summary.get('target_layer')}; scores in {space} coordinates")
+        lines.append(
+            f"  input: {pre.get('mode')} {geometry}, {pre.get('interpolation')}{origin}; "
+            f"layer {summary.get('target_layer')}; scores in {space} coordinates"
+        )
     if summary.get("maxboxacc_v2"):
         box = summary["maxboxacc_v2"]
-        lines.append(f"  MaxBoxAccV2 {100 * box['maxboxacc_v2']:.1f} (IoU 0.3/0.5/0.7: {100 * box['maxboxacc_iou30']:.1f} / "
-                     f"{100 * box['maxboxacc_iou50']:.1f} / {100 * box['maxboxacc_iou70']:.1f})")
+        lines.append(
+            f"  MaxBoxAccV2 {100 * box['maxboxacc_v2']:.1f} (IoU 0.3/0.5/0.7: {100 * box['maxboxacc_iou30']:.1f} / "
+            f"{100 * box['maxboxacc_iou50']:.1f} / {100 * box['maxboxacc_iou70']:.1f})"
+        )
     if summary.get("boxes_over_cap"):
-        lines.append(f"  {summary['boxes_over_cap']} annotated boxes beyond data.max_boxes were not scored (column n_boxes_over_cap)")
+        lines.append(
+            f"  {summary['boxes_over_cap']} annotated boxes beyond data.max_boxes were not scored (column n_boxes_over_cap)"
+        )
     if summary.get("non_finite_images"):
-        lines.append(f"  {summary['non_finite_images']} images gave non-finite logits or maps: no prediction, no scores "
-                     "(column non_finite_output), left out of every number above")
+        lines.append(
+            f"  {summary['non_finite_images']} images gave non-finite logits or maps: no prediction, no scores "
+            "(column non_finite_output), left out of every number above"
+        )
     for entry in summary["errors_by_stage"]:
         lines.append(f"  skipped at {entry['stage']}: {entry['n']} x {entry['error_type']}")
     for column, rows in summary["groups"].items():
         for row in rows:
-            lines.append(f"  {column}={row[column]}: {row['count']} images, accuracy {pct(row['accuracy'])}, "
-                         f"predicted-class map energy in box {row['pred_energy_in_box']:.3f}")
+            lines.append(
+                f"  {column}={row[column]}: {row['count']} images, accuracy {pct(row['accuracy'])}, "
+                f"predicted-class map energy in box {row['pred_energy_in_box']:.3f}"
+            )
     if summary.get("triage"):
         lines.append("  triage: " + ", ".join(f"{name} {count}" for name, count in summary["triage"].items() if count))
     shortcuts = summary.get("shortcuts") or {}
@@ -372,11 +481,16 @@ def render_summary(summary: dict) -> str:
         if not entry["flagged"]:
             continue
         spot = entry.get("hot_spot") or {}
-        where = (f"; off-box hot spot at x={spot['x']:.2f}, y={spot['y']:.2f} ({100 * spot['share']:.0f}% of its off-box energy)"
-                 if spot else "")
-        lines.append(f"  shortcut suspect: predicted {entry['pred_name']!r} ({entry['images']} images): excess energy "
-                     f"{entry['mean_excess_energy']:.2f} against {entry['others_mean_excess_energy']:.2f} for the other classes, "
-                     f"Holm-adjusted p {entry['p_holm']:.3g}{where}")
+        where = (
+            f"; off-box hot spot at x={spot['x']:.2f}, y={spot['y']:.2f} ({100 * spot['share']:.0f}% of its off-box energy)"
+            if spot
+            else ""
+        )
+        lines.append(
+            f"  shortcut suspect: predicted {entry['pred_name']!r} ({entry['images']} images): excess energy "
+            f"{entry['mean_excess_energy']:.2f} against {entry['others_mean_excess_energy']:.2f} for the other classes, "
+            f"Holm-adjusted p {entry['p_holm']:.3g}{where}"
+        )
     if shortcuts and not shortcuts.get("flagged"):
         lines.append(f"  shortcut finder: no predicted class flagged ({shortcuts.get('tested', 0)} tested)")
     lines.append(f"  report: {summary['run_dir']}")

@@ -52,7 +52,9 @@ def _text(panel: np.ndarray, lines: list[str]) -> np.ndarray:
     line_height = int(26 * scale) + 6
     band = np.full((line_height * len(lines) + 8, panel.shape[1], 3), 255, np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(band, line, (6, line_height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        cv2.putText(
+            band, line, (6, line_height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA
+        )
     return np.vstack([panel, band])
 
 
@@ -61,7 +63,7 @@ def _colour_bar(height: int, width: int = COLOUR_BAR_WIDTH) -> np.ndarray:
     ramp = np.linspace(255, 0, max(height - 40, 8)).astype(np.uint8)[:, None].repeat(18, axis=1)
     bar = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)
     out = np.full((height, width, 3), 255, np.uint8)
-    out[20:20 + bar.shape[0], 4:22] = bar
+    out[20 : 20 + bar.shape[0], 4:22] = bar
     for text, y in (("1", 28), ("0", 20 + bar.shape[0])):
         cv2.putText(out, text, (26, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(out, "map", (2, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
@@ -85,9 +87,15 @@ def _draw_box(panel: np.ndarray, box, colour: tuple[int, int, int], thickness: i
     cv2.rectangle(panel, (int(round(x1)), int(round(y1))), (int(round(x2)) - 1, int(round(y2)) - 1), colour, thickness)
 
 
-def draw_overlay(image_rgb: np.ndarray, boxes: np.ndarray, pred_map: np.ndarray, true_map: np.ndarray,
-                 captions: tuple[list[str], list[str], list[str]], seen: np.ndarray | None = None,
-                 map_boxes: tuple | None = None) -> np.ndarray:
+def draw_overlay(
+    image_rgb: np.ndarray,
+    boxes: np.ndarray,
+    pred_map: np.ndarray,
+    true_map: np.ndarray,
+    captions: tuple[list[str], list[str], list[str]],
+    seen: np.ndarray | None = None,
+    map_boxes: tuple | None = None,
+) -> np.ndarray:
     """Three panels side by side and a colour bar.
 
     Args:
@@ -120,7 +128,9 @@ def draw_overlay(image_rgb: np.ndarray, boxes: np.ndarray, pred_map: np.ndarray,
             map_boxes = tuple(np.asarray(b, dtype=np.float64) * scale for b in map_boxes)
     base = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     if seen is not None:
-        seen = cv2.resize(seen.astype(np.uint8), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+        seen = cv2.resize(
+            seen.astype(np.uint8), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST
+        ).astype(bool)
         base = np.where(seen[..., None], base, base // 3).astype(np.uint8)
     with_boxes = base.copy()
     for box in boxes:
@@ -198,8 +208,15 @@ def overlay_rows(table: pa.Table, mode: str, triage_settings=None) -> np.ndarray
     return np.flatnonzero(categories.to_numpy() != "ok")
 
 
-def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_misclassified: bool = True, original=None,
-                  rows: np.ndarray | None = None) -> list[OverlayFailure]:
+def save_overlays(
+    out_dir: Path,
+    table: pa.Table,
+    batch: dict,
+    maps,
+    only_misclassified: bool = True,
+    original=None,
+    rows: np.ndarray | None = None,
+) -> list[OverlayFailure]:
     """Write one JPEG per selected image of the batch; returns the overlays that could not be made
     (drawing or encoding failed, or the file could not be written). A full disk is not such a failure: its
     ``OSError`` propagates, so that the run stops instead of failing every image after it.
@@ -218,12 +235,31 @@ def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_miscla
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = torch.from_numpy(rows).to(maps.normalised.device)
     chosen_maps = maps.normalised[selected, :2].cpu().numpy()  # only the drawn images leave the device
-    images = batch["image"][torch.from_numpy(rows).to(batch["image"].device)].permute(0, 2, 3, 1).cpu().numpy()  # on the device after data.decode=gpu
-    tau = next((name[len("pred_box_x1_"):] for name in table.column_names if name.startswith("pred_box_x1_tau")), None)
+    images = (
+        batch["image"][torch.from_numpy(rows).to(batch["image"].device)].permute(0, 2, 3, 1).cpu().numpy()
+    )  # on the device after data.decode=gpu
+    tau = next((name[len("pred_box_x1_") :] for name in table.column_names if name.startswith("pred_box_x1_tau")), None)
     box_columns = [f"{m}_box_{c}_{tau}" for m in ("pred", "true") for c in ("x1", "y1", "x2", "y2")] if tau else []
-    data = table.select(["id", "label_name", "pred_name", "confidence", "prob_true", "pred_energy_in_box", "true_energy_in_box",
-                         "pred_excess_energy", "true_excess_energy", "pred_pointing_hit", "true_pointing_hit", *box_columns]
-                        ).take(pa.array(rows)).to_pylist()
+    data = (
+        table.select(
+            [
+                "id",
+                "label_name",
+                "pred_name",
+                "confidence",
+                "prob_true",
+                "pred_energy_in_box",
+                "true_energy_in_box",
+                "pred_excess_energy",
+                "true_excess_energy",
+                "pred_pointing_hit",
+                "true_pointing_hit",
+                *box_columns,
+            ]
+        )
+        .take(pa.array(rows))
+        .to_pylist()
+    )
     failures: list[OverlayFailure] = []
     for i, row in enumerate(data):
         try:
@@ -235,22 +271,45 @@ def save_overlays(out_dir: Path, table: pa.Table, batch: dict, maps, only_miscla
     return failures
 
 
-def _save_one(out_dir: Path, row: dict, i: int, rows: np.ndarray, images: np.ndarray, chosen_maps: np.ndarray, batch: dict,
-              original, tau: str | None) -> None:
+def _save_one(
+    out_dir: Path,
+    row: dict,
+    i: int,
+    rows: np.ndarray,
+    images: np.ndarray,
+    chosen_maps: np.ndarray,
+    batch: dict,
+    original,
+    tau: str | None,
+) -> None:
     """Draw and write the overlay of the ``i``-th selected image (batch row ``rows[i]``)."""
     boxes = batch["boxes"][rows[i]][batch["box_valid"][rows[i]]].numpy()
     captions = (
-        [f"{row['id'][:40]}", f"true: {row['label_name'][:30]}", f"pred: {str(row['pred_name'])[:30]} ({_fmt(row['confidence'])})"],
-        [f"map of pred: {str(row['pred_name'])[:26]}", f"in box {_fmt(row['pred_energy_in_box'])}, excess {_fmt(row['pred_excess_energy'])}",
-         f"pointing hit {_fmt(row['pred_pointing_hit'])}"],
-        [f"map of true: {row['label_name'][:26]}", f"in box {_fmt(row['true_energy_in_box'])}, excess {_fmt(row['true_excess_energy'])}",
-         f"p(true) {_fmt(row['prob_true'])}"],
+        [
+            f"{row['id'][:40]}",
+            f"true: {row['label_name'][:30]}",
+            f"pred: {str(row['pred_name'])[:30]} ({_fmt(row['confidence'])})",
+        ],
+        [
+            f"map of pred: {str(row['pred_name'])[:26]}",
+            f"in box {_fmt(row['pred_energy_in_box'])}, excess {_fmt(row['pred_excess_energy'])}",
+            f"pointing hit {_fmt(row['pred_pointing_hit'])}",
+        ],
+        [
+            f"map of true: {row['label_name'][:26]}",
+            f"in box {_fmt(row['true_energy_in_box'])}, excess {_fmt(row['true_excess_energy'])}",
+            f"p(true) {_fmt(row['prob_true'])}",
+        ],
     )
     map_boxes = None
     if tau:  # the thresholded maps' boxes, in the picture's pixels
-        map_boxes = tuple(np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64)
-                          for m in ("pred", "true"))
-    whole = _original_picture(original, int(rows[i]), batch["box_stored_valid"][rows[i]]) if original is not None else None
+        map_boxes = tuple(
+            np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64)
+            for m in ("pred", "true")
+        )
+    whole = (
+        _original_picture(original, int(rows[i]), batch["box_stored_valid"][rows[i]]) if original is not None else None
+    )
     if whole is not None:
         image, grid_boxes, grid_maps, seen = whole
         if map_boxes is not None:  # box columns are in stored pixels: back onto the scoring grid
@@ -258,8 +317,9 @@ def _save_one(out_dir: Path, row: dict, i: int, rows: np.ndarray, images: np.nda
             map_boxes = tuple(b * np.array([scale_x, scale_y, scale_x, scale_y]) for b in map_boxes)
         picture = draw_overlay(image, grid_boxes, grid_maps[0], grid_maps[1], captions, seen=seen, map_boxes=map_boxes)
     else:
-        picture = draw_overlay(np.ascontiguousarray(images[i]), boxes, chosen_maps[i, 0], chosen_maps[i, 1], captions,
-                               map_boxes=map_boxes)
+        picture = draw_overlay(
+            np.ascontiguousarray(images[i]), boxes, chosen_maps[i, 0], chosen_maps[i, 1], captions, map_boxes=map_boxes
+        )
     write_jpeg_atomic(out_dir / f"{safe_file_stem(row['id'])}.jpg", picture)
 
 

@@ -32,7 +32,7 @@ def binomial_tail_half(k: int, n: int) -> float:
         if i >= k:
             total += term
         term = term * (n - i) // (i + 1)
-    return total / 2 ** n
+    return total / 2**n
 
 
 def log_factorial(values: np.ndarray) -> np.ndarray:
@@ -67,7 +67,9 @@ def class_mean_statistic(values: np.ndarray, labels: np.ndarray, index: np.ndarr
     resample is left out of that resample's mean."""
     resamples, n_classes = index.shape[0], int(labels.max()) + 1 if len(labels) else 1
     slots = labels[index] + n_classes * np.arange(resamples)[:, None]  # [R, n]: (resample, class) slot
-    sums = np.bincount(slots.ravel(), weights=values[index].ravel(), minlength=resamples * n_classes).reshape(resamples, n_classes)
+    sums = np.bincount(slots.ravel(), weights=values[index].ravel(), minlength=resamples * n_classes).reshape(
+        resamples, n_classes
+    )
     counts = np.bincount(slots.ravel(), minlength=resamples * n_classes).reshape(resamples, n_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = sums / counts
@@ -77,8 +79,16 @@ def class_mean_statistic(values: np.ndarray, labels: np.ndarray, index: np.ndarr
 Statistic = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def paired_bootstrap(before: np.ndarray, after: np.ndarray, labels: np.ndarray, statistic: Statistic = mean_statistic,
-                     resamples: int = 2000, seed: int = 0, confidence: float = 0.95, chunk_values: int = 4_000_000) -> dict:
+def paired_bootstrap(
+    before: np.ndarray,
+    after: np.ndarray,
+    labels: np.ndarray,
+    statistic: Statistic = mean_statistic,
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    chunk_values: int = 4_000_000,
+) -> dict:
     """Paired bootstrap of ``statistic(after) - statistic(before)`` over images: its point value and a
     percentile confidence interval.
 

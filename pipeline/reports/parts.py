@@ -23,9 +23,11 @@ class DamagedPart(Exception):
     """A part file on disk cannot be read (truncated or overwritten): the message names it and what to do."""
 
     def __init__(self, path: Path, error: BaseException):
-        super().__init__(f"{path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                         f"it was damaged after it was written (a truncated copy, a full disk). Move it out of "
-                         f"{path.parent} and resume again (resume=true): the samples it held are audited again")
+        super().__init__(
+            f"{path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            f"it was damaged after it was written (a truncated copy, a full disk). Move it out of "
+            f"{path.parent} and resume again (resume=true): the samples it held are audited again"
+        )
         self.path = path
 
 
@@ -52,8 +54,11 @@ class PartWriter:
         self._pending: list[pa.Table] = []
         self._buffered = 0
         parts_dir.mkdir(parents=True, exist_ok=True)
-        existing = [int(m["seq"]) for p in parts_dir.iterdir() if (m := PART_PATTERN.match(p.name))
-                    and m["table"] == table and int(m["rank"]) == rank]
+        existing = [
+            int(m["seq"])
+            for p in parts_dir.iterdir()
+            if (m := PART_PATTERN.match(p.name)) and m["table"] == table and int(m["rank"]) == rank
+        ]
         self._next_seq = max(existing, default=-1) + 1
 
     def add(self, rows: pa.Table) -> None:

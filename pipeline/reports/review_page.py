@@ -34,8 +34,11 @@ MEANINGS = {
 }
 # Within a gallery, most severe first: (column, ascending).
 GALLERY_ORDER = {
-    "distracted": ("confidence", False), "confused_on_object": ("confidence", False), "empty_map": ("confidence", False),
-    "object_not_in_input": ("confidence", False), "right_for_wrong_reason": ("true_excess_energy", True),
+    "distracted": ("confidence", False),
+    "confused_on_object": ("confidence", False),
+    "empty_map": ("confidence", False),
+    "object_not_in_input": ("confidence", False),
+    "right_for_wrong_reason": ("true_excess_energy", True),
     "ok": ("true_excess_energy", True),
 }
 
@@ -63,19 +66,27 @@ def _number(value) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+    )
 
 
 def _headline(summary: dict) -> list[tuple[str, str]]:
     true = summary.get("true_class_maps") or {}
-    rows = [("images", fmt(summary.get("images"))), ("skipped (errors.parquet)", fmt(summary.get("errors"))),
-            ("accuracy", fmt(summary.get("accuracy"), True)), ("true-class energy in box", fmt(true.get("energy_in_box"))),
-            ("excess energy (0 = uniform, 1 = all in box)", fmt(true.get("excess_energy"))),
-            ("energy lift (1 = uniform)", fmt(true.get("energy_lift"))),
-            ("pointing game", fmt(true.get("pointing_game_accuracy"), True)),
-            ("GT-known localisation", fmt(true.get("gt_known_localisation_accuracy"), True)),
-            ("top-1 localisation", fmt(true.get("top1_localisation_accuracy"), True))]
+    rows = [
+        ("images", fmt(summary.get("images"))),
+        ("skipped (errors.parquet)", fmt(summary.get("errors"))),
+        ("accuracy", fmt(summary.get("accuracy"), True)),
+        ("true-class energy in box", fmt(true.get("energy_in_box"))),
+        ("excess energy (0 = uniform, 1 = all in box)", fmt(true.get("excess_energy"))),
+        ("energy lift (1 = uniform)", fmt(true.get("energy_lift"))),
+        ("pointing game", fmt(true.get("pointing_game_accuracy"), True)),
+        ("GT-known localisation", fmt(true.get("gt_known_localisation_accuracy"), True)),
+        ("top-1 localisation", fmt(true.get("top1_localisation_accuracy"), True)),
+    ]
     if summary.get("maxboxacc_v2"):
         rows.append(("MaxBoxAccV2", fmt(summary["maxboxacc_v2"]["maxboxacc_v2"], True)))
     return rows
@@ -89,21 +100,47 @@ def _overlay_link(overlay_dir: Path, sample_id: str) -> str | None:
 def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], list[dict]]:
     flagged, rows = [], []
     for entry in shortcuts.get("classes", []):
-        rows.append({"pred_name": entry["pred_name"], "images": entry["images"], "mean": fmt(entry["mean_excess_energy"]),
-                     "others": fmt(entry["others_mean_excess_energy"]), "effect": fmt(entry["effect"]),
-                     "p": fmt(entry["p_holm"], digits=4), "flagged": entry["flagged"]})
+        rows.append(
+            {
+                "pred_name": entry["pred_name"],
+                "images": entry["images"],
+                "mean": fmt(entry["mean_excess_energy"]),
+                "others": fmt(entry["others_mean_excess_energy"]),
+                "effect": fmt(entry["effect"]),
+                "p": fmt(entry["p_holm"], digits=4),
+                "flagged": entry["flagged"],
+            }
+        )
         if not entry["flagged"]:
             continue
         spot = entry.get("hot_spot")
-        context = {"pred_name": entry["pred_name"], "images": entry["images"], "mean_excess": fmt(entry["mean_excess_energy"]),
-                   "others_excess": fmt(entry["others_mean_excess_energy"]), "p_holm": fmt(entry["p_holm"], digits=4),
-                   "picture": (spot or {}).get("picture"), "spot": None}
+        context = {
+            "pred_name": entry["pred_name"],
+            "images": entry["images"],
+            "mean_excess": fmt(entry["mean_excess_energy"]),
+            "others_excess": fmt(entry["others_mean_excess_energy"]),
+            "p_holm": fmt(entry["p_holm"], digits=4),
+            "picture": (spot or {}).get("picture"),
+            "spot": None,
+        }
         if spot:
-            context["spot"] = {"x": fmt(spot["x"], digits=2), "y": fmt(spot["y"], digits=2), "share": fmt(spot["share"], True),
-                               "uniform": fmt(spot["uniform_share"], True), "peaking": fmt(spot["images_peaking_there"], True),
-                               "examples": [{"id": ex["id"], "excess": fmt(ex["excess_energy"]), "x": fmt(ex["off_box_peak_x"], digits=2),
-                                             "y": fmt(ex["off_box_peak_y"], digits=2), "overlay": _overlay_link(overlay_dir, ex["id"])}
-                                            for ex in spot.get("examples", [])]}
+            context["spot"] = {
+                "x": fmt(spot["x"], digits=2),
+                "y": fmt(spot["y"], digits=2),
+                "share": fmt(spot["share"], True),
+                "uniform": fmt(spot["uniform_share"], True),
+                "peaking": fmt(spot["images_peaking_there"], True),
+                "examples": [
+                    {
+                        "id": ex["id"],
+                        "excess": fmt(ex["excess_energy"]),
+                        "x": fmt(ex["off_box_peak_x"], digits=2),
+                        "y": fmt(ex["off_box_peak_y"], digits=2),
+                        "overlay": _overlay_link(overlay_dir, ex["id"]),
+                    }
+                    for ex in spot.get("examples", [])
+                ],
+            }
         flagged.append(context)
     return flagged, rows
 
@@ -111,11 +148,33 @@ def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], l
 def _group_context(summary: dict) -> list[dict]:
     out = []
     for column, rows in (summary.get("groups") or {}).items():
-        headers = [column, "images", "accuracy", "pred. map energy in box", "pred. map excess energy", "true map energy in box",
-                   "pred. map pointing"]
-        out.append({"column": column, "headers": headers, "rows": [
-            [fmt(r[column]), fmt(r["count"]), fmt(r["accuracy"], True), fmt(r["pred_energy_in_box"]), fmt(r.get("pred_excess_energy")),
-             fmt(r["true_energy_in_box"]), fmt(r["pred_pointing_hit"], True)] for r in rows]})
+        headers = [
+            column,
+            "images",
+            "accuracy",
+            "pred. map energy in box",
+            "pred. map excess energy",
+            "true map energy in box",
+            "pred. map pointing",
+        ]
+        out.append(
+            {
+                "column": column,
+                "headers": headers,
+                "rows": [
+                    [
+                        fmt(r[column]),
+                        fmt(r["count"]),
+                        fmt(r["accuracy"], True),
+                        fmt(r["pred_energy_in_box"]),
+                        fmt(r.get("pred_excess_energy")),
+                        fmt(r["true_energy_in_box"]),
+                        fmt(r["pred_pointing_hit"], True),
+                    ]
+                    for r in rows
+                ],
+            }
+        )
     return out
 
 
@@ -127,18 +186,35 @@ def _class_rows(classes: pd.DataFrame) -> list[dict]:
     rows = []
     for r in worst.to_dict("records"):
         excess = r.get("true_excess_energy")
-        rows.append({"name": str(r["label_name"]), "count": fmt(int(r["count"])), "accuracy": fmt(r["accuracy"], True),
-                     "energy": fmt(r.get("true_energy_in_box")), "excess": fmt(excess), "lift": fmt(r.get("true_energy_lift")),
-                     "pointing": fmt(r.get("true_pointing_game_accuracy"), True), "low": not _is_missing(excess) and excess <= 0})
+        rows.append(
+            {
+                "name": str(r["label_name"]),
+                "count": fmt(int(r["count"])),
+                "accuracy": fmt(r["accuracy"], True),
+                "energy": fmt(r.get("true_energy_in_box")),
+                "excess": fmt(excess),
+                "lift": fmt(r.get("true_energy_lift")),
+                "pointing": fmt(r.get("true_pointing_game_accuracy"), True),
+                "low": not _is_missing(excess) and excess <= 0,
+            }
+        )
     return rows
 
 
 def _image_row(r: dict, overlay_dir: Path) -> dict:
-    return {"id": str(r["id"]), "true": str(r["label_name"]), "pred": str(r["pred_name"]), "triage": str(r.get("triage", "")),
-            "confidence": fmt(r["confidence"], True), "confidence_value": _number(r["confidence"]),
-            "pred_excess": fmt(r.get("pred_excess_energy")), "pred_excess_value": _number(r.get("pred_excess_energy")),
-            "true_excess": fmt(r.get("true_excess_energy")), "true_excess_value": _number(r.get("true_excess_energy")),
-            "overlay": _overlay_link(overlay_dir, r["id"])}
+    return {
+        "id": str(r["id"]),
+        "true": str(r["label_name"]),
+        "pred": str(r["pred_name"]),
+        "triage": str(r.get("triage", "")),
+        "confidence": fmt(r["confidence"], True),
+        "confidence_value": _number(r["confidence"]),
+        "pred_excess": fmt(r.get("pred_excess_energy")),
+        "pred_excess_value": _number(r.get("pred_excess_energy")),
+        "true_excess": fmt(r.get("true_excess_energy")),
+        "true_excess_value": _number(r.get("true_excess_energy")),
+        "overlay": _overlay_link(overlay_dir, r["id"]),
+    }
 
 
 def _images_context(frame: pd.DataFrame, overlay_dir: Path, max_images: int) -> tuple[list[dict], list[dict], int]:
@@ -159,19 +235,29 @@ def _images_context(frame: pd.DataFrame, overlay_dir: Path, max_images: int) -> 
         members = members.sort_values(column, ascending=ascending, na_position="first", kind="stable")
         rows = [_image_row(r, overlay_dir) for r in members.to_dict("records")]
         if category == "ok":
-            rows = [r for r in rows if r["overlay"]]  # correct and on the object: only those drawn (report.overlays=all)
+            rows = [
+                r for r in rows if r["overlay"]
+            ]  # correct and on the object: only those drawn (report.overlays=all)
         room = max(0, max_images - len(image_rows))
         left_out += max(0, len(rows) - room)
         rows = rows[:room]
         image_rows += rows
         cards = [r for r in rows if r["overlay"]]
         if cards:
-            galleries.append({"name": category, "cards": cards, "left_out": len(members) - len(cards),
-                              "order": ("most confident first" if column == "confidence" else "least on the object first")})
+            galleries.append(
+                {
+                    "name": category,
+                    "cards": cards,
+                    "left_out": len(members) - len(cards),
+                    "order": ("most confident first" if column == "confidence" else "least on the object first"),
+                }
+            )
     return image_rows, galleries, left_out
 
 
-def render_review_page(summary: dict, frame: pd.DataFrame, classes: pd.DataFrame, overlay_dir: Path, max_images: int) -> str:
+def render_review_page(
+    summary: dict, frame: pd.DataFrame, classes: pd.DataFrame, overlay_dir: Path, max_images: int
+) -> str:
     """The page as a string; ``frame`` is ``samples.parquet`` (with ``triage``), ``classes`` is ``classes.parquet``."""
     definitions = summary.get("definitions") or {}
     shortcuts = summary.get("shortcuts") or {}
@@ -179,19 +265,38 @@ def render_review_page(summary: dict, frame: pd.DataFrame, classes: pd.DataFrame
     image_rows, galleries, left_out = _images_context(frame, overlay_dir, max_images)
     triage = summary.get("triage") or {}
     context = {
-        "run_dir": str(summary.get("run_dir", "")), "model_name": str((summary.get("model") or {}).get("name", "")),
-        "target_layer": str(summary.get("target_layer", "")), "cam_method": str(definitions.get("cam_method", "")),
+        "run_dir": str(summary.get("run_dir", "")),
+        "model_name": str((summary.get("model") or {}).get("name", "")),
+        "target_layer": str(summary.get("target_layer", "")),
+        "cam_method": str(definitions.get("cam_method", "")),
         "space": str(definitions.get("coordinate_space", "")).split(":")[0],
-        "collapse": shortcuts.get("collapse"), "headline": _headline(summary),
-        "triage_rows": [{"name": name, "count": int(triage.get(name, 0)), "meaning": MEANINGS[name]}
-                        for name in SEVERITY_ORDER if name in triage or not triage],
-        "shortcut_rule": shortcuts.get("rule", "the shortcut finder did not run"), "flagged": flagged,
-        "shortcut_rows": shortcut_rows, "shortcuts_tested": shortcuts.get("tested", 0),
+        "collapse": shortcuts.get("collapse"),
+        "headline": _headline(summary),
+        "triage_rows": [
+            {"name": name, "count": int(triage.get(name, 0)), "meaning": MEANINGS[name]}
+            for name in SEVERITY_ORDER
+            if name in triage or not triage
+        ],
+        "shortcut_rule": shortcuts.get("rule", "the shortcut finder did not run"),
+        "flagged": flagged,
+        "shortcut_rows": shortcut_rows,
+        "shortcuts_tested": shortcuts.get("tested", 0),
         "groups": _group_context(summary),
-        "confusions": [{"true": c["true"], "pred": c["pred"], "images": c["images"], "energy": fmt(c["pred_energy_in_box"]),
-                        "excess": fmt(c["pred_excess_energy"])} for c in summary.get("confusions") or []],
-        "class_rows": _class_rows(classes), "class_rows_shown": CLASS_ROWS_SHOWN,
-        "image_rows": image_rows, "galleries": galleries, "images_left_out": left_out,
+        "confusions": [
+            {
+                "true": c["true"],
+                "pred": c["pred"],
+                "images": c["images"],
+                "energy": fmt(c["pred_energy_in_box"]),
+                "excess": fmt(c["pred_excess_energy"]),
+            }
+            for c in summary.get("confusions") or []
+        ],
+        "class_rows": _class_rows(classes),
+        "class_rows_shown": CLASS_ROWS_SHOWN,
+        "image_rows": image_rows,
+        "galleries": galleries,
+        "images_left_out": left_out,
         "gallery_names": {g["name"] for g in galleries},
         "filter_classes": sorted({r["true"] for r in image_rows} | {r["pred"] for r in image_rows}),
         "filter_triage": [c for c in CATEGORIES if any(r["triage"] == c for r in image_rows)],

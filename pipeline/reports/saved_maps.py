@@ -8,21 +8,23 @@ value, about 200 bytes per map for a 7x7 layer), the boxes are in network-input 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-MAPS_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("map_names", pa.list_(pa.string())),  # e.g. [pred, true]: the order of the K maps
-    ("map_shape", pa.list_(pa.int32())),  # [K, h, w]
-    ("maps", pa.list_(pa.float16())),  # K * h * w values, row-major
-    ("boxes", pa.list_(pa.float32())),  # N * 4 values (x1, y1, x2, y2), network-input pixel edges
-])
+MAPS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("map_names", pa.list_(pa.string())),  # e.g. [pred, true]: the order of the K maps
+        ("map_shape", pa.list_(pa.int32())),  # [K, h, w]
+        ("maps", pa.list_(pa.float16())),  # K * h * w values, row-major
+        ("boxes", pa.list_(pa.float32())),  # N * 4 values (x1, y1, x2, y2), network-input pixel edges
+    ]
+)
 
 
 def map_rows(ids: pa.Array, signed_low_res: torch.Tensor, batch: dict, map_names: list[str]) -> pa.Table:
@@ -30,16 +32,23 @@ def map_rows(ids: pa.Array, signed_low_res: torch.Tensor, batch: dict, map_names
     maps = signed_low_res.to(torch.float16).cpu().numpy()  # [B, K, h, w]
     count = maps.shape[0]
     boxes = [batch["boxes"][i][batch["box_valid"][i]].reshape(-1).numpy() for i in range(count)]
-    return pa.table({
-        "id": ids,
-        "map_names": [list(map_names)] * count,
-        "map_shape": [list(maps.shape[1:])] * count,
-        "maps": pa.FixedSizeListArray.from_arrays(pa.array(maps.reshape(-1)), int(np.prod(maps.shape[1:]))).cast(pa.list_(pa.float16())),
-        "boxes": pa.array(boxes, pa.list_(pa.float32())),
-    }, schema=MAPS_SCHEMA)
+    return pa.table(
+        {
+            "id": ids,
+            "map_names": [list(map_names)] * count,
+            "map_shape": [list(maps.shape[1:])] * count,
+            "maps": pa.FixedSizeListArray.from_arrays(pa.array(maps.reshape(-1)), int(np.prod(maps.shape[1:]))).cast(
+                pa.list_(pa.float16())
+            ),
+            "boxes": pa.array(boxes, pa.list_(pa.float32())),
+        },
+        schema=MAPS_SCHEMA,
+    )
 
 
-def read_saved_maps(path: Path, batch_size: int = 256) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]]:
+def read_saved_maps(
+    path: Path, batch_size: int = 256
+) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(ids, signed maps [B, K, h, w] float32, boxes [B, N, 4], box_valid [B, N])`` batches."""
     for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
         rows = record_batch.to_pydict()
@@ -55,7 +64,9 @@ def read_saved_maps(path: Path, batch_size: int = 256) -> Iterator[tuple[list[st
         yield rows["id"], maps, boxes, valid
 
 
-def rescore(run_dir: Path, input_size: tuple[int, int], score: Callable[..., dict[str, torch.Tensor]], map_index: int = 1) -> dict[str, np.ndarray]:
+def rescore(
+    run_dir: Path, input_size: tuple[int, int], score: Callable[..., dict[str, torch.Tensor]], map_index: int = 1
+) -> dict[str, np.ndarray]:
     """Apply ``score(maps, raw_maps, empty, boxes, box_valid) -> {name: [B]}`` to saved map ``map_index``
     (1 = the true class) of every image, post-processed as in the run. Returns ``{"id": ..., name: ...}``."""
     from pipeline.maps.engine import upsample_and_normalise

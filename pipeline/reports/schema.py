@@ -31,14 +31,34 @@ from pipeline.data.records import SampleRecord, printable_text
 from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
 from pipeline.scores.registry import score_columns
 
-ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("path", pa.string()), ("stage", pa.string()),
-                           ("error_type", pa.string()), ("message", pa.string())])
+ERRORS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("path", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+    ]
+)
 
-IDENTITY = [("id", pa.string()), ("path", pa.string()), ("label", pa.int32()), ("label_name", pa.string()),
-            ("pred", pa.int32()), ("pred_name", pa.string()), ("confidence", pa.float32()), ("prob_true", pa.float32()),
-            ("correct", pa.bool_()), ("width", pa.int32()), ("height", pa.int32()), ("n_boxes", pa.int32()),
-            ("n_boxes_dropped", pa.int32()), ("n_boxes_over_cap", pa.int32()), ("no_box_in_input", pa.bool_()),
-            ("non_finite_output", pa.bool_())]
+IDENTITY = [
+    ("id", pa.string()),
+    ("path", pa.string()),
+    ("label", pa.int32()),
+    ("label_name", pa.string()),
+    ("pred", pa.int32()),
+    ("pred_name", pa.string()),
+    ("confidence", pa.float32()),
+    ("prob_true", pa.float32()),
+    ("correct", pa.bool_()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("n_boxes", pa.int32()),
+    ("n_boxes_dropped", pa.int32()),
+    ("n_boxes_over_cap", pa.int32()),
+    ("no_box_in_input", pa.bool_()),
+    ("non_finite_output", pa.bool_()),
+]
 
 
 def score_fields(cfg) -> list[tuple[str, pa.DataType]]:
@@ -67,7 +87,7 @@ def samples_schema(setup, cfg) -> pa.Schema:
     if setup.metadata is not None:
         for column, dtype in setup.metadata.dtypes.items():
             if column not in {f[0] for f in fields}:
-                fields.append((column, pa.from_numpy_dtype(dtype) if dtype != object else pa.string()))
+                fields.append((column, pa.from_numpy_dtype(dtype) if dtype != object else pa.string()))  # noqa: E721 (a NumPy dtype equals `object`, it is not it)
     return pa.schema(fields)
 
 
@@ -78,7 +98,9 @@ def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict
     labels = np.asarray([r.label for r in records], dtype=np.int64)
     arrays = {
         "id": pa.array([r.sample_id for r in records], pa.string()),
-        "path": pa.array([printable_text(r.image_path) for r in records], pa.string()),  # the real name may not be UTF-8
+        "path": pa.array(
+            [printable_text(r.image_path) for r in records], pa.string()
+        ),  # the real name may not be UTF-8
         "label": pa.array(labels.astype(np.int32)),
         "label_name": pa.array(names[labels] if len(records) else [], pa.string()),
     }
@@ -94,8 +116,13 @@ def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict
 def error_rows(entries: list[tuple[SampleRecord, str, str, str]]) -> pa.Table:
     """Rows of ``errors.parquet`` from ``(record, stage, error type, message)``; paths and messages as
     printable text (a decoder's message can quote a file name that is not UTF-8)."""
-    return pa.table({
-        "id": [r.sample_id for r, *_ in entries], "path": [printable_text(r.image_path) for r, *_ in entries],
-        "stage": [e[1] for e in entries], "error_type": [e[2] for e in entries],
-        "message": [printable_text(str(e[3])) for e in entries],
-    }, schema=ERRORS_SCHEMA)
+    return pa.table(
+        {
+            "id": [r.sample_id for r, *_ in entries],
+            "path": [printable_text(r.image_path) for r, *_ in entries],
+            "stage": [e[1] for e in entries],
+            "error_type": [e[2] for e in entries],
+            "message": [printable_text(str(e[3])) for e in entries],
+        },
+        schema=ERRORS_SCHEMA,
+    )

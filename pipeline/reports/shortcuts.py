@@ -59,7 +59,7 @@ class ShortcutSettings:
     collapse_share: float = 0.5
 
     @classmethod
-    def from_config(cls, report_cfg) -> "ShortcutSettings":
+    def from_config(cls, report_cfg) -> ShortcutSettings:
         given = dict((report_cfg or {}).get("shortcuts") or {})
         fields = {name: type(default)(given[name]) for name, default in asdict(cls()).items() if name in given}
         return cls(**fields)
@@ -67,15 +67,18 @@ class ShortcutSettings:
 
 def rule_text(settings: ShortcutSettings) -> str:
     """The finder's rule in one sentence, with its settings (for the summary and the page)."""
-    return (f"a predicted class is flagged when its maps' mean excess energy is at least {settings.min_effect:g} below the other "
-            f"predicted classes' and a one-sided permutation test ({settings.permutations} shuffles of the predicted labels) "
-            f"gives a Holm-adjusted p-value of at most {settings.alpha:g} (classes with at least {settings.min_images} images "
-            f"with a box): at most a {100 * settings.alpha:g}% chance of any false flag when the predicted class says nothing "
-            "about where the maps look")
+    return (
+        f"a predicted class is flagged when its maps' mean excess energy is at least {settings.min_effect:g} below the other "
+        f"predicted classes' and a one-sided permutation test ({settings.permutations} shuffles of the predicted labels) "
+        f"gives a Holm-adjusted p-value of at most {settings.alpha:g} (classes with at least {settings.min_images} images "
+        f"with a box): at most a {100 * settings.alpha:g}% chance of any false flag when the predicted class says nothing "
+        "about where the maps look"
+    )
 
 
-def permutation_test(values: np.ndarray, groups: np.ndarray, n_groups: int, permutations: int,
-                     rng: np.random.Generator, chunk: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def permutation_test(
+    values: np.ndarray, groups: np.ndarray, n_groups: int, permutations: int, rng: np.random.Generator, chunk: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
     """Effect ``mean(others) - mean(group)`` and its one-sided permutation p-value, for every group.
 
     values ``[N]`` float64, groups ``[N]`` int in ``[0, n_groups)``. The same shuffles serve every group.
@@ -96,8 +99,9 @@ def permutation_test(values: np.ndarray, groups: np.ndarray, n_groups: int, perm
         size = min(chunk, permutations - done)
         shuffled = rng.permuted(np.broadcast_to(groups, (size, n)), axis=1)  # [size, N]
         offsets = (np.arange(size) * n_groups)[:, None]
-        sums = np.bincount((shuffled + offsets).ravel(), weights=np.broadcast_to(values, (size, n)).ravel(),
-                           minlength=size * n_groups).reshape(size, n_groups)
+        sums = np.bincount(
+            (shuffled + offsets).ravel(), weights=np.broadcast_to(values, (size, n)).ravel(), minlength=size * n_groups
+        ).reshape(size, n_groups)
         at_least += (effects(sums) >= observed[None, :] - 1e-12).sum(axis=0)
         done += size
     p = (1.0 + at_least) / (1.0 + permutations)
@@ -149,9 +153,14 @@ def hot_spot(grids: np.ndarray, window: int = 3) -> dict:
     padded = np.pad(share_map, ((1, 0), (1, 0))).cumsum(axis=0).cumsum(axis=1)
     sums = padded[w:, w:] - padded[:-w, w:] - padded[w:, :-w] + padded[:-w, :-w]  # [G-w+1, G-w+1]
     row, col = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return {"x": (col + w / 2) / size, "y": (row + w / 2) / size, "share": float(sums[row, col]),
-            "uniform_share": w * w / (size * size), "cells": [int(row), int(col), int(row + w), int(col + w)],
-            "share_map": share_map}
+    return {
+        "x": (col + w / 2) / size,
+        "y": (row + w / 2) / size,
+        "share": float(sums[row, col]),
+        "uniform_share": w * w / (size * size),
+        "cells": [int(row), int(col), int(row + w), int(col + w)],
+        "share_map": share_map,
+    }
 
 
 def image_peaks(grids: np.ndarray) -> np.ndarray:
@@ -170,9 +179,14 @@ def collapse_warning(frame: pd.DataFrame, settings: ShortcutSettings) -> dict | 
     true_share = float((frame["label_name"] == name).mean())
     if share < settings.collapse_share or true_share * 2 > share:
         return None
-    return {"pred_name": str(name), "share": share, "true_share": true_share, "images": count,
-            "message": f"{100 * share:.0f}% of the images are predicted as {name!r}, which is the true class of "
-                       f"{100 * true_share:.0f}%: the model's predictions have collapsed; per-class numbers say little"}
+    return {
+        "pred_name": str(name),
+        "share": share,
+        "true_share": true_share,
+        "images": count,
+        "message": f"{100 * share:.0f}% of the images are predicted as {name!r}, which is the true class of "
+        f"{100 * true_share:.0f}%: the model's predictions have collapsed; per-class numbers say little",
+    }
 
 
 def find_shortcuts(frame: pd.DataFrame, settings: ShortcutSettings) -> dict:
@@ -181,8 +195,14 @@ def find_shortcuts(frame: pd.DataFrame, settings: ShortcutSettings) -> dict:
     ``classes``: one entry per tested predicted class, flagged first then by effect; ``flagged``: their
     names; the flagged entries carry ``hot_spot`` when the rows hold ``pred_off_box_grid``.
     """
-    out = {"rule": rule_text(settings), "settings": asdict(settings), "tested": 0, "flagged": [], "classes": [],
-           "collapse": collapse_warning(frame, settings)}
+    out = {
+        "rule": rule_text(settings),
+        "settings": asdict(settings),
+        "tested": 0,
+        "flagged": [],
+        "classes": [],
+        "collapse": collapse_warning(frame, settings),
+    }
     if not len(frame):
         return out
     excess = frame["pred_excess_energy"].to_numpy(dtype=np.float64)
@@ -196,7 +216,9 @@ def find_shortcuts(frame: pd.DataFrame, settings: ShortcutSettings) -> dict:
         return out
     if int(tested.sum()) / (settings.permutations + 1) <= settings.alpha / 5:
         method = "permutation"
-        effect, p = permutation_test(values, groups, len(labels), settings.permutations, np.random.default_rng(settings.seed))
+        effect, p = permutation_test(
+            values, groups, len(labels), settings.permutations, np.random.default_rng(settings.seed)
+        )
     else:
         # The smallest permutation p-value times the number of classes would come close to alpha: the
         # shuffles cannot resolve the Holm threshold, so use their normal approximation.
@@ -211,9 +233,16 @@ def find_shortcuts(frame: pd.DataFrame, settings: ShortcutSettings) -> dict:
     for index in np.flatnonzero(tested):
         flagged = bool(adjusted[index] <= settings.alpha and effect[index] >= settings.min_effect)
         members = groups == index
-        entry = {"pred_name": str(labels[index]), "images": int(counts[index]),
-                 "mean_excess_energy": float(values[members].mean()), "others_mean_excess_energy": float(values[~members].mean()),
-                 "effect": float(effect[index]), "p_value": float(p[index]), "p_holm": float(adjusted[index]), "flagged": flagged}
+        entry = {
+            "pred_name": str(labels[index]),
+            "images": int(counts[index]),
+            "mean_excess_energy": float(values[members].mean()),
+            "others_mean_excess_energy": float(values[~members].mean()),
+            "effect": float(effect[index]),
+            "p_value": float(p[index]),
+            "p_holm": float(adjusted[index]),
+            "flagged": flagged,
+        }
         if flagged and GRID_COLUMN in rows.columns:
             entry["hot_spot"] = _class_hot_spot(rows[members], settings)
         entries.append(entry)
@@ -231,10 +260,18 @@ def _class_hot_spot(rows: pd.DataFrame, settings: ShortcutSettings, examples: in
     peaks = image_peaks(grids)
     inside = (peaks[:, 0] >= r0) & (peaks[:, 0] < r1) & (peaks[:, 1] >= c0) & (peaks[:, 1] < c1)
     order = np.argsort(rows["pred_excess_energy"].to_numpy(dtype=np.float64), kind="stable")[:examples]
-    spot.update(images_peaking_there=float(inside.mean()),
-                examples=[{"id": str(rows["id"].iloc[i]), "excess_energy": float(rows["pred_excess_energy"].iloc[i]),
-                           "off_box_peak_x": (peaks[i, 1] + 0.5) / size, "off_box_peak_y": (peaks[i, 0] + 0.5) / size}
-                          for i in order])
+    spot.update(
+        images_peaking_there=float(inside.mean()),
+        examples=[
+            {
+                "id": str(rows["id"].iloc[i]),
+                "excess_energy": float(rows["pred_excess_energy"].iloc[i]),
+                "off_box_peak_x": (peaks[i, 1] + 0.5) / size,
+                "off_box_peak_y": (peaks[i, 0] + 0.5) / size,
+            }
+            for i in order
+        ],
+    )
     return spot
 
 
@@ -256,7 +293,9 @@ def write_hot_spot_pictures(shortcuts: dict, out_dir: Path, side: int = 160) -> 
         image = cv2.resize(image, (side, side), interpolation=cv2.INTER_NEAREST)
         r0, c0, r1, c1 = spot["cells"]
         cell = side / share_map.shape[0]
-        cv2.rectangle(image, (int(c0 * cell), int(r0 * cell)), (int(c1 * cell) - 1, int(r1 * cell) - 1), (255, 255, 0), 2)
+        cv2.rectangle(
+            image, (int(c0 * cell), int(r0 * cell)), (int(c1 * cell) - 1, int(r1 * cell) - 1), (255, 255, 0), 2
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{safe_file_stem(entry['pred_name'])}.png"
         cv2.imwrite(str(path), image)

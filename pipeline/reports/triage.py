@@ -28,11 +28,23 @@ import pandas as pd
 
 # The categories in the order they are assigned (and shown, most in need of a look first after the
 # two that cannot be judged).
-CATEGORIES: tuple[str, ...] = ("object_not_in_input", "empty_map", "confused_on_object", "distracted",
-                               "right_for_wrong_reason", "ok")
+CATEGORIES: tuple[str, ...] = (
+    "object_not_in_input",
+    "empty_map",
+    "confused_on_object",
+    "distracted",
+    "right_for_wrong_reason",
+    "ok",
+)
 # Shown first on the review page: the categories that call for a decision, most severe first.
-SEVERITY_ORDER: tuple[str, ...] = ("distracted", "right_for_wrong_reason", "confused_on_object", "empty_map",
-                                   "object_not_in_input", "ok")
+SEVERITY_ORDER: tuple[str, ...] = (
+    "distracted",
+    "right_for_wrong_reason",
+    "confused_on_object",
+    "empty_map",
+    "object_not_in_input",
+    "ok",
+)
 
 
 @dataclass(frozen=True)
@@ -42,9 +54,13 @@ class TriageSettings:
     on_object_min_excess_energy: float = 0.2
 
     @classmethod
-    def from_config(cls, report_cfg) -> "TriageSettings":
+    def from_config(cls, report_cfg) -> TriageSettings:
         triage = (report_cfg or {}).get("triage") or {}
-        return cls(on_object_min_excess_energy=float(triage.get("on_object_min_excess_energy", cls.on_object_min_excess_energy)))
+        return cls(
+            on_object_min_excess_energy=float(
+                triage.get("on_object_min_excess_energy", cls.on_object_min_excess_energy)
+            )
+        )
 
 
 def on_object(pointing_hit: pd.Series, excess_energy: pd.Series, settings: TriageSettings) -> np.ndarray:

@@ -94,5 +94,7 @@ def score_map(
         gt = gt & domain
     # Thresholds compare with ">=": -inf outside the domain keeps those pixels out even at tau = 0.
     thresholded = maps if domain is None else maps.masked_fill(~domain, float("-inf"))
-    inputs = ScoreInputs(maps, raw_maps.to(dev), empty, boxes, box_valid, gt, domain, thresholded, tolerance, iou_threshold)
+    inputs = ScoreInputs(
+        maps, raw_maps.to(dev), empty, boxes, box_valid, gt, domain, thresholded, tolerance, iou_threshold
+    )
     return {column: score.function(inputs, tau) for column, score, tau in columns}

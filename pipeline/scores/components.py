@@ -259,9 +259,7 @@ def largest_component_box(maps: torch.Tensor, empty: torch.Tensor, tau: float) -
     st = _component_stats(runs, H, W)
     # Key: larger count first, then earlier first pixel; unique per image.
     key = torch.where(st.is_root, st.count * (H * W) + (H * W - 1 - st.first), -1)
-    best = torch.full((B,), -1, dtype=torch.long, device=dev).scatter_reduce_(
-        0, st.image, key, reduce="amax"
-    )
+    best = torch.full((B,), -1, dtype=torch.long, device=dev).scatter_reduce_(0, st.image, key, reduce="amax")
     chosen = st.is_root & (key == best[st.image])
     box = torch.stack([st.x1, st.y1, st.x2, st.y2], dim=1).to(torch.float32)
     # Exactly one chosen run per image that has a component; other runs write to a dump row B.

@@ -75,7 +75,9 @@ def box_area_fraction(gt_mask: torch.Tensor, domain: torch.Tensor | None = None)
     if domain is None:
         frac = area / float(H * W)
     else:
-        frac = area / domain.to(device=gt_mask.device, dtype=torch.bool).sum(dim=(1, 2), dtype=torch.float64).clamp(min=1)
+        frac = area / domain.to(device=gt_mask.device, dtype=torch.bool).sum(dim=(1, 2), dtype=torch.float64).clamp(
+            min=1
+        )
     return torch.where(area > 0, frac, _NAN).to(torch.float32)
 
 
@@ -127,9 +129,7 @@ def _disk_half_widths(tolerance: float, max_dy: int) -> list[tuple[int, int]]:
     return out
 
 
-def pointing_game_hit(
-    maps: torch.Tensor, empty: torch.Tensor, gt_mask: torch.Tensor, tolerance: float
-) -> torch.Tensor:
+def pointing_game_hit(maps: torch.Tensor, empty: torch.Tensor, gt_mask: torch.Tensor, tolerance: float) -> torch.Tensor:
     """Pointing game hit (Zhang et al. ECCV 2016; tolerance as in TorchRay benchmark/pointing_game.py).
 
     Hit (1.0) iff ANY pixel p attaining the per-image maximum of the map (all ties count) lies in G
@@ -231,10 +231,12 @@ def _kth_largest_key(keys: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor,
         index = digit + (torch.arange(B, device=dev, dtype=torch.int32) * bins)[:, None]
         if ties is not None:
             index = torch.where(ties, index, B * bins)  # keys outside the selected prefix go to a spare bin
-        counts = torch.bincount(index.reshape(-1), minlength=B * bins + 1)[:B * bins].view(B, bins)
+        counts = torch.bincount(index.reshape(-1), minlength=B * bins + 1)[: B * bins].view(B, bins)
         at_or_above = counts.flip(1).cumsum(1).flip(1)  # [B, bins]: keys with this digit or a larger one
         chosen = (at_or_above >= remaining[:, None]).sum(dim=1) - 1
-        above = torch.cat([at_or_above[:, 1:], torch.zeros_like(at_or_above[:, :1])], dim=1).gather(1, chosen[:, None])[:, 0]
+        above = torch.cat([at_or_above[:, 1:], torch.zeros_like(at_or_above[:, :1])], dim=1).gather(1, chosen[:, None])[
+            :, 0
+        ]
         remaining = remaining - above
         value = value * bins + (chosen - bins // 2 if signed else chosen)
         same = digit == chosen[:, None].to(digit.dtype)
@@ -242,7 +244,9 @@ def _kth_largest_key(keys: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor,
     return value, ties, remaining
 
 
-def relevance_rank_accuracy(maps: torch.Tensor, gt_mask: torch.Tensor, domain: torch.Tensor | None = None) -> torch.Tensor:
+def relevance_rank_accuracy(
+    maps: torch.Tensor, gt_mask: torch.Tensor, domain: torch.Tensor | None = None
+) -> torch.Tensor:
     """Relevance rank accuracy (Arras et al. 2022; Quantus ``RelevanceRankAccuracy``).
 
     With ``K = sum(G)``: the share of the K highest-valued pixels of the map that lie in G,

@@ -49,9 +49,7 @@ def box_pixel_indicators(
     return rows, cols
 
 
-def boxes_to_mask(
-    boxes: torch.Tensor, box_valid: torch.Tensor, height: int, width: int
-) -> torch.Tensor:
+def boxes_to_mask(boxes: torch.Tensor, box_valid: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Ground-truth region G: the union of the valid boxes of each image, as a pixel mask.
 
     ``G[b, y, x] = OR_n (box_valid[b, n] and x1_n <= x + 0.5 < x2_n and y1_n <= y + 0.5 < y2_n)``;

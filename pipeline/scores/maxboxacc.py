@@ -59,7 +59,10 @@ def _candidate_boxes(binary: torch.Tensor, include_holes: bool) -> tuple[torch.T
 
 
 def _candidate_best_iou(
-    binary: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor, include_holes: bool,
+    binary: torch.Tensor,
+    boxes: torch.Tensor,
+    box_valid: torch.Tensor,
+    include_holes: bool,
     pairs_per_chunk: int = 1 << 20,
 ) -> torch.Tensor:
     """Per binary image, the best IoU of any candidate box with any valid GT box; -1 without candidates.
@@ -187,9 +190,7 @@ class MaxBoxAccV2:
             self._no_box = torch.zeros((), dtype=torch.long, device=self.device)
 
     @torch.no_grad()
-    def update(
-        self, maps: torch.Tensor, empty: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor
-    ) -> None:
+    def update(self, maps: torch.Tensor, empty: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor) -> None:
         """Add one batch.
 
         Shapes: maps [B, H, W] float32 (min-max normalised, in [0, 1]), empty [B] bool,
@@ -257,7 +258,11 @@ class MaxBoxAccV2:
 
     @torch.no_grad()
     def best_iou_per_threshold(
-        self, maps: torch.Tensor, empty: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor,
+        self,
+        maps: torch.Tensor,
+        empty: torch.Tensor,
+        boxes: torch.Tensor,
+        box_valid: torch.Tensor,
         domain: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per image and threshold, the best IoU of any candidate box with any valid GT box.
@@ -307,8 +312,12 @@ def maxboxacc_from_best_iou(best_iou, counted, thresholds: int, iou_thresholds=(
     best_iou = np.asarray(best_iou, dtype=np.float64).reshape(-1, thresholds)
     counted = np.asarray(counted, dtype=bool)
     rows = best_iou[counted]
-    out: dict = {"num_images": int(counted.sum()), "num_images_without_box": int((~counted).sum()),
-                 "thresholds": thresholds, "iou_thresholds": list(iou_thresholds)}
+    out: dict = {
+        "num_images": int(counted.sum()),
+        "num_images_without_box": int((~counted).sum()),
+        "thresholds": thresholds,
+        "iou_thresholds": list(iou_thresholds),
+    }
     maxima = []
     for delta in iou_thresholds:
         name = f"iou{int(round(delta * 100))}"

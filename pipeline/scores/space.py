@@ -34,7 +34,9 @@ class ScoringView:
     grid_size: torch.Tensor | None = None  # [B, 2] (height, width) of each image's grid on the canvas, on the host
 
 
-def scoring_view(maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor, grid_size: torch.Tensor | None) -> ScoringView:
+def scoring_view(
+    maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor, grid_size: torch.Tensor | None
+) -> ScoringView:
     """Network-input maps and boxes as they are (``grid_size`` None), or warped back to the stored images."""
     if grid_size is None:
         return ScoringView(maps.normalised, maps.raw, maps.empty, boxes, box_valid)
@@ -45,7 +47,16 @@ def scoring_view(maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor
     on_grid = stored * torch.stack([scale[:, 0], scale[:, 1], scale[:, 0], scale[:, 1]], dim=1)[:, None, :]
     # An image none of whose boxes reached the network input is flagged, its box scores NaN, in both spaces.
     valid = batch["box_stored_valid"].to(device, non_blocking=True) & box_valid.any(dim=1, keepdim=True)
-    return ScoringView(original.normalised, original.raw, original.empty, on_grid, valid, original.domain, original.grid_scale, grid_size)
+    return ScoringView(
+        original.normalised,
+        original.raw,
+        original.empty,
+        on_grid,
+        valid,
+        original.domain,
+        original.grid_scale,
+        grid_size,
+    )
 
 
 def coordinates_to_stored(scores: dict[str, torch.Tensor], grid_scale: torch.Tensor) -> dict[str, torch.Tensor]:

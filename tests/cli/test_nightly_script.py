@@ -11,9 +11,17 @@ from tests.helpers_corpus import MAIN, base_overrides, good_dataset
 
 
 def night(tmp, name: str, overrides: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NIGHTLY_ROOT": str(tmp / "nights"), "NIGHTLY_NAME": name, "PYTHON": sys.executable,
-           "NIGHTLY_ARGS": " ".join(overrides), "NIGHTLY_GATES": "--max-drop accuracy=0 --resamples 200"}
-    return subprocess.run(["bash", str(MAIN / "scripts" / "nightly.sh")], env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "NIGHTLY_ROOT": str(tmp / "nights"),
+        "NIGHTLY_NAME": name,
+        "PYTHON": sys.executable,
+        "NIGHTLY_ARGS": " ".join(overrides),
+        "NIGHTLY_GATES": "--max-drop accuracy=0 --resamples 200",
+    }
+    return subprocess.run(
+        ["bash", str(MAIN / "scripts" / "nightly.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_nights_compare_with_the_previous_finished_one(tmp_path):

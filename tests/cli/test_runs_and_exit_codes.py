@@ -20,15 +20,19 @@ from tests.helpers_corpus import MAIN, base_overrides, good_dataset, run_cli
 
 def snapshot(folder) -> dict[str, str]:
     """Every file under ``folder`` (hidden ones included) -> SHA-256 of its bytes; folders as ``<dir>``."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>")
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>")
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     good_dataset(tmp / "data", 8)
-    overrides = base_overrides(tmp / "data", tmp / "cache", **{"runtime.log_format": "json", "runtime.log_every_batches": 1})
+    overrides = base_overrides(
+        tmp / "data", tmp / "cache", **{"runtime.log_format": "json", "runtime.log_every_batches": 1}
+    )
     result = run_cli(overrides, tmp / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp, overrides, result
@@ -42,7 +46,9 @@ def test_accepted_run_writes_hydra_record_and_a_json_job_log(finished):
     for lines in ((run / "cam-audit.log").read_text().splitlines(), result.stderr.splitlines()):
         events = [json.loads(line) for line in lines]  # every line is one JSON object
         names = [e["event"] for e in events]
-        assert names[:2] == ["start", "configured"] and names[-1] == "summary" and names.count("progress") == 2  # 8 images, batch 4
+        assert (
+            names[:2] == ["start", "configured"] and names[-1] == "summary" and names.count("progress") == 2
+        )  # 8 images, batch 4
         assert all(e["time"].endswith("Z") for e in events)
         summary = events[-1]
         assert summary["images"] == 8 and 0 <= summary["accuracy"] <= 1
@@ -58,7 +64,10 @@ def test_refused_start_leaves_the_finished_run_byte_for_byte(finished):
     assert result.returncode == ExitCode.CONFIG, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1 and "already holds a run" in result.stderr, result.stderr
     result = run_cli(overrides + ["cam.method=nope"], tmp / "run")  # a bad option, json: the refusal is the last event
-    assert result.returncode == ExitCode.CONFIG and json.loads(result.stderr.splitlines()[-1])["exit_code"] == ExitCode.CONFIG
+    assert (
+        result.returncode == ExitCode.CONFIG
+        and json.loads(result.stderr.splitlines()[-1])["exit_code"] == ExitCode.CONFIG
+    )
     assert snapshot(tmp / "run") == before
 
 
@@ -76,8 +85,13 @@ def test_failed_start_creates_no_folder(finished):
 
 @pytest.mark.parametrize("override, words", [("model.nmae=x", "model.nmae"), ("cam=gradcam++", "cam/gradcam++")])
 def test_hydra_own_errors_are_one_line_and_exit_2(tmp_path, override, words):
-    result = subprocess.run([sys.executable, "-m", "pipeline", override, f"hydra.run.dir={tmp_path / 'run'}"], cwd=MAIN,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", override, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=MAIN,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == ExitCode.CONFIG, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cam-audit: configuration error:") and words in lines[0], lines
@@ -98,7 +112,9 @@ def test_an_unexpected_error_exits_4_not_1(monkeypatch, tmp_path, capsys):
         cli.main()
     assert stopped.value.code == ExitCode.INTERNAL
     assert "ZeroDivisionError: boom" in capsys.readouterr().err
-    assert "ZeroDivisionError: boom" in (tmp_path / "run" / "cam-audit.log").read_text()  # accepted: the log has the traceback
+    assert (
+        "ZeroDivisionError: boom" in (tmp_path / "run" / "cam-audit.log").read_text()
+    )  # accepted: the log has the traceback
 
 
 def test_exit_code_table_is_in_the_readme():

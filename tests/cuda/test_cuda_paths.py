@@ -26,7 +26,10 @@ CUDA = torch.device("cuda")
 
 
 def test_nvjpeg_batch_equals_pil_geometry_and_is_close_in_pixels(tmp_path):
-    paths = [photo(tmp_path / f"p{i}.jpg", w, h, i) for i, (w, h) in enumerate([(500, 375), (375, 500), (97, 61), (640, 480)] * 4)]
+    paths = [
+        photo(tmp_path / f"p{i}.jpg", w, h, i)
+        for i, (w, h) in enumerate([(500, 375), (375, 500), (97, 61), (640, 480)] * 4)
+    ]
     records = records_for(paths)
     spec = PreprocessSpec(mode="resize_crop", size=224, resize_size=256)
     on_cpu = collate_samples([AuditDataset(records, spec)[i] for i in range(len(records))])
@@ -56,9 +59,16 @@ def test_cuda_defaults_bf16_close_to_fp32_and_every_option_runs(tmp_path):
     both = default["true_energy_in_box"].notna() & fp32["true_energy_in_box"].notna()
     assert (default.loc[both, "true_energy_in_box"] - fp32.loc[both, "true_energy_in_box"]).abs().max() <= 0.05
     assert default["true_energy_in_box"].dtype == fp32["true_energy_in_box"].dtype
-    for name, extra in {"compiled": ["runtime.compile=true"], "auto_batch": ["runtime.batch_size=auto"],
-                        "gpu_decode": ["data.decode=gpu"], "cpu_decode": ["data.decode=cpu"]}.items():
+    for name, extra in {
+        "compiled": ["runtime.compile=true"],
+        "auto_batch": ["runtime.batch_size=auto"],
+        "gpu_decode": ["data.decode=gpu"],
+        "cpu_decode": ["data.decode=cpu"],
+    }.items():
         frame = _run(tmp_path, name, extra)
         assert sorted(frame.index) == sorted(ids), name
-    gpu, cpu = pd.read_parquet(tmp_path / "gpu_decode" / "samples.parquet"), pd.read_parquet(tmp_path / "cpu_decode" / "samples.parquet")
+    gpu, cpu = (
+        pd.read_parquet(tmp_path / "gpu_decode" / "samples.parquet"),
+        pd.read_parquet(tmp_path / "cpu_decode" / "samples.parquet"),
+    )
     assert (gpu.set_index("id").sort_index()["pred"] == cpu.set_index("id").sort_index()["pred"]).mean() >= 0.9

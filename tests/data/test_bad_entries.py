@@ -18,7 +18,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.helpers_corpus import add_sample, base_overrides, good_dataset, noise_image, run_in_process, voc_xml, write_classes
+from tests.helpers_corpus import (
+    add_sample,
+    base_overrides,
+    good_dataset,
+    noise_image,
+    run_in_process,
+    voc_xml,
+    write_classes,
+)
 
 LONG_NAME = "x" * 300 + ".jpg"  # over the 255-byte file-name limit of every common file system
 NON_UTF8_STEM = b"caf\xe9"  # Latin-1 'café' from an old archive: not valid UTF-8
@@ -50,11 +58,19 @@ def voc_run(tmp_path_factory):
     add_sample(root, "img_00001", noise_image(24, 24, 50), ext=".png", key=None)  # second file with stem img_00001
     add_sample(root, "img_00001#dup1", noise_image(24, 24, 51), boxes=[(3, 3, 20, 20)])
     # 10: an infinite coordinate
-    add_sample(root, "coord_inf", noise_image(24, 24, 52),
-               xml=voc_xml("coord_inf.jpg", (24, 24), [("n001", (3, 3, 20, 20))]).replace("<xmax>20</xmax>", "<xmax>inf</xmax>"))
+    add_sample(
+        root,
+        "coord_inf",
+        noise_image(24, 24, 52),
+        xml=voc_xml("coord_inf.jpg", (24, 24), [("n001", (3, 3, 20, 20))]).replace(
+            "<xmax>20</xmax>", "<xmax>inf</xmax>"
+        ),
+    )
     # 11: a file name that is not UTF-8 (written through bytes, as an old archive would unpack it)
     images, annotations = root / "images", root / "annotations"
-    Image.fromarray(np.asarray(noise_image(24, 24, 53))).save(os.fsdecode(bytes(images) + b"/" + NON_UTF8_STEM + b".jpg"), format="JPEG")
+    Image.fromarray(np.asarray(noise_image(24, 24, 53))).save(
+        os.fsdecode(bytes(images) + b"/" + NON_UTF8_STEM + b".jpg"), format="JPEG"
+    )
     with open(bytes(annotations) + b"/" + NON_UTF8_STEM + b".xml", "w", encoding="utf-8") as handle:
         handle.write(voc_xml("cafe.jpg", (24, 24), [("n001", (3, 3, 20, 20))]))
     # 12: aspect-ratio bomb, 1 x 50,000 (a ~200-byte PNG; resize_crop would make it 40 x 2,000,000)
@@ -62,8 +78,13 @@ def voc_run(tmp_path_factory):
     # 12: a tall but reasonable image (1 : 20) is still audited, through the crop-first path
     add_sample(root, "tall", noise_image(12, 240, 54), ext=".png", boxes=[(1, 10, 12, 40)])
     # 16: a 16-bit grayscale PNG
-    add_sample(root, "gray16", Image.fromarray((np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 97)), ext=".png",
-               boxes=[(3, 3, 20, 20)])
+    add_sample(
+        root,
+        "gray16",
+        Image.fromarray(np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 97),
+        ext=".png",
+        boxes=[(3, 3, 20, 20)],
+    )
     # 19: a GIF with its annotation
     add_sample(root, "anim", None, boxes=[(3, 3, 20, 20)], size=(24, 24))
     noise_image(24, 24, 55).save(images / "anim.gif", format="GIF")
@@ -134,7 +155,10 @@ def manifest_run(tmp_path_factory):
     lines.append("images/superscript.jpg,²,1,1,5,5")  # 8: '²'.isdigit() is True, int('²') fails
     (root / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     run_dir = tmp / "run"
-    run_in_process(base_overrides(root, tmp / "cache", manifest=root / "manifest.csv", **{"runtime.max_error_fraction": 1.0}), run_dir)
+    run_in_process(
+        base_overrides(root, tmp / "cache", manifest=root / "manifest.csv", **{"runtime.max_error_fraction": 1.0}),
+        run_dir,
+    )
     samples, errors = _rows(run_dir)
     return {"good": good, "samples": samples, "errors": errors}
 
@@ -164,19 +188,30 @@ def coco_run(tmp_path_factory):
     for stem in ("huge_bbox", "huge_width"):
         noise_image(24, 24, 70).save(root / "images" / f"{stem}.jpg")
     images = [{"id": i, "file_name": f"{stem}.jpg", "width": 24, "height": 24} for i, stem in enumerate(good)]
-    images += [{"id": 10, "file_name": "huge_bbox.jpg", "width": 24, "height": 24},
-               {"id": 11, "file_name": "huge_width.jpg", "width": "HUGE", "height": 24},
-               {"id": 12, "file_name": LONG_NAME, "width": 24, "height": 24}]
-    annotations = [{"id": 100 + i, "image_id": i, "category_id": 1 + i % 3, "bbox": [3, 4, 16, 18]} for i in range(len(good))]
-    annotations += [{"id": 110, "image_id": 10, "category_id": 1, "bbox": [3, 4, "HUGE", 18]},
-                    {"id": 111, "image_id": 11, "category_id": 1, "bbox": [3, 4, 16, 18]},
-                    {"id": 112, "image_id": 12, "category_id": 1, "bbox": [3, 4, 16, 18]}]
+    images += [
+        {"id": 10, "file_name": "huge_bbox.jpg", "width": 24, "height": 24},
+        {"id": 11, "file_name": "huge_width.jpg", "width": "HUGE", "height": 24},
+        {"id": 12, "file_name": LONG_NAME, "width": 24, "height": 24},
+    ]
+    annotations = [
+        {"id": 100 + i, "image_id": i, "category_id": 1 + i % 3, "bbox": [3, 4, 16, 18]} for i in range(len(good))
+    ]
+    annotations += [
+        {"id": 110, "image_id": 10, "category_id": 1, "bbox": [3, 4, "HUGE", 18]},
+        {"id": 111, "image_id": 11, "category_id": 1, "bbox": [3, 4, 16, 18]},
+        {"id": 112, "image_id": 12, "category_id": 1, "bbox": [3, 4, 16, 18]},
+    ]
     categories = [{"id": 1 + i, "name": key} for i, key in enumerate(("n001", "n002", "n003"))]
     text = json.dumps({"images": images, "annotations": annotations, "categories": categories})
-    (root / "coco.json").write_text(text.replace('"HUGE"', "1" + "0" * 400), encoding="utf-8")  # 9: a 401-digit JSON integer
+    (root / "coco.json").write_text(
+        text.replace('"HUGE"', "1" + "0" * 400), encoding="utf-8"
+    )  # 9: a 401-digit JSON integer
     run_dir = tmp / "run"
-    overrides = base_overrides(root, tmp / "cache", **{"data": "coco", "data.annotations": root / "coco.json",
-                                                       "runtime.max_error_fraction": 1.0})
+    overrides = base_overrides(
+        root,
+        tmp / "cache",
+        **{"data": "coco", "data.annotations": root / "coco.json", "runtime.max_error_fraction": 1.0},
+    )
     run_in_process(overrides, run_dir)
     samples, errors = _rows(run_dir)
     return {"good": good, "samples": samples, "errors": errors}

@@ -41,20 +41,34 @@ def test_crop_first_gives_the_same_pixels_as_the_whole_image_resize(size, resize
     for (width, height), interpolation in itertools.product(SHAPES, INTERPOLATIONS):
         image = torch.from_numpy(rng.integers(0, 256, (3, height, width), dtype=np.uint8))
         placement = plan_placement(width, height, "resize_crop", size, resize_size)
-        assert placement.resized_width * placement.resized_height > geometry.CROP_FIRST_FACTOR * size * size  # the new path runs
-        fast, reference = image_to_input(image, placement, interpolation), _whole_image_path(image, placement, interpolation)
-        assert torch.equal(fast, reference), (width, height, interpolation, int((fast.int() - reference.int()).abs().max()))
+        assert (
+            placement.resized_width * placement.resized_height > geometry.CROP_FIRST_FACTOR * size * size
+        )  # the new path runs
+        fast, reference = (
+            image_to_input(image, placement, interpolation),
+            _whole_image_path(image, placement, interpolation),
+        )
+        assert torch.equal(fast, reference), (
+            width,
+            height,
+            interpolation,
+            int((fast.int() - reference.int()).abs().max()),
+        )
 
 
 def test_crop_first_resizes_a_window_not_the_strip():
     """A 1 x 50,000 strip: the window is a few source rows, whatever the strip's length."""
     rows = source_window(50_000, 256 * 50_000, 128 * 50_000 - 112, 128 * 50_000 + 112)
-    assert rows.source_stop - rows.source_start <= 12 and rows.resized_length == 256 * (rows.source_stop - rows.source_start)
+    assert rows.source_stop - rows.source_start <= 12 and rows.resized_length == 256 * (
+        rows.source_stop - rows.source_start
+    )
     strip = torch.full((3, 50_000, 1), 7, dtype=torch.uint8)
     placement = plan_placement(1, 50_000, "resize_crop", 224, 256)
     out = image_to_input(strip, placement)  # the whole-image path would allocate 3 x 12,800,000 x 256 bytes (9.2 GiB)
     assert out.shape == (3, 224, 224) and int(out.min()) == int(out.max()) == 7
-    boxes, kept = boxes_to_input(np.array([[0, 24_990, 1, 25_010]], np.float32), placement)  # same placement -> same boxes
+    boxes, kept = boxes_to_input(
+        np.array([[0, 24_990, 1, 25_010]], np.float32), placement
+    )  # same placement -> same boxes
     assert kept.tolist() == [True] and boxes.tolist() == [[0.0, 0.0, 224.0, 224.0]]
 
 
@@ -121,6 +135,10 @@ def test_decode_peak_memory_is_within_the_stated_bytes_per_pixel(tmp_path):
     from tests.helpers_corpus import MAIN
 
     path = tmp_path / "rgba.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4000, 4000, 4), dtype=np.uint8), "RGBA").save(path, compress_level=1)
-    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], cwd=MAIN, capture_output=True, text=True, check=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4000, 4000, 4), dtype=np.uint8), "RGBA").save(
+        path, compress_level=1
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path)], cwd=MAIN, capture_output=True, text=True, check=True
+    )
     assert 8 < float(result.stdout) <= PEAK_BYTES_PER_PIXEL, result.stdout

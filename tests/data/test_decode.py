@@ -23,15 +23,19 @@ def test_decoder_channel_rules(tmp_path):
     noise_image(9, 7, 2, "L").save(tmp_path / "g.png")
     image, _ = decode_image(str(tmp_path / "g.png"))
     assert torch.equal(image[0], image[1]) and torch.equal(image[0], image[2])
-    for name, values, want in (("bright", [[0, 65535], [32768, 257]], [[0, 255], [128, 1]]),
-                               ("dark", [[0, 255], [128, 200]], [[0, 1], [0, 1]])):
+    for name, values, want in (
+        ("bright", [[0, 65535], [32768, 257]], [[0, 255], [128, 1]]),
+        ("dark", [[0, 255], [128, 200]], [[0, 1], [0, 1]]),
+    ):
         Image.fromarray(np.asarray(values, np.uint16)).save(tmp_path / f"{name}.png")
         assert Image.open(tmp_path / f"{name}.png").mode.startswith("I;16")
         image, _ = decode_image(str(tmp_path / f"{name}.png"))
         assert image[0].tolist() == want, name
     noise_image(9, 7, 3, "CMYK").save(tmp_path / "c.jpg", quality=95)
     image, _ = decode_image(str(tmp_path / "c.jpg"))
-    assert torch.equal(image, torch.from_numpy(np.asarray(Image.open(tmp_path / "c.jpg").convert("RGB")).copy()).permute(2, 0, 1))
+    assert torch.equal(
+        image, torch.from_numpy(np.asarray(Image.open(tmp_path / "c.jpg").convert("RGB")).copy()).permute(2, 0, 1)
+    )
 
 
 def test_huge_jpeg_decodes_in_modest_memory(big_jpeg, tmp_path):
@@ -42,7 +46,7 @@ def test_huge_jpeg_decodes_in_modest_memory(big_jpeg, tmp_path):
     code = f"""
 import resource
 from pipeline.data.decode import decode_image
-decode_image({str(tmp_path / 'warm.jpg')!r}, min_side=256)  # warm-up: first-call allocations before the baseline
+decode_image({str(tmp_path / "warm.jpg")!r}, min_side=256)  # warm-up: first-call allocations before the baseline
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 image, (width, height) = decode_image({str(big_jpeg)!r}, min_side=256)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

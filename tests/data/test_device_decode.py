@@ -35,7 +35,9 @@ CPU = torch.device("cpu")
 def photo(path: Path, width: int, height: int, seed: int, mode: str = "RGB", fmt: str = "JPEG") -> Path:
     rng = np.random.default_rng(seed)
     small = Image.fromarray((rng.random((9, 12, 3)) * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
-    noisy = np.clip(np.asarray(small, dtype=np.int64) + rng.integers(-20, 21, (height, width, 3)), 0, 255).astype(np.uint8)
+    noisy = np.clip(np.asarray(small, dtype=np.int64) + rng.integers(-20, 21, (height, width, 3)), 0, 255).astype(
+        np.uint8
+    )
     Image.fromarray(noisy).convert(mode).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return path
 
@@ -45,8 +47,16 @@ def records_for(paths: list[Path]) -> list[SampleRecord]:
     for i, path in enumerate(paths):
         with Image.open(path) as img:
             width, height = img.size
-        out.append(SampleRecord(sample_id=f"s{i}", image_path=str(path), label=0,
-                                boxes=np.array([[width * 0.1, height * 0.2, width * 0.7, height * 0.9], [1, 1, 30, 20]], dtype=np.float32)))
+        out.append(
+            SampleRecord(
+                sample_id=f"s{i}",
+                image_path=str(path),
+                label=0,
+                boxes=np.array(
+                    [[width * 0.1, height * 0.2, width * 0.7, height * 0.9], [1, 1, 30, 20]], dtype=np.float32
+                ),
+            )
+        )
     return out
 
 
@@ -58,7 +68,17 @@ def both_paths(records: list[SampleRecord], spec: PreprocessSpec) -> tuple[dict,
 
 
 def assert_same_geometry(on_cpu: dict, on_device: dict) -> None:
-    for key in ("index", "boxes", "box_valid", "boxes_stored", "box_stored_valid", "placement", "width", "height", "n_boxes_dropped"):
+    for key in (
+        "index",
+        "boxes",
+        "box_valid",
+        "boxes_stored",
+        "box_stored_valid",
+        "placement",
+        "width",
+        "height",
+        "n_boxes_dropped",
+    ):
         assert torch.equal(on_cpu[key], on_device[key]), key
 
 
@@ -83,7 +103,10 @@ def test_real_photos_same_boxes_and_close_pixels():
 
 @pytest.mark.parametrize("mode", ["resize_crop", "resize", "letterbox"])
 def test_generated_jpegs_every_mode(tmp_path, mode):
-    paths = [photo(tmp_path / f"p{i}.jpg", w, h, i) for i, (w, h) in enumerate([(500, 375), (375, 500), (97, 61), (640, 480)])]
+    paths = [
+        photo(tmp_path / f"p{i}.jpg", w, h, i)
+        for i, (w, h) in enumerate([(500, 375), (375, 500), (97, 61), (640, 480)])
+    ]
     spec = PreprocessSpec(mode=mode, size=96, resize_size=110 if mode == "resize_crop" else None)
     on_cpu, on_device = both_paths(records_for(paths), spec)
     assert_same_geometry(on_cpu, on_device)
@@ -91,9 +114,14 @@ def test_generated_jpegs_every_mode(tmp_path, mode):
 
 
 def test_png_and_cmyk_stay_on_the_cpu_path_and_equal_it(tmp_path):
-    paths = [photo(tmp_path / "a.png", 80, 60, 1, fmt="PNG"), photo(tmp_path / "b.jpg", 80, 60, 2, mode="CMYK"),
-             photo(tmp_path / "c.jpg", 80, 60, 3)]
-    assert read_jpeg_for_device(str(paths[0]), "stored") is None and read_jpeg_for_device(str(paths[1]), "stored") is None
+    paths = [
+        photo(tmp_path / "a.png", 80, 60, 1, fmt="PNG"),
+        photo(tmp_path / "b.jpg", 80, 60, 2, mode="CMYK"),
+        photo(tmp_path / "c.jpg", 80, 60, 3),
+    ]
+    assert (
+        read_jpeg_for_device(str(paths[0]), "stored") is None and read_jpeg_for_device(str(paths[1]), "stored") is None
+    )
     spec = PreprocessSpec(mode="resize", size=64, resize_size=None)
     on_cpu, on_device = both_paths(records_for(paths), spec)
     assert torch.equal(on_cpu["image"][:2], on_device["image"][:2])  # decoded by PIL in the worker, as before
@@ -112,6 +140,7 @@ def test_a_rejected_jpeg_falls_back_for_that_file_and_an_undecodable_one_leaves_
 
     calls = {"n": 0}
     from pipeline.data import device_decode
+
     real = device_decode._decode_jpegs
 
     def reject_first_file(data, device):  # the device decoder refuses good.jpg; the CPU path must take it
@@ -152,4 +181,7 @@ def test_bytes_are_the_file(tmp_path):
         buffer = io.BytesIO()
         img.save(buffer, "JPEG", exif=exif)
     rotated.write_bytes(buffer.getvalue())
-    assert read_jpeg_for_device(str(rotated), "displayed") is None and read_jpeg_for_device(str(rotated), "stored") is not None
+    assert (
+        read_jpeg_for_device(str(rotated), "displayed") is None
+        and read_jpeg_for_device(str(rotated), "stored") is not None
+    )

@@ -39,18 +39,22 @@ def test_exif_orientation_boxes_follow_the_chosen_frame(tmp_path, frame):
     on the white patch in the network input, and the run reports the frame's size."""
     width, height, box = _exif_dataset(tmp_path / "data", frame)
     assert (width, height) == ((64, 48) if frame == "stored" else (48, 64))
-    record = SampleRecord("rotated", str(tmp_path / "data" / "images" / "rotated.jpg"), 0, np.asarray([box], np.float32))
+    record = SampleRecord(
+        "rotated", str(tmp_path / "data" / "images" / "rotated.jpg"), 0, np.asarray([box], np.float32)
+    )
     item = AuditDataset([record], PreprocessSpec(mode="resize", size=64, resize_size=None, boxes_refer_to=frame))[0]
     assert item["ok"] and (item["width"], item["height"]) == (width, height)
     x1, y1, x2, y2 = (int(round(float(v))) for v in item["boxes"][0])
     pixels = item["image"].float().mean(dim=0)
-    assert pixels[y1 + 2:y2 - 2, x1 + 2:x2 - 2].mean() > 200  # the patch is inside the box
+    assert pixels[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].mean() > 200  # the patch is inside the box
     outside = torch.ones_like(pixels, dtype=torch.bool)
-    outside[max(0, y1 - 3):y2 + 3, max(0, x1 - 3):x2 + 3] = False
+    outside[max(0, y1 - 3) : y2 + 3, max(0, x1 - 3) : x2 + 3] = False
     assert pixels[outside].mean() < 20  # and nothing bright outside it
 
-    summary = run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"data.preprocess.boxes_refer_to": frame}),
-                             tmp_path / "run")
+    summary = run_in_process(
+        base_overrides(tmp_path / "data", tmp_path / "cache", **{"data.preprocess.boxes_refer_to": frame}),
+        tmp_path / "run",
+    )
     row = pd.read_parquet(tmp_path / "run" / "samples.parquet").iloc[0]
     assert summary["errors"] == 0 and (row.width, row.height, row.n_boxes) == (width, height, 1)
 
@@ -58,7 +62,12 @@ def test_exif_orientation_boxes_follow_the_chosen_frame(tmp_path, frame):
 def test_exif_annotation_in_the_other_frame_is_reported(tmp_path):
     """Stored-frame annotations audited with boxes_refer_to=displayed: the size check catches it."""
     _exif_dataset(tmp_path / "data", "stored")
-    run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"data.preprocess.boxes_refer_to": "displayed"}),
-                   tmp_path / "run")
+    run_in_process(
+        base_overrides(tmp_path / "data", tmp_path / "cache", **{"data.preprocess.boxes_refer_to": "displayed"}),
+        tmp_path / "run",
+    )
     error = pd.read_parquet(tmp_path / "run" / "errors.parquet").iloc[0]
-    assert (error.id, error.stage) == ("rotated", "annotation") and "annotation says 64x48 but the image is 48x64" in error.message
+    assert (error.id, error.stage) == (
+        "rotated",
+        "annotation",
+    ) and "annotation says 64x48 but the image is 48x64" in error.message

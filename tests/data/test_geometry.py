@@ -30,7 +30,9 @@ def test_resize_square_and_letterbox_hand_computed():
 
 def test_inverted_zero_area_and_outside_boxes_are_dropped():
     p = plan_placement(100, 100, "resize", 50)
-    boxes, kept = boxes_to_input(np.array([[10, 10, 5, 20], [10, 10, 10, 20], [200, 200, 300, 300], [-10, -10, 20, 20]], np.float32), p)
+    boxes, kept = boxes_to_input(
+        np.array([[10, 10, 5, 20], [10, 10, 10, 20], [200, 200, 300, 300], [-10, -10, 20, 20]], np.float32), p
+    )
     assert kept.tolist() == [False, False, False, True]
     np.testing.assert_allclose(boxes, [[0, 0, 10, 10]])
 
@@ -43,14 +45,21 @@ def test_image_matches_torchvision_resize_then_center_crop():
 
 
 @settings(max_examples=200, deadline=None)
-@given(w=st.integers(8, 3000), h=st.integers(8, 3000), mode=st.sampled_from(["resize_crop", "resize", "letterbox"]),
-       size=st.integers(16, 512), data=st.data())
+@given(
+    w=st.integers(8, 3000),
+    h=st.integers(8, 3000),
+    mode=st.sampled_from(["resize_crop", "resize", "letterbox"]),
+    size=st.integers(16, 512),
+    data=st.data(),
+)
 def test_a_box_lands_where_its_pixels_land(w, h, mode, size, data):
     """A box follows the image: transform each corner directly with the per-axis scale of the resized
     image and the crop/pad shift, clip to the input, and compare; the inverse maps back."""
     p = plan_placement(w, h, mode, size, size + data.draw(st.integers(0, 64)) if mode == "resize_crop" else None)
-    x1 = data.draw(st.floats(0, w - 1)); x2 = data.draw(st.floats(x1 + 0.5, w))
-    y1 = data.draw(st.floats(0, h - 1)); y2 = data.draw(st.floats(y1 + 0.5, h))
+    x1 = data.draw(st.floats(0, w - 1))
+    x2 = data.draw(st.floats(x1 + 0.5, w))
+    y1 = data.draw(st.floats(0, h - 1))
+    y2 = data.draw(st.floats(y1 + 0.5, h))
     out, kept = boxes_to_input(np.array([[x1, y1, x2, y2]]), p)
     # direct computation: where does stored x land in the resized image, then the crop/pad shift
     sx, sy = p.resized_width / w, p.resized_height / h

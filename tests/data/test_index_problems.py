@@ -38,7 +38,9 @@ def test_index_problems_stop_the_run_only_when_they_are_systematic():
     assert error.value.option == "data.annotations"
     # the type decides, not the words: a bad annotation whose message mentions a label is not a label problem
     with pytest.raises(ConfigError) as error:
-        check_index_problems(records(0, [Problem("BadAnnotation", "<label> tag unreadable")] * 3), classes, "voc", 0.1, 50)
+        check_index_problems(
+            records(0, [Problem("BadAnnotation", "<label> tag unreadable")] * 3), classes, "voc", 0.1, 50
+        )
     assert error.value.option == "data.annotations"
 
 
@@ -61,29 +63,58 @@ def test_voc_reader_types_its_problems(tmp_path: Path):
     add_sample(tmp_path, "anim", None, boxes=[(1, 1, 5, 5)], size=(8, 8))
     noise_image(8, 8, 5).save(tmp_path / "images" / "anim.gif")
     records = mark_duplicates(read_voc(tmp_path / "images", tmp_path / "annotations", CLASSES))
-    assert _types(records) == {"ok": None, "ok#dup1": "DuplicateId", "no_image": "MissingImage", "no_xml": "MissingAnnotation",
-                               "fox": "BadLabel", "broken": "BadAnnotation", "anim": "UnsupportedFormat"}
+    assert _types(records) == {
+        "ok": None,
+        "ok#dup1": "DuplicateId",
+        "no_image": "MissingImage",
+        "no_xml": "MissingAnnotation",
+        "fox": "BadLabel",
+        "broken": "BadAnnotation",
+        "anim": "UnsupportedFormat",
+    }
 
 
 def test_coco_reader_types_its_problems(tmp_path: Path):
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "b.jpg").write_bytes(b"x")
-    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}, {"id": 2, "file_name": "../c.jpg"},
-              {"id": 3, "file_name": "gone.jpg"}, {"id": 4, "file_name": "b.jpg"}]
-    annotations = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]}, {"image_id": 4, "category_id": 9, "bbox": [0, 0, 2, 2]},
-                   {"image_id": 77, "category_id": 1, "bbox": [0, 0, 2, 2]}]
+    images = [
+        {"id": 1, "file_name": "a.jpg"},
+        {"id": 1, "file_name": "b.jpg"},
+        {"id": 2, "file_name": "../c.jpg"},
+        {"id": 3, "file_name": "gone.jpg"},
+        {"id": 4, "file_name": "b.jpg"},
+    ]
+    annotations = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]},
+        {"image_id": 4, "category_id": 9, "bbox": [0, 0, 2, 2]},
+        {"image_id": 77, "category_id": 1, "bbox": [0, 0, 2, 2]},
+    ]
     path = tmp_path / "coco.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "n001"}]}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "n001"}]})
+    )
     records = read_coco(path, tmp_path, CLASSES)
-    assert _types(records) == {"a": None, "1": "DuplicateId", "4": "BadLabel", "c": "PathOutsideRoot", "gone": "MissingImage",
-                               "image-id-77": "MissingImage"}
+    assert _types(records) == {
+        "a": None,
+        "1": "DuplicateId",
+        "4": "BadLabel",
+        "c": "PathOutsideRoot",
+        "gone": "MissingImage",
+        "image-id-77": "MissingImage",
+    }
 
 
 def test_manifest_reader_types_its_problems(tmp_path: Path):
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "b.jpg").write_bytes(b"x")
-    lines = ["path,label,x1,y1,x2,y2", "a.jpg,cat,1,1,5,5", "b.jpg,zebra,1,1,5,5", "../out.jpg,cat,,,,", "gone.jpg,cat,,,,",
-             "a.jpg,dog,,,,"]
+    lines = [
+        "path,label,x1,y1,x2,y2",
+        "a.jpg,cat,1,1,5,5",
+        "b.jpg,zebra,1,1,5,5",
+        "../out.jpg,cat,,,,",
+        "gone.jpg,cat,,,,",
+        "a.jpg,dog,,,,",
+    ]
     path = tmp_path / "m.csv"
     path.write_text("\n".join(lines) + "\n")
     types = _types(read_manifest(path, CLASSES))

@@ -11,9 +11,13 @@ def test_metadata_columns_that_clash_with_the_report_do_not_replace_it(tmp_path)
     """A metadata CSV with its own ``label`` (a name) and ``width``: the pipeline's columns win, the
     others join; a sample the CSV does not list gets nulls."""
     ids = good_dataset(tmp_path / "data", 4)
-    pd.DataFrame({"id": ids[:3], "label": ["cat", "dog", "bird"], "width": [999] * 3, "marker_present": [1, 0, 1]}).to_csv(
-        tmp_path / "meta.csv", index=False)
-    run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"data.metadata": tmp_path / "meta.csv"}), tmp_path / "run")
+    pd.DataFrame(
+        {"id": ids[:3], "label": ["cat", "dog", "bird"], "width": [999] * 3, "marker_present": [1, 0, 1]}
+    ).to_csv(tmp_path / "meta.csv", index=False)
+    run_in_process(
+        base_overrides(tmp_path / "data", tmp_path / "cache", **{"data.metadata": tmp_path / "meta.csv"}),
+        tmp_path / "run",
+    )
     samples = pd.read_parquet(tmp_path / "run" / "samples.parquet").set_index("id")
     assert samples["label"].tolist() == [0, 1, 2, 0] and samples["width"].tolist() == [24] * 4
     assert samples["marker_present"].iloc[:3].tolist() == [1, 0, 1] and pd.isna(samples["marker_present"].iloc[3])

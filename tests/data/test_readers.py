@@ -77,7 +77,9 @@ def test_coco_round_trip_matches_voc(tmp_path: Path, sample) -> None:
         images.append({"id": number, "file_name": names[record.sample_id], "width": width, "height": height})
         for x1, y1, x2, y2 in record.boxes.tolist():
             bbox = [x1, y1, x2 - x1, y2 - y1]  # COCO [x, y, w, h], pixel edges
-            annotations.append({"id": len(annotations) + 1, "image_id": number, "category_id": record.label + 1, "bbox": bbox})
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": number, "category_id": record.label + 1, "bbox": bbox}
+            )
     categories = [{"id": i + 1, "name": key} for i, key in enumerate(classes.keys)]
     path = tmp_path / "instances.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
@@ -109,7 +111,16 @@ def test_manifest_parquet_one_row_per_box_matches_voc(tmp_path: Path, sample) ->
     rows = []
     for record in expected:
         for x1, y1, x2, y2 in record.boxes.tolist():
-            rows.append({"path": f"images/{names[record.sample_id]}", "label": record.label, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
+            rows.append(
+                {
+                    "path": f"images/{names[record.sample_id]}",
+                    "label": record.label,
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                }
+            )
     path = tmp_path / "manifest.parquet"
     pd.DataFrame(rows).to_parquet(path)  # label by integer output index
     _assert_same(read_manifest(path, classes), expected)
@@ -123,7 +134,11 @@ def test_manifest_jsonl_matches_voc(tmp_path: Path, sample) -> None:
     path = tmp_path / "manifest.jsonl"
     with path.open("w") as handle:
         for record in expected:
-            row = {"path": f"images/{names[record.sample_id]}", "label": classes.names[record.label], "boxes": record.boxes.tolist()}
+            row = {
+                "path": f"images/{names[record.sample_id]}",
+                "label": classes.names[record.label],
+                "boxes": record.boxes.tolist(),
+            }
             handle.write(json.dumps(row) + "\n")  # label by readable class name
     _assert_same(read_manifest(path, classes), expected)
 
@@ -157,7 +172,11 @@ def _by_id(records: list[SampleRecord]) -> dict[str, SampleRecord]:
 
 def test_coco_bbox_is_converted_to_pixel_edges(tmp_path: Path) -> None:
     _touch(tmp_path, "a.jpg")
-    path = _write_coco(tmp_path / "c.json", [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}], [_ann(1, 1, [10, 20, 30, 40])])
+    path = _write_coco(
+        tmp_path / "c.json",
+        [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
+        [_ann(1, 1, [10, 20, 30, 40])],
+    )
     (record,) = read_coco(path, tmp_path, SMALL)
     assert record.problem is None
     assert record.sample_id == "a" and record.label == 0 and record.annotated_size == (100, 80)
@@ -179,17 +198,26 @@ def test_coco_labels_shared_explicit_and_disagreeing(tmp_path: Path) -> None:
         {"id": 6, "file_name": "onlylabel.jpg", "label": "cat"},  # image-level label, no box
     ]
     annotations = [
-        _ann(1, 1, [0, 0, 5, 5]), _ann(1, 1, [1, 1, 2, 2]),
-        _ann(2, 1, [0, 0, 5, 5]), _ann(2, 2, [1, 1, 2, 2]),
-        _ann(3, 1, [0, 0, 5, 5]), _ann(3, 2, [1, 1, 2, 2]), _ann(3, 2, [3, 3, 1, 1]),
-        _ann(4, 1, [0, 0, 5, 5]), _ann(4, 2, [1, 1, 2, 2]),
+        _ann(1, 1, [0, 0, 5, 5]),
+        _ann(1, 1, [1, 1, 2, 2]),
+        _ann(2, 1, [0, 0, 5, 5]),
+        _ann(2, 2, [1, 1, 2, 2]),
+        _ann(3, 1, [0, 0, 5, 5]),
+        _ann(3, 2, [1, 1, 2, 2]),
+        _ann(3, 2, [3, 3, 1, 1]),
+        _ann(4, 1, [0, 0, 5, 5]),
+        _ann(4, 2, [1, 1, 2, 2]),
     ]
     records = _by_id(read_coco(_write_coco(tmp_path / "c.json", images, annotations), tmp_path, SMALL))
     assert records["same"].label == 0 and records["same"].boxes.tolist() == [[0, 0, 5, 5], [1, 1, 3, 3]]
     assert records["mixed"].label == -1 and "disagree" in records["mixed"].problem.message
     assert records["named"].problem is None and records["named"].label == 1
     assert records["named"].boxes.tolist() == [[1, 1, 3, 3], [3, 3, 4, 4]]
-    assert records["byid"].problem is None and records["byid"].label == 0 and records["byid"].boxes.tolist() == [[0, 0, 5, 5]]
+    assert (
+        records["byid"].problem is None
+        and records["byid"].label == 0
+        and records["byid"].boxes.tolist() == [[0, 0, 5, 5]]
+    )
     assert "no annotations" in records["bare"].problem.message
     assert records["onlylabel"].problem is None and records["onlylabel"].boxes.shape == (0, 4)
 
@@ -198,7 +226,9 @@ def test_coco_custom_label_field(tmp_path: Path) -> None:
     _touch(tmp_path, "m.jpg")
     images = [{"id": 1, "file_name": "m.jpg", "true_class": "dog", "label": "ignored-here"}]
     annotations = [_ann(1, 1, [0, 0, 5, 5]), _ann(1, 2, [1, 1, 2, 2])]
-    (record,) = read_coco(_write_coco(tmp_path / "c.json", images, annotations), tmp_path, SMALL, label_field="true_class")
+    (record,) = read_coco(
+        _write_coco(tmp_path / "c.json", images, annotations), tmp_path, SMALL, label_field="true_class"
+    )
     assert record.problem is None and record.label == 1 and record.boxes.tolist() == [[1, 1, 3, 3]]
 
 
@@ -284,7 +314,9 @@ def _csv(path: Path, text: str) -> Path:
 
 def test_manifest_label_by_index_and_by_name(tmp_path: Path) -> None:
     _touch(tmp_path, "a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg")
-    path = _csv(tmp_path / "m.csv", """
+    path = _csv(
+        tmp_path / "m.csv",
+        """
 path,label,boxes
 a.jpg,2,"[[1, 2, 3, 4]]"
 b.jpg,dog,"[]"
@@ -292,7 +324,8 @@ c.jpg,n001,
 d.jpg,7,"[[0, 0, 1, 1]]"
 e.jpg,zebra,
 f.jpg,,
-""")
+""",
+    )
     records = _by_id(read_manifest(path, SMALL))
     assert records["a"].label == 2 and records["a"].boxes.tolist() == [[1, 2, 3, 4]]
     assert records["b"].label == 1 and records["b"].boxes.shape == (0, 4)
@@ -304,7 +337,9 @@ f.jpg,,
 
 def test_manifest_one_row_per_box_grouping(tmp_path: Path) -> None:
     _touch(tmp_path, "img/a.jpg", "img/b.jpg", "img/c.jpg", "img/d.jpg")
-    path = _csv(tmp_path / "m.csv", """
+    path = _csv(
+        tmp_path / "m.csv",
+        """
 path,label,x1,y1,x2,y2
 img/a.jpg,cat,0,0,10,10
 img/b.jpg,dog,,,,
@@ -312,7 +347,8 @@ img/b.jpg,dog,,,,
 img/c.jpg,cat,1,1,2,2
 img/c.jpg,dog,3,3,4,4
 img/d.jpg,cat,1,,2,2
-""")
+""",
+    )
     records = _by_id(read_manifest(path, SMALL))
     assert set(records) == {"a", "b", "c", "d"}
     assert records["a"].problem is None and records["a"].boxes.tolist() == [[0, 0, 10, 10], [5.5, 6, 20, 30]]
@@ -342,12 +378,14 @@ def test_manifest_paths_ids_and_missing_files(tmp_path: Path) -> None:
 
 def test_manifest_explicit_ids_and_parquet_list_column(tmp_path: Path) -> None:
     _touch(tmp_path, "a.jpg", "b.jpg")
-    frame = pd.DataFrame({
-        "path": ["a.jpg", "b.jpg"],
-        "label": ["cat", "bird"],
-        "id": ["007", "008"],
-        "boxes": [[[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]], []],
-    })
+    frame = pd.DataFrame(
+        {
+            "path": ["a.jpg", "b.jpg"],
+            "label": ["cat", "bird"],
+            "id": ["007", "008"],
+            "boxes": [[[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]], []],
+        }
+    )
     frame.to_parquet(tmp_path / "m.parquet")
     records = _by_id(read_manifest(tmp_path / "m.parquet", SMALL))
     assert records["007"].boxes.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]] and records["007"].label == 0

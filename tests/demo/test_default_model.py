@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.demo.synthetic import SyntheticSpec, generate_synthetic
 from pipeline.demo import train_default
 from pipeline.demo.default_cnn import AuditNet
+from pipeline.demo.synthetic import SyntheticSpec, generate_synthetic
 from pipeline.demo.train_default import (
     DEFAULT_MEAN,
     DEFAULT_STD,
@@ -83,7 +83,9 @@ def test_checkpoint_round_trip(data_root: Path, tmp_path: Path) -> None:
     fresh.eval()
 
     loaded, _ = load_default_model(out)
-    images = torch.stack([preprocess_default(torch.randint(0, 256, (3, 120, 100), dtype=torch.uint8)) for _ in range(3)])
+    images = torch.stack(
+        [preprocess_default(torch.randint(0, 256, (3, 120, 100), dtype=torch.uint8)) for _ in range(3)]
+    )
     with torch.no_grad():
         assert torch.equal(fresh(images), loaded(images))
     # The loaded weights reproduce the audit accuracy recorded at training time.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.records import read_class_file
+from pipeline.data.voc import read_voc
 from pipeline.demo.synthetic import (
     SPLITS,
     SyntheticSpec,
@@ -20,7 +21,6 @@ from pipeline.demo.synthetic import (
     sample_rng,
     split_plan,
 )
-from pipeline.data.voc import read_voc
 
 # Small but not trivial: 12 images per class in each split, so two-instance images occur.
 TINY = SyntheticSpec(n_train=96, n_audit=96)
@@ -58,7 +58,9 @@ def test_deterministic(dataset: Path, tmp_path: Path) -> None:
     again = generate_synthetic(tmp_path / "again", TINY)
     assert _files(again) == _files(dataset)
     other = generate_synthetic(tmp_path / "other", SyntheticSpec(n_train=8, n_audit=8, seed=1))
-    assert (other / "train/images/train_000001.jpg").read_bytes() != (dataset / "train/images/train_000001.jpg").read_bytes()
+    assert (other / "train/images/train_000001.jpg").read_bytes() != (
+        dataset / "train/images/train_000001.jpg"
+    ).read_bytes()
 
 
 def test_xml_round_trip_gives_drawn_boxes_and_labels(dataset: Path) -> None:
@@ -80,7 +82,9 @@ def test_xml_round_trip_gives_drawn_boxes_and_labels(dataset: Path) -> None:
 def test_marker_keeps_its_margin_from_every_box(dataset: Path) -> None:
     classes = read_class_file(dataset / "classes.txt")
     for split in SPLITS:
-        records = {r.sample_id: r for r in read_voc(dataset / split / "images", dataset / split / "annotations", classes)}
+        records = {
+            r.sample_id: r for r in read_voc(dataset / split / "images", dataset / split / "annotations", classes)
+        }
         for row in _metadata(dataset, split):
             if row["marker_present"] != "1":
                 assert row["marker_x1"] == ""

@@ -39,7 +39,7 @@ def direct_acts_and_grads(model, images, targets, softmax=False):
     for k in range(targets.shape[1]):
         logits = model(images)
         scores = logits.softmax(1) if softmax else logits
-        scores.gather(1, targets[:, k:k + 1]).sum().backward()
+        scores.gather(1, targets[:, k : k + 1]).sum().backward()
         grads.append(kept["a"].grad.detach().clone())
         model.zero_grad()
     handle.remove()
@@ -85,8 +85,13 @@ def _library_signed_map(name: str, acts: torch.Tensor, grads: torch.Tensor) -> t
     ``get_cam_image`` (weights and weighted sum, or the element-wise product) on the given activations
     and gradients ``[B, C, h, w]``, in float64. Its Grad-CAM++ adds eps = 1e-6 to the denominator."""
     library = pytest.importorskip("pytorch_grad_cam")
-    cls = {"gradcam": library.GradCAM, "gradcampp": library.GradCAMPlusPlus, "hirescam": library.HiResCAM,
-           "xgradcam": library.XGradCAM, "layercam": library.LayerCAM}[name]
+    cls = {
+        "gradcam": library.GradCAM,
+        "gradcampp": library.GradCAMPlusPlus,
+        "hirescam": library.HiResCAM,
+        "xgradcam": library.XGradCAM,
+        "layercam": library.LayerCAM,
+    }[name]
     tool = cls.__new__(cls)  # only its formulas are used: no model, no hooks
     cam = tool.get_cam_image(None, None, None, acts.double().numpy(), grads.double().numpy(), False)
     return torch.from_numpy(cam).float()
@@ -117,7 +122,9 @@ def test_every_gradient_method_matches_pytorch_grad_cam_on_direct_gradients(name
 def test_cam_is_gradcam_times_area_for_a_gap_linear_head():
     model = Tiny()
     images, targets = torch.randn(2, 3, 16, 16), torch.tensor([[0, 1], [3, 3]])
-    cam = CamEngine(model, model.target, METHODS["cam"], head_weight=model.fc.weight.detach())(images, targets).signed_maps
+    cam = CamEngine(model, model.target, METHODS["cam"], head_weight=model.fc.weight.detach())(
+        images, targets
+    ).signed_maps
     # After in-place ReLU the gradient is masked where A <= 0, so compare on a head without that ReLU.
     model.after = nn.Identity()
     grad = CamEngine(model, model.target, METHODS["gradcam"])(images, targets).signed_maps
@@ -126,7 +133,9 @@ def test_cam_is_gradcam_times_area_for_a_gap_linear_head():
 
 def test_bf16_autocast_gives_float32_maps():
     model = Tiny()
-    out = CamEngine(model, model.target, METHODS["gradcam"], autocast_dtype=torch.bfloat16)(torch.randn(2, 3, 16, 16), torch.tensor([[0, 1], [1, 1]]))
+    out = CamEngine(model, model.target, METHODS["gradcam"], autocast_dtype=torch.bfloat16)(
+        torch.randn(2, 3, 16, 16), torch.tensor([[0, 1], [1, 1]])
+    )
     assert out.signed_maps.dtype == torch.float32 and out.logits.dtype == torch.float32
     assert torch.isfinite(out.signed_maps).all()
 

@@ -33,7 +33,13 @@ from pipeline.maps.engine import CamEngine, upsample_and_normalise  # noqa: E402
 from pipeline.maps.methods import METHODS, gradcampp  # noqa: E402
 from pipeline.model.build import load_state_dict, load_weights_into  # noqa: E402
 
-THEIRS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "hirescam": HiResCAM, "xgradcam": XGradCAM, "layercam": LayerCAM}
+THEIRS = {
+    "gradcam": GradCAM,
+    "gradcampp": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+}
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
@@ -47,8 +53,11 @@ def efficientnet_lite0() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def photos(real_photo_sample):
     classes = read_class_file(real_photo_sample / "classes.txt")
-    records = [r for r in read_voc(real_photo_sample / "images", real_photo_sample / "annotations", classes)
-               if r.sample_id.split("_", 1)[1] in ("tench", "tabby", "macaw", "school_bus")]
+    records = [
+        r
+        for r in read_voc(real_photo_sample / "images", real_photo_sample / "annotations", classes)
+        if r.sample_id.split("_", 1)[1] in ("tench", "tabby", "macaw", "school_bus")
+    ]
     batch = collate_samples([AuditDataset(records, PreprocessSpec())[i] for i in range(len(records))])
     return (batch["image"].float() / 255 - MEAN) / STD
 
@@ -73,7 +82,9 @@ def test_maps_match_pytorch_grad_cam(method, photos):
         same_steps = scale_cam_image(scale_cam_image(low_res[:, k], (224, 224)))
         assert theirs.shape == same_steps.shape == product[:, k].shape == (len(photos), 224, 224)
         assert np.abs(theirs - same_steps).max() < 1e-4, f"{method} target {k}: {np.abs(theirs - same_steps).max()}"
-        assert np.abs(theirs - product[:, k]).max() < 1e-4, f"{method} target {k}: {np.abs(theirs - product[:, k]).max()}"
+        assert np.abs(theirs - product[:, k]).max() < 1e-4, (
+            f"{method} target {k}: {np.abs(theirs - product[:, k]).max()}"
+        )
         assert theirs.std() > 0.05  # a real map, not two empty ones agreeing
 
 

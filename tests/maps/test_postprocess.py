@@ -14,8 +14,15 @@ def _both_spaces(signed: torch.Tensor):
     batch = signed.shape[0]
     width, height = torch.full((batch,), 40), torch.full((batch,), 24)
     scale = torch.full((batch,), 32 / 40, dtype=torch.float64)
-    placement = torch.stack([scale, scale, torch.zeros(batch, dtype=torch.float64),
-                             torch.full((batch,), (32 - 24 * 0.8) / 2, dtype=torch.float64)], dim=1)
+    placement = torch.stack(
+        [
+            scale,
+            scale,
+            torch.zeros(batch, dtype=torch.float64),
+            torch.full((batch,), (32 - 24 * 0.8) / 2, dtype=torch.float64),
+        ],
+        dim=1,
+    )
     original = warp_to_original(at_input, placement, width, height, original_grid_sizes(placement, width, height, 64))
     return at_input, original
 

@@ -1,6 +1,5 @@
 """Model zoo: torchvision/timm by name, checkpoints loaded safely, target layers, the CAM head."""
 
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -12,8 +11,16 @@ from pipeline.model.layers import find_linear_head, resolve_target_layer
 
 
 def model_cfg(**values):
-    base = {"name": "resnet18", "checkpoint": None, "weights": None, "num_classes": None, "load_by_position": False,
-            "target_layer": "auto", "mean": None, "std": None}
+    base = {
+        "name": "resnet18",
+        "checkpoint": None,
+        "weights": None,
+        "num_classes": None,
+        "load_by_position": False,
+        "target_layer": "auto",
+        "mean": None,
+        "std": None,
+    }
     return OmegaConf.create({**base, **values})
 
 
@@ -79,7 +86,9 @@ def test_cam_head_found_for_gap_linear_heads_only():
     import torchvision
 
     resnet = torchvision.models.resnet18(num_classes=5)
-    assert find_linear_head(resnet, 512) is resnet.fc.weight or torch.equal(find_linear_head(resnet, 512), resnet.fc.weight)
+    assert find_linear_head(resnet, 512) is resnet.fc.weight or torch.equal(
+        find_linear_head(resnet, 512), resnet.fc.weight
+    )
     assert find_linear_head(resnet, 256) is None  # a layer whose channels do not feed the head directly
 
 
@@ -95,7 +104,9 @@ class SmallNet(torch.nn.Module):
     def __init__(self, num_classes: int = 3):
         super().__init__()
         self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
-        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+        self.head = torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes)
+        )
 
     def forward(self, x):
         return self.head(self.body(x))
@@ -149,9 +160,17 @@ def test_checkpoint_metadata_describes_its_weights_and_config_still_wins(tmp_pat
     import torchvision
 
     path = tmp_path / "ckpt.pt"
-    torch.save({"state_dict": torchvision.models.resnet18(num_classes=3).state_dict(), "mean": [0.5, 0.5, 0.5],
-                "classes": ["cat", "dog", "fox"],
-                "std": [0.25, 0.25, 0.25], "input_size": 160, "interpolation": "bicubic"}, path)
+    torch.save(
+        {
+            "state_dict": torchvision.models.resnet18(num_classes=3).state_dict(),
+            "mean": [0.5, 0.5, 0.5],
+            "classes": ["cat", "dog", "fox"],
+            "std": [0.25, 0.25, 0.25],
+            "input_size": 160,
+            "interpolation": "bicubic",
+        },
+        path,
+    )
     built = build_model(model_cfg(checkpoint=str(path)), tmp_path)
     assert built.preprocess == {"size": 160, "interpolation": "bicubic"}
     assert built.mean == (0.5, 0.5, 0.5) and built.std == (0.25, 0.25, 0.25)
@@ -180,16 +199,26 @@ def test_auto_preprocessing_resolution():
     spec, sources = resolve_preprocess(auto, {"interpolation": "bicubic"})
     assert (spec.size, spec.resize_size, spec.interpolation) == (224, 256, "bicubic")
     assert sources == {"size": "fallback", "resize_size": "fallback", "interpolation": "model"}
-    spec, sources = resolve_preprocess({**auto, "interpolation": "nearest", "size": 200}, {"size": 240, "interpolation": "bicubic"})
-    assert (spec.size, spec.interpolation) == (200, "nearest") and sources["size"] == sources["interpolation"] == "config"
+    spec, sources = resolve_preprocess(
+        {**auto, "interpolation": "nearest", "size": 200}, {"size": 240, "interpolation": "bicubic"}
+    )
+    assert (spec.size, spec.interpolation) == (200, "nearest") and sources["size"] == sources[
+        "interpolation"
+    ] == "config"
     # a size from the config keeps the weights' crop ratio: resnet50 V2 (232 / 224) audited at 384
-    spec, sources = resolve_preprocess({**auto, "size": 384}, {"size": 224, "resize_size": 232, "interpolation": "bilinear"})
+    spec, sources = resolve_preprocess(
+        {**auto, "size": 384}, {"size": 224, "resize_size": 232, "interpolation": "bilinear"}
+    )
     assert (spec.size, spec.resize_size, sources["resize_size"]) == (384, 398, "model")  # round(384 * 232 / 224)
     spec, sources = resolve_preprocess({**auto, "size": 320}, {})
     assert (spec.resize_size, sources["resize_size"]) == (366, "fallback")  # round(320 * 256 / 224)
     spec, sources = resolve_preprocess({**auto, "mode": "letterbox"}, {"resize_size": 232, "size": 224})
     assert spec.resize_size is None and sources["resize_size"] == "unused"
-    for bad, option in [({"interpolation": "cubic"}, "interpolation"), ({"mode": "crop"}, "mode"),
-                        ({"size": 224, "resize_size": 200}, "resize_size"), ({"size": 4}, "size")]:
+    for bad, option in [
+        ({"interpolation": "cubic"}, "interpolation"),
+        ({"mode": "crop"}, "mode"),
+        ({"size": 224, "resize_size": 200}, "resize_size"),
+        ({"size": 4}, "size"),
+    ]:
         with pytest.raises(ValueError, match=f"^{option}: "):
             resolve_preprocess({**auto, **bad}, {})

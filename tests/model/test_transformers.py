@@ -40,7 +40,9 @@ def swin_to_nchw(tensor):  # timm's Swin stages are [B, h, w, C]
 
 def test_layouts_are_found_from_the_model():
     assert detect_layout(seeded("vit_tiny_patch16_224")) == FeatureLayout("tokens", 1, (14, 14))
-    assert detect_layout(seeded("deit_tiny_distilled_patch16_224")) == FeatureLayout("tokens", 2, (14, 14))  # class + distillation
+    assert detect_layout(seeded("deit_tiny_distilled_patch16_224")) == FeatureLayout(
+        "tokens", 2, (14, 14)
+    )  # class + distillation
     assert detect_layout(seeded("resnet18")).kind == "nchw"
     with pytest.raises(ValueError, match="tokens needs"):
         detect_layout(seeded("resnet18"), "tokens")
@@ -70,10 +72,13 @@ def test_vit_with_dynamic_image_size_gets_the_grid_of_the_input_size():
     assert resolve_target_layer(vit, "auto", 288, layout=layout)[2] == (192, 18, 18)
 
 
-@pytest.mark.parametrize("model_name,layer_name,reshape", [
-    ("vit_tiny_patch16_224", "blocks.11.norm1", vit_tokens_to_map),
-    ("swin_tiny_patch4_window7_224", "layers.3", swin_to_nchw),
-])
+@pytest.mark.parametrize(
+    "model_name,layer_name,reshape",
+    [
+        ("vit_tiny_patch16_224", "blocks.11.norm1", vit_tokens_to_map),
+        ("swin_tiny_patch4_window7_224", "layers.3", swin_to_nchw),
+    ],
+)
 @pytest.mark.parametrize("method", ["gradcam", "layercam"])
 def test_maps_match_pytorch_grad_cam_with_its_reshape_recipe(model_name, layer_name, reshape, method):
     ours_model = seeded(model_name)
@@ -88,12 +93,17 @@ def test_maps_match_pytorch_grad_cam_with_its_reshape_recipe(model_name, layer_n
     product = upsample_and_normalise(signed, (224, 224))
     assert not product.empty.any()
     theirs_class = {"gradcam": GradCAM, "layercam": LayerCAM}[method]
-    cam = theirs_class(model=their_model, target_layers=[dict(their_model.named_modules())[layer_name]], reshape_transform=reshape)
+    cam = theirs_class(
+        model=their_model, target_layers=[dict(their_model.named_modules())[layer_name]], reshape_transform=reshape
+    )
     for k in range(2):
         theirs = cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in targets[:, k]])
         ours = product.normalised[:, k].numpy()
         assert np.abs(theirs - ours).max() < 1e-4, f"{model_name} {method} target {k}: {np.abs(theirs - ours).max()}"
-        assert np.abs(theirs - scale_cam_image(scale_cam_image(signed[:, k].clamp(min=0).numpy(), (224, 224)))).max() < 1e-4
+        assert (
+            np.abs(theirs - scale_cam_image(scale_cam_image(signed[:, k].clamp(min=0).numpy(), (224, 224)))).max()
+            < 1e-4
+        )
 
 
 def test_vit_and_swin_audit_end_to_end_and_cam_is_refused_for_a_class_token_head(tmp_path):
@@ -103,15 +113,39 @@ def test_vit_and_swin_audit_end_to_end_and_cam_is_refused_for_a_class_token_head
     root = tmp_path / "data"
     good_dataset(root, 4)
     for name, layer in (("vit_tiny_patch16_224", "blocks.11.norm1"), ("swin_tiny_patch4_window7_224", "norm")):
-        overrides = base_overrides(root, tmp_path / "cache", **{
-            "model": "timm", "model.name": f"timm:{name}", "model.checkpoint": "null", "model.num_classes": 3,
-            "model._target_": None, "+model.kwargs.num_classes": None, "data.preprocess.size": "auto", "data.preprocess.resize_size": "auto"})
+        overrides = base_overrides(
+            root,
+            tmp_path / "cache",
+            **{
+                "model": "timm",
+                "model.name": f"timm:{name}",
+                "model.checkpoint": "null",
+                "model.num_classes": 3,
+                "model._target_": None,
+                "+model.kwargs.num_classes": None,
+                "data.preprocess.size": "auto",
+                "data.preprocess.resize_size": "auto",
+            },
+        )
         summary = run_in_process(overrides, tmp_path / f"run_{name}")
         assert summary["images"] == 4 and summary["target_layer"] == layer
     with pytest.raises(ConfigError) as error:
-        run_in_process(base_overrides(root, tmp_path / "cache", **{
-            "model": "timm", "model.name": "timm:vit_tiny_patch16_224", "model.checkpoint": "null", "model.num_classes": 3,
-            "model._target_": None, "+model.kwargs.num_classes": None, "data.preprocess.size": 224, "data.preprocess.resize_size": 256,
-            "cam.method": "cam"}),
-            tmp_path / "run_cam")
+        run_in_process(
+            base_overrides(
+                root,
+                tmp_path / "cache",
+                **{
+                    "model": "timm",
+                    "model.name": "timm:vit_tiny_patch16_224",
+                    "model.checkpoint": "null",
+                    "model.num_classes": 3,
+                    "model._target_": None,
+                    "+model.kwargs.num_classes": None,
+                    "data.preprocess.size": 224,
+                    "data.preprocess.resize_size": 256,
+                    "cam.method": "cam",
+                },
+            ),
+            tmp_path / "run_cam",
+        )
     assert error.value.option == "cam.method"

@@ -66,7 +66,9 @@ def test_a_failed_job_stops_the_worker_and_is_raised_by_the_next_submit():
     worker.submit(fail)
     with pytest.raises(BackgroundWriteError):
         worker.drain()  # waits for the failing job, then raises
-    with pytest.raises(BackgroundWriteError, match=r"background parquet writer failed: OSError.*No space left") as error:
+    with pytest.raises(
+        BackgroundWriteError, match=r"background parquet writer failed: OSError.*No space left"
+    ) as error:
         worker.submit(ran.append, "later")
     assert isinstance(error.value.error, OSError) and error.value.worker == "parquet"
     with pytest.raises(BackgroundWriteError):
@@ -97,8 +99,11 @@ def _ids(run_dir: Path) -> list[str]:
 
 def test_a_parquet_writer_crash_stops_the_run_and_resume_gives_every_image_once(tmp_path, monkeypatch):
     ids = good_dataset(tmp_path / "data", 40, side=16)
-    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 8, "runtime.batch_size": 4,
-                                                                         "runtime.num_workers": 0})
+    overrides = base_overrides(
+        tmp_path / "data",
+        tmp_path / "cache",
+        **{"report.rows_per_part": 8, "runtime.batch_size": 4, "runtime.num_workers": 0},
+    )
     real_write = parts_module.write_table_atomic
     calls = {"n": 0}
 
@@ -109,10 +114,16 @@ def test_a_parquet_writer_crash_stops_the_run_and_resume_gives_every_image_once(
         real_write(table, path)
 
     monkeypatch.setattr(parts_module, "write_table_atomic", write_then_fail)
-    with pytest.raises(BackgroundWriteError, match=r"parquet writer failed: OSError.*Input/output error.*resume=true") as error:
+    with pytest.raises(
+        BackgroundWriteError, match=r"parquet writer failed: OSError.*Input/output error.*resume=true"
+    ) as error:
         run_in_process(overrides, tmp_path / "run")
     assert error.value.worker == "parquet"
-    written = [i for p in sorted((tmp_path / "run" / "parts").glob("samples-*.parquet")) for i in pq.read_table(p)["id"].to_pylist()]
+    written = [
+        i
+        for p in sorted((tmp_path / "run" / "parts").glob("samples-*.parquet"))
+        for i in pq.read_table(p)["id"].to_pylist()
+    ]
     assert len(written) == 16  # the two parts before the failure, nothing after it
     monkeypatch.setattr(parts_module, "write_table_atomic", real_write)
     summary = run_in_process(overrides + ["resume=true"], tmp_path / "run")
@@ -122,8 +133,11 @@ def test_a_parquet_writer_crash_stops_the_run_and_resume_gives_every_image_once(
 
 def test_an_overlay_writer_crash_stops_the_run(tmp_path, monkeypatch):
     good_dataset(tmp_path / "data", 24, side=16)
-    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"runtime.batch_size": 4, "runtime.num_workers": 0,
-                                                                         "report.overlays": "all"})
+    overrides = base_overrides(
+        tmp_path / "data",
+        tmp_path / "cache",
+        **{"runtime.batch_size": 4, "runtime.num_workers": 0, "report.overlays": "all"},
+    )
 
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")
@@ -139,11 +153,25 @@ def test_sigkill_while_the_writers_have_work_queued_then_resume_gives_every_imag
     root, run_dir = tmp_path / "data", tmp_path / "run"
     ids = good_dataset(root, 96, side=16)
     # Overlays of every image keep the overlay thread busy; small parts keep the parquet thread busy.
-    overrides = base_overrides(root, tmp_path / "cache", **{"report.rows_per_part": 4, "runtime.batch_size": 4, "runtime.num_workers": 1,
-                                                            "report.overlays": "all", "runtime.writer_queue": 2,
-                                                            "+model.kwargs.delay_s": 0.02})
-    process = subprocess.Popen(cli_command(overrides, run_dir), cwd=MAIN, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    overrides = base_overrides(
+        root,
+        tmp_path / "cache",
+        **{
+            "report.rows_per_part": 4,
+            "runtime.batch_size": 4,
+            "runtime.num_workers": 1,
+            "report.overlays": "all",
+            "runtime.writer_queue": 2,
+            "+model.kwargs.delay_s": 0.02,
+        },
+    )
+    process = subprocess.Popen(
+        cli_command(overrides, run_dir),
+        cwd=MAIN,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     parts_dir = run_dir / "parts"
     deadline = time.monotonic() + 120
     try:

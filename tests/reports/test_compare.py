@@ -17,7 +17,12 @@ def runs(tmp_path_factory):
     """The same 12 images audited by two differently seeded models, by another method, and in part."""
     tmp = tmp_path_factory.mktemp("compare")
     good_dataset(tmp / "data", 12)
-    variants = {"night1": {}, "night2": {"+model.kwargs.seed": 1}, "layercam": {"cam.method": "layercam"}, "part": {"data.limit": 8}}
+    variants = {
+        "night1": {},
+        "night2": {"+model.kwargs.seed": 1},
+        "layercam": {"cam.method": "layercam"},
+        "part": {"data.limit": 8},
+    }
     for name, extra in variants.items():
         run_in_process(base_overrides(tmp / "data", tmp / "cache", **extra), tmp / name)
     return tmp
@@ -34,7 +39,8 @@ def test_changes_follow_from_the_two_runs(runs):
     assert result["overall"]["delta"]["accuracy"] == pytest.approx(after["correct"].mean() - before["correct"].mean())
     samples = result["samples"].set_index("id")
     assert samples["true_energy_in_box_delta"].to_numpy() == pytest.approx(
-        (after["true_energy_in_box"] - before["true_energy_in_box"]).to_numpy(), nan_ok=True)
+        (after["true_energy_in_box"] - before["true_energy_in_box"]).to_numpy(), nan_ok=True
+    )
     classes = result["classes"].set_index("label")
     for label, group in before.groupby("label"):
         assert classes.loc[label, "accuracy_baseline"] == pytest.approx(group["correct"].mean())
@@ -55,7 +61,9 @@ def test_images_in_one_run_only_are_counted_not_compared(runs):
 
 def test_cli_writes_the_comparison_and_gates_on_accuracy(runs, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert compare_main([str(runs / "night1"), str(runs / "night2"), "--out", str(out), "--max-drop", "accuracy=1.0"]) == 0
+    assert (
+        compare_main([str(runs / "night1"), str(runs / "night2"), "--out", str(out), "--max-drop", "accuracy=1.0"]) == 0
+    )
     written = json.loads((out / "compare.json").read_text())
     assert written["overall"]["images_compared"] == 12
     assert len(pd.read_parquet(out / "samples_diff.parquet")) == 12
@@ -67,13 +75,24 @@ def _fake_run(folder, correct: list[bool], start: int = 0):
     """A finished run's samples.parquet with the given correctness (what compare reads, nothing more)."""
     n = len(correct)
     folder.mkdir(parents=True)
-    pd.DataFrame({
-        "id": [f"img{start + i:03d}" for i in range(n)], "label": [0] * n, "label_name": ["cat"] * n,
-        "pred": [0 if c else 1 for c in correct], "pred_name": ["cat" if c else "dog" for c in correct], "correct": correct,
-        "true_energy_in_box": [0.5] * n, "true_energy_lift": [2.0] * n, "true_peak_row": [3.0] * n, "true_peak_col": [4.0] * n,
-        "true_pointing_hit": [1.0] * n, "true_localised_tau015": [1.0] * n, "true_relevance_rank_accuracy": [0.5] * n,
-        "true_empty": [0.0] * n,
-    }).to_parquet(folder / "samples.parquet")
+    pd.DataFrame(
+        {
+            "id": [f"img{start + i:03d}" for i in range(n)],
+            "label": [0] * n,
+            "label_name": ["cat"] * n,
+            "pred": [0 if c else 1 for c in correct],
+            "pred_name": ["cat" if c else "dog" for c in correct],
+            "correct": correct,
+            "true_energy_in_box": [0.5] * n,
+            "true_energy_lift": [2.0] * n,
+            "true_peak_row": [3.0] * n,
+            "true_peak_col": [4.0] * n,
+            "true_pointing_hit": [1.0] * n,
+            "true_localised_tau015": [1.0] * n,
+            "true_relevance_rank_accuracy": [0.5] * n,
+            "true_empty": [0.0] * n,
+        }
+    ).to_parquet(folder / "samples.parquet")
     (folder / "summary.json").write_text("{}")
 
 

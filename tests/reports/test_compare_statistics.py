@@ -18,7 +18,9 @@ from pipeline.reports.compare import compare_with_statistics, default_out
 from pipeline.reports.paired_stats import class_mean_statistic, mcnemar_exact, mean_statistic, paired_bootstrap
 
 
-@pytest.mark.parametrize("broke, fixed", [(0, 1), (1, 0), (3, 3), (10, 6), (30, 2), (0, 7), (100, 70), (1100, 1000), (2600, 2500)])
+@pytest.mark.parametrize(
+    "broke, fixed", [(0, 1), (1, 0), (3, 3), (10, 6), (30, 2), (0, 7), (100, 70), (1100, 1000), (2600, 2500)]
+)
 def test_mcnemar_exact_is_scipy_binomtest(broke, fixed):
     assert mcnemar_exact(broke, fixed) == pytest.approx(binomtest(broke, broke + fixed, 0.5).pvalue, rel=1e-9)
 
@@ -49,14 +51,25 @@ def fake_run(folder, correct, energy, labels, hits=None):
     folder.mkdir(parents=True)
     names = np.array(["cat", "dog", "bird", "fish"])
     hits = np.asarray(energy) > 0.5 if hits is None else hits
-    pd.DataFrame({
-        "id": [f"img{i:05d}" for i in range(n)], "label": labels, "label_name": names[labels],
-        "pred": np.where(correct, labels, (labels + 1) % 4), "pred_name": names[np.where(correct, labels, (labels + 1) % 4)],
-        "correct": correct, "true_energy_in_box": energy, "true_energy_lift": np.asarray(energy) * 2,
-        "true_peak_row": 3.0, "true_peak_col": 4.0, "true_pointing_hit": pd.array(hits, dtype="boolean"),
-        "true_localised_tau015": pd.array(np.asarray(energy) > 0.4, dtype="boolean"), "true_relevance_rank_accuracy": 0.5,
-        "true_empty": False, "pred_energy_in_box": energy,
-    }).to_parquet(folder / "samples.parquet")
+    pd.DataFrame(
+        {
+            "id": [f"img{i:05d}" for i in range(n)],
+            "label": labels,
+            "label_name": names[labels],
+            "pred": np.where(correct, labels, (labels + 1) % 4),
+            "pred_name": names[np.where(correct, labels, (labels + 1) % 4)],
+            "correct": correct,
+            "true_energy_in_box": energy,
+            "true_energy_lift": np.asarray(energy) * 2,
+            "true_peak_row": 3.0,
+            "true_peak_col": 4.0,
+            "true_pointing_hit": pd.array(hits, dtype="boolean"),
+            "true_localised_tau015": pd.array(np.asarray(energy) > 0.4, dtype="boolean"),
+            "true_relevance_rank_accuracy": 0.5,
+            "true_empty": False,
+            "pred_energy_in_box": energy,
+        }
+    ).to_parquet(folder / "samples.parquet")
     (folder / "summary.json").write_text("{}")
 
 
@@ -97,37 +110,68 @@ def crafted(tmp_path_factory):
 
 
 def gate(tmp, baseline, current, *options):
-    return compare_main([str(tmp / baseline), str(tmp / current), "--out", str(tmp / f"out-{baseline.replace('/', '-')}-{current}"),
-                         "--resamples", "1000", *options])
+    return compare_main(
+        [
+            str(tmp / baseline),
+            str(tmp / current),
+            "--out",
+            str(tmp / f"out-{baseline.replace('/', '-')}-{current}"),
+            "--resamples",
+            "1000",
+            *options,
+        ]
+    )
 
 
 def test_a_real_drop_trips_and_chance_does_not(crafted):
     assert gate(crafted, "base", "drop", "--max-drop", "accuracy=0.02") == 1  # 3 points, p < 1e-6
     assert gate(crafted, "base", "drop", "--max-drop", "true_energy_in_box=0.02") == 1
-    assert gate(crafted, "base", "drop", "--max-drop", "accuracy=0.05", "--max-drop", "true_energy_in_box=0.06") == 0  # within
+    assert (
+        gate(crafted, "base", "drop", "--max-drop", "accuracy=0.05", "--max-drop", "true_energy_in_box=0.06") == 0
+    )  # within
     # the case: a 0.33-point drop on 1,200 images against a 0.2-point gate is chance (McNemar p = 0.45)
-    assert gate(crafted, "base", "noise", "--max-drop", "accuracy=0.002", "--max-drop", "true_energy_in_box=0.0001") == 0
+    assert (
+        gate(crafted, "base", "noise", "--max-drop", "accuracy=0.002", "--max-drop", "true_energy_in_box=0.0001") == 0
+    )
     written = json.loads((crafted / "out-base-noise" / "compare.json").read_text())
     accuracy = written["tests"]["accuracy"]
-    assert (accuracy["broke"], accuracy["fixed"]) == (10, 6) and accuracy["p"] == pytest.approx(binomtest(10, 16, 0.5).pvalue)
+    assert (accuracy["broke"], accuracy["fixed"]) == (10, 6) and accuracy["p"] == pytest.approx(
+        binomtest(10, 16, 0.5).pvalue
+    )
     assert -accuracy["delta"] > 0.002 and not accuracy["significant"]
 
 
 def test_a_same_model_rerun_never_trips_whatever_the_seed(crafted):
-    tight = ["--max-drop", "accuracy=0", "--max-drop", "true_energy_in_box=0", "--max-drop", "true_pointing_game=0",
-             "--max-class-drop", "true_energy_in_box=0", "--max-class-drop", "accuracy=0"]
+    tight = [
+        "--max-drop",
+        "accuracy=0",
+        "--max-drop",
+        "true_energy_in_box=0",
+        "--max-drop",
+        "true_pointing_game=0",
+        "--max-class-drop",
+        "true_energy_in_box=0",
+        "--max-class-drop",
+        "accuracy=0",
+    ]
     for seed in range(5):
         assert gate(crafted, "base", "same", *tight, "--seed", str(seed)) == 0
 
 
 def test_per_class_drops_need_enough_images_and_significance(crafted):
-    result = compare_with_statistics(crafted / "base_fish" / "run", crafted / "class", max_class_drops={"accuracy": 0.5,
-                                     "true_energy_in_box": 0.1}, resamples=1000)
+    result = compare_with_statistics(
+        crafted / "base_fish" / "run",
+        crafted / "class",
+        max_class_drops={"accuracy": 0.5, "true_energy_in_box": 0.1},
+        resamples=1000,
+    )
     tripped = [g for g in result["gates"] if g["tripped"] and g["scope"].startswith("class ")]
     assert [(g["metric"], g["scope"]) for g in tripped] == [("true_energy_in_box", "class dog")]
     fish = result["per_class"].set_index("label_name").loc["fish"]
     assert fish["accuracy_delta"] == -1.0 and fish["count"] == 3  # a complete drop, but 3 images: never gated
-    assert fish["true_energy_in_box_delta"] == pytest.approx(-0.3) and fish["true_energy_in_box_p"] < 1e-6  # "significant" alone
+    assert (
+        fish["true_energy_in_box_delta"] == pytest.approx(-0.3) and fish["true_energy_in_box_p"] < 1e-6
+    )  # "significant" alone
     assert gate(crafted, "base_fish/run", "class", "--max-class-drop", "true_energy_in_box=0.1") == 1
     assert gate(crafted, "base_fish/run", "class", "--max-class-drop", "accuracy=0.5") == 0
 
@@ -137,4 +181,7 @@ def test_default_output_folder_is_beside_the_current_run(crafted):
     assert out == (crafted / "drop.compare" / "base").absolute()
     assert compare_main([str(crafted / "base"), str(crafted / "same"), "--resamples", "200"]) == 0
     assert (crafted / "same.compare" / "base" / "compare.json").is_file()
-    assert sorted(p.name for p in (crafted / "same").iterdir()) == ["samples.parquet", "summary.json"]  # nothing written into the run
+    assert sorted(p.name for p in (crafted / "same").iterdir()) == [
+        "samples.parquet",
+        "summary.json",
+    ]  # nothing written into the run

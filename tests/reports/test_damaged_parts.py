@@ -13,7 +13,9 @@ from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
 
 def test_truncated_part_then_resume_names_the_file_and_what_to_do(tmp_path):
     ids = good_dataset(tmp_path / "data", 6)
-    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 2, "runtime.batch_size": 2})
+    overrides = base_overrides(
+        tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 2, "runtime.batch_size": 2}
+    )
     run_dir = tmp_path / "run"
     run_in_process(overrides, run_dir)
     damaged = sorted((run_dir / "parts").glob("samples-*.parquet"))[1]
@@ -24,7 +26,10 @@ def test_truncated_part_then_resume_names_the_file_and_what_to_do(tmp_path):
     assert str(damaged) in str(error.value) and "Move it out" in str(error.value) and "resume=true" in str(error.value)
     damaged.rename(tmp_path / damaged.name)  # what the message says to do
     summary = run_in_process(overrides + ["resume=true"], run_dir)
-    assert sorted(pd.read_parquet(run_dir / "samples.parquet")["id"]) == ids and summary["images_scored_this_invocation"] == 2
+    assert (
+        sorted(pd.read_parquet(run_dir / "samples.parquet")["id"]) == ids
+        and summary["images_scored_this_invocation"] == 2
+    )
 
 
 def test_read_column_names_the_damaged_file(tmp_path):

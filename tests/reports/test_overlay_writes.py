@@ -35,8 +35,11 @@ def test_a_one_pixel_wide_image_in_original_space_gets_a_bounded_overlay(tmp_pat
     ids = good_dataset(root, 3)
     add_sample(root, "thin", noise_image(1, 800, 7), ext=".png", key="n002", boxes=[(1, 100, 1, 600)])
     # allowed on purpose (the default max_aspect_ratio refuses it): the overlay must stay bounded anyway
-    overrides = base_overrides(root, tmp_path / "cache", **{"scores.space": "original", "report.overlays": "all",
-                                                            "data.preprocess.max_aspect_ratio": 1000})
+    overrides = base_overrides(
+        root,
+        tmp_path / "cache",
+        **{"scores.space": "original", "report.overlays": "all", "data.preprocess.max_aspect_ratio": 1000},
+    )
     summary = run_in_process(overrides, tmp_path / "run")
     assert summary["images"] == 4 and summary["errors"] == 0
     picture = cv2.imread(str(tmp_path / "run" / "overlays" / f"{safe_file_stem('thin')}.jpg"))
@@ -66,7 +69,12 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.fixture

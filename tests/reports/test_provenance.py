@@ -21,8 +21,10 @@ from tests.helpers_tiny_model import TinyNet
 
 def strict_json(text: str):
     """json.loads that refuses NaN / Infinity (what strict parsers do)."""
+
     def refuse(constant):
         raise ValueError(f"bare {constant} in JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -34,7 +36,9 @@ def run(tmp_path_factory):
     write_classes(tmp / "data", CLASSES + tuple((f"k{i:04d}", f"class{i}") for i in range(997)))
     checkpoint = tmp / "tiny.pt"
     torch.save(TinyNet(num_classes=1000, seed=3).state_dict(), checkpoint)
-    summary = run_in_process(base_overrides(tmp / "data", tmp / "cache", num_classes=1000, **{"+model.checkpoint": checkpoint}), tmp / "run")
+    summary = run_in_process(
+        base_overrides(tmp / "data", tmp / "cache", num_classes=1000, **{"+model.checkpoint": checkpoint}), tmp / "run"
+    )
     return tmp, summary, checkpoint
 
 
@@ -58,7 +62,9 @@ def test_every_table_carries_provenance_and_the_empty_errors_table_is_small(run)
         metadata = pq.read_schema(tmp / "run" / f"{name}.parquet").metadata
         assert json.loads(metadata[b"cam_audit.provenance"])["dataset"] == origin["dataset"], name
     assert len(json.loads(pq.read_schema(tmp / "run" / "samples.parquet").metadata[b"cam_audit.classes"])) == 1000
-    assert summary["errors"] == 0 and (tmp / "run" / "errors.parquet").stat().st_size < 16_000  # was 69 KB with 1,000 classes
+    assert (
+        summary["errors"] == 0 and (tmp / "run" / "errors.parquet").stat().st_size < 16_000
+    )  # was 69 KB with 1,000 classes
 
 
 def test_summary_json_writes_null_for_nan(tmp_path):

@@ -55,7 +55,8 @@ def page(run_dir):
 
 def visible_ids(driver) -> list[str]:
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll('.image-row')).filter(r => r.style.display !== 'none').map(r => r.dataset.id)")
+        "return Array.from(document.querySelectorAll('.image-row')).filter(r => r.style.display !== 'none').map(r => r.dataset.id)"
+    )
 
 
 def test_every_picture_loads(page, run_dir):
@@ -63,9 +64,13 @@ def test_every_picture_loads(page, run_dir):
     assert count >= 18  # one overlay per image (report.overlays=all)
     page.execute_script("Array.from(document.images).forEach(i => { i.loading = 'eager'; i.scrollIntoView(); })")
     deadline = time.time() + 20
-    while time.time() < deadline and not page.execute_script("return Array.from(document.images).every(i => i.complete)"):
+    while time.time() < deadline and not page.execute_script(
+        "return Array.from(document.images).every(i => i.complete)"
+    ):
         time.sleep(0.2)
-    broken = page.execute_script("return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+    broken = page.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+    )
     assert broken == []
 
 
@@ -84,7 +89,10 @@ def test_sorting_changes_the_order_of_the_rows(page, run_dir):
     by_confidence = frame.set_index("id").loc[ascending, "confidence"].tolist()
     assert by_confidence == sorted(by_confidence) and ascending != before
     header.click()
-    assert visible_ids(page) == ascending[::-1] or frame.set_index("id").loc[visible_ids(page), "confidence"].is_monotonic_decreasing
+    assert (
+        visible_ids(page) == ascending[::-1]
+        or frame.set_index("id").loc[visible_ids(page), "confidence"].is_monotonic_decreasing
+    )
 
 
 def test_filters_change_the_visible_rows(page, run_dir):
@@ -99,12 +107,20 @@ def test_filters_change_the_visible_rows(page, run_dir):
     Select(page.find_element("id", "filter-triage")).select_by_value("")
     Select(page.find_element("id", "filter-class")).select_by_value("dog")
     shown = visible_ids(page)
-    assert shown and all("dog" in (frame.loc[i, "label_name"], frame.loc[i, "pred_name"]) for i in shown) and len(shown) < total
+    assert (
+        shown
+        and all("dog" in (frame.loc[i, "label_name"], frame.loc[i, "pred_name"]) for i in shown)
+        and len(shown) < total
+    )
     Select(page.find_element("id", "filter-class")).select_by_value("")
     box = page.find_element("id", "filter-confidence")
     threshold = float(frame["confidence"].median())
-    page.execute_script("arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'))", box, str(threshold))
+    page.execute_script(
+        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'))", box, str(threshold)
+    )
     shown = visible_ids(page)
     assert set(shown) == set(frame.index[frame["confidence"] >= threshold])
-    cards = page.execute_script("return Array.from(document.querySelectorAll('.image-card')).filter(c => c.style.display !== 'none').length")
+    cards = page.execute_script(
+        "return Array.from(document.querySelectorAll('.image-card')).filter(c => c.style.display !== 'none').length"
+    )
     assert cards == len(shown)  # the galleries follow the same filter

@@ -14,7 +14,9 @@ from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
 
 def test_page_links_every_overlay_and_lists_every_image_that_needs_a_look(tmp_path):
     good_dataset(tmp_path / "data", 12)
-    summary = run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.overlays": "needs_look"}), tmp_path / "run")
+    summary = run_in_process(
+        base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.overlays": "needs_look"}), tmp_path / "run"
+    )
     page = (tmp_path / "run" / "review.html").read_text(encoding="utf-8")
     frame = pd.read_parquet(tmp_path / "run" / "samples.parquet")
     needs_look = frame[frame["triage"] != "ok"]
@@ -25,27 +27,52 @@ def test_page_links_every_overlay_and_lists_every_image_that_needs_a_look(tmp_pa
     assert sorted(shown) == written  # every overlay written is on the page
     rows = re.findall(r'<tr class="image-row" data-id="([^"]+)"', page)
     assert sorted(rows) == sorted(needs_look["id"])
-    order = [c for c in ("distracted", "right_for_wrong_reason", "confused_on_object") if c in set(needs_look["triage"])]
+    order = [
+        c for c in ("distracted", "right_for_wrong_reason", "confused_on_object") if c in set(needs_look["triage"])
+    ]
     assert [m for m in re.findall(r'<h3 id="gallery-([a-z_]+)"', page)] == order  # most severe category first
     assert f"{100 * summary['accuracy']:.1f}%" in page and "Shortcut finder" in page and "nan" not in page
 
 
 def _crafted(n_classes: int = 1):
-    frame = pd.DataFrame({"id": ["<script>x</script>", "b"], "label_name": ["a&b", "cat"], "pred_name": ["<i>", "dog"],
-                          "correct": [False, False], "confidence": np.array([0.123456789, 0.5], np.float32),
-                          "triage": ["distracted", "confused_on_object"],
-                          "pred_excess_energy": np.array([np.nan, 0.25], np.float32), "true_excess_energy": np.array([0.1, 0.2], np.float32)})
-    classes = pd.DataFrame({"label_name": ["<b>cat</b>"] + [f"c{i:02d}" for i in range(n_classes - 1)], "count": 1, "accuracy": 0.0,
-                            "true_energy_in_box": 0.5, "true_energy_lift": 0.8,
-                            "true_excess_energy": [-0.1] + [0.01 * i for i in range(n_classes - 1)], "true_pointing_game_accuracy": 1.0})
+    frame = pd.DataFrame(
+        {
+            "id": ["<script>x</script>", "b"],
+            "label_name": ["a&b", "cat"],
+            "pred_name": ["<i>", "dog"],
+            "correct": [False, False],
+            "confidence": np.array([0.123456789, 0.5], np.float32),
+            "triage": ["distracted", "confused_on_object"],
+            "pred_excess_energy": np.array([np.nan, 0.25], np.float32),
+            "true_excess_energy": np.array([0.1, 0.2], np.float32),
+        }
+    )
+    classes = pd.DataFrame(
+        {
+            "label_name": ["<b>cat</b>"] + [f"c{i:02d}" for i in range(n_classes - 1)],
+            "count": 1,
+            "accuracy": 0.0,
+            "true_energy_in_box": 0.5,
+            "true_energy_lift": 0.8,
+            "true_excess_energy": [-0.1] + [0.01 * i for i in range(n_classes - 1)],
+            "true_pointing_game_accuracy": 1.0,
+        }
+    )
     return frame, classes
 
 
 def test_values_from_the_data_are_escaped(tmp_path):
     frame, classes = _crafted()
     (tmp_path / f"{safe_file_stem('<script>x</script>')}.jpg").write_bytes(b"jpeg")
-    summary = {"run_dir": "r", "images": 2, "errors": 0, "accuracy": 0.0,
-               "confusions": [{"true": "<u>t</u>", "pred": "p", "images": 1, "pred_energy_in_box": 0.1, "pred_excess_energy": 0.0}]}
+    summary = {
+        "run_dir": "r",
+        "images": 2,
+        "errors": 0,
+        "accuracy": 0.0,
+        "confusions": [
+            {"true": "<u>t</u>", "pred": "p", "images": 1, "pred_energy_in_box": 0.1, "pred_excess_energy": 0.0}
+        ],
+    }
     page = render_review_page(summary, frame, classes, tmp_path, 10)
     for raw in ("<script>x", "<b>cat</b>", "<i>", "<u>t</u>"):
         assert raw not in page
@@ -72,8 +99,12 @@ def test_class_table_is_capped_and_the_rest_is_behind_a_toggle(tmp_path):
 
 def test_collapse_warning_in_summary_and_on_the_page(tmp_path):
     good_dataset(tmp_path / "data", 12)
-    summary = run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache",
-                                            **{"model._target_": "tests.reports.collapsed_model.CollapsedNet"}), tmp_path / "run")
+    summary = run_in_process(
+        base_overrides(
+            tmp_path / "data", tmp_path / "cache", **{"model._target_": "tests.reports.collapsed_model.CollapsedNet"}
+        ),
+        tmp_path / "run",
+    )
     collapse = summary["shortcuts"]["collapse"]
     assert collapse["pred_name"] == "cat" and collapse["share"] == 1.0
     page = (tmp_path / "run" / "review.html").read_text(encoding="utf-8")

@@ -30,8 +30,10 @@ def test_permutation_p_value_matches_exhaustive_enumeration():
     effect, p = permutation_test(values, groups, 2, 20000, np.random.default_rng(0))
     observed = values[groups == 1].mean() - values[groups == 0].mean()
     assert effect[0] == pytest.approx(observed)
-    exhaustive = [values[list(set(range(8)) - set(c))].mean() - values[list(c)].mean() >= observed - 1e-12
-                  for c in itertools.combinations(range(8), 3)]
+    exhaustive = [
+        values[list(set(range(8)) - set(c))].mean() - values[list(c)].mean() >= observed - 1e-12
+        for c in itertools.combinations(range(8), 3)
+    ]
     assert p[0] == pytest.approx(np.mean(exhaustive), abs=0.01)  # 3 / 56
 
 
@@ -46,9 +48,14 @@ def test_normal_approximation_agrees_with_the_shuffles():
 
 
 def null_frame(rng, n=300, classes="abcdefgh"):
-    return pd.DataFrame({"id": [f"i{k}" for k in range(n)], "pred_name": rng.choice(list(classes), n),
-                         "label_name": rng.choice(list(classes), n),
-                         "pred_excess_energy": rng.beta(2, 3, n) * 1.3 - 0.3})
+    return pd.DataFrame(
+        {
+            "id": [f"i{k}" for k in range(n)],
+            "pred_name": rng.choice(list(classes), n),
+            "label_name": rng.choice(list(classes), n),
+            "pred_excess_energy": rng.beta(2, 3, n) * 1.3 - 0.3,
+        }
+    )
 
 
 def test_false_alarm_rate_is_at_most_alpha_under_the_null():
@@ -88,9 +95,15 @@ def test_hot_spot_location_share_and_picture(tmp_path):
     assert spot["cells"] == [12, 1, 15, 4]
     assert spot["x"] == pytest.approx(2.5 / 16) and spot["y"] == pytest.approx(13.5 / 16)
     assert spot["share"] == pytest.approx(0.45 / 0.46) and spot["uniform_share"] == pytest.approx(9 / 256)
-    frame = pd.DataFrame({"id": [f"i{k}" for k in range(60)], "pred_name": ["a"] * 30 + ["b"] * 30, "label_name": ["a", "b"] * 30,
-                          "pred_excess_energy": [0.0] * 30 + [0.6] * 30,
-                          "pred_off_box_grid": [g.ravel() for g in np.concatenate([grids] * 12)]})
+    frame = pd.DataFrame(
+        {
+            "id": [f"i{k}" for k in range(60)],
+            "pred_name": ["a"] * 30 + ["b"] * 30,
+            "label_name": ["a", "b"] * 30,
+            "pred_excess_energy": [0.0] * 30 + [0.6] * 30,
+            "pred_off_box_grid": [g.ravel() for g in np.concatenate([grids] * 12)],
+        }
+    )
     out = find_shortcuts(frame, ShortcutSettings(min_images=5, permutations=2000))
     assert out["flagged"] == ["a"]
     spot = out["classes"][0]["hot_spot"]

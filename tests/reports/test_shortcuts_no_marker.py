@@ -14,19 +14,28 @@ from hydra import compose, initialize_config_dir
 from pipeline.run import run_audit
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_MARKER = ["+data.synthetic.n_train=1600", "+data.synthetic.n_audit=480", "+data.synthetic.marker_prob_train=0.0",
-             "+data.synthetic.marker_prob_audit=0.0"]
+NO_MARKER = [
+    "+data.synthetic.n_train=1600",
+    "+data.synthetic.n_audit=480",
+    "+data.synthetic.marker_prob_train=0.0",
+    "+data.synthetic.marker_prob_audit=0.0",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.xfail(strict=True, reason="known defect (issue 10): the rule compares a class's excess energy with the other "
-                   "classes', so a class whose maps naturally sit less on its box (triangle: 0.12 against 0.45 with no "
-                   "marker anywhere) is flagged without a shortcut; it needs a per-class baseline")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (issue 10): the rule compares a class's excess energy with the other "
+    "classes', so a class whose maps naturally sit less on its box (triangle: 0.12 against 0.45 with no "
+    "marker anywhere) is flagged without a shortcut; it needs a per-class baseline",
+)
 def test_no_marker_no_flag(tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=NO_MARKER + [f"cache_dir={tmp_path / 'cache'}", "runtime.progress=false",
-                                                                   "report.overlays=none"])
+        cfg = compose(
+            config_name="config",
+            overrides=NO_MARKER + [f"cache_dir={tmp_path / 'cache'}", "runtime.progress=false", "report.overlays=none"],
+        )
     summary = run_audit(cfg, tmp_path / "run")
     assert summary["images"] == 480 and summary["accuracy"] > 0.5  # a model that learned the shapes
     assert summary["shortcuts"]["tested"] >= 6

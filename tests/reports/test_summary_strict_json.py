@@ -14,15 +14,32 @@ from tests.helpers_corpus import add_sample, base_overrides, noise_image, run_in
 
 def _strict_load(text: str):
     """``json.loads`` that refuses ``NaN``/``Infinity`` as a strict parser (JavaScript, jq, Go) does."""
+
     def refuse(constant: str):
         raise ValueError(f"non-standard JSON constant {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def test_non_finite_numbers_become_null_at_any_depth(tmp_path):
-    payload = {"a": float("nan"), "b": [1.0, float("inf"), {"c": np.float32("nan")}], "d": np.float64(2.5), "e": (np.nan,),
-               "f": "NaN", "g": None, "h": 3}
-    assert strict_json_value(payload) == {"a": None, "b": [1.0, None, {"c": None}], "d": 2.5, "e": [None], "f": "NaN", "g": None, "h": 3}
+    payload = {
+        "a": float("nan"),
+        "b": [1.0, float("inf"), {"c": np.float32("nan")}],
+        "d": np.float64(2.5),
+        "e": (np.nan,),
+        "f": "NaN",
+        "g": None,
+        "h": 3,
+    }
+    assert strict_json_value(payload) == {
+        "a": None,
+        "b": [1.0, None, {"c": None}],
+        "d": 2.5,
+        "e": [None],
+        "f": "NaN",
+        "g": None,
+        "h": 3,
+    }
     write_json_atomic(tmp_path / "x.json", payload)
     assert _strict_load((tmp_path / "x.json").read_text())["b"][1] is None
 

@@ -13,7 +13,10 @@ ROWS = [
     ((False, False, True, False, NAN, NAN, 1.0, 0.6), "empty_map"),  # wrong: the predicted-class map is empty
     ((True, False, True, True, NAN, NAN, NAN, NAN), "empty_map"),  # right: the true-class map is empty
     ((False, False, False, True, 1.0, 0.5, NAN, NAN), "confused_on_object"),  # the true map's emptiness does not matter
-    ((False, False, False, False, 1.0, 0.1, 1.0, 0.7), "distracted"),  # peak on the box, but energy barely above uniform
+    (
+        (False, False, False, False, 1.0, 0.1, 1.0, 0.7),
+        "distracted",
+    ),  # peak on the box, but energy barely above uniform
     ((False, False, False, False, 0.0, 0.8, 1.0, 0.7), "distracted"),  # energy in box but the peak elsewhere
     ((True, False, False, False, 1.0, 0.6, 0.0, 0.6), "right_for_wrong_reason"),  # pointing miss
     ((True, False, False, False, 1.0, -0.3, 1.0, -0.3), "right_for_wrong_reason"),  # avoids the box
@@ -23,8 +26,16 @@ ROWS = [
 
 
 def frame_of(rows) -> pd.DataFrame:
-    columns = ["correct", "no_box_in_input", "pred_empty", "true_empty", "pred_pointing_hit", "pred_excess_energy",
-               "true_pointing_hit", "true_excess_energy"]
+    columns = [
+        "correct",
+        "no_box_in_input",
+        "pred_empty",
+        "true_empty",
+        "pred_pointing_hit",
+        "pred_excess_energy",
+        "true_pointing_hit",
+        "true_excess_energy",
+    ]
     frame = pd.DataFrame([values for values, _ in rows], columns=columns)
     for column in columns[4:]:
         frame[column] = frame[column].astype(np.float32)  # as stored

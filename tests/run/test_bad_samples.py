@@ -25,15 +25,23 @@ def corpus_run(tmp_path_factory, bad_input_corpus):
     tmp = tmp_path_factory.mktemp("corpus")
     root, expected = bad_input_corpus
     run_dir = tmp / "run"
-    overrides = base_overrides(root, tmp / "cache", **{"runtime.num_workers": 2, "report.overlays": "all",
-                                                        "runtime.max_error_fraction": 1.0})
+    overrides = base_overrides(
+        root, tmp / "cache", **{"runtime.num_workers": 2, "report.overlays": "all", "runtime.max_error_fraction": 1.0}
+    )
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         summary = run_in_process(overrides, run_dir)
     samples = pd.read_parquet(run_dir / "samples.parquet")
     errors = pd.read_parquet(run_dir / "errors.parquet")
-    return {"root": root, "run_dir": run_dir, "expected": expected, "summary": summary, "printed": printed.getvalue(),
-            "samples": samples.set_index("id", drop=False), "errors": errors.set_index("id", drop=False)}
+    return {
+        "root": root,
+        "run_dir": run_dir,
+        "expected": expected,
+        "summary": summary,
+        "printed": printed.getvalue(),
+        "samples": samples.set_index("id", drop=False),
+        "errors": errors.set_index("id", drop=False),
+    }
 
 
 def test_every_sample_is_a_row_or_an_error_exactly_once(corpus_run):
@@ -56,7 +64,9 @@ def test_decodable_oddities_give_correct_rows(corpus_run):
         assert Path(row.path).parent == (root / "images").resolve() and Path(row.path).stem == sample_id
         assert 0.0 <= row.confidence <= 1.0 and row.pred_name in ("cat", "dog", "bird"), sample_id
         if want["n_boxes"] == 0:  # no box left: flagged, and box scores are NaN (not 0)
-            assert row.no_box_in_input and np.isnan(row.true_energy_in_box) and np.isnan(row.pred_energy_in_box), sample_id
+            assert row.no_box_in_input and np.isnan(row.true_energy_in_box) and np.isnan(row.pred_energy_in_box), (
+                sample_id
+            )
         else:
             assert not row.no_box_in_input and 0.0 <= row.true_energy_in_box <= 1.0, sample_id
 
@@ -68,7 +78,12 @@ def test_bad_samples_become_error_rows_with_stage_type_and_message(corpus_run):
         if want["ok"]:
             continue
         row = errors.loc[sample_id]
-        assert (row.stage, row.error_type) == (want["stage"], want["error_type"]), (sample_id, row.stage, row.error_type, row.message)
+        assert (row.stage, row.error_type) == (want["stage"], want["error_type"]), (
+            sample_id,
+            row.stage,
+            row.error_type,
+            row.message,
+        )
         assert want["text"] in row.message, (sample_id, row.message)
         if want["has_path"]:
             assert Path(row.path).parent == (root / "images").resolve(), sample_id
@@ -83,7 +98,11 @@ def test_summary_states_how_many_were_skipped_and_why(corpus_run):
     assert summary["images"] == n_ok and summary["errors"] == len(expected) - n_ok
     counts = errors.groupby(["stage", "error_type"]).size()
     assert {(e["stage"], e["error_type"]): e["n"] for e in summary["errors_by_stage"]} == counts.to_dict()
-    assert counts[("index", "BadAnnotation")] == 1 and counts[("index", "BadLabel")] == 1 and counts[("decode", "UnidentifiedImageError")] == 2
+    assert (
+        counts[("index", "BadAnnotation")] == 1
+        and counts[("index", "BadLabel")] == 1
+        and counts[("decode", "UnidentifiedImageError")] == 2
+    )
     assert f"{summary['errors']} skipped" in printed
     for (stage, error_type), n in counts.items():
         assert f"skipped at {stage}: {n} x {error_type}" in printed

@@ -41,7 +41,9 @@ def test_auto_halves_on_out_of_memory_and_keeps_every_row(tmp_path, monkeypatch,
     whole = pd.read_parquet(tmp_path / "whole" / "samples.parquet").set_index("id").sort_index()
     auto = pd.read_parquet(tmp_path / "auto" / "samples.parquet").set_index("id").sort_index()
     assert sorted(auto.index) == sorted(ids)
-    pd.testing.assert_frame_equal(auto.drop(columns=["path"], errors="ignore"), whole.drop(columns=["path"], errors="ignore"))
+    pd.testing.assert_frame_equal(
+        auto.drop(columns=["path"], errors="ignore"), whole.drop(columns=["path"], errors="ignore")
+    )
 
 
 def test_a_fixed_batch_size_does_not_hide_out_of_memory(tmp_path, monkeypatch):
@@ -52,15 +54,21 @@ def test_a_fixed_batch_size_does_not_hide_out_of_memory(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_module, "audit_batch", no_memory)
     with pytest.raises(run_module.OUT_OF_MEMORY):
-        run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"runtime.num_workers": 0, "runtime.batch_size": 4}),
-                       tmp_path / "run")
+        run_in_process(
+            base_overrides(
+                tmp_path / "data", tmp_path / "cache", **{"runtime.num_workers": 0, "runtime.batch_size": 4}
+            ),
+            tmp_path / "run",
+        )
 
 
 @pytest.mark.parametrize("value", ["0", "many", "-3"])
 def test_bad_batch_size_is_a_config_error(tmp_path, value):
     good_dataset(tmp_path / "data", 2, side=16)
     with pytest.raises(ConfigError) as error:
-        run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"runtime.batch_size": value}), tmp_path / "run")
+        run_in_process(
+            base_overrides(tmp_path / "data", tmp_path / "cache", **{"runtime.batch_size": value}), tmp_path / "run"
+        )
     assert error.value.option == "runtime.batch_size"
 
 

@@ -18,8 +18,15 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from tests.helpers_corpus import (CONFIG_LINE, MAIN, base_overrides, cli_command, failing_dataset, good_dataset,
-                                  run_in_process)
+from tests.helpers_corpus import (
+    CONFIG_LINE,
+    MAIN,
+    base_overrides,
+    cli_command,
+    failing_dataset,
+    good_dataset,
+    run_in_process,
+)
 from tests.helpers_tiny_model import TinyNet
 
 
@@ -56,7 +63,10 @@ def config_case(name: str, world: dict) -> tuple[list[str], Path, str]:
     cases = {
         "missing_data_folder": ({"data.images": tmp / "nope"}, "data.images"),
         "missing_annotation_folder": ({"data.annotations": tmp / "nope"}, "data.annotations"),
-        "empty_dataset": ({"data.images": tmp / "empty" / "images", "data.annotations": tmp / "empty" / "annotations"}, "data.images"),
+        "empty_dataset": (
+            {"data.images": tmp / "empty" / "images", "data.annotations": tmp / "empty" / "annotations"},
+            "data.images",
+        ),
         "class_list_repeats_a_class": ({"data.classes": tmp / "dup_classes.txt"}, "data.classes"),
         "wrong_target_layer": ({"model.target_layer": "features.9"}, "model.target_layer"),
         "outputs_do_not_match_classes": ({"num_classes": 5}, "data.classes"),  # TinyNet(5) vs 3 classes
@@ -77,11 +87,24 @@ def config_case(name: str, world: dict) -> tuple[list[str], Path, str]:
     return base_overrides(root, cache, **extra), run_dir, option
 
 
-CONFIG_CASES = ["missing_data_folder", "missing_annotation_folder", "empty_dataset", "class_list_repeats_a_class",
-                "wrong_target_layer", "outputs_do_not_match_classes", "unknown_cam_method", "cuda_without_gpu",
-                "run_dir_under_a_file", "mandatory_value_missing", "checkpoint_with_pickled_object", "unknown_interpolation",
-                "unknown_preprocess_mode", "unknown_score_space", "classes_from_model_without_metadata",
-                "class_list_matches_no_label"]
+CONFIG_CASES = [
+    "missing_data_folder",
+    "missing_annotation_folder",
+    "empty_dataset",
+    "class_list_repeats_a_class",
+    "wrong_target_layer",
+    "outputs_do_not_match_classes",
+    "unknown_cam_method",
+    "cuda_without_gpu",
+    "run_dir_under_a_file",
+    "mandatory_value_missing",
+    "checkpoint_with_pickled_object",
+    "unknown_interpolation",
+    "unknown_preprocess_mode",
+    "unknown_score_space",
+    "classes_from_model_without_metadata",
+    "class_list_matches_no_label",
+]
 # Cases whose CLI path differs from "ConfigError raised in prepare()" (checked in-process for every case):
 # always run through the CLI. The rest go through the CLI in the slow set.
 CLI_ALWAYS = ["run_dir_under_a_file", "mandatory_value_missing"]
@@ -103,12 +126,21 @@ def _assert_config_failure(result: subprocess.CompletedProcess, option: str, run
     assert not (run_dir / "parts").exists() and not (run_dir / "samples.parquet").exists()
 
 
-def _run_concurrently(commands: dict[str, tuple[list[str], Path]], timeout: float = 180) -> dict[str, subprocess.CompletedProcess]:
+def _run_concurrently(
+    commands: dict[str, tuple[list[str], Path]], timeout: float = 180
+) -> dict[str, subprocess.CompletedProcess]:
     """Start every ``python -m pipeline`` at once (start-up dominates), then collect them."""
-    running = {name: (subprocess.Popen(cli_command(overrides, run_dir), cwd=MAIN, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True), overrides) for name, (overrides, run_dir) in commands.items()}
+    running = {
+        name: (
+            subprocess.Popen(
+                cli_command(overrides, run_dir), cwd=MAIN, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            ),
+            overrides,
+        )
+        for name, (overrides, run_dir) in commands.items()
+    }
     results = {}
-    for name, (process, overrides) in running.items():
+    for name, (process, _overrides) in running.items():
         out, err = process.communicate(timeout=timeout)
         results[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     return results
@@ -121,15 +153,23 @@ def cli_results(config_world, tmp_path_factory) -> dict[str, subprocess.Complete
     commands = {name: config_case(name, config_world)[:2] for name in CLI_ALWAYS}
     failing = tmp_path_factory.mktemp("failing")
     failing_dataset(failing / "data")
-    commands["too_many_failures"] = (base_overrides(failing / "data", failing / "cache", **{
-        "runtime.min_samples_for_error_check": 4, "runtime.max_error_fraction": 0.25}), failing / "run")
+    commands["too_many_failures"] = (
+        base_overrides(
+            failing / "data",
+            failing / "cache",
+            **{"runtime.min_samples_for_error_check": 4, "runtime.max_error_fraction": 0.25},
+        ),
+        failing / "run",
+    )
     return _run_concurrently(commands)
 
 
 @pytest.fixture(scope="module")
 def slow_cli_results(config_world) -> dict[str, subprocess.CompletedProcess]:
     """Every other config case through the CLI, plus runtime.debug=true and an unknown config group."""
-    names = [n for n in CONFIG_CASES if n not in CLI_ALWAYS and not (n == "cuda_without_gpu" and torch.cuda.is_available())]
+    names = [
+        n for n in CONFIG_CASES if n not in CLI_ALWAYS and not (n == "cuda_without_gpu" and torch.cuda.is_available())
+    ]
     commands = {name: config_case(name, config_world)[:2] for name in names}
     overrides, run_dir, _ = config_case("missing_data_folder", config_world)
     commands["debug"] = (overrides + ["runtime.debug=true"], run_dir.with_name("run_debug"))
@@ -175,7 +215,9 @@ def test_debug_shows_the_traceback(slow_cli_results):
 def test_cli_too_many_failures_exits_3(cli_results):
     result = cli_results["too_many_failures"]
     assert result.returncode == 3, result.stderr[-2000:]
-    assert re.search(r"^cam-audit: stopped: 4 of 4 samples failed, more than runtime.max_error_fraction=0.25", result.stderr, re.M)
+    assert re.search(
+        r"^cam-audit: stopped: 4 of 4 samples failed, more than runtime.max_error_fraction=0.25", result.stderr, re.M
+    )
     assert "Traceback" not in result.stderr
 
 

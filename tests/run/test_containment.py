@@ -19,8 +19,14 @@ def _manifest_dataset(tmp_path: Path) -> Path:
     noise_image(24, 24, 2).save(root / "b.jpg")
     noise_image(24, 24, 3).save(tmp_path / "outside.jpg")
     write_classes(root)
-    pd.DataFrame({"id": ["../../evil", "../élan/../../x", "outside"], "path": ["a.jpg", "b.jpg", "../outside.jpg"],
-                  "label": ["n001", "n002", "n003"], "boxes": ["[[2, 2, 20, 20]]"] * 3}).to_csv(root / "manifest.csv", index=False)
+    pd.DataFrame(
+        {
+            "id": ["../../evil", "../élan/../../x", "outside"],
+            "path": ["a.jpg", "b.jpg", "../outside.jpg"],
+            "label": ["n001", "n002", "n003"],
+            "boxes": ["[[2, 2, 20, 20]]"] * 3,
+        }
+    ).to_csv(root / "manifest.csv", index=False)
     return root
 
 
@@ -41,12 +47,18 @@ def test_crafted_ids_and_outside_paths_stay_contained(tmp_path):
     samples = pd.read_parquet(run_dir / "samples.parquet")
     assert sorted(samples["id"]) == ["../../evil", "../élan/../../x"]  # the id itself is kept, only file names change
     error = pd.read_parquet(run_dir / "errors.parquet").iloc[0]
-    assert (error.id, error.stage) == ("outside", "index") and "outside" in error.message and "allow_outside_root" in error.message
+    assert (
+        (error.id, error.stage) == ("outside", "index")
+        and "outside" in error.message
+        and "allow_outside_root" in error.message
+    )
 
 
 def test_allow_outside_root_lets_the_outside_image_in(tmp_path):
     root = _manifest_dataset(tmp_path)
-    overrides = base_overrides(root, tmp_path / "cache", manifest=root / "manifest.csv", **{"data.allow_outside_root": "true"})
+    overrides = base_overrides(
+        root, tmp_path / "cache", manifest=root / "manifest.csv", **{"data.allow_outside_root": "true"}
+    )
     summary = run_in_process(overrides, tmp_path / "run")
     samples = pd.read_parquet(tmp_path / "run" / "samples.parquet").set_index("id")
     assert summary["errors"] == 0 and Path(samples.loc["outside", "path"]) == (tmp_path / "outside.jpg").resolve()
@@ -55,5 +67,8 @@ def test_allow_outside_root_lets_the_outside_image_in(tmp_path):
 def test_safe_file_stem_cannot_traverse():
     for sample_id in ("../../evil", "/etc/passwd", "..", ".", "", "a/b\\c", "猫", "x" * 500, "-rf"):
         stem = safe_file_stem(sample_id)
-        assert re.fullmatch(r"[A-Za-z0-9._-]+", stem) and not stem.startswith(".") and len(stem) <= 89, (sample_id, stem)
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", stem) and not stem.startswith(".") and len(stem) <= 89, (
+            sample_id,
+            stem,
+        )
     assert safe_file_stem("a/b") != safe_file_stem("a_b")  # ids that clean alike still get their own file

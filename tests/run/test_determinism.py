@@ -19,10 +19,19 @@ def test_two_runs_give_identical_tables(tmp_path):
         assert len(first), table
         pd.testing.assert_frame_equal(first, second, check_exact=True)
     # provenance names when and where each run was made (times, run folder): the rest must be identical
-    metadata = [{k: v for k, v in pq.read_schema(tmp_path / f"run{i}" / "samples.parquet").metadata.items()
-                 if k != b"cam_audit.provenance"} for i in (1, 2)]
+    metadata = [
+        {
+            k: v
+            for k, v in pq.read_schema(tmp_path / f"run{i}" / "samples.parquet").metadata.items()
+            if k != b"cam_audit.provenance"
+        }
+        for i in (1, 2)
+    ]
     assert metadata[0] == metadata[1]
-    provenance = [{k: v for k, v in s["provenance"].items() if k not in ("started_utc", "finished_utc", "run_dir")} for s in summaries]
+    provenance = [
+        {k: v for k, v in s["provenance"].items() if k not in ("started_utc", "finished_utc", "run_dir")}
+        for s in summaries
+    ]
     assert provenance[0] == provenance[1]
     timing = {"run_dir", "seconds", "images_per_second", "setup_seconds", "total_seconds", "provenance"}
     first, second = ({k: v for k, v in s.items() if k not in timing} for s in summaries)

@@ -46,8 +46,18 @@ def test_torchrun_two_ranks_give_the_single_process_rows(tmp_path):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(key, None)
     run_dir = tmp_path / "ranks"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pipeline",
-               *overrides, f"hydra.run.dir={run_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pipeline",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    ]
     result = subprocess.run(command, cwd=MAIN, capture_output=True, text=True, timeout=280, env=env)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "rank 1/2: 7 images" in result.stdout  # rank 1 audited its half and left the report to rank 0
@@ -77,9 +87,22 @@ def test_a_run_interrupted_with_one_process_is_finished_by_two(tmp_path):
     kept = set(pd.concat([pd.read_parquet(p) for p in parts[:2]])["id"])
     assert 0 < len(kept) < 14
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pipeline",
-               *overrides, f"hydra.run.dir={run_dir}", "resume=true"]
-    result = subprocess.run(command, cwd=MAIN, capture_output=True, text=True, timeout=280, env={**env, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pipeline",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        "resume=true",
+    ]
+    result = subprocess.run(
+        command, cwd=MAIN, capture_output=True, text=True, timeout=280, env={**env, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     merged = pd.read_parquet(run_dir / "samples.parquet")
     assert sorted(merged["id"]) == sorted(ids)  # each image exactly once

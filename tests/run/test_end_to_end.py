@@ -31,8 +31,15 @@ pytestmark = pytest.mark.timeout(1800)
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory, compose_config):
     run_dir = tmp_path_factory.mktemp("default") / "run"
-    cfg = compose_config([f"data.limit={LIMIT}", f"cache_dir={CACHE}", "runtime.progress=false",
-                          f"report.rows_per_part={ROWS_PER_PART}", f"runtime.batch_size={BATCH_SIZE}"])
+    cfg = compose_config(
+        [
+            f"data.limit={LIMIT}",
+            f"cache_dir={CACHE}",
+            "runtime.progress=false",
+            f"report.rows_per_part={ROWS_PER_PART}",
+            f"runtime.batch_size={BATCH_SIZE}",
+        ]
+    )
     summary = run_audit(cfg, run_dir)
     return run_dir, pd.read_parquet(run_dir / "samples.parquet"), summary
 
@@ -41,15 +48,39 @@ def test_rows_schema_and_metadata(default_run):
     run_dir, frame, summary = default_run
     assert len(frame) == LIMIT and frame["id"].is_unique
     schema = pq.read_schema(run_dir / "samples.parquet")
-    for column in ("id", "path", "label", "label_name", "pred", "pred_name", "confidence", "prob_true", "correct",
-                   "marker_present", "no_box_in_input"):
+    for column in (
+        "id",
+        "path",
+        "label",
+        "label_name",
+        "pred",
+        "pred_name",
+        "confidence",
+        "prob_true",
+        "correct",
+        "marker_present",
+        "no_box_in_input",
+    ):
         assert column in schema.names, column
     for map_name in ("pred", "true"):
-        for score in ("energy_in_box", "box_area_fraction", "energy_lift", "pointing_hit", "iou_tau015", "localised_tau015",
-                      "peak_row", "peak_col", "map_max", "empty"):
+        for score in (
+            "energy_in_box",
+            "box_area_fraction",
+            "energy_lift",
+            "pointing_hit",
+            "iou_tau015",
+            "localised_tau015",
+            "peak_row",
+            "peak_col",
+            "map_max",
+            "empty",
+        ):
             assert f"{map_name}_{score}" in schema.names, f"{map_name}_{score}"
     metadata = schema.metadata
-    assert json.loads(metadata[b"cam_audit.classes"]) == pd.read_parquet(run_dir / "classes.parquet")["label_name"].tolist()
+    assert (
+        json.loads(metadata[b"cam_audit.classes"])
+        == pd.read_parquet(run_dir / "classes.parquet")["label_name"].tolist()
+    )
     assert b"torch" in metadata[b"cam_audit.versions"] and b"gradcam" in metadata[b"cam_audit.config"]
     assert summary["images"] == LIMIT and 0.5 < summary["accuracy"] < 1.0  # accurate but not perfect
     assert frame["confidence"].between(0, 1).all() and (frame["correct"] == (frame["pred"] == frame["label"])).all()
@@ -62,7 +93,9 @@ def test_one_overlay_per_image_that_needs_a_look(default_run):
     run_dir, frame, summary = default_run
     needs_look = frame.loc[frame["triage"] != "ok", "id"]
     assert (~frame["correct"]).sum() > 0 and set(frame.loc[~frame["correct"], "id"]) <= set(needs_look)
-    assert sorted(p.name for p in (run_dir / "overlays").iterdir()) == sorted(f"{safe_file_stem(i)}.jpg" for i in needs_look)
+    assert sorted(p.name for p in (run_dir / "overlays").iterdir()) == sorted(
+        f"{safe_file_stem(i)}.jpg" for i in needs_look
+    )
     assert sum(summary["triage"].values()) == len(frame) and summary["triage"]["ok"] == (frame["triage"] == "ok").sum()
 
 
@@ -91,13 +124,17 @@ def test_shortcut_hot_spot_lies_on_the_marker(default_run):
     _, frame, summary = default_run
     entry = next(e for e in summary["shortcuts"]["classes"] if e["pred_name"] == "triangle")
     grid = summary["shortcuts"]["settings"]["grid"]
-    marked = frame[(frame["pred_name"] == "triangle") & (frame["marker_present"] == 1) & frame["pred_excess_energy"].notna()]
+    marked = frame[
+        (frame["pred_name"] == "triangle") & (frame["marker_present"] == 1) & frame["pred_excess_energy"].notna()
+    ]
     assert len(marked) >= 10
 
     def on_marker(row, x: float, y: float) -> bool:  # normalised input coordinates; the default resizes the whole image
         slack = 1.0 / grid  # one cell
-        return (row["marker_x1"] / row["width"] - slack <= x <= row["marker_x2"] / row["width"] + slack
-                and row["marker_y1"] / row["height"] - slack <= y <= row["marker_y2"] / row["height"] + slack)
+        return (
+            row["marker_x1"] / row["width"] - slack <= x <= row["marker_x2"] / row["width"] + slack
+            and row["marker_y1"] / row["height"] - slack <= y <= row["marker_y2"] / row["height"] + slack
+        )
 
     hits = []
     for _, row in marked.iterrows():
@@ -105,8 +142,14 @@ def test_shortcut_hot_spot_lies_on_the_marker(default_run):
         hits.append(on_marker(row, (cell % grid + 0.5) / grid, (cell // grid + 0.5) / grid))
     assert np.mean(hits) >= 0.7, np.mean(hits)
     others = frame[(frame["pred_name"] != "triangle") & (frame["marker_present"] == 1)]
-    other_hits = [on_marker(row, (int(np.argmax(row["pred_off_box_grid"])) % grid + 0.5) / grid,
-                            (int(np.argmax(row["pred_off_box_grid"])) // grid + 0.5) / grid) for _, row in others.iterrows()]
+    other_hits = [
+        on_marker(
+            row,
+            (int(np.argmax(row["pred_off_box_grid"])) % grid + 0.5) / grid,
+            (int(np.argmax(row["pred_off_box_grid"])) // grid + 0.5) / grid,
+        )
+        for _, row in others.iterrows()
+    ]
     assert np.mean(other_hits) < 0.2  # the other classes' maps do not go to the marker (1 % on the full default)
     by_id = frame.set_index("id")
     for example in entry["hot_spot"]["examples"]:
@@ -120,8 +163,14 @@ def test_classes_table(default_run):
     run_dir, frame, _ = default_run
     classes = pd.read_parquet(run_dir / "classes.parquet")
     assert classes["count"].sum() == len(frame)
-    assert set(classes.columns) >= {"label_name", "count", "accuracy", "true_energy_in_box", "true_pointing_game_accuracy",
-                                    "true_gt_known_localisation_accuracy"}
+    assert set(classes.columns) >= {
+        "label_name",
+        "count",
+        "accuracy",
+        "true_energy_in_box",
+        "true_pointing_game_accuracy",
+        "true_gt_known_localisation_accuracy",
+    }
     expected = frame.groupby("label_name")["correct"].mean()
     for _, row in classes.iterrows():
         assert row["accuracy"] == pytest.approx(expected[row["label_name"]])
@@ -129,8 +178,22 @@ def test_classes_table(default_run):
 
 def test_command_line_prints_where_the_report_went(tmp_path):
     out = tmp_path / "cli-run"
-    result = subprocess.run([sys.executable, "-m", "pipeline", f"hydra.run.dir={out}", "data.limit=48", f"cache_dir={CACHE}",
-                             "runtime.progress=false", "runtime.num_workers=0"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            f"hydra.run.dir={out}",
+            "data.limit=48",
+            f"cache_dir={CACHE}",
+            "runtime.progress=false",
+            "runtime.num_workers=0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"report: {out}" in result.stdout
     assert (out / "samples.parquet").is_file() and (out / ".hydra" / "config.yaml").is_file()

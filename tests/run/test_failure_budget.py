@@ -13,8 +13,11 @@ from tests.helpers_corpus import base_overrides, failing_dataset, run_in_process
 
 def test_too_many_failures_stops_in_process_and_keeps_the_error_rows(tmp_path):
     failing_dataset(tmp_path / "data")
-    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"runtime.min_samples_for_error_check": 4,
-                                                                         "runtime.max_error_fraction": 0.25})
+    overrides = base_overrides(
+        tmp_path / "data",
+        tmp_path / "cache",
+        **{"runtime.min_samples_for_error_check": 4, "runtime.max_error_fraction": 0.25},
+    )
     with pytest.raises(TooManyFailures, match=r"4 of 4 samples failed, more than runtime.max_error_fraction=0.25"):
         run_in_process(overrides, tmp_path / "run")
     assert not (tmp_path / "run" / "samples.parquet").exists()

@@ -16,7 +16,10 @@ def test_boxes_beyond_the_cap_are_counted_in_the_row_and_the_summary(tmp_path):
     add_sample(root, "crowd", noise_image(24, 24, 9), key="n001", boxes=many)
     summary = run_in_process(base_overrides(root, tmp_path / "cache", **{"data.max_boxes": 5}), tmp_path / "run")
     frame = pd.read_parquet(tmp_path / "run" / "samples.parquet").set_index("id")
-    assert frame.loc["crowd", "n_boxes_over_cap"] == 7 and frame.loc["crowd", "n_boxes"] + frame.loc["crowd", "n_boxes_dropped"] == 5
+    assert (
+        frame.loc["crowd", "n_boxes_over_cap"] == 7
+        and frame.loc["crowd", "n_boxes"] + frame.loc["crowd", "n_boxes_dropped"] == 5
+    )
     assert (frame.drop(index="crowd")["n_boxes_over_cap"] == 0).all()
     assert summary["boxes_over_cap"] == 7
 

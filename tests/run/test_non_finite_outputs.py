@@ -57,23 +57,43 @@ def _nan_checkpoint(path: Path) -> Path:
 
 def test_nan_weights_give_null_predictions_and_stop_the_run(tmp_path):
     good_dataset(tmp_path / "data", 12)
-    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"model.checkpoint": _nan_checkpoint(tmp_path / "nan.pt"),
-                                                                         "runtime.min_samples_for_error_check": 8})
+    overrides = base_overrides(
+        tmp_path / "data",
+        tmp_path / "cache",
+        **{"model.checkpoint": _nan_checkpoint(tmp_path / "nan.pt"), "runtime.min_samples_for_error_check": 8},
+    )
     with pytest.raises(TooManyFailures, match="non-finite logits or maps") as error:  # was: exit 0, accuracy 33 %
         run_in_process(overrides, tmp_path / "run")
     assert "8 gave non-finite" in str(error.value)
     parts = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "run" / "parts").glob("samples-*.parquet"))])
     assert len(parts) == 8 and parts["non_finite_output"].all()
-    for column in ("pred", "pred_name", "confidence", "correct", "true_empty", "true_pointing_hit", "true_energy_in_box", "pred_map_max"):
+    for column in (
+        "pred",
+        "pred_name",
+        "confidence",
+        "correct",
+        "true_empty",
+        "true_pointing_hit",
+        "true_energy_in_box",
+        "pred_map_max",
+    ):
         assert parts[column].isna().all(), column  # null: no prediction, no "miss", no empty-map flag
     assert parts["n_boxes"].eq(1).all()  # what describes the input stays
 
 
 def test_nan_weights_below_the_share_are_counted_and_left_out_of_the_numbers(tmp_path):
     ids = good_dataset(tmp_path / "data", 6)
-    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"model.checkpoint": _nan_checkpoint(tmp_path / "nan.pt"),
-                                                                         "runtime.max_error_fraction": 1.0, "report.overlays": "all",
-                                                                         "scores.maxboxacc.enabled": "true", "scores.maxboxacc.thresholds": 10})
+    overrides = base_overrides(
+        tmp_path / "data",
+        tmp_path / "cache",
+        **{
+            "model.checkpoint": _nan_checkpoint(tmp_path / "nan.pt"),
+            "runtime.max_error_fraction": 1.0,
+            "report.overlays": "all",
+            "scores.maxboxacc.enabled": "true",
+            "scores.maxboxacc.thresholds": 10,
+        },
+    )
     summary = run_in_process(overrides, tmp_path / "run")
     assert summary["images"] == 6 and summary["non_finite_images"] == 6
     assert summary["accuracy"] != summary["accuracy"]  # NaN in memory, null in the file: nothing was measured
@@ -88,9 +108,19 @@ def test_nan_weights_below_the_share_are_counted_and_left_out_of_the_numbers(tmp
 def test_only_the_non_finite_images_are_nulled(tmp_path):
     good_dataset(tmp_path / "data", 12)
     reference = run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache"), tmp_path / "ref")
-    summary = run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{
-        "model._target_": "tests.run.test_non_finite_outputs.HalfNanNet", "runtime.max_error_fraction": 1.0,
-        "model.mean": "[0.5,0.5,0.5]", "model.std": "[0.2,0.2,0.2]"}), tmp_path / "run")
+    summary = run_in_process(
+        base_overrides(
+            tmp_path / "data",
+            tmp_path / "cache",
+            **{
+                "model._target_": "tests.run.test_non_finite_outputs.HalfNanNet",
+                "runtime.max_error_fraction": 1.0,
+                "model.mean": "[0.5,0.5,0.5]",
+                "model.std": "[0.2,0.2,0.2]",
+            },
+        ),
+        tmp_path / "run",
+    )
     frame = pd.read_parquet(tmp_path / "run" / "samples.parquet").set_index("id")
     flagged = frame["non_finite_output"]
     assert 0 < flagged.sum() < len(frame) and summary["non_finite_images"] == flagged.sum()
@@ -103,9 +133,18 @@ def test_only_the_non_finite_images_are_nulled(tmp_path):
 
 def test_nan_maps_with_finite_logits_are_not_misses(tmp_path):
     good_dataset(tmp_path / "data", 6)
-    summary = run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{
-        "model._target_": "tests.run.test_non_finite_outputs.NanMapNet", "model.target_layer": "poison",
-        "runtime.max_error_fraction": 1.0}), tmp_path / "run")
+    summary = run_in_process(
+        base_overrides(
+            tmp_path / "data",
+            tmp_path / "cache",
+            **{
+                "model._target_": "tests.run.test_non_finite_outputs.NanMapNet",
+                "model.target_layer": "poison",
+                "runtime.max_error_fraction": 1.0,
+            },
+        ),
+        tmp_path / "run",
+    )
     frame = pd.read_parquet(tmp_path / "run" / "samples.parquet")
     assert frame["non_finite_output"].all() and summary["non_finite_images"] == 6
     assert frame["true_pointing_hit"].isna().all() and frame["true_empty"].isna().all()  # was: 0.0 (a miss) and False
@@ -114,5 +153,7 @@ def test_nan_maps_with_finite_logits_are_not_misses(tmp_path):
 def test_a_zero_std_is_a_configuration_error(tmp_path):
     good_dataset(tmp_path / "data", 2)
     with pytest.raises(ConfigError) as error:  # was: every input inf/NaN, a 33 % "accuracy", exit 0
-        run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"model.std": "[0,0,0]"}), tmp_path / "run")
+        run_in_process(
+            base_overrides(tmp_path / "data", tmp_path / "cache", **{"model.std": "[0,0,0]"}), tmp_path / "run"
+        )
     assert error.value.option == "model.std"

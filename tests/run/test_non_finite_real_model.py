@@ -27,12 +27,26 @@ def test_efficientnet_with_nan_weights_gives_null_rows_not_a_score(tmp_path):
     state[first] = torch.full_like(state[first], float("nan"))  # the stem convolution diverged
     torch.save(state, tmp_path / "diverged.pt")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
-            f"data.classes={SAMPLE / 'classes.txt'}", "data.limit=6", "data.preprocess.size=224", "data.preprocess.resize_size=256",
-            "model=timm", f"model.checkpoint={tmp_path / 'diverged.pt'}", "model.load_by_position=true",
-            "runtime.progress=false", "runtime.num_workers=0", "runtime.batch_size=6", "runtime.max_error_fraction=1.0",
-            f"cache_dir={tmp_path / 'cache'}"])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "data=imagenet_val",
+                f"data.images={SAMPLE / 'images'}",
+                f"data.annotations={SAMPLE / 'annotations'}",
+                f"data.classes={SAMPLE / 'classes.txt'}",
+                "data.limit=6",
+                "data.preprocess.size=224",
+                "data.preprocess.resize_size=256",
+                "model=timm",
+                f"model.checkpoint={tmp_path / 'diverged.pt'}",
+                "model.load_by_position=true",
+                "runtime.progress=false",
+                "runtime.num_workers=0",
+                "runtime.batch_size=6",
+                "runtime.max_error_fraction=1.0",
+                f"cache_dir={tmp_path / 'cache'}",
+            ],
+        )
     summary = run_audit(cfg, tmp_path / "run")
     assert summary["images"] == 6 and summary["non_finite_images"] == 6  # was: an accuracy and a pointing game, exit 0
     assert summary["accuracy"] != summary["accuracy"] and summary["true_class_maps"] == {}

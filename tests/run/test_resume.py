@@ -14,8 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import ConfigError
-from tests.helpers_corpus import (CONFIG_LINE, MAIN, add_sample, base_overrides, cli_command, good_dataset, noise_image,
-                                  run_cli, run_in_process)
+from tests.helpers_corpus import (
+    CONFIG_LINE,
+    MAIN,
+    add_sample,
+    base_overrides,
+    cli_command,
+    good_dataset,
+    noise_image,
+    run_cli,
+    run_in_process,
+)
 
 
 def _read_every_part(parts_dir: Path) -> dict[str, list[str]]:
@@ -35,10 +44,18 @@ def test_sigkill_mid_run_then_resume_gives_every_sample_exactly_once(tmp_path):
         ids.append(f"img_{i:05d}b")
     add_sample(root, "img_00099c", noise_image(16, 16, 0), key=None)
     ids.append("img_00099c")
-    overrides = base_overrides(root, tmp_path / "cache", **{"report.rows_per_part": 8, "runtime.batch_size": 4,
-                                                            "runtime.num_workers": 2, "+model.kwargs.delay_s": 0.03})
-    process = subprocess.Popen(cli_command(overrides, run_dir), cwd=MAIN, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)  # its own process group: the kill takes the loader workers too
+    overrides = base_overrides(
+        root,
+        tmp_path / "cache",
+        **{"report.rows_per_part": 8, "runtime.batch_size": 4, "runtime.num_workers": 2, "+model.kwargs.delay_s": 0.03},
+    )
+    process = subprocess.Popen(
+        cli_command(overrides, run_dir),
+        cwd=MAIN,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # its own process group: the kill takes the loader workers too
     parts_dir = run_dir / "parts"
     deadline = time.monotonic() + 120
     try:

@@ -26,24 +26,33 @@ from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder`` with its size and modification time (ns)."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
 def finished_run(tmp_path) -> tuple[list[str], list[str], Path]:
     """A complete 4-image run: ``(ids, overrides, run_dir)``."""
     ids = good_dataset(tmp_path / "data", 4)
-    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 2, "runtime.batch_size": 2})
+    overrides = base_overrides(
+        tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 2, "runtime.batch_size": 2}
+    )
     run_in_process(overrides, tmp_path / "run")
     return ids, overrides, tmp_path / "run"
 
 
-@pytest.mark.parametrize(("changes", "named"), [
-    (["cam.method=gradcampp", "data.preprocess.size=24"], ["cam.method", "data.preprocess.size"]),
-    (["+model.kwargs.seed=1"], ["model.kwargs.seed", "model.weights_sha256"]),  # other weights
-    (["scores.tolerance=3"], ["scores.tolerance"]),
-    (["cam.negative=true"], ["cam.negative"]),  # case 15: was a KeyError at the merge and a stray temporary file
-])
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        (["cam.method=gradcampp", "data.preprocess.size=24"], ["cam.method", "data.preprocess.size"]),
+        (["+model.kwargs.seed=1"], ["model.kwargs.seed", "model.weights_sha256"]),  # other weights
+        (["scores.tolerance=3"], ["scores.tolerance"]),
+        (["cam.negative=true"], ["cam.negative"]),  # case 15: was a KeyError at the merge and a stray temporary file
+    ],
+)
 def test_resume_with_another_configuration_is_refused_naming_the_options(finished_run, changes, named):
     ids, overrides, run_dir = finished_run
     before = _snapshot(run_dir)
@@ -91,7 +100,9 @@ def test_a_second_run_into_a_held_folder_is_refused_and_changes_nothing(finished
             with pytest.raises(ConfigError) as error:
                 run_in_process(overrides + extra, run_dir)
             assert error.value.option == "hydra.run.dir"
-            assert f"pid {holder.pid} on host {socket.gethostname()}" in str(error.value) and "in use by another run" in str(error.value)
+            assert f"pid {holder.pid} on host {socket.gethostname()}" in str(
+                error.value
+            ) and "in use by another run" in str(error.value)
         assert _snapshot(run_dir) == before
     finally:
         os.kill(holder.pid, signal.SIGKILL)  # as a crashed run: its lock file stays, its flock goes
@@ -104,7 +115,9 @@ def test_a_second_run_into_a_held_folder_is_refused_and_changes_nothing(finished
 def test_the_lock_is_released_when_the_run_fails(tmp_path):
     good_dataset(tmp_path / "data", 2)
     with pytest.raises(ConfigError):
-        run_in_process(base_overrides(tmp_path / "data", tmp_path / "cache", **{"cam.method": "nope"}), tmp_path / "run")
+        run_in_process(
+            base_overrides(tmp_path / "data", tmp_path / "cache", **{"cam.method": "nope"}), tmp_path / "run"
+        )
     assert not (tmp_path / "run" / LOCK_NAME).exists()
     acquire_lock(tmp_path / "run").release()
 

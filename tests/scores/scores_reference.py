@@ -8,7 +8,6 @@ per-pixel centre test for fractional ones, ``scipy.ndimage.label`` with a 3x3 st
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import scipy.ndimage as ndi
@@ -161,8 +160,7 @@ def ref_iou(a, b) -> float:
 def ref_best_iou(pred, boxes, valid) -> float:
     if np.isnan(pred).any() or not valid.any():
         return NAN
-    return max(ref_iou([float(v) for v in pred], [float(v) for v in boxes[j]])
-               for j in range(len(boxes)) if valid[j])
+    return max(ref_iou([float(v) for v in pred], [float(v) for v in boxes[j]]) for j in range(len(boxes)) if valid[j])
 
 
 # ----------------------------------------------------------------------------- MaxBoxAccV2

@@ -17,7 +17,9 @@ from pipeline.scores.maxboxacc import MaxBoxAccV2
 def _batch(n_boxes: int, batch: int = 6, size: int = 40, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     maps = F.interpolate(torch.rand(batch, 1, 6, 6, generator=generator), size=(size, size), mode="bilinear")[:, 0]
-    maps = (maps - maps.amin(dim=(1, 2), keepdim=True)) / (maps.amax(dim=(1, 2), keepdim=True) - maps.amin(dim=(1, 2), keepdim=True))
+    maps = (maps - maps.amin(dim=(1, 2), keepdim=True)) / (
+        maps.amax(dim=(1, 2), keepdim=True) - maps.amin(dim=(1, 2), keepdim=True)
+    )
     corners = torch.rand(batch, n_boxes, 2, generator=generator) * size * 0.7
     boxes = torch.cat([corners, corners + 2 + torch.rand(batch, n_boxes, 2, generator=generator) * size * 0.3], dim=2)
     valid = torch.rand(batch, n_boxes, generator=generator) < 0.5

@@ -45,5 +45,3 @@ def test_excess_energy_fixed_points():
     out = excess_energy(energy, area)
     assert out[:3].tolist() == pytest.approx([0.0, 1.0, -1.0 / 3.0])
     assert torch.isnan(out[3:]).all()
-
-

@@ -9,9 +9,7 @@ from tests.scores.scores_reference import random_boxes, ref_masks
 
 
 def _mask(boxes, valid, h, w):
-    return boxes_to_mask(
-        torch.tensor(boxes, dtype=torch.float32), torch.tensor(valid, dtype=torch.bool), h, w
-    ).numpy()
+    return boxes_to_mask(torch.tensor(boxes, dtype=torch.float32), torch.tensor(valid, dtype=torch.bool), h, w).numpy()
 
 
 def test_off_centre_box_non_square_rows_first():

@@ -138,8 +138,12 @@ def test_aggregation_from_stored_per_image_state_equals_the_accumulator():
     from pipeline.scores.maxboxacc import MaxBoxAccV2, maxboxacc_from_best_iou
 
     generator = torch.Generator().manual_seed(3)
-    maps = F.interpolate(torch.rand(10, 1, 5, 7, generator=generator), size=(40, 56), mode="bilinear", align_corners=False)[:, 0]
-    maps = (maps - maps.amin((1, 2), keepdim=True)) / (maps.amax((1, 2), keepdim=True) - maps.amin((1, 2), keepdim=True))
+    maps = F.interpolate(
+        torch.rand(10, 1, 5, 7, generator=generator), size=(40, 56), mode="bilinear", align_corners=False
+    )[:, 0]
+    maps = (maps - maps.amin((1, 2), keepdim=True)) / (
+        maps.amax((1, 2), keepdim=True) - maps.amin((1, 2), keepdim=True)
+    )
     empty = torch.zeros(10, dtype=torch.bool)
     empty[2] = True
     boxes = torch.tensor([[[5.0, 4.0, 30.0, 25.0], [0.0, 0.0, 0.0, 0.0]]]).repeat(10, 1, 1)
@@ -149,9 +153,20 @@ def test_aggregation_from_stored_per_image_state_equals_the_accumulator():
     accumulator.update(maps[:6], empty[:6], boxes[:6], valid[:6])
     accumulator.update(maps[6:], empty[6:], boxes[6:], valid[6:])
     expected = accumulator.compute()
-    best = torch.cat([accumulator.best_iou_per_threshold(maps[:6], empty[:6], boxes[:6], valid[:6]),
-                      accumulator.best_iou_per_threshold(maps[6:], empty[6:], boxes[6:], valid[6:])])
+    best = torch.cat(
+        [
+            accumulator.best_iou_per_threshold(maps[:6], empty[:6], boxes[:6], valid[:6]),
+            accumulator.best_iou_per_threshold(maps[6:], empty[6:], boxes[6:], valid[6:]),
+        ]
+    )
     got = maxboxacc_from_best_iou(best.numpy(), valid.any(1).numpy(), 20)
-    for key in ("maxboxacc_v2", "maxboxacc_iou30", "maxboxacc_iou50", "maxboxacc_iou70", "num_images", "num_images_without_box"):
+    for key in (
+        "maxboxacc_v2",
+        "maxboxacc_iou30",
+        "maxboxacc_iou50",
+        "maxboxacc_iou70",
+        "num_images",
+        "num_images_without_box",
+    ):
         assert got[key] == pytest.approx(expected[key]), key
     assert 0 < got["maxboxacc_v2"] < 1

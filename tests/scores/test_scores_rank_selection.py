@@ -35,7 +35,12 @@ def boxes_mask(generator: torch.Generator, b: int, h: int, w: int) -> torch.Tens
     corners = torch.randint(0, min(h, w), (b, 2, 2), generator=generator)
     lo, hi = corners.amin(1), corners.amax(1) + 1
     ys, xs = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
-    return (ys >= lo[:, 1, None, None]) & (ys < hi[:, 1, None, None]) & (xs >= lo[:, 0, None, None]) & (xs < hi[:, 0, None, None])
+    return (
+        (ys >= lo[:, 1, None, None])
+        & (ys < hi[:, 1, None, None])
+        & (xs >= lo[:, 0, None, None])
+        & (xs < hi[:, 0, None, None])
+    )
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -1,10 +1,8 @@
 """The score registry drives score_map, the samples schema, the space conversion and the summary tables."""
 
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -57,9 +55,17 @@ def test_coordinates_to_stored_converts_exactly_the_registry_coordinates():
         elif coordinate.endswith("edge"):
             assert nan_equal(stored[column], values / (2.0 if coordinate[0] == "x" else 4.0), atol=0), column
         else:
-            assert nan_equal(stored[column], torch.floor((values + 0.5) / (2.0 if coordinate[0] == "x" else 4.0)), atol=0), column
-    assert {c for c in out if score_for_column(c).coordinate} == {"peak_row", "peak_col", "box_x1_tau015", "box_y1_tau015",
-                                                                  "box_x2_tau015", "box_y2_tau015"}
+            assert nan_equal(
+                stored[column], torch.floor((values + 0.5) / (2.0 if coordinate[0] == "x" else 4.0)), atol=0
+            ), column
+    assert {c for c in out if score_for_column(c).coordinate} == {
+        "peak_row",
+        "peak_col",
+        "box_x1_tau015",
+        "box_y1_tau015",
+        "box_x2_tau015",
+        "box_y2_tau015",
+    }
 
 
 def _half(x, tau=None):
@@ -68,23 +74,38 @@ def _half(x, tau=None):
 
 
 def test_a_new_registry_entry_reaches_score_map_schema_space_and_summary(monkeypatch):
-    extra = Score("half_energy", _half, "half the energy in box (test)", dtype="float64", coordinate="x_edge",
-                  aggregates=(Aggregate("half_energy_mean", "mean", ("true", "pred")),))
+    extra = Score(
+        "half_energy",
+        _half,
+        "half the energy in box (test)",
+        dtype="float64",
+        coordinate="x_edge",
+        aggregates=(Aggregate("half_energy_mean", "mean", ("true", "pred")),),
+    )
     monkeypatch.setattr(registry, "SCORES", registry.SCORES + (extra,))
     maps, boxes, valid, empty = _inputs()
     out = score_map(T(maps), T(maps), T(empty), T(boxes), T(valid))
     assert nan_equal(out["half_energy"], out["energy_in_box"] / 2)
-    assert nan_equal(coordinates_to_stored(out, torch.full((len(maps), 2), 2.0))["half_energy"], out["half_energy"] / 2, atol=0)
+    assert nan_equal(
+        coordinates_to_stored(out, torch.full((len(maps), 2), 2.0))["half_energy"], out["half_energy"] / 2, atol=0
+    )
     cfg = OmegaConf.create({"scores": {"taus": [0.15]}})
     assert ("half_energy", pa.float64()) in schema.score_fields(cfg)
-    frame = pd.DataFrame({"label": [0, 0, 1], "label_name": ["a", "a", "b"], "correct": [True, False, True],
-                          "confidence": [0.9, 0.8, 0.7]})
+    frame = pd.DataFrame(
+        {
+            "label": [0, 0, 1],
+            "label_name": ["a", "a", "b"],
+            "correct": [True, False, True],
+            "confidence": [0.9, 0.8, 0.7],
+        }
+    )
     for m in ("true", "pred"):
         for column in out:
             frame[f"{m}_{column}"] = out[column][:3].numpy()
         frame[f"{m}_empty"] = empty[:3]
-    assert nan_equal([finalize.dataset_scores(frame, "true", "tau015")["half_energy_mean"]],
-                     [np.nanmean(frame["true_half_energy"])])
+    assert nan_equal(
+        [finalize.dataset_scores(frame, "true", "tau015")["half_energy_mean"]], [np.nanmean(frame["true_half_energy"])]
+    )
     classes = finalize.class_table(frame, "tau015")
     assert {"true_half_energy_mean", "pred_half_energy_mean"} <= set(classes.columns)
 

@@ -50,18 +50,35 @@ def _inputs(seed=0, b=8, h=48, w=64):
 def test_keys_shapes_and_nan_rules():
     maps, raw, empty, boxes, valid = _inputs()
     out = score_map(T(maps), T(raw), T(empty), T(boxes), T(valid), taus=(0.15, 0.2))
-    tau_keys = {f"{p}_{t}" for t in ("tau015", "tau020") for p in
-                ("iou", "localised", "box_x1", "box_y1", "box_x2", "box_y2")}
+    tau_keys = {
+        f"{p}_{t}" for t in ("tau015", "tau020") for p in ("iou", "localised", "box_x1", "box_y1", "box_x2", "box_y2")
+    }
     assert set(out) == KEYS | tau_keys
     for k, v in out.items():
         assert v.shape == (8,) and v.dtype == torch.float32, k
     # empty map (image 0): every peak/threshold-based score NaN
-    for k in ("pointing_hit", "relevance_rank_accuracy", "peak_row", "peak_col", "iou_tau015",
-              "localised_tau015", "box_x1_tau015", "energy_in_box"):
+    for k in (
+        "pointing_hit",
+        "relevance_rank_accuracy",
+        "peak_row",
+        "peak_col",
+        "iou_tau015",
+        "localised_tau015",
+        "box_x1_tau015",
+        "energy_in_box",
+    ):
         assert math.isnan(out[k][0].item()), k
     # no valid box (image 1): every box-based score NaN, map-based box still defined
-    for k in ("energy_in_box", "box_area_fraction", "energy_lift", "pointing_hit",
-              "relevance_rank_accuracy", "relevance_mass_accuracy", "iou_tau015", "localised_tau015"):
+    for k in (
+        "energy_in_box",
+        "box_area_fraction",
+        "energy_lift",
+        "pointing_hit",
+        "relevance_rank_accuracy",
+        "relevance_mass_accuracy",
+        "iou_tau015",
+        "localised_tau015",
+    ):
         assert math.isnan(out[k][1].item()), k
     assert not math.isnan(out["box_x1_tau015"][1].item())
     assert not math.isnan(out["peak_row"][1].item())
@@ -72,8 +89,7 @@ def test_keys_shapes_and_nan_rules():
 @pytest.mark.parametrize("seed,h,w", [(0, 48, 64), (1, 37, 23), (2, 5, 8)])
 def test_against_reference(seed, h, w):
     maps, raw, empty, boxes, valid = _inputs(seed, 8, h, w)
-    out = score_map(T(maps), T(raw), T(empty), T(boxes), T(valid), tolerance=3.0, taus=(0.15,),
-                    iou_threshold=0.5)
+    out = score_map(T(maps), T(raw), T(empty), T(boxes), T(valid), tolerance=3.0, taus=(0.15,), iou_threshold=0.5)
     g = ref_masks(boxes, valid, h, w)
     b = len(maps)
     ref_e = [ref_energy(maps[i], g[i]) for i in range(b)]
@@ -113,8 +129,7 @@ def test_duplicate_tau_keys_rejected():
 def test_cuda_matches_cpu():
     maps, raw, empty, boxes, valid = _inputs(3, 16, 64, 48)
     cpu = score_map(T(maps), T(raw), T(empty), T(boxes), T(valid), taus=(0.15, 0.5))
-    gpu = score_map(T(maps).cuda(), T(raw).cuda(), T(empty).cuda(), T(boxes).cuda(), T(valid).cuda(),
-                    taus=(0.15, 0.5))
+    gpu = score_map(T(maps).cuda(), T(raw).cuda(), T(empty).cuda(), T(boxes).cuda(), T(valid).cuda(), taus=(0.15, 0.5))
     for k in cpu:
         assert gpu[k].device.type == "cuda"
         assert nan_equal(cpu[k], gpu[k].cpu(), atol=1e-5), k
