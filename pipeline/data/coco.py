@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.manifest import is_file, resolve_image_path, unique_ids
-from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes
+from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, unusable_record
 
 Box = tuple[float, float, float, float]
 
@@ -292,22 +292,20 @@ def read_coco(
     tail = sample_ids[len(entries) :]
     for sample_id, key in zip(tail, orphans):
         records.append(
-            SampleRecord(
+            unusable_record(
                 sample_id,
                 "",
-                -1,
-                empty_boxes(),
-                problem=Problem("MissingImage", f"annotations refer to image id {key!r}, which is not in 'images'"),
+                "MissingImage",
+                f"annotations refer to image id {key!r}, which is not in 'images'",
             )
         )
     for sample_id, number in zip(tail[len(orphans) :], stray):
         records.append(
-            SampleRecord(
+            unusable_record(
                 sample_id,
                 "",
-                -1,
-                empty_boxes(),
-                problem=Problem("MissingImage", f"annotations[{number}] has no usable image_id"),
+                "MissingImage",
+                f"annotations[{number}] has no usable image_id",
             )
         )
     return sorted(records, key=lambda r: r.sample_id)

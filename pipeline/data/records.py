@@ -99,6 +99,11 @@ def empty_boxes() -> np.ndarray:
     return np.zeros((0, 4), dtype=np.float32)
 
 
+def unusable_record(sample_id: str, image_path: str, problem_type: str, message: str) -> SampleRecord:
+    """A sample that cannot be audited (no label, no boxes): its ``Problem`` becomes an ``errors.parquet`` row."""
+    return SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem(problem_type, message))
+
+
 @dataclass(frozen=True)
 class ClassList:
     """Class names in model-output order.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes
+from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, unusable_record
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -103,38 +103,32 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
         image_path = str(image.resolve()) if image else ""
         if xml is None:
             records.append(
-                SampleRecord(
+                unusable_record(
                     sample_id,
                     image_path,
-                    -1,
-                    empty_boxes(),
-                    problem=Problem("MissingAnnotation", "image has no annotation file"),
+                    "MissingAnnotation",
+                    "image has no annotation file",
                 )
             )
             continue
         if image is None and sample_id in others:
             other = others[sample_id]
             records.append(
-                SampleRecord(
+                unusable_record(
                     sample_id,
                     str(other.resolve()),
-                    -1,
-                    empty_boxes(),
-                    problem=Problem(
-                        "UnsupportedFormat",
-                        f"{other.name}: unsupported format {other.suffix!r} (read: {', '.join(IMAGE_SUFFIXES)})",
-                    ),
+                    "UnsupportedFormat",
+                    f"{other.name}: unsupported format {other.suffix!r} (read: {', '.join(IMAGE_SUFFIXES)})",
                 )
             )
             continue
         if image is None:
             records.append(
-                SampleRecord(
+                unusable_record(
                     sample_id,
                     "",
-                    -1,
-                    empty_boxes(),
-                    problem=Problem("MissingImage", f"annotation {xml.name} has no image"),
+                    "MissingImage",
+                    f"annotation {xml.name} has no image",
                 )
             )
             continue
@@ -142,12 +136,11 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
             objects, size, _ = parse_voc_xml(xml)
         except (ET.ParseError, ValueError) as error:
             records.append(
-                SampleRecord(
+                unusable_record(
                     sample_id,
                     image_path,
-                    -1,
-                    empty_boxes(),
-                    problem=Problem("BadAnnotation", f"bad annotation {xml.name}: {error}"),
+                    "BadAnnotation",
+                    f"bad annotation {xml.name}: {error}",
                 )
             )
             continue
@@ -172,12 +165,11 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
         path
     ) in clashes:  # same id as an audited image: a problem record (pipeline.data.sources.mark_duplicates renames it)
         records.append(
-            SampleRecord(
+            unusable_record(
                 path.stem,
                 str(path.resolve()),
-                -1,
-                empty_boxes(),
-                problem=Problem("DuplicateId", f"{path.name} and {images[path.stem].name} share the file stem"),
+                "DuplicateId",
+                f"{path.name} and {images[path.stem].name} share the file stem",
             )
         )
     return sorted(records, key=lambda r: r.sample_id)
