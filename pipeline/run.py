@@ -200,6 +200,29 @@ def max_boxes_option(cfg: DictConfig) -> int | None:
     return int(value)
 
 
+def check_metadata_coverage(metadata, records: list[SampleRecord], mode: str) -> None:
+    """Warn (``data.metadata_missing=warn``) or stop (``fail``) when the metadata has no row for some ids:
+    their metadata columns would be null and every ``report.group_by`` figure would leave them out."""
+    if mode not in ("warn", "fail"):
+        raise ConfigError("data.metadata_missing", f"unknown value {mode!r}; use warn or fail")
+    missing = report_schema.unmatched_metadata_ids(metadata, records)
+    if not missing:
+        return
+    audited = sum(1 for r in records if not r.problem)
+    example = f"e.g. id {missing[0]!r}; the metadata's first ids: {', '.join(map(repr, list(metadata.index[:3])))}"
+    message = f"data.metadata: no row for {len(missing)} of {audited} ids ({example}); their metadata columns are null"
+    if mode == "fail":
+        raise ConfigError("data.metadata_missing", f"{message} (set data.metadata_missing=warn to run anyway)")
+    logs.event(
+        logger,
+        "metadata_missing",
+        f"cam-audit: warning: {message}",
+        logging.WARNING,
+        missing=len(missing),
+        audited=audited,
+    )
+
+
 def map_names_for(cam_cfg) -> list[str]:
     """Names of the maps made per image: ``pred``, ``true``, then ``top2``..``topK``."""
     return ["pred", "true"] + [f"top{k}" for k in range(2, int(cam_cfg.top_k) + 1)]
@@ -243,6 +266,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     )
     check_top_k(int(cfg.cam.top_k), len(classes))
     metadata = read_metadata(metadata_path)
+    check_metadata_coverage(metadata, records, str(cfg.data.get("metadata_missing", "warn")))
     weights = weights_digest(built.module)  # before the move to the device: hashed from host memory
     module = built.module.to(device).eval()
     channels_last = resolve_channels_last(cfg.runtime.get("channels_last", "auto"), module)
@@ -410,6 +434,7 @@ def audit_batch(
         for k, name in enumerate(setup.map_names):
             if name.startswith("top"):
                 columns[f"{prefix}{name}_class"] = targets[:, k].float()
+                columns[f"{prefix}{name}_prob"] = probs.gather(1, targets[:, k : k + 1])[:, 0]
             columns[f"{prefix}{name}_empty"] = view.empty[:, k].float()
             columns[f"{prefix}{name}_map_max"] = variants[prefix].raw_max[:, k]
             for score, values in scores.items():
@@ -521,22 +546,28 @@ def columns_to_table(
     for name, values in host.vectors.items():  # per-image vectors (MaxBoxAccV2 state) become list columns
         flat = values.numpy()
         data[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1], mask=pa.array(null))
-    pred = np.where(null, 0, np.nan_to_num(matrix[names.index("pred")])).astype(np.int64)
-    data["pred_name"] = pa.array(np.asarray(setup.classes.names, dtype=object)[pred], pa.string(), mask=null)
+    class_names = np.asarray(setup.classes.names, dtype=object)
+    for row, name in enumerate(names):
+        if name == "pred" or name.endswith("_class"):  # a map's class: its name beside its index (top-k maps too)
+            known = null | np.isnan(matrix[row])
+            index = np.where(known, 0, np.nan_to_num(matrix[row])).astype(np.int64)
+            data["pred_name" if name == "pred" else f"{name}_name"] = pa.array(
+                class_names[index], pa.string(), mask=known
+            )
     for key in ("width", "height", "n_boxes_dropped", "n_boxes_over_cap"):
         data[key] = batch[key].numpy()
     return pa.table({field.name: data[field.name] for field in schema}).cast(schema)
 
 
 def _nullable(values: np.ndarray, null: np.ndarray | None, arrow_type: pa.DataType | None) -> np.ndarray | pa.Array:
-    """One ``[B]`` float column as its Arrow type, null where ``null`` (a non-finite image)."""
-    if null is None or not null.any() or arrow_type is None:
-        return values
-    if pa.types.is_floating(arrow_type):
-        return pa.array(values, arrow_type, mask=null)
-    filled = np.where(null, 0, values)
+    """One ``[B]`` float column as its Arrow type (flags as booleans, labels as integers), null where the value
+    is undefined (NaN: e.g. a box score without a box) or where ``null`` is set (a non-finite image)."""
+    missing = np.isnan(values) if null is None else np.isnan(values) | null
+    if arrow_type is None or pa.types.is_floating(arrow_type):
+        return pa.array(values, arrow_type, mask=missing)
+    filled = np.where(missing, 0, values)
     return pa.array(
-        filled.astype(bool) if pa.types.is_boolean(arrow_type) else filled.astype(np.int64), mask=null
+        filled.astype(bool) if pa.types.is_boolean(arrow_type) else filled.astype(np.int64), mask=missing
     ).cast(arrow_type)
 
 

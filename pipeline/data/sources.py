@@ -193,7 +193,11 @@ def read_metadata(path: Path | None) -> pd.DataFrame | None:
     if path is None:
         return None
     try:
-        frame = pd.read_csv(path)
+        # ids as text (a zero-padded COCO id must not become a number); nullable types keep an integer
+        # column with gaps an integer and a true/false column a boolean
+        frame = pd.read_csv(
+            path, dtype={"id": str}, keep_default_na=False, na_values=[""], dtype_backend="numpy_nullable"
+        )
     except Exception as error:  # noqa: BLE001 -- pandas raises many types; all mean "not a readable CSV"
         raise ConfigError(
             "data.metadata", f"cannot read {path}: {(str(error).splitlines() or [type(error).__name__])[0]}"

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import logs
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
-from pipeline.reports.schema import ERRORS_SCHEMA
+from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import ShortcutSettings, find_shortcuts, write_hot_spot_pictures
 from pipeline.reports.triage import TriageSettings, triage, triage_counts
 from pipeline.scores import registry
@@ -224,6 +224,33 @@ def class_table(frame: pd.DataFrame, tau: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# What each aggregation kind does to the rows of a class (see pipeline.scores.registry.AggregationKind).
+AGGREGATION_WORDS = {
+    "mean": "mean over the class's images where defined of",
+    "class_balanced_mean": "hits / (hits + misses) over the class's images where defined of",
+    "share_with_box": "share of the class's images with a box (first tau) where it holds:",
+    "share_with_box_and_correct": "share of the class's images with a box (first tau) correctly classified and where it holds:",
+}
+
+
+def class_descriptions(tau: str) -> dict[str, str]:
+    """A one-line description of every column :func:`class_table` writes, from the score registry."""
+    out = {
+        "label": "true class: index into the model's outputs",
+        "label_name": "true class name",
+        "count": "images of this class scored",
+        "accuracy": "share of them predicted correctly",
+        "mean_confidence": "mean softmax probability of the prediction",
+        "true_empty_maps": "true-class maps that are empty (constant after ReLU)",
+    }
+    for column, name, aggregate in summary_aggregates(tau):
+        for map_name in aggregate.class_maps:
+            out[f"{map_name}_{name}"] = (
+                f"{AGGREGATION_WORDS[aggregate.kind]} {registry.describe(column)} ({map_description(map_name)})"
+            )
+    return out
+
+
 def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
     """Accuracy and energy in box of both maps per value of a metadata column (e.g. marker_present)."""
     out = []
@@ -292,7 +319,7 @@ def finalize_run(
     errors = pd.read_parquet(run_dir / "errors.parquet")
     tau = tau_key(float(cfg.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
-    classes_table = pa.Table.from_pandas(classes, preserve_index=False)
+    classes_table = with_descriptions(pa.Table.from_pandas(classes, preserve_index=False), class_descriptions(tau))
     classes_table = classes_table.replace_schema_metadata(
         {**(classes_table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in compact.items()}}
     )

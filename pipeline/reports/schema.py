@@ -6,13 +6,14 @@
 - geometry: ``width``/``height`` (stored image), ``n_boxes`` (boxes inside the network input),
   ``n_boxes_dropped`` (inverted, empty or outside the input), ``n_boxes_over_cap`` (annotated boxes beyond
   ``data.max_boxes``, not scored), ``no_box_in_input`` (flag: no box is left,
-  e.g. the object lies outside the centre crop; its box scores are NaN, not 0);
+  e.g. the object lies outside the centre crop; its box scores are null, not 0);
 - ``non_finite_output``: the model gave NaN/inf logits or maps for this image (diverged weights, a zero
   std): its prediction (``pred``, ``pred_name``, ``confidence``, ``prob_true``, ``correct``) and every map
   column are null, and the summary leaves it out of every dataset number (``non_finite_images`` counts it);
-- per map ``m`` in ``pred``, ``true`` (and ``top2``.. with ``cam.top_k``; ``neg_*`` with
-  ``cam.negative``): ``m_empty``, ``m_map_max`` and every score of the registry
-  :data:`pipeline.scores.registry.SCORES` as ``m_<score>`` (per tau ``m_<score>_tau015``...);
+- per map ``m`` in ``pred``, ``true`` (and ``top2``.. with ``cam.top_k``, each with ``m_class``,
+  ``m_class_name``, ``m_prob``; ``neg_*`` with ``cam.negative``): ``m_empty``, ``m_map_max`` and every score of
+  the registry :data:`pipeline.scores.registry.SCORES` as ``m_<score>`` (per tau ``m_<score>_tau015``...;
+  flags such as ``m_pointing_hit``, ``m_localised_<tau>`` as nullable booleans; a missing value is null, never NaN);
 - with ``scores.maxboxacc.enabled``: ``true_maxboxacc_best_iou``, per threshold the best IoU of any
   contour box of the true-class map (MaxBoxAccV2's per-image state, -1 for none);
 - with ``report.shortcuts.grid`` > 0: ``pred_off_box_grid``, the predicted-class map's energy outside the
@@ -29,18 +30,36 @@ import pyarrow as pa
 
 from pipeline.data.records import SampleRecord, printable_text
 from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
+from pipeline.scores import registry
 from pipeline.scores.registry import score_columns
 
-ERRORS_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("path", pa.string()),
-        ("stage", pa.string()),
-        ("error_type", pa.string()),
-        ("message", pa.string()),
-    ]
-)
-
+# Every column's one-line description, stored in the Parquet field metadata (``description``) and listed in
+# the README's data dictionary (``scripts/data_dictionary.py``). Scores describe themselves in the registry.
+ERRORS_COLUMNS = {
+    "id": "sample id (as in samples.parquet)",
+    "path": "image path",
+    "stage": "where it failed: index, decode, annotation, preprocess",
+    "error_type": "what failed: DuplicateId, PathOutsideRoot, MissingImage, MissingAnnotation, BadLabel, BadAnnotation, or the exception's type",
+    "message": "the reason, for a person",
+}
+IDENTITY_DESCRIPTIONS = {
+    "id": "sample id (file stem for folder datasets; text, also when it looks like a number)",
+    "path": "image path",
+    "label": "true class: index into the model's outputs",
+    "label_name": "true class name",
+    "pred": "predicted class (arg max of the logits): index into the model's outputs",
+    "pred_name": "predicted class name",
+    "confidence": "softmax probability of the predicted class",
+    "prob_true": "softmax probability of the true class",
+    "correct": "the prediction is the true class",
+    "width": "stored image width, pixels",
+    "height": "stored image height, pixels",
+    "n_boxes": "ground-truth boxes inside the network input",
+    "n_boxes_dropped": "boxes dropped: inverted, empty or outside the network input",
+    "n_boxes_over_cap": "annotated boxes beyond data.max_boxes: not scored",
+    "no_box_in_input": "no box is left in the input (e.g. the object lies outside the centre crop): box scores are null",
+    "non_finite_output": "the model gave NaN/inf logits or maps for this image: its prediction and map columns are null",
+}
 IDENTITY = [
     ("id", pa.string()),
     ("path", pa.string()),
@@ -59,6 +78,35 @@ IDENTITY = [
     ("no_box_in_input", pa.bool_()),
     ("non_finite_output", pa.bool_()),
 ]
+MAP_DESCRIPTIONS = {
+    "pred": "the predicted class's map",
+    "true": "the true class's map",
+}  # top<k>: the k-th ranked class's map
+MAP_COLUMN_DESCRIPTIONS = {
+    "class": "class of this map: index into the model's outputs",
+    "class_name": "class name of this map",
+    "prob": "softmax probability of this map's class",
+    "empty": "the map is constant after ReLU (nothing positive): its peak and threshold scores are null",
+    "map_max": "maximum of the raw map before normalisation (its scale)",
+}
+MAXBOXACC_DESCRIPTION = (
+    "MaxBoxAccV2 state: per threshold, the best IoU of any contour box of the true-class map (-1: none)"
+)
+METADATA_DESCRIPTION = "from the dataset's metadata file (data.metadata); null where it has no row for this id"
+ERRORS_SCHEMA = pa.schema(
+    [pa.field(name, pa.string(), metadata={"description": text}) for name, text in ERRORS_COLUMNS.items()]
+)
+
+
+def is_flag_score(score: str) -> bool:
+    """Scores that are yes / no / undefined: stored as nullable booleans (null where undefined)."""
+    return score == "pointing_hit" or score.startswith("localised_")
+
+
+def map_description(map_name: str) -> str:
+    prefix, counterfactual = (map_name[4:], True) if map_name.startswith("neg_") else (map_name, False)
+    text = MAP_DESCRIPTIONS.get(prefix) or f"the {prefix[3:]}-th ranked class's map"
+    return f"{text} (negative, counterfactual)" if counterfactual else text
 
 
 def score_fields(cfg) -> list[tuple[str, pa.DataType]]:
@@ -67,28 +115,119 @@ def score_fields(cfg) -> list[tuple[str, pa.DataType]]:
     return [(column, pa.type_for_alias(score.dtype)) for column, score, _ in score_columns(tuple(cfg.scores.taus))]
 
 
+def metadata_arrow_types(metadata: pd.DataFrame) -> dict[str, tuple[pa.DataType, str | None]]:
+    """Arrow type and pandas extension dtype (or None) of each metadata column.
+
+    Text -> string, integers (also with missing values) -> int64 (pandas ``Int64``), true/false -> bool
+    (pandas ``boolean``), numbers -> float64; a column with no value at all -> string.
+    """
+    out = {}
+    for column in metadata.columns:
+        series = metadata[column]
+        arrow = pa.Schema.from_pandas(series.to_frame(), preserve_index=False).field(str(column)).type
+        if (
+            series.isna().all()
+            or pa.types.is_large_string(arrow)
+            or pa.types.is_null(arrow)
+            or pa.types.is_string(arrow)
+        ):
+            arrow, extension = pa.string(), None
+        elif pa.types.is_integer(arrow):
+            arrow, extension = pa.int64(), "Int64"
+        elif pa.types.is_boolean(arrow):
+            extension = "boolean"
+        elif pa.types.is_floating(arrow):
+            arrow, extension = pa.float64(), None
+        else:
+            extension = None
+        out[str(column)] = (arrow, extension)
+    return out
+
+
+def pandas_metadata(schema: pa.Schema, extension_dtypes: dict[str, str]) -> bytes:
+    """The ``pandas`` schema metadata that makes ``pandas.read_parquet`` give ``extension_dtypes`` (e.g.
+    ``boolean`` for a flag with nulls, which would otherwise be an object column of True/False/None)."""
+    frame = schema.empty_table().to_pandas()
+    for column, dtype in extension_dtypes.items():
+        frame[column] = frame[column].astype(dtype)
+    return pa.Schema.from_pandas(frame, preserve_index=False).metadata[b"pandas"]
+
+
 def samples_schema(setup, cfg) -> pa.Schema:
     """The schema of the samples table for this run (fixed by the configuration, so parts of a resumed
-    run match)."""
-    fields = list(IDENTITY)
+    run match). Every field has a ``description`` in its metadata; flags with undefined values are
+    nullable booleans (pandas reads them as ``boolean``), missing numbers are null."""
+    fields = [pa.field(name, dtype, metadata={"description": IDENTITY_DESCRIPTIONS[name]}) for name, dtype in IDENTITY]
+    extension: dict[str, str] = {}
+
+    def add(name: str, dtype: pa.DataType, description: str) -> None:
+        fields.append(pa.field(name, dtype, metadata={"description": description}))
+
     prefixes = [""] + (["neg_"] if cfg.cam.negative else [])
     for prefix in prefixes:
         for name in setup.map_names:
+            map_name = f"{prefix}{name}"
+            about = map_description(map_name)
             if name.startswith("top"):
-                fields.append((f"{prefix}{name}_class", pa.int32()))
-            fields += [(f"{prefix}{name}_empty", pa.bool_()), (f"{prefix}{name}_map_max", pa.float32())]
+                add(f"{map_name}_class", pa.int32(), f"{MAP_COLUMN_DESCRIPTIONS['class']}; {about}")
+                add(f"{map_name}_class_name", pa.string(), f"{MAP_COLUMN_DESCRIPTIONS['class_name']}; {about}")
+                add(f"{map_name}_prob", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['prob']}; {about}")
+            add(f"{map_name}_empty", pa.bool_(), f"{MAP_COLUMN_DESCRIPTIONS['empty']}; {about}")
+            add(f"{map_name}_map_max", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['map_max']}; {about}")
             for score, dtype in score_fields(cfg):
-                fields.append((f"{prefix}{name}_{score}", dtype))  # peaks too: NaN for an empty map
+                column = f"{map_name}_{score}"
+                if is_flag_score(score):  # 1 / 0 / undefined from the score function: a boolean with nulls
+                    add(column, pa.bool_(), f"{registry.describe(score)}; {about}")
+                    extension[column] = "boolean"
+                else:
+                    add(column, dtype, f"{registry.describe(score)}; {about}")  # peaks too: null for an empty map
     if cfg.scores.maxboxacc.enabled:
-        fields.append(("true_maxboxacc_best_iou", pa.list_(pa.float32(), int(cfg.scores.maxboxacc.thresholds))))
+        add(
+            "true_maxboxacc_best_iou",
+            pa.list_(pa.float32(), int(cfg.scores.maxboxacc.thresholds)),
+            MAXBOXACC_DESCRIPTION,
+        )
     grid = ShortcutSettings.from_config(cfg.report).grid
     if grid > 0:
-        fields.append((GRID_COLUMN, pa.list_(pa.float32(), grid * grid)))
+        add(
+            GRID_COLUMN,
+            pa.list_(pa.float32(), grid * grid),
+            "the predicted-class map's energy outside the boxes per cell of a "
+            "grid x grid partition of the network input (row-major; report.shortcuts.grid)",
+        )
     if setup.metadata is not None:
-        for column, dtype in setup.metadata.dtypes.items():
-            if column not in {f[0] for f in fields}:
-                fields.append((column, pa.from_numpy_dtype(dtype) if dtype != object else pa.string()))  # noqa: E721 (a NumPy dtype equals `object`, it is not it)
-    return pa.schema(fields)
+        taken = {f.name for f in fields}
+        for column, (dtype, pandas_dtype) in metadata_arrow_types(setup.metadata).items():
+            if column not in taken:
+                add(column, dtype, METADATA_DESCRIPTION)
+                if pandas_dtype:
+                    extension[column] = pandas_dtype
+    schema = pa.schema(fields)
+    return schema.with_metadata({b"pandas": pandas_metadata(schema, extension)})
+
+
+def with_descriptions(table: pa.Table, described: dict[str, str]) -> pa.Table:
+    """``table`` with each known column's description in its field metadata."""
+    fields = [
+        field.with_metadata({**(field.metadata or {}), b"description": described[field.name].encode()})
+        if field.name in described
+        else field
+        for field in table.schema
+    ]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
+def descriptions(schema: pa.Schema) -> dict[str, str]:
+    """Column name -> description, from the field metadata."""
+    return {f.name: (f.metadata or {}).get(b"description", b"").decode() for f in schema}
+
+
+def unmatched_metadata_ids(metadata: pd.DataFrame | None, records: list[SampleRecord]) -> list[str]:
+    """The ids of the good records the metadata has no row for (in id order)."""
+    if metadata is None:
+        return []
+    known = set(metadata.index)
+    return sorted(r.sample_id for r in records if not r.problem and r.sample_id not in known)
 
 
 def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict[str, pa.Array]:
@@ -109,7 +248,8 @@ def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict
         for column in setup.metadata.columns:
             if column in arrays:  # e.g. metadata's own `label` (a name): the pipeline's column wins, as in the schema
                 continue
-            arrays[column] = pa.array(frame[column].to_numpy(), type=schema.field(column).type, from_pandas=True)
+            values = frame[column].astype(object) if schema.field(column).type == pa.string() else frame[column]
+            arrays[column] = pa.Array.from_pandas(values, type=schema.field(column).type)
     return arrays
 
 
