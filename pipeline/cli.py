@@ -237,7 +237,7 @@ def compare_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="METRIC=VALUE",
         help="exit 1 when METRIC fell by more than VALUE and the fall is significant (repeatable); METRIC: "
-        "accuracy, true_energy_in_box, true_energy_lift, true_pointing_game, true_gt_known_localisation, "
+        "accuracy, true_energy_in_box, true_energy_lift, true_excess_energy, true_pointing_game, true_gt_known_localisation, "
         "pred_energy_in_box; VALUE as a fraction (accuracy=0.01 is one point)",
     )
     parser.add_argument(

@@ -214,6 +214,7 @@ METRICS = {
     "accuracy": ("correct", mean_statistic),
     "true_energy_in_box": ("true_energy_in_box", mean_statistic),
     "true_energy_lift": ("true_energy_lift", mean_statistic),
+    "true_excess_energy": ("true_excess_energy", mean_statistic),
     "true_pointing_game": ("true_pointing_hit", class_mean_statistic),
     "true_gt_known_localisation": ("true_localised_{tau}", mean_statistic),
     "pred_energy_in_box": ("pred_energy_in_box", mean_statistic),

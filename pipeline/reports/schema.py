@@ -98,11 +98,6 @@ ERRORS_SCHEMA = pa.schema(
 )
 
 
-def is_flag_score(score: str) -> bool:
-    """Scores that are yes / no / undefined: stored as nullable booleans (null where undefined)."""
-    return score == "pointing_hit" or score.startswith("localised_")
-
-
 def map_description(map_name: str) -> str:
     prefix, counterfactual = (map_name[4:], True) if map_name.startswith("neg_") else (map_name, False)
     text = MAP_DESCRIPTIONS.get(prefix) or f"the {prefix[3:]}-th ranked class's map"
@@ -176,7 +171,7 @@ def samples_schema(setup, cfg) -> pa.Schema:
             add(f"{map_name}_map_max", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['map_max']}; {about}")
             for score, dtype in score_fields(cfg):
                 column = f"{map_name}_{score}"
-                if is_flag_score(score):  # 1 / 0 / undefined from the score function: a boolean with nulls
+                if pa.types.is_boolean(dtype):  # 1 / 0 / NaN from the score function: a boolean with nulls
                     add(column, pa.bool_(), f"{registry.describe(score)}; {about}")
                     extension[column] = "boolean"
                 else:

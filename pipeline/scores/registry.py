@@ -179,7 +179,7 @@ class Score:
     name: str
     function: Callable[..., torch.Tensor]
     description: str  # one line; "{tau}" is replaced by the threshold for per-tau scores
-    dtype: str = "float32"  # Arrow type alias of the column (pyarrow.type_for_alias)
+    dtype: str = "float32"  # Arrow type alias of the column (pyarrow.type_for_alias); "bool": a 1 / 0 / NaN score stored as a boolean with nulls
     per_tau: bool = False  # one column per threshold of scores.taus
     coordinate: Coordinate | None = None  # converted between coordinate spaces when set
     aggregates: tuple[Aggregate, ...] = ()  # summary numbers (per dataset, and per class for class_maps)
@@ -206,13 +206,14 @@ SCORES: tuple[Score, ...] = (
     Score(
         "excess_energy",
         _score_excess_energy,
-        "(E - A) / (1 - A), E energy in box, A box area fraction: 0 = uniform map, 1 = all energy in the boxes, < 0 = avoids them; NaN when A = 1",
+        "(E - A) / (1 - A), E energy in box, A box area fraction: 0 = uniform map, 1 = all energy in the boxes, < 0 = avoids them; null when A = 1",
         aggregates=(Aggregate("excess_energy", "mean", ("true", "pred")),),
     ),
     Score(
         "pointing_hit",
         _score_pointing_hit,
-        "1 when the map's maximum lies within the pointing tolerance of a box, 0 when not, NaN for an empty map or no box",
+        "true when the map's maximum lies within the pointing tolerance of a box, false when not, null for an empty map or no box",
+        dtype="bool",
         aggregates=(Aggregate("pointing_game_accuracy", "class_balanced_mean"),),
     ),
     Score(
@@ -229,13 +230,13 @@ SCORES: tuple[Score, ...] = (
     Score(
         "peak_row",
         _score_peak_row,
-        "row of the map's first maximum in raster order (pixel index), NaN for an empty map",
+        "row of the map's first maximum in raster order (pixel index), null for an empty map",
         coordinate="y_pixel",
     ),
     Score(
         "peak_col",
         _score_peak_col,
-        "column of the map's first maximum in raster order (pixel index), NaN for an empty map",
+        "column of the map's first maximum in raster order (pixel index), null for an empty map",
         coordinate="x_pixel",
     ),
     Score(
@@ -247,8 +248,9 @@ SCORES: tuple[Score, ...] = (
     Score(
         "localised",
         _score_localised,
-        "1 when the IoU of the thresholded-map box at {tau} x max reaches scores.iou_threshold, 0 when not, NaN for an empty map or no box",
+        "true when the IoU of the thresholded-map box at {tau} x max reaches scores.iou_threshold, false when not, null for an empty map or no box",
         per_tau=True,
+        dtype="bool",
         aggregates=(
             Aggregate("gt_known_localisation_accuracy", "share_with_box"),
             Aggregate("top1_localisation_accuracy", "share_with_box_and_correct"),
