@@ -230,7 +230,9 @@ def test_original_space_same_pixel_scores_full_boxes_stored_coordinates(voc_run,
         "relevance_mass_accuracy",
         "pointing_hit",
     ):
-        diff = (original[f"true_{score}"] - inputs[f"true_{score}"]).abs()
+        diff = (
+            original[f"true_{score}"].astype("Float64") - inputs[f"true_{score}"].astype("Float64")
+        ).abs()  # pointing_hit: boolean
         assert diff[exact].max() < 1e-4, score
         assert diff.max() < 0.02, score
     # The box from the map, moved back into the network input, is the input-space box.
