@@ -414,7 +414,9 @@ def add_triage_column(path: Path, frame: pd.DataFrame, settings: TriageSettings)
     table = pq.read_table(path)
     if "triage" in table.column_names:
         table = table.drop_columns(["triage"])
-    table = table.append_column(pa.field("triage", pa.string()), pa.array(categories.to_numpy(), pa.string()))
+    table = table.append_column(pa.field("triage", pa.string(), metadata={"description": "which images need a look, and why "
+                                                                           "(pipeline.reports.triage; ok = nothing to look at)"}),
+                                pa.array(categories.to_numpy(), pa.string()))
     write_table_atomic(table, path)
     return categories
 
