@@ -407,6 +407,12 @@ def maxboxacc_summary(frame: pd.DataFrame, cfg) -> dict | None:
     return maxboxacc_from_best_iou(best, (frame["n_boxes"] > 0).to_numpy(), int(cfg.scores.maxboxacc.thresholds))
 
 
+TRIAGE_DESCRIPTION = (
+    "which images need a look, and why: ok, confused_on_object, distracted, right_for_wrong_reason, "
+    "object_not_in_input, empty_map (pipeline.reports.triage; added when the run finishes)"
+)
+
+
 def add_triage_column(path: Path, frame: pd.DataFrame, settings: TriageSettings) -> pd.Series:
     """The ``triage`` category of every row (:mod:`pipeline.reports.triage`), appended to the Parquet file
     at ``path`` (rewritten atomically, its schema metadata kept); returns the categories."""
@@ -414,9 +420,14 @@ def add_triage_column(path: Path, frame: pd.DataFrame, settings: TriageSettings)
     table = pq.read_table(path)
     if "triage" in table.column_names:
         table = table.drop_columns(["triage"])
-    table = table.append_column(pa.field("triage", pa.string(), metadata={"description": "which images need a look, and why "
-                                                                           "(pipeline.reports.triage; ok = nothing to look at)"}),
-                                pa.array(categories.to_numpy(), pa.string()))
+    table = table.append_column(
+        pa.field(
+            "triage",
+            pa.string(),
+            metadata={"description": TRIAGE_DESCRIPTION},
+        ),
+        pa.array(categories.to_numpy(), pa.string()),
+    )
     write_table_atomic(table, path)
     return categories
 

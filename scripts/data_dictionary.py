@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from pipeline.reports.finalize import class_descriptions  # noqa: E402
+from pipeline.reports.finalize import TRIAGE_DESCRIPTION, class_descriptions  # noqa: E402
 from pipeline.reports.schema import ERRORS_SCHEMA, MAXBOXACC_DESCRIPTION, METADATA_DESCRIPTION, samples_schema  # noqa: E402
 from pipeline.scores.registry import tau_key  # noqa: E402
 
@@ -38,16 +38,18 @@ def samples_rows() -> list[tuple[str, str, str]]:
     for field in schema:
         description = (field.metadata or {}).get(b"description", b"").decode()
         name = field.name
-        if name.startswith("pred_") and name not in ("pred_name",) or name.startswith("top2_") and not name.startswith("top2_class") \
-                and name != "top2_prob":
+        shown_as_true = name.startswith("pred_") and "true_" + name[len("pred_") :] in schema.names
+        top_k_copy = name.startswith("top2_") and not name.startswith("top2_class") and name != "top2_prob"
+        if shown_as_true or top_k_copy:
             continue  # the same columns as true_*, shown once as <m>_*
         if name.startswith("true_") and name != "true_maxboxacc_best_iou":
-            name, description = "<m>_" + name[len("true_"):], description.rsplit("; ", 1)[0]
+            name, description = "<m>_" + name[len("true_") :], description.rsplit("; ", 1)[0]
         elif name.startswith("top2_"):
-            name, description = "top<k>_" + name[len("top2_"):], description.rsplit("; ", 1)[0]
+            name, description = "top<k>_" + name[len("top2_") :], description.rsplit("; ", 1)[0]
         elif name == "true_maxboxacc_best_iou":
             description = MAXBOXACC_DESCRIPTION + " (scores.maxboxacc.enabled)"
         rows.append((name, _type(field), description))
+    rows.append(("triage", "string", TRIAGE_DESCRIPTION))
     rows.append(("<metadata column>", "string / int64 / bool / double", METADATA_DESCRIPTION))
     return rows
 
@@ -59,11 +61,18 @@ def table(rows: list[tuple[str, str, str]]) -> list[str]:
 
 
 def markdown() -> str:
-    lines = [START, "", "`samples.parquet` (one row per scored image; `<m>` is each map: `pred`, `true`, `top2`.. with "
-             "`cam.top_k`, `neg_*` with `cam.negative`; `<tau>` is each threshold of `scores.taus`, e.g. `tau015`):", ""]
+    lines = [
+        START,
+        "",
+        "`samples.parquet` (one row per scored image; `<m>` is each map: `pred`, `true`, `top2`.. with "
+        "`cam.top_k`, `neg_*` with `cam.negative`; `<tau>` is each threshold of `scores.taus`, e.g. `tau015`):",
+        "",
+    ]
     lines += table(samples_rows())
     lines += ["", "`classes.parquet` (one row per true class):", ""]
-    lines += table([(name.replace("_tau015", "_<tau>"), "", text) for name, text in class_descriptions(tau_key(0.15)).items()])
+    lines += table(
+        [(name.replace("_tau015", "_<tau>"), "", text) for name, text in class_descriptions(tau_key(0.15)).items()]
+    )
     lines += ["", "`errors.parquet` (one row per sample that could not be audited):", ""]
     lines += table([(f.name, _type(f), f.metadata[b"description"].decode()) for f in ERRORS_SCHEMA])
     lines += ["", END]
