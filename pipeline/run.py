@@ -50,6 +50,7 @@ from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
 from pipeline.reports.triage import TriageSettings
 from pipeline.run_folder import acquire_lock, check_fingerprint, run_fingerprint, store_fingerprint, weights_digest
 from pipeline.scores import boxes_to_mask, score_map
+from pipeline.scores.distinct import distinct_maps
 from pipeline.scores.offbox import off_box_energy_grid
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
 
@@ -413,22 +414,25 @@ def audit_batch(
     if setup.score_space == "original":
         grid_size = original_grid_sizes(batch["placement"], batch["width"], batch["height"], setup.original_max_side)
     views = {prefix: scoring_view(variant, batch, boxes, box_valid, grid_size) for prefix, variant in variants.items()}
+    distinct, copy_of = distinct_maps(targets)
     for prefix, view in views.items():
         # All K maps of the batch are scored as one [K * B] batch: fewer, larger device operations.
+        # A map whose class repeats within its image (pred == true for a right prediction) is scored once.
         k_maps, height, width = view.maps.shape[1], view.maps.shape[-2], view.maps.shape[-1]
-        domain = None if view.domain is None else view.domain.repeat(k_maps, 1, 1)
+        domain = None if view.domain is None else view.domain.repeat(k_maps, 1, 1)[distinct]
         with record_function("audit.scores"):
             scores = score_map(
-                view.maps.transpose(0, 1).reshape(-1, height, width),
-                view.raw.transpose(0, 1).reshape(-1, height, width),
-                view.empty.transpose(0, 1).reshape(-1),
-                view.boxes.repeat(k_maps, 1, 1),
-                view.box_valid.repeat(k_maps, 1),
+                view.maps.transpose(0, 1).reshape(-1, height, width)[distinct],
+                view.raw.transpose(0, 1).reshape(-1, height, width)[distinct],
+                view.empty.transpose(0, 1).reshape(-1)[distinct],
+                view.boxes.repeat(k_maps, 1, 1)[distinct],
+                view.box_valid.repeat(k_maps, 1)[distinct],
                 tolerance=float(cfg.scores.tolerance),
                 taus=tuple(cfg.scores.taus),
                 iou_threshold=float(cfg.scores.iou_threshold),
                 domain=domain,
             )
+            scores = {column: values[copy_of] for column, values in scores.items()}
         if view.grid_scale is not None:
             scores = coordinates_to_stored(scores, view.grid_scale.repeat(k_maps, 1))
         for k, name in enumerate(setup.map_names):
