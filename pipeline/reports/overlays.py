@@ -1,4 +1,5 @@
-"""Overlay pictures for review: the image with its boxes, then the predicted- and true-class maps.
+"""Overlay pictures for review: the image with its boxes, then the predicted- and true-class maps (and the
+next-ranked classes' maps with ``cam.top_k`` > 1).
 
 Each map panel marks the map's peak (cross) and the box of the thresholded map (magenta) beside the
 annotated boxes (green); a colour bar gives the scale. Only the images that are drawn (by default those
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +26,11 @@ from pipeline.errors import is_disk_full
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MIN_PANEL_WIDTH = 320  # narrower pictures (the default's 96 px input) are enlarged by a whole factor to at least this
-# Longest side of one drawn panel, pixels: three panels side by side stay far under JPEG's 65,535 limit,
-# and a degenerate image (1 x 3,000 px on its scoring grid) cannot make a gigapixel picture.
+# Longest side of one drawn panel, pixels: a degenerate image (1 x 3,000 px on its scoring grid) cannot make a
+# gigapixel picture; with many panels (cam.top_k) each is narrower still, so the row stays under JPEG's limit.
 MAX_PANEL_SIDE = 2048
-COLOUR_BAR_WIDTH = 56  # pixels of the colour bar right of the three panels
+JPEG_MAX_SIDE = 65535
+COLOUR_BAR_WIDTH = 56  # pixels of the colour bar right of the panels
 
 
 def safe_file_stem(sample_id: str, max_length: int = 80) -> str:
@@ -90,38 +93,37 @@ def _draw_box(panel: np.ndarray, box, colour: tuple[int, int, int], thickness: i
 def draw_overlay(
     image_rgb: np.ndarray,
     boxes: np.ndarray,
-    pred_map: np.ndarray,
-    true_map: np.ndarray,
-    captions: tuple[list[str], list[str], list[str]],
+    maps: Sequence[np.ndarray],
+    captions: Sequence[list[str]],
     seen: np.ndarray | None = None,
-    map_boxes: tuple | None = None,
+    map_boxes: Sequence | None = None,
 ) -> np.ndarray:
-    """Three panels side by side and a colour bar.
+    """The picture with its boxes, then one panel per map (pred, true, top2..), side by side, and a colour bar.
 
     Args:
         image_rgb: ``[H, W, 3]`` uint8, the network input (or the stored photo on its scoring grid).
         boxes: ``[N, 4]`` pixel-edge boxes in the same coordinates (green).
-        pred_map, true_map: ``[H, W]`` normalised maps; each map panel marks its peak with a cross.
-        captions: lines under each panel.
+        maps: K ``[H, W]`` normalised maps; each map panel marks its peak with a cross.
+        captions: K + 1 lists of lines, under the picture and under each map panel.
         seen: ``[H, W]`` bool, where the network saw the photo (original space); the rest is dimmed and
             carries no heat.
-        map_boxes: ``(pred_box, true_box)``, each ``(x1, y1, x2, y2)`` pixel-edge in the same coordinates
-            (NaN: none): the box of each thresholded map (``box_*_tau``), drawn in magenta beside the
-            ground truth.
+        map_boxes: K boxes, each ``(x1, y1, x2, y2)`` pixel-edge in the same coordinates (NaN: none): the box
+            of each thresholded map (``box_*_tau``), drawn in magenta beside the ground truth.
     Returns:
-        ``[H', 3W + bar, 3]`` BGR uint8.
+        ``[H', (K + 1) W + bar, 3]`` BGR uint8.
     """
+    if len(captions) != len(maps) + 1 or (map_boxes is not None and len(map_boxes) != len(maps)):
+        raise ValueError(f"{len(maps)} maps need {len(maps) + 1} captions and {len(maps)} map boxes")
     # Small network inputs (96 px) are enlarged so that the pictures and captions stay readable; huge or
     # degenerate ones are bounded (panel_size).
     height, width = image_rgb.shape[:2]
-    panel_height, panel_width = panel_size(height, width)
+    panel_height, panel_width = panel_size(height, width, len(maps) + 1)
     seen = None if seen is None else np.asarray(seen, dtype=bool)
     if (panel_height, panel_width) != (height, width):
         shrink = panel_width < width or panel_height < height
         size = (panel_width, panel_height)
         image_rgb = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)
-        pred_map = cv2.resize(pred_map, size, interpolation=cv2.INTER_LINEAR)
-        true_map = cv2.resize(true_map, size, interpolation=cv2.INTER_LINEAR)
+        maps = [cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR) for heat in maps]
         scale = np.array([panel_width / width, panel_height / height] * 2, dtype=np.float32)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * scale
         if map_boxes is not None:
@@ -135,10 +137,10 @@ def draw_overlay(
     with_boxes = base.copy()
     for box in boxes:
         _draw_box(with_boxes, box, (0, 255, 0))
-    panels = [with_boxes, _heat(with_boxes, pred_map), _heat(with_boxes, true_map)]
+    panels = [with_boxes] + [_heat(with_boxes, heat) for heat in maps]
     if seen is not None:
         panels = [panels[0]] + [np.where(seen[..., None], panel, with_boxes) for panel in panels[1:]]
-    for panel, heat, k in ((panels[1], pred_map, 0), (panels[2], true_map, 1)):
+    for k, (panel, heat) in enumerate(zip(panels[1:], maps)):
         if map_boxes is not None:
             _draw_box(panel, map_boxes[k], (255, 0, 255))
         _mark_peak(panel, heat if seen is None else np.where(seen, heat, -1.0))
@@ -157,15 +159,17 @@ class OverlayFailure:
     message: str
 
 
-def panel_size(height: int, width: int) -> tuple[int, int]:
-    """``(height, width)`` of one drawn panel for a ``height x width`` picture.
+def panel_size(height: int, width: int, panels: int = 3) -> tuple[int, int]:
+    """``(height, width)`` of one drawn panel for a ``height x width`` picture, ``panels`` side by side.
 
     Enlarged by a whole factor up to :data:`MIN_PANEL_WIDTH` (captions readable), then scaled down so
-    that neither side exceeds :data:`MAX_PANEL_SIDE` (the aspect ratio kept, each side at least 1 px).
+    that neither side exceeds :data:`MAX_PANEL_SIDE`, nor the row of panels and the colour bar JPEG's
+    :data:`JPEG_MAX_SIDE` (the aspect ratio kept, each side at least 1 px).
     """
+    max_side = min(MAX_PANEL_SIDE, (JPEG_MAX_SIDE - COLOUR_BAR_WIDTH) // max(panels, 1))
     zoom = float(max(1, int(np.ceil(MIN_PANEL_WIDTH / max(width, 1)))))
-    zoom = min(zoom, MAX_PANEL_SIDE / max(height, width, 1))
-    return max(1, min(MAX_PANEL_SIDE, round(height * zoom))), max(1, min(MAX_PANEL_SIDE, round(width * zoom)))
+    zoom = min(zoom, max_side / max(height, width, 1))
+    return max(1, min(max_side, round(height * zoom))), max(1, min(max_side, round(width * zoom)))
 
 
 def write_jpeg_atomic(path: Path, picture: np.ndarray) -> None:
@@ -234,12 +238,16 @@ def save_overlays(
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = torch.from_numpy(rows).to(maps.normalised.device)
-    chosen_maps = maps.normalised[selected, :2].cpu().numpy()  # only the drawn images leave the device
+    chosen_maps = maps.normalised[selected].cpu().numpy()  # [n, K, H, W]: only the drawn images leave the device
     images = (
         batch["image"][torch.from_numpy(rows).to(batch["image"].device)].permute(0, 2, 3, 1).cpu().numpy()
     )  # on the device after data.decode=gpu
     tau = next((name[len("pred_box_x1_") :] for name in table.column_names if name.startswith("pred_box_x1_tau")), None)
-    box_columns = [f"{m}_box_{c}_{tau}" for m in ("pred", "true") for c in ("x1", "y1", "x2", "y2")] if tau else []
+    map_names = overlay_map_names(table.column_names)
+    box_columns = [f"{m}_box_{c}_{tau}" for m in map_names for c in ("x1", "y1", "x2", "y2")] if tau else []
+    top_k_columns = [
+        f"{m}_{c}" for m in map_names[2:] for c in ("class_name", "prob", "energy_in_box", "excess_energy")
+    ]
     data = (
         table.select(
             [
@@ -255,6 +263,7 @@ def save_overlays(
                 "pred_pointing_hit",
                 "true_pointing_hit",
                 *box_columns,
+                *top_k_columns,
             ]
         )
         .take(pa.array(rows))
@@ -263,7 +272,7 @@ def save_overlays(
     failures: list[OverlayFailure] = []
     for i, row in enumerate(data):
         try:
-            _save_one(out_dir, row, i, rows, images, chosen_maps, batch, original, tau)
+            _save_one(out_dir, row, i, rows, images, chosen_maps, batch, original, tau, map_names)
         except (OSError, ValueError, cv2.error, MemoryError) as error:  # this picture only: the row is already scored
             if is_disk_full(error):
                 raise
@@ -281,6 +290,7 @@ def _save_one(
     batch: dict,
     original,
     tau: str | None,
+    map_names: list[str],
 ) -> None:
     """Draw and write the overlay of the ``i``-th selected image (batch row ``rows[i]``)."""
     boxes = batch["boxes"][rows[i]][batch["box_valid"][rows[i]]].numpy()
@@ -300,12 +310,18 @@ def _save_one(
             f"in box {_fmt(row['true_energy_in_box'])}, excess {_fmt(row['true_excess_energy'])}",
             f"p(true) {_fmt(row['prob_true'])}",
         ],
+    ) + tuple(
+        [
+            f"map of {m}: {str(row[f'{m}_class_name'])[:26]}",
+            f"in box {_fmt(row[f'{m}_energy_in_box'])}, excess {_fmt(row[f'{m}_excess_energy'])}",
+            f"p({m}) {_fmt(row[f'{m}_prob'])}",
+        ]
+        for m in map_names[2:]
     )
     map_boxes = None
     if tau:  # the thresholded maps' boxes, in the picture's pixels
         map_boxes = tuple(
-            np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64)
-            for m in ("pred", "true")
+            np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64) for m in map_names
         )
     whole = (
         _original_picture(original, int(rows[i]), batch["box_stored_valid"][rows[i]]) if original is not None else None
@@ -315,12 +331,18 @@ def _save_one(
         if map_boxes is not None:  # box columns are in stored pixels: back onto the scoring grid
             scale_x, scale_y = (float(v) for v in original[0].grid_scale[int(rows[i])])
             map_boxes = tuple(b * np.array([scale_x, scale_y, scale_x, scale_y]) for b in map_boxes)
-        picture = draw_overlay(image, grid_boxes, grid_maps[0], grid_maps[1], captions, seen=seen, map_boxes=map_boxes)
+        picture = draw_overlay(image, grid_boxes, list(grid_maps), captions, seen=seen, map_boxes=map_boxes)
     else:
         picture = draw_overlay(
-            np.ascontiguousarray(images[i]), boxes, chosen_maps[i, 0], chosen_maps[i, 1], captions, map_boxes=map_boxes
+            np.ascontiguousarray(images[i]), boxes, list(chosen_maps[i]), captions, map_boxes=map_boxes
         )
     write_jpeg_atomic(out_dir / f"{safe_file_stem(row['id'])}.jpg", picture)
+
+
+def overlay_map_names(columns: Sequence[str]) -> list[str]:
+    """The maps an overlay shows, in the run's order: ``pred``, ``true``, then ``top2``.. (``cam.top_k``)."""
+    top = sorted(int(c[3 : -len("_class_name")]) for c in columns if re.fullmatch(r"top\d+_class_name", c))
+    return ["pred", "true"] + [f"top{k}" for k in top]
 
 
 def _original_picture(original, row: int, box_valid: torch.Tensor):
@@ -337,7 +359,7 @@ def _original_picture(original, row: int, box_valid: torch.Tensor):
     except Exception:  # noqa: BLE001 -- the file changed since it was audited: draw the network input instead
         return None
     image = TF.resize(image, [height, width], antialias=True).permute(1, 2, 0).contiguous().numpy()
-    grid_maps = view.maps[row, :2, :height, :width].cpu().numpy()
+    grid_maps = view.maps[row, :, :height, :width].cpu().numpy()
     seen = view.domain[row, :height, :width].cpu().numpy()
     boxes = view.boxes[row][box_valid.to(view.boxes.device)].cpu().numpy()
     return image, boxes, grid_maps, seen
