@@ -20,8 +20,8 @@ a class's maps spread around its object is a property of the class (thin or poin
 layer), so comparing excess energies across classes flags a class whose maps spill around its own object.
 Measured on the built-in generator with the marker switched off (tests/reports/test_shortcuts_no_marker.py):
 ``triangle``'s maps have excess energy 0.12 against 0.45 for the other classes (the old rule flagged it, p
-0.0008), yet 88 % of them peak on the object (tolerance 15 px), close to the others' 99 %; with the marker
-(the default) 46 % of ``triangle``'s maps peak off the object (67 % of those on marked images). Spill
+0.0008), yet 87.5 % of them peak on the object (tolerance 15 px), close to the others' 99.5 %; with the marker
+(the default) 46 % of ``triangle``'s maps peak off the object (67 % on marked images, 6 % on unmarked). Spill
 around the object moves energy, not the peak; an off-object cue the model uses for c (a marker, a
 watermark, a background) takes the peak. A class whose maps do peak off its objects without a planted cue
 (a class recognised by its context) is flagged too: that is what the finder is for, and the hot spot and
