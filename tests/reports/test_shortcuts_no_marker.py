@@ -5,7 +5,7 @@ and the default CNN trained on it (ten epochs; 8 to 12 minutes on a shared two-c
 hence slow). Measured (seed 0): ``triangle``'s maps sit on its boxes much less than the other classes'
 (excess energy 0.12 against 0.45, which the excess-energy rule before issue 10's fix flagged), yet only
 12.5 % of them peak off the object against 0.5 % for the others (effect 0.12 < ``min_effect`` 0.25);
-every other class is within 0.01. The fast counterparts are in test_shortcuts.py: the false-alarm rate
+every other class's effect is 0.004 or less. The fast counterparts are in test_shortcuts.py: the false-alarm rate
 on simulated audits, and a crafted class whose maps spill around its boxes without peaking off them.
 """
 
