@@ -85,7 +85,7 @@ RULES: tuple[Rule, ...] = (
     Rule("report.rows_per_part", whole(1), "a whole number >= 1"),
     Rule("report.triage.on_object_min_excess_energy", number(-1.0, 1.0), "an excess energy in [-1, 1]"),
     Rule("report.shortcuts.alpha", number(0.0, 1.0, above_minimum=True), "a false-alarm rate in (0, 1]"),
-    Rule("report.shortcuts.min_effect", number(0.0), "an excess-energy difference >= 0"),
+    Rule("report.shortcuts.min_effect", number(0.0), "a difference of shares >= 0"),
     Rule("report.shortcuts.min_images", whole(1), "a whole number >= 1"),
     Rule("report.shortcuts.permutations", whole(1), "a whole number >= 1"),
     Rule("report.shortcuts.seed", whole(0), "a whole number >= 0"),

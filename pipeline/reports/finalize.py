@@ -527,8 +527,9 @@ def render_summary(summary: dict) -> str:
             else ""
         )
         lines.append(
-            f"  shortcut suspect: predicted {entry['pred_name']!r} ({entry['images']} images): excess energy "
-            f"{entry['mean_excess_energy']:.2f} against {entry['others_mean_excess_energy']:.2f} for the other classes, "
+            f"  shortcut suspect: predicted {entry['pred_name']!r} ({entry['images']} images): "
+            f"{pct(entry['off_object_peak_share'])} of its maps peak off the object against "
+            f"{pct(entry['others_off_object_peak_share'])} for the other classes, "
             f"Holm-adjusted p {entry['p_holm']:.3g}{where}"
         )
     if shortcuts and not shortcuts.get("flagged"):

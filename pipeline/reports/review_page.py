@@ -104,6 +104,8 @@ def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], l
             {
                 "pred_name": entry["pred_name"],
                 "images": entry["images"],
+                "off_peak": fmt(entry.get("off_object_peak_share"), True),
+                "others_off_peak": fmt(entry.get("others_off_object_peak_share"), True),
                 "mean": fmt(entry["mean_excess_energy"]),
                 "others": fmt(entry["others_mean_excess_energy"]),
                 "effect": fmt(entry["effect"]),
@@ -117,6 +119,8 @@ def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], l
         context = {
             "pred_name": entry["pred_name"],
             "images": entry["images"],
+            "off_peak": fmt(entry.get("off_object_peak_share"), True),
+            "others_off_peak": fmt(entry.get("others_off_object_peak_share"), True),
             "mean_excess": fmt(entry["mean_excess_energy"]),
             "others_excess": fmt(entry["others_mean_excess_energy"]),
             "p_holm": fmt(entry["p_holm"], digits=4),
