@@ -24,9 +24,14 @@ _STOP = object()
 
 
 class BackgroundWriteError(RuntimeError):
-    """A background writer failed; the run stops. ``worker`` names it (``parquet``, ``overlays``)."""
+    """A background writer failed; the run stops. ``worker`` names it (``parquet``, ``overlays``), ``error``
+    is the original error. The parquet thread hands overlays on to the overlay thread, so it can meet the
+    overlay thread's failure: that failure is kept as it is (worker and original error), not wrapped twice,
+    so a full disk met by either thread is recognised as one."""
 
     def __init__(self, worker: str, error: BaseException):
+        if isinstance(error, BackgroundWriteError):
+            worker, error = error.worker, error.error
         super().__init__(
             f"the background {worker} writer failed: {type(error).__name__}: {error}. Rows already in "
             f"complete parts are kept; fix the cause and rerun with resume=true to finish the run."

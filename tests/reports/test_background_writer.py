@@ -76,6 +76,25 @@ def test_a_failed_job_stops_the_worker_and_is_raised_by_the_next_submit():
     assert ran == []
 
 
+def test_a_failure_met_through_another_worker_keeps_its_worker_and_original_error():
+    """The parquet thread submits to the overlay thread: a full disk met there must reach the main loop as
+    the overlay writer's ``OSError`` (exit 4, resumable), not as a wrapped error (it was exit 5)."""
+    overlays = BackgroundWorker("overlays", max_pending=4)
+    overlays.submit(_raise_disk_full)
+    with pytest.raises(BackgroundWriteError):
+        overlays.drain()
+    parquet = BackgroundWorker("parquet", max_pending=4)
+    parquet.submit(overlays.submit, print)  # raises the overlay writer's error on the parquet thread
+    with pytest.raises(BackgroundWriteError, match=r"^the background overlays writer failed: OSError") as error:
+        parquet.close()
+    assert isinstance(error.value.error, OSError) and error.value.worker == "overlays"
+    overlays.close(check=False)
+
+
+def _raise_disk_full() -> None:
+    raise OSError(28, "No space left on device")
+
+
 def test_jobs_queued_after_a_failure_are_dropped():
     ran: list[int] = []
     gate = threading.Event()
