@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError
 
 LOCK_NAME = ".cam-audit.lock"
@@ -214,9 +215,4 @@ def _short(value: object) -> str:
 def store_fingerprint(parts_dir: Path, fingerprint: dict[str, object]) -> None:
     """Write ``parts/fingerprint.json`` (atomically) before the first part."""
     parts_dir.mkdir(parents=True, exist_ok=True)
-    tmp = parts_dir / f".{FINGERPRINT_NAME}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
-        os.replace(tmp, parts_dir / FINGERPRINT_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(parts_dir / FINGERPRINT_NAME, json.dumps(fingerprint, indent=1, sort_keys=True))

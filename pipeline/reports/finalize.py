@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import logs
+from pipeline.atomic import write_text_atomic
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import ShortcutSettings, find_shortcuts, write_hot_spot_pictures
@@ -115,9 +116,7 @@ def strict_json_value(value):
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write ``payload`` as strict JSON (non-finite numbers become ``null``) through a temporary file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(strict_json_value(payload), indent=2, default=str, allow_nan=False))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(strict_json_value(payload), indent=2, default=str, allow_nan=False))
 
 
 def package_versions() -> dict[str, str]:

@@ -11,7 +11,6 @@ outside the run folder.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from pipeline.atomic import write_bytes_atomic
 from pipeline.errors import is_disk_full
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -181,13 +181,7 @@ def write_jpeg_atomic(path: Path, picture: np.ndarray) -> None:
     encoded, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not encoded:
         raise ValueError(f"OpenCV could not encode a {picture.shape[1]} x {picture.shape[0]} JPEG")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(path, data.tobytes())
 
 
 def _fmt(value: float | None) -> str:

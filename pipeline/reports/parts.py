@@ -9,12 +9,13 @@ file, one row group per part, without holding the table in memory.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_path
 
 PART_PATTERN = re.compile(r"^(?P<table>[a-z_]+)-r(?P<rank>\d+)-(?P<seq>\d+)\.parquet$")
 
@@ -34,12 +35,8 @@ class DamagedPart(Exception):
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` through a temporary file and an atomic rename; a failed write (a full
     disk) leaves neither the temporary file nor a partial ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class PartWriter:
@@ -111,19 +108,15 @@ def merge_parts(parts: list[Path], out: Path, schema: pa.Schema, metadata: dict[
     """Stream ``parts`` into ``out`` (atomically), one row group per part, with ``metadata`` in the
     schema. Returns the row count."""
     schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     rows = 0
-    try:  # whatever fails (a damaged part, a full disk), the temporary file does not stay in the run folder
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for path in parts:
-                table = read_part(path).select(schema.names).cast(schema)
-                writer.write_table(table)
-                rows += table.num_rows
-            if not parts:
-                writer.write_table(schema.empty_table())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # whatever fails (a damaged part, a full disk), the temporary file does not stay in the run folder
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for path in parts:
+            table = read_part(path).select(schema.names).cast(schema)
+            writer.write_table(table)
+            rows += table.num_rows
+        if not parts:
+            writer.write_table(schema.empty_table())
     return rows
 
 
