@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.manifest import is_file, resolve_image_path, unique_ids
-from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, unusable_record
+from pipeline.data.records import ClassList, SampleRecord, empty_boxes, unusable_record
 
 Box = tuple[float, float, float, float]
 
@@ -315,49 +315,31 @@ def _image_record(sample_id: str, number: int, entry: object, context: _Context)
     """The record of ``images[number]`` (updates ``context.seen_*`` for the entries after it)."""
     problem = _entry_problem(entry, number)
     if problem:
-        return SampleRecord(sample_id, "", -1, empty_boxes(), problem=Problem("BadAnnotation", problem))
+        return unusable_record(sample_id, "", "BadAnnotation", problem)
     assert isinstance(entry, dict)
     size, size_problem = _annotated_size(entry)
     image, path_problem = resolve_image_path(context.root, entry["file_name"], context.allow_outside_root)
     if path_problem or image is None:
-        return SampleRecord(sample_id, "", -1, empty_boxes(), size, problem=path_problem)
+        return unusable_record(sample_id, "", path_problem.type, path_problem.message, size)
     image_path = str(image.resolve()) if is_file(image) else ""
 
     # duplicates: the first entry keeps the id / file (and the annotations); later ones are reported
     if entry["id"] in context.seen_ids:
         first = context.seen_ids[entry["id"]]
-        return SampleRecord(
-            sample_id,
-            image_path,
-            -1,
-            empty_boxes(),
-            size,
-            problem=Problem("DuplicateId", f"duplicate image id {entry['id']!r} (also images[{first}])"),
-        )
+        message = f"duplicate image id {entry['id']!r} (also images[{first}])"
+        return unusable_record(sample_id, image_path, "DuplicateId", message, size)
     context.seen_ids[entry["id"]] = number
     if str(image) in context.seen_files:
         first_id = context.seen_files[str(image)]
-        return SampleRecord(
-            sample_id,
-            image_path,
-            -1,
-            empty_boxes(),
-            size,
-            problem=Problem("DuplicateId", f"duplicate file name {entry['file_name']} (also image id {first_id!r})"),
-        )
+        message = f"duplicate file name {entry['file_name']} (also image id {first_id!r})"
+        return unusable_record(sample_id, image_path, "DuplicateId", message, size)
     context.seen_files[str(image)] = entry["id"]
 
     if not image_path:
-        return SampleRecord(
-            sample_id,
-            "",
-            -1,
-            empty_boxes(),
-            size,
-            problem=Problem("MissingImage", f"annotation {entry['file_name']} (image id {entry['id']!r}) has no image"),
-        )
+        message = f"annotation {entry['file_name']} (image id {entry['id']!r}) has no image"
+        return unusable_record(sample_id, "", "MissingImage", message, size)
     if size_problem:
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem("BadAnnotation", size_problem))
+        return unusable_record(sample_id, image_path, "BadAnnotation", size_problem)
     annotations = context.by_image.get(entry["id"], [])
     if entry.get(context.label_field) is not None:
         label, problem = _explicit_label(entry[context.label_field], context.names, context.lookup)
@@ -365,8 +347,8 @@ def _image_record(sample_id: str, number: int, entry: object, context: _Context)
         label, problem = _shared_label(annotations, context.names, context.lookup)
     if problem:
         kind = "MissingAnnotation" if not annotations and entry.get(context.label_field) is None else "BadLabel"
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=Problem(kind, problem))
+        return unusable_record(sample_id, image_path, kind, problem, size)
     boxes, problem = _label_boxes(label, annotations, context.names, context.lookup)
     if problem:
-        return SampleRecord(sample_id, image_path, -1, empty_boxes(), size, problem=Problem("BadAnnotation", problem))
+        return unusable_record(sample_id, image_path, "BadAnnotation", problem, size)
     return SampleRecord(sample_id, image_path, label, boxes, size)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes
+from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, unusable_record
 
 REQUIRED_COLUMNS = ("path", "label")
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
@@ -335,8 +335,10 @@ def read_manifest(path: str | Path, classes: ClassList, allow_outside_root: bool
         problem = _group_problem(group)
         if problem is None and explicit[i] and chosen[i] != wanted[i]:
             problem = Problem("DuplicateId", f"duplicate id {wanted[i]}")
-        label = group.labels[0] if problem is None else -1
-        boxes = np.concatenate(group.boxes).astype(np.float32) if group.boxes and problem is None else empty_boxes()
         image_path = str(group.image.resolve()) if group.image is not None and is_file(group.image) else ""
-        records.append(SampleRecord(chosen[i], image_path, label, boxes.reshape(-1, 4), problem=problem))
+        if problem is not None:
+            records.append(unusable_record(chosen[i], image_path, problem.type, problem.message))
+            continue
+        boxes = np.concatenate(group.boxes).astype(np.float32) if group.boxes else empty_boxes()
+        records.append(SampleRecord(chosen[i], image_path, group.labels[0], boxes.reshape(-1, 4)))
     return sorted(records, key=lambda r: r.sample_id)

@@ -99,9 +99,16 @@ def empty_boxes() -> np.ndarray:
     return np.zeros((0, 4), dtype=np.float32)
 
 
-def unusable_record(sample_id: str, image_path: str, problem_type: str, message: str) -> SampleRecord:
-    """A sample that cannot be audited (no label, no boxes): its ``Problem`` becomes an ``errors.parquet`` row."""
-    return SampleRecord(sample_id, image_path, -1, empty_boxes(), problem=Problem(problem_type, message))
+def unusable_record(
+    sample_id: str,
+    image_path: str,
+    problem_type: str,
+    message: str,
+    annotated_size: tuple[int, int] | None = None,
+) -> SampleRecord:
+    """A sample that cannot be audited (no label, no boxes): its ``Problem`` becomes an ``errors.parquet`` row.
+    ``annotated_size`` is the ``(width, height)`` its annotation states, when it states one."""
+    return SampleRecord(sample_id, image_path, -1, empty_boxes(), annotated_size, Problem(problem_type, message))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, unusable_record
+from pipeline.data.records import ClassList, SampleRecord, unusable_record
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -148,13 +148,8 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
         if label_key is None:
             keys = sorted({key for key, _ in objects}) or ["<no object>"]
             records.append(
-                SampleRecord(
-                    sample_id,
-                    image_path,
-                    -1,
-                    empty_boxes(),
-                    size,
-                    problem=Problem("BadLabel", f"unknown or ambiguous label {', '.join(keys)}"),
+                unusable_record(
+                    sample_id, image_path, "BadLabel", f"unknown or ambiguous label {', '.join(keys)}", size
                 )
             )
             continue

@@ -232,6 +232,15 @@ def test_coco_custom_label_field(tmp_path: Path) -> None:
     assert record.problem is None and record.label == 1 and record.boxes.tolist() == [[1, 1, 3, 3]]
 
 
+def _assert_unusable_records_are_alike(records: list[SampleRecord]) -> None:
+    """Every record with a problem is built the one way (``unusable_record``): no label, no box."""
+    unusable = [r for r in records if r.problem is not None]
+    assert unusable
+    for record in unusable:
+        assert record.label == -1 and record.boxes.shape == (0, 4) and record.boxes.dtype == np.float32, record
+        assert record.problem.type and record.problem.message
+
+
 def test_coco_unknown_category_and_missing_file(tmp_path: Path) -> None:
     _touch(tmp_path, "u.jpg", "v.jpg", "w.jpg")
     images = [
@@ -267,6 +276,7 @@ def test_coco_paths_outside_the_image_dir_are_rejected(tmp_path: Path) -> None:
     assert "outside" in problems["1"] and "outside" in problems["2"]
     assert problems["3"] is None
     assert problems["4"] is not None and "duplicate file name" in problems["4"]  # same file as id 3
+    _assert_unusable_records_are_alike(records)
 
     allowed = _by_id(read_coco(path, root, SMALL, allow_outside_root=True))
     assert allowed["1"].problem is None and allowed["1"].image_path == str((tmp_path / "secret.jpg").resolve())
@@ -288,6 +298,7 @@ def test_coco_duplicates_and_orphans(tmp_path: Path) -> None:
     assert "duplicate file name" in problems["2"]
     assert "image id 5" in problems["image-id-5"]
     assert "no usable image_id" in problems["annotations-3"]
+    _assert_unusable_records_are_alike(records)
 
 
 def test_coco_malformed_file_raises_value_error(tmp_path: Path) -> None:
@@ -373,6 +384,7 @@ def test_manifest_paths_ids_and_missing_files(tmp_path: Path) -> None:
     assert problems["cat"] is None and problems["cat-2"] is None and problems["z"] is None
     assert "outside" in problems["secret"]
     assert "has no image" in problems["nothere"]
+    _assert_unusable_records_are_alike(records)
     assert _by_id(read_manifest(path, SMALL, allow_outside_root=True))["secret"].problem is None
 
 
