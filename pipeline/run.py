@@ -330,7 +330,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
     if cfg.scores.maxboxacc.enabled:
         from pipeline.scores.maxboxacc import MaxBoxAccV2
 
-        maxboxacc = MaxBoxAccV2(thresholds=int(cfg.scores.maxboxacc.thresholds), device=device)
+        maxboxacc = MaxBoxAccV2(thresholds=int(cfg.scores.maxboxacc.thresholds))
     if not all(float(v) > 0 and float(v) != float("inf") for v in built.std):  # a zero std makes every input inf/NaN
         raise ConfigError("model.std", f"every value must be a finite number above 0, got {list(built.std)}")
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)

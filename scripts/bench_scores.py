@@ -27,6 +27,7 @@ from pipeline.scores import (
     largest_component_box,
     score_map,
 )
+from pipeline.scores.maxboxacc import maxboxacc_from_best_iou
 
 
 def realistic_batch(batch: int, size: int, device: str, seed: int = 0):
@@ -133,9 +134,10 @@ def main() -> None:
     for holes in (True, False):
 
         def mba(holes=holes):
-            acc = MaxBoxAccV2(thresholds=args.thresholds, include_holes=holes)
-            acc.update(maps, empty, boxes, valid)
-            return acc.compute()
+            best = MaxBoxAccV2(thresholds=args.thresholds, include_holes=holes).best_iou_per_threshold(
+                maps, empty, boxes, valid
+            )
+            return maxboxacc_from_best_iou(best.cpu().numpy(), valid.any(1).cpu().numpy(), args.thresholds)
 
         show(f"MaxBoxAccV2 ({args.thresholds} thresholds, holes={holes})", mba, max(1, r // 2))
 

@@ -1,10 +1,16 @@
 """MaxBoxAccV2 (Choe et al., "Evaluating Weakly Supervised Object Localization Methods Right",
 CVPR 2020; reference code clovaai/wsolevaluation, ``BoxEvaluator`` with ``multi_contour_eval`` and
 ``multi_iou_eval``), batched and on device.  Written for this project from the published procedure.
+
+Two steps, so that a run can be resumed and re-aggregated exactly: :meth:`MaxBoxAccV2.best_iou_per_threshold`
+computes each image's state on the device (the best IoU per threshold, stored per sample), and
+:func:`maxboxacc_from_best_iou` aggregates those rows into the dataset's score (the one aggregation, used by
+the run's summary, the tests and the benchmarks).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .components import (
@@ -15,7 +21,7 @@ from .components import (
     _with_roots,
 )
 
-__all__ = ["MaxBoxAccV2"]
+__all__ = ["MaxBoxAccV2", "boxacc_per_threshold", "maxboxacc_from_best_iou"]
 
 
 def _candidate_boxes(binary: torch.Tensor, include_holes: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +97,8 @@ def _candidate_best_iou(
 
 
 class MaxBoxAccV2:
-    """MaxBoxAccV2 accumulator (Choe et al. CVPR 2020, clovaai/wsolevaluation).
+    """MaxBoxAccV2's per-image part (Choe et al. CVPR 2020, clovaai/wsolevaluation): the best IoU of each
+    image at each threshold (:meth:`best_iou_per_threshold`); :func:`maxboxacc_from_best_iou` aggregates it.
 
     Procedure: for each threshold ``tau_k = float32(k / thresholds)``, k = 0 .. thresholds-1 (the
     grid [0, 1) with step 1/thresholds; wsolevaluation uses step 0.01, i.e. thresholds=100), binarise
@@ -143,15 +150,13 @@ class MaxBoxAccV2:
     IoU is computed ``pairs_per_chunk`` pairs at a time (default 2**20, about 100 MB of temporaries), and
     the boxes are indexed per threshold, not copied (``data.max_boxes`` caps the boxes per image too).
 
-    Accumulators live on ``device`` (default: the device of the first batch); ``update`` does a
-    few scalar syncs per threshold (``nonzero``, union-find rounds) and no per-image Python work.
+    Work stays on the maps' device; :meth:`best_iou_per_threshold` does a few scalar syncs per threshold
+    (``nonzero``, union-find rounds) and no per-image Python work.
     """
 
     def __init__(
         self,
         thresholds: int = 100,
-        iou_thresholds=(0.3, 0.5, 0.7),
-        device: torch.device | str | None = None,
         include_holes: bool = True,
         pixels_per_chunk: int = 1 << 25,
         pairs_per_chunk: int = 1 << 20,
@@ -159,102 +164,14 @@ class MaxBoxAccV2:
         if int(thresholds) < 1:
             raise ValueError("thresholds must be >= 1")
         self.thresholds = int(thresholds)
-        self.iou_thresholds = tuple(float(d) for d in iou_thresholds)
-        if not self.iou_thresholds:
-            raise ValueError("iou_thresholds must not be empty")
-        self.device = torch.device(device) if device is not None else None
         self.include_holes = bool(include_holes)
         self.pixels_per_chunk = int(pixels_per_chunk)
         self.pairs_per_chunk = int(pairs_per_chunk)  # candidate x box pairs per IoU chunk: bounds memory
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget all accumulated images."""
-        self._correct: torch.Tensor | None = None  # [T, D] long
-        self._count: torch.Tensor | None = None  # [] long
-        self._no_box: torch.Tensor | None = None  # [] long
 
     def taus(self, device: torch.device | str | None = None) -> torch.Tensor:
         """The threshold grid ``float32(k / thresholds)``, k = 0 .. thresholds-1.  [T] float32."""
         k = torch.arange(self.thresholds, dtype=torch.float64, device=device)
         return (k / self.thresholds).to(torch.float32)
-
-    def _ensure(self, dev: torch.device) -> None:
-        if self.device is None:
-            self.device = dev
-        if self._correct is None:
-            self._correct = torch.zeros(
-                (self.thresholds, len(self.iou_thresholds)), dtype=torch.long, device=self.device
-            )
-            self._count = torch.zeros((), dtype=torch.long, device=self.device)
-            self._no_box = torch.zeros((), dtype=torch.long, device=self.device)
-
-    @torch.no_grad()
-    def update(self, maps: torch.Tensor, empty: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor) -> None:
-        """Add one batch.
-
-        Shapes: maps [B, H, W] float32 (min-max normalised, in [0, 1]), empty [B] bool,
-        boxes [B, N, 4] float (x1, y1, x2, y2) pixel-edge in the map's grid, box_valid [B, N] bool.
-        """
-        if maps.dim() != 3:
-            raise ValueError(f"maps must be [B, H, W], got {tuple(maps.shape)}")
-        self._ensure(maps.device)
-        dev = self.device
-        maps = maps.to(dev)
-        B = maps.shape[0]
-        empty = empty.to(device=dev, dtype=torch.bool)
-        boxes = boxes.to(dev)
-        box_valid = box_valid.to(device=dev, dtype=torch.bool)
-        if boxes.shape[:2] != box_valid.shape or boxes.shape[0] != B:
-            raise ValueError("boxes [B, N, 4] and box_valid [B, N] must match maps' batch")
-        has_box = box_valid.any(dim=1) if box_valid.shape[1] else torch.zeros(B, dtype=torch.bool, device=dev)
-        deltas = torch.tensor(self.iou_thresholds, dtype=torch.float64, device=dev)
-        best = self.best_iou_per_threshold(maps, empty, boxes, box_valid).T  # [T, B]
-        correct = (best[:, :, None] >= deltas) & has_box[None, :, None]  # [T, B, D]
-        self._correct += correct.sum(dim=1)
-        self._count += has_box.sum()
-        self._no_box += (~has_box).sum()
-
-    def compute(self) -> dict:
-        """Results as Python numbers (one sync).
-
-        Keys: ``maxboxacc_v2`` (mean over delta of the max over tau, in [0, 1]);
-        per delta d (named by its percentage, e.g. ``iou50``): ``maxboxacc_iou50`` (max over tau of
-        BoxAcc) and ``best_tau_iou50`` (the smallest tau attaining it, as numpy's argmax in the
-        reference); ``boxacc`` (list over tau of lists over delta); ``thresholds``;
-        ``iou_thresholds``; ``num_images`` (images counted: with at least one valid box, empty maps
-        included) and ``num_images_without_box`` (left out).  With no counted image every score is
-        NaN.
-        """
-        taus = self.taus().tolist()
-        out: dict = {"thresholds": taus, "iou_thresholds": list(self.iou_thresholds)}
-        if self._correct is None:
-            correct = torch.zeros((self.thresholds, len(self.iou_thresholds)), dtype=torch.long)
-            count, no_box = 0, 0
-        else:
-            correct = self._correct.cpu()
-            count, no_box = int(self._count), int(self._no_box)
-        out["num_images"] = count
-        out["num_images_without_box"] = no_box
-        if count == 0:
-            acc = torch.full(correct.shape, float("nan"), dtype=torch.float64)
-        else:
-            acc = correct.to(torch.float64) / count
-        out["boxacc"] = acc.tolist()
-        maxima = []
-        for j, d in enumerate(self.iou_thresholds):
-            name = f"iou{int(round(d * 100)):02d}"
-            if count == 0:
-                mx, tau = float("nan"), float("nan")
-            else:
-                col = acc[:, j]
-                i = int(torch.argmax(col))
-                mx, tau = float(col[i]), taus[i]
-            out[f"maxboxacc_{name}"] = mx
-            out[f"best_tau_{name}"] = tau
-            maxima.append(mx)
-        out["maxboxacc_v2"] = float(sum(maxima) / len(maxima))
-        return out
 
     @torch.no_grad()
     def best_iou_per_threshold(
@@ -297,21 +214,41 @@ class MaxBoxAccV2:
         return best.T.contiguous()
 
 
-def maxboxacc_from_best_iou(best_iou, counted, thresholds: int, iou_thresholds=(0.3, 0.5, 0.7)) -> dict:
+def boxacc_per_threshold(
+    best_iou: np.ndarray, counted: np.ndarray, iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
+) -> np.ndarray:
+    """``BoxAcc(tau_k, delta_d)``: the share of the counted images whose best IoU at threshold ``k`` is at
+    least ``delta_d``. Shapes: best_iou ``[n, T]`` (-1 where no candidate), counted ``[n]`` bool (images with
+    at least one valid box, empty maps included) -> ``[T, D]`` float64, NaN when no image is counted."""
+    rows = np.asarray(best_iou, dtype=np.float64)[np.asarray(counted, dtype=bool)]
+    deltas = np.asarray(iou_thresholds, dtype=np.float64)
+    if not len(rows):
+        return np.full((rows.shape[1], len(deltas)), np.nan)
+    return (rows[:, :, None] >= deltas).mean(axis=0)
+
+
+def maxboxacc_from_best_iou(
+    best_iou: np.ndarray, counted: np.ndarray, thresholds: int, iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
+) -> dict:
     """MaxBoxAccV2 from the stored per-image state (see :meth:`MaxBoxAccV2.best_iou_per_threshold`).
 
-    ``BoxAcc(tau_k, delta) = mean over counted images of [best_iou[i, k] >= delta]``;
-    ``MaxBoxAccV2 = mean over delta of max over k``. Pure NumPy, used at the end of a (resumed) run.
+    ``BoxAcc(tau_k, delta)`` as :func:`boxacc_per_threshold`; ``MaxBoxAccV2 = mean over delta of max over k``,
+    in [0, 1] (the paper reports percent). Pure NumPy, used at the end of a (resumed) run.
 
     Args:
         best_iou: ``[n, T]`` array, -1 where no candidate.
         counted: ``[n]`` bool, images with at least one valid box (empty maps included).
-    """
-    import numpy as np
 
+    Returns:
+        ``maxboxacc_v2``; per delta (named by its percentage, e.g. ``iou50``) ``maxboxacc_iou50`` (max over tau
+        of BoxAcc) and ``best_tau_iou50`` (``k / thresholds`` for the smallest k attaining it, as numpy's
+        argmax in the reference); ``num_images`` (counted) and ``num_images_without_box`` (left out);
+        ``thresholds``; ``iou_thresholds``. With no counted image every score is NaN.
+    """
     best_iou = np.asarray(best_iou, dtype=np.float64).reshape(-1, thresholds)
     counted = np.asarray(counted, dtype=bool)
-    rows = best_iou[counted]
+    boxacc = boxacc_per_threshold(best_iou, counted, iou_thresholds)  # [T, D]
+    any_counted = bool(counted.any())
     out: dict = {
         "num_images": int(counted.sum()),
         "num_images_without_box": int((~counted).sum()),
@@ -319,12 +256,11 @@ def maxboxacc_from_best_iou(best_iou, counted, thresholds: int, iou_thresholds=(
         "iou_thresholds": list(iou_thresholds),
     }
     maxima = []
-    for delta in iou_thresholds:
+    for d, delta in enumerate(iou_thresholds):
         name = f"iou{int(round(delta * 100))}"
-        boxacc = (rows >= delta).mean(axis=0) if len(rows) else np.full(thresholds, np.nan)
-        best_k = int(np.argmax(boxacc)) if len(rows) else -1
-        maxima.append(float(boxacc[best_k]) if len(rows) else float("nan"))
+        best_k = int(np.argmax(boxacc[:, d])) if any_counted else -1
+        maxima.append(float(boxacc[best_k, d]) if any_counted else float("nan"))
         out[f"maxboxacc_{name}"] = maxima[-1]
-        out[f"best_tau_{name}"] = best_k / thresholds if len(rows) else float("nan")
+        out[f"best_tau_{name}"] = best_k / thresholds if any_counted else float("nan")
     out["maxboxacc_v2"] = float(np.mean(maxima))
     return out
