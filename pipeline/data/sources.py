@@ -3,15 +3,22 @@
 Every source (built-in synthetic, ILSVRC/VOC XML, COCO JSON, manifest) ends as the same list of
 :class:`~pipeline.data.records.SampleRecord`; ids are unique afterwards (duplicates become problem
 records) and paths cannot leave the data root unless ``data.allow_outside_root`` is set.
+
+``data.source`` names a :class:`DatasetFormat` of :data:`DATASET_FORMATS`: the built-in ones are
+registered below, a new one registers itself from ``pipeline/data/<name>.py`` with
+:func:`register_dataset_format` (so a new format is that module and its ``conf/data/<name>.yaml``).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import DictConfig
 
 from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, printable_text, read_class_file
 from pipeline.errors import ConfigError
@@ -49,71 +56,155 @@ def _class_file(data_cfg, model_classes: tuple[tuple[str, ...], tuple[str, ...]]
     return classes
 
 
-def load_records(data_cfg, cache_dir: Path, model_classes=None) -> tuple[list[SampleRecord], ClassList, Path | None]:
-    """Read the dataset named by ``data_cfg`` (``model_classes``: the model's ``(keys, names)``, used when
-    ``data.classes`` is null).
+ModelClasses = tuple[tuple[str, ...], tuple[str, ...]] | None  # the model's own (keys, names), or None
+
+
+@dataclass(frozen=True)
+class DatasetRead:
+    """What a format's reader hands back.
+
+    Attributes:
+        records: one per sample, problems included, in any order (sorted and de-duplicated afterwards).
+        classes: the class list the labels index.
+        metadata: the format's own metadata file, used when ``data.metadata`` is null (or None).
+    """
+
+    records: list[SampleRecord]
+    classes: ClassList
+    metadata: Path | None = None
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """One value of ``data.source``: its reader and the options to name when its samples are wrong.
+
+    Attributes:
+        read: ``read(data_cfg, cache_dir, model_classes) -> DatasetRead``; a bad option is a ``ConfigError``.
+        samples_option: the option named when the dataset has no sample (almost always a wrong path).
+        annotations_option: the option named when most samples cannot be audited before any image is read
+            (unless the problems are labels: then ``data.classes``).
+    """
+
+    read: Callable[[DictConfig, Path, ModelClasses], DatasetRead]
+    samples_option: str
+    annotations_option: str
+
+
+DATASET_FORMATS: dict[str, DatasetFormat] = {}  # data.source -> its format, in the order they were registered
+
+
+def register_dataset_format(
+    name: str, samples_option: str, annotations_option: str
+) -> Callable[[Callable[[DictConfig, Path, ModelClasses], DatasetRead]], Callable]:
+    """Decorator: register ``read`` as the reader of ``data.source=name``.
+
+    Adding a format takes two files: ``pipeline/data/<name>.py``, whose reader registers itself with this
+    decorator (the module is imported the first time ``data.source=<name>`` is asked for), and
+    ``conf/data/<name>.yaml`` with ``source: <name>`` and the options its reader reads.
+    """
+
+    def register(read: Callable[[DictConfig, Path, ModelClasses], DatasetRead]) -> Callable:
+        DATASET_FORMATS[name] = DatasetFormat(read, samples_option, annotations_option)
+        return read
+
+    return register
+
+
+def dataset_format(name: str) -> DatasetFormat:
+    """The format of ``data.source=name``: a registered one, or the one ``pipeline/data/<name>.py`` registers
+    when imported. An unknown name is a ``ConfigError`` on ``data.source`` listing the known ones."""
+    if name not in DATASET_FORMATS and name.isidentifier():
+        module = f"{__package__}.{name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:  # the module exists but cannot be imported: a bug to show as it is
+                raise
+    if name not in DATASET_FORMATS:
+        *others, last = DATASET_FORMATS
+        raise ConfigError("data.source", f"unknown source {name!r}; choose {', '.join(others)} or {last}")
+    return DATASET_FORMATS[name]
+
+
+@register_dataset_format("synthetic", samples_option="data.synthetic", annotations_option="data.synthetic")
+def read_synthetic_source(data_cfg: DictConfig, cache_dir: Path, model_classes: ModelClasses = None) -> DatasetRead:
+    """The built-in demo dataset (``pipeline/demo/``), generated under ``cache_dir`` on first use: VOC XML
+    with its own classes file and ``metadata.csv``."""
+    from pipeline.data.voc import read_voc
+    from pipeline.demo.defaults import synthetic_spec
+    from pipeline.demo.synthetic import ensure_synthetic
+
+    root = ensure_synthetic(cache_dir, synthetic_spec(data_cfg.synthetic))
+    split = root / data_cfg.synthetic.split
+    classes = read_class_file(root / "classes.txt")
+    return DatasetRead(read_voc(split / "images", split / "annotations", classes), classes, split / "metadata.csv")
+
+
+@register_dataset_format("voc", samples_option="data.images", annotations_option="data.annotations")
+def read_voc_source(data_cfg: DictConfig, cache_dir: Path, model_classes: ModelClasses = None) -> DatasetRead:
+    """An image folder and a folder of ILSVRC / VOC XML files (``pipeline/data/voc.py``)."""
+    from pipeline.data.voc import read_voc
+
+    classes = _class_file(data_cfg, model_classes)
+    images = _existing("data.images", data_cfg.images)
+    return DatasetRead(read_voc(images, _existing("data.annotations", data_cfg.annotations), classes), classes)
+
+
+@register_dataset_format("coco", samples_option="data.annotations", annotations_option="data.annotations")
+def read_coco_source(data_cfg: DictConfig, cache_dir: Path, model_classes: ModelClasses = None) -> DatasetRead:
+    """A COCO JSON file and its image folder (``pipeline/data/coco.py``)."""
+    from pipeline.data.coco import read_coco
+
+    classes = _class_file(data_cfg, model_classes)
+    try:
+        records = read_coco(
+            _existing("data.annotations", data_cfg.annotations, "file"),
+            _existing("data.images", data_cfg.images),
+            classes,
+            allow_outside_root=bool(data_cfg.allow_outside_root),
+        )
+    except ValueError as error:
+        raise ConfigError("data.annotations", str(error)) from error
+    return DatasetRead(records, classes)
+
+
+@register_dataset_format("manifest", samples_option="data.manifest", annotations_option="data.manifest")
+def read_manifest_source(data_cfg: DictConfig, cache_dir: Path, model_classes: ModelClasses = None) -> DatasetRead:
+    """A CSV / Parquet / JSONL manifest (``pipeline/data/manifest.py``)."""
+    from pipeline.data.manifest import read_manifest
+
+    classes = _class_file(data_cfg, model_classes)
+    try:
+        records = read_manifest(
+            _existing("data.manifest", data_cfg.manifest, "file"),
+            classes,
+            allow_outside_root=bool(data_cfg.allow_outside_root),
+        )
+    except ValueError as error:
+        raise ConfigError("data.manifest", str(error)) from error
+    return DatasetRead(records, classes)
+
+
+def load_records(
+    data_cfg: DictConfig, cache_dir: Path, model_classes: ModelClasses = None
+) -> tuple[list[SampleRecord], ClassList, Path | None]:
+    """Read the dataset named by ``data_cfg`` with the reader of its ``source`` (:data:`DATASET_FORMATS`;
+    ``model_classes``: the model's ``(keys, names)``, used when ``data.classes`` is null).
 
     Returns the records (sorted by id; problems included), the class list, and the metadata file to join
     (or None).
     """
-    source = data_cfg.source
-    metadata = Path(data_cfg.metadata) if data_cfg.get("metadata") else None
-    if source == "synthetic":
-        from pipeline.demo.defaults import synthetic_spec
-        from pipeline.demo.synthetic import ensure_synthetic
-
-        root = ensure_synthetic(cache_dir, synthetic_spec(data_cfg.synthetic))
-        split = root / data_cfg.synthetic.split
-        classes = read_class_file(root / "classes.txt")
-        from pipeline.data.voc import read_voc
-
-        records = read_voc(split / "images", split / "annotations", classes)
-        metadata = metadata or (split / "metadata.csv")
-    elif source == "voc":
-        classes = _class_file(data_cfg, model_classes)
-        from pipeline.data.voc import read_voc
-
-        records = read_voc(
-            _existing("data.images", data_cfg.images), _existing("data.annotations", data_cfg.annotations), classes
-        )
-    elif source == "coco":
-        classes = _class_file(data_cfg, model_classes)
-        from pipeline.data.coco import read_coco
-
-        try:
-            records = read_coco(
-                _existing("data.annotations", data_cfg.annotations, "file"),
-                _existing("data.images", data_cfg.images),
-                classes,
-                allow_outside_root=bool(data_cfg.allow_outside_root),
-            )
-        except ValueError as error:
-            raise ConfigError("data.annotations", str(error)) from error
-    elif source == "manifest":
-        classes = _class_file(data_cfg, model_classes)
-        from pipeline.data.manifest import read_manifest
-
-        try:
-            records = read_manifest(
-                _existing("data.manifest", data_cfg.manifest, "file"),
-                classes,
-                allow_outside_root=bool(data_cfg.allow_outside_root),
-            )
-        except ValueError as error:
-            raise ConfigError("data.manifest", str(error)) from error
-    else:
-        raise ConfigError("data.source", f"unknown source {source!r}; choose synthetic, voc, coco or manifest")
+    dataset = dataset_format(data_cfg.source)
+    read = dataset.read(data_cfg, cache_dir, model_classes)
+    metadata = Path(data_cfg.metadata) if data_cfg.get("metadata") else read.metadata
     if metadata is not None and not metadata.is_file():
         raise ConfigError("data.metadata", f"file {str(metadata)!r} does not exist")
-    if not records:  # an empty folder or file is almost always a wrong path: say so instead of "0 images"
-        option = {"synthetic": "data.synthetic", "voc": "data.images", "coco": "data.annotations"}.get(
-            source, "data.manifest"
-        )
-        raise ConfigError(option, "the dataset has no samples (no image or annotation found there)")
-    records = mark_duplicates(sorted((printable_ids(r) for r in records), key=lambda r: r.sample_id))
+    if not read.records:  # an empty folder or file is almost always a wrong path: say so instead of "0 images"
+        raise ConfigError(dataset.samples_option, "the dataset has no samples (no image or annotation found there)")
+    records = mark_duplicates(sorted((printable_ids(r) for r in read.records), key=lambda r: r.sample_id))
     if data_cfg.get("limit") is not None:  # checked to be >= 1 by pipeline.options before any work
         records = records[: int(data_cfg.limit)]
-    return records, classes, metadata
+    return records, read.classes, metadata
 
 
 def check_index_problems(
@@ -136,11 +227,7 @@ def check_index_problems(
     label_problem = len(label_problems) * 2 > len(failed)
     chosen = label_problems if label_problem else [problem.message for problem in failed if problem.type != "BadLabel"]
     example, count = Counter(chosen).most_common(1)[0][0], len(chosen)
-    option = (
-        "data.classes"
-        if label_problem
-        else {"voc": "data.annotations", "coco": "data.annotations"}.get(source, "data.manifest")
-    )
+    option = "data.classes" if label_problem else dataset_format(source).annotations_option
     detail = (
         f"; the class list's keys look like {', '.join(repr(k) for k in classes.keys[:3])}" if label_problem else ""
     )
