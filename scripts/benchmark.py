@@ -43,14 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.data.dataset import AuditDataset, collate_samples
 from pipeline.model.from_config import build_model
-from pipeline.run import audit_batch, prepare, run_audit
+from pipeline.run import AuditSetup, audit_batch, prepare, run_audit
 
 # The 42 photos: beside the checkout, or where CAM_AUDIT_SAMPLE says (scripts/gpu_check.sh on a GPU machine).
 SAMPLE = Path(os.environ.get("CAM_AUDIT_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))
@@ -158,6 +158,42 @@ def timed(device: torch.device, work: Callable[[], None]) -> tuple[float, float]
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
+def benchmark_config(tmp: Path, model: str, batch_size: int, overrides: list[str]) -> DictConfig:
+    """The run's configuration for the folder :func:`photo_folder` or :func:`generated_folder` wrote at
+    ``tmp / "data"`` (ILSVRC XML, the sample's classes), the standard preprocessing, ``model`` (see
+    :func:`model_overrides`), a cache under ``tmp``; ``overrides`` (Hydra) come last and win."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=[
+                "data=imagenet_val",
+                f"data.images={tmp / 'data' / 'images'}",
+                f"data.annotations={tmp / 'data' / 'annotations'}",
+                f"data.classes={SAMPLE / 'classes.txt'}",
+                *STANDARD_PREPROCESS,
+                *model_overrides(model),
+                f"runtime.batch_size={batch_size}",
+                "runtime.progress=false",
+                f"cache_dir={tmp / 'cache'}",
+                *overrides,
+            ],
+        )
+
+
+def in_memory_batches(setup: AuditSetup, batch_size: int, batches: int) -> tuple[list[dict], list[torch.Tensor]]:
+    """Up to ``batches`` collated batches of ``batch_size`` images from the usable records of ``setup`` (decoded
+    and placed once, so that timing them leaves the disk and the decoder out), and their labels ``[B]`` long."""
+    good = [r for r in setup.records if not r.problem]
+    dataset = AuditDataset(good, setup.preprocess)
+    n_memory = min(len(good), batch_size * batches)
+    collated = [
+        collate_samples([dataset[i] for i in range(start, min(start + batch_size, n_memory))])
+        for start in range(0, n_memory, batch_size)
+    ]
+    labels = [torch.tensor([good[i].label for i in batch["index"].tolist()]) for batch in collated]
+    return collated, labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -187,22 +223,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         (photo_folder if args.source == "photos" else generated_folder)(tmp / "data", args.images)
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[
-                    "data=imagenet_val",
-                    f"data.images={tmp / 'data' / 'images'}",
-                    f"data.annotations={tmp / 'data' / 'annotations'}",
-                    f"data.classes={SAMPLE / 'classes.txt'}",
-                    *STANDARD_PREPROCESS,
-                    *model_overrides(args.model),
-                    f"runtime.batch_size={args.batch_size}",
-                    "runtime.progress=false",
-                    f"cache_dir={tmp / 'cache'}",
-                    *overrides,
-                ],
-            )
+        cfg = benchmark_config(tmp, args.model, args.batch_size, overrides)
         result = run_benchmark(cfg, args, skip, tmp)
     print_result(result)
     if args.json:
@@ -215,15 +236,7 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     """Every method in turn for ``args.rounds`` rounds; returns the figures (images/s, ratios, round times)."""
     setup = prepare(cfg, tmp / "prepare")
     device = setup.device
-    good = [r for r in setup.records if not r.problem]
-    dataset = AuditDataset(good, setup.preprocess)
-    size = int(cfg.runtime.batch_size)
-    n_memory = min(len(good), size * args.batches)
-    batches = [
-        collate_samples([dataset[i] for i in range(start, min(start + size, n_memory))])
-        for start in range(0, n_memory, size)
-    ]
-    labels = [torch.tensor([good[i].label for i in batch["index"].tolist()]) for batch in batches]
+    batches, labels = in_memory_batches(setup, int(cfg.runtime.batch_size), args.batches)
     mean, std = setup.input_mean, setup.input_std
     autocast = setup.engine.autocast_dtype
     # The peers and plain inference get fresh copies of the model: parameters that require grad, no hooks.
@@ -335,7 +348,7 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
         "source": args.source,
         "images_on_disk": args.images,
         "images_in_memory": n_images,
-        "batch_size": size,
+        "batch_size": int(cfg.runtime.batch_size),
         "rounds": args.rounds,
         "precision": setup.precision,
         "channels_last": setup.channels_last,

@@ -16,15 +16,13 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark import SAMPLE, STANDARD_PREPROCESS, model_overrides, photo_folder
+from benchmark import benchmark_config, in_memory_batches, photo_folder
 
-from pipeline.data.dataset import AuditDataset, collate_samples
 from pipeline.run import audit_batch, prepare
 
 
@@ -42,30 +40,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         photo_folder(tmp / "data", args.batch_size * args.batches)
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[
-                    "data=imagenet_val",
-                    f"data.images={tmp / 'data' / 'images'}",
-                    f"data.annotations={tmp / 'data' / 'annotations'}",
-                    f"data.classes={SAMPLE / 'classes.txt'}",
-                    *STANDARD_PREPROCESS,
-                    *model_overrides(args.model),
-                    f"runtime.batch_size={args.batch_size}",
-                    "runtime.progress=false",
-                    f"cache_dir={tmp / 'cache'}",
-                    *overrides,
-                ],
-            )
+        cfg = benchmark_config(tmp, args.model, args.batch_size, overrides)
         setup = prepare(cfg, tmp / "prepare")
-        good = [r for r in setup.records if not r.problem]
-        dataset = AuditDataset(good, setup.preprocess)
-        batches = [
-            collate_samples([dataset[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)])
-            for b in range(args.batches)
-        ]
-        labels = [torch.tensor([good[i].label for i in batch["index"].tolist()]) for batch in batches]
+        batches, labels = in_memory_batches(setup, int(cfg.runtime.batch_size), args.batches)
         model = setup.engine.model
 
         def forward_only() -> None:
