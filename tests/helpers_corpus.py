@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +258,54 @@ def cli_command(overrides: list[str], run_dir: Path | str) -> list[str]:
 def run_cli(overrides: list[str], run_dir: Path | str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m pipeline`` from the project root, output captured."""
     return subprocess.run(cli_command(overrides, run_dir), cwd=MAIN, capture_output=True, text=True, timeout=timeout)
+
+
+def run_torchrun(
+    overrides: list[str], run_dir: Path | str, processes: int = 2, timeout: float = 280
+) -> subprocess.CompletedProcess:
+    """``python -m pipeline`` under ``torchrun --standalone`` with ``processes`` CPU ranks (one thread each),
+    from the project root, output captured; ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` are not inherited."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command += ["-m", "pipeline", *overrides, f"hydra.run.dir={run_dir}"]
+    return subprocess.run(
+        command, cwd=MAIN, capture_output=True, text=True, timeout=timeout, env={**env, "OMP_NUM_THREADS": "1"}
+    )
+
+
+def kill_when_parts_written(
+    overrides: list[str],
+    run_dir: Path,
+    parts: int = 1,
+    while_waiting: Callable[[Path], None] | None = None,
+    timeout: float = 120,
+) -> None:
+    """Start ``python -m pipeline`` in its own process group, wait until ``parts`` sample parts are in
+    ``run_dir/parts`` (calling ``while_waiting(parts_dir)`` at every poll once the folder exists), then kill
+    the group with SIGKILL (the loader workers too). Fails when the run ends or writes nothing first."""
+    process = subprocess.Popen(
+        cli_command(overrides, run_dir),
+        cwd=MAIN,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    parts_dir = run_dir / "parts"
+    deadline = time.monotonic() + timeout
+    try:
+        while len(list(parts_dir.glob("samples-*.parquet"))) < parts:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no part was written"
+            if while_waiting is not None and parts_dir.is_dir():
+                while_waiting(parts_dir)
+            time.sleep(0.005)
+        assert process.poll() is None, "the run ended before it could be killed: make it longer"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
 
 
 def read_summary(run_dir: Path) -> dict:

@@ -8,9 +8,6 @@ a run killed with SIGKILL while both writers have work queued resumes to every i
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,10 +20,9 @@ import pipeline.reports.parts as parts_module
 import pipeline.run as run_module
 from pipeline.reports.background import BackgroundWorker, BackgroundWriteError
 from tests.helpers_corpus import (
-    MAIN,
     base_overrides,
-    cli_command,
     good_dataset,
+    kill_when_parts_written,
     run_in_process,
 )
 
@@ -184,27 +180,8 @@ def test_sigkill_while_the_writers_have_work_queued_then_resume_gives_every_imag
             "+model.kwargs.delay_s": 0.02,
         },
     )
-    process = subprocess.Popen(
-        cli_command(overrides, run_dir),
-        cwd=MAIN,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    kill_when_parts_written(overrides, run_dir, parts=3)
     parts_dir = run_dir / "parts"
-    deadline = time.monotonic() + 120
-    try:
-        while len(list(parts_dir.glob("samples-*.parquet"))) < 3:
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no part was written"
-            time.sleep(0.005)
-        assert process.poll() is None, "the run ended before it could be killed: make it longer"
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
     before = [i for p in sorted(parts_dir.glob("samples-*.parquet")) for i in pq.read_table(p)["id"].to_pylist()]
     assert 0 < len(before) < len(ids) and len(set(before)) == len(before)
     summary = run_in_process(overrides + ["resume=true"], run_dir)

@@ -7,15 +7,11 @@ with ``--nproc_per_node`` GPUs, less the device.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
 from pipeline.distributed import Ranks, from_environment, shard
-from tests.helpers_corpus import MAIN, base_overrides, good_dataset, read_summary, run_cli
+from tests.helpers_corpus import base_overrides, good_dataset, read_summary, run_cli, run_torchrun
 
 
 def test_shards_cover_every_record_once_for_any_world_size():
@@ -42,23 +38,8 @@ def test_torchrun_two_ranks_give_the_single_process_rows(tmp_path):
     overrides = base_overrides(root, tmp_path / "cache", **{"report.rows_per_part": 2})
     single = run_cli(overrides, tmp_path / "single")
     assert single.returncode == 0, single.stderr[-2000:]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(key, None)
     run_dir = tmp_path / "ranks"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "pipeline",
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-    ]
-    result = subprocess.run(command, cwd=MAIN, capture_output=True, text=True, timeout=280, env=env)
+    result = run_torchrun(overrides, run_dir)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "rank 1/2: 7 images" in result.stdout  # rank 1 audited its half and left the report to rank 0
     parts = sorted(p.name for p in (run_dir / "parts").glob("samples-*.parquet"))
@@ -86,23 +67,7 @@ def test_a_run_interrupted_with_one_process_is_finished_by_two(tmp_path):
     (run_dir / "samples.parquet").unlink()
     kept = set(pd.concat([pd.read_parquet(p) for p in parts[:2]])["id"])
     assert 0 < len(kept) < 14
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "pipeline",
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-        "resume=true",
-    ]
-    result = subprocess.run(
-        command, cwd=MAIN, capture_output=True, text=True, timeout=280, env={**env, "OMP_NUM_THREADS": "1"}
-    )
+    result = run_torchrun([*overrides, "resume=true"], run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     merged = pd.read_parquet(run_dir / "samples.parquet")
     assert sorted(merged["id"]) == sorted(ids)  # each image exactly once

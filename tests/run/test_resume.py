@@ -3,10 +3,6 @@ and a used folder is refused without ``resume=true``."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,11 +12,10 @@ import pytest
 from pipeline.errors import ConfigError
 from tests.helpers_corpus import (
     CONFIG_LINE,
-    MAIN,
     add_sample,
     base_overrides,
-    cli_command,
     good_dataset,
+    kill_when_parts_written,
     noise_image,
     run_cli,
     run_in_process,
@@ -49,31 +44,10 @@ def test_sigkill_mid_run_then_resume_gives_every_sample_exactly_once(tmp_path):
         tmp_path / "cache",
         **{"report.rows_per_part": 8, "runtime.batch_size": 4, "runtime.num_workers": 2, "+model.kwargs.delay_s": 0.03},
     )
-    process = subprocess.Popen(
-        cli_command(overrides, run_dir),
-        cwd=MAIN,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # its own process group: the kill takes the loader workers too
-    parts_dir = run_dir / "parts"
-    deadline = time.monotonic() + 120
-    try:
-        while not list(parts_dir.glob("samples-*.parquet")):
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no part was written"
-            if parts_dir.is_dir():
-                _read_every_part(parts_dir)  # readable while the run is writing
-            time.sleep(0.005)
-        assert process.poll() is None, "the run ended before it could be killed: make it longer"
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
+    # killed once a part is written, every part on disk read at every poll: readable while the run is writing
+    kill_when_parts_written(overrides, run_dir, parts=1, while_waiting=_read_every_part)
     assert not (run_dir / "samples.parquet").exists()
-    before = _read_every_part(parts_dir)  # every part left by the killed run reads
+    before = _read_every_part(run_dir / "parts")  # every part left by the killed run reads
     done_before = before["samples"] + before["errors"]
     assert 0 < len(done_before) < len(ids) and len(set(done_before)) == len(done_before)
 

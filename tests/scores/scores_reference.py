@@ -57,6 +57,22 @@ def random_boxes(
 
 
 # ----------------------------------------------------------------------------- masks
+def score_inputs(
+    seed: int = 0, b: int = 8, h: int = 40, w: int = 56
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A batch with the edge cases every score meets: maps ``[b, h, w]`` (image 0 a constant map), boxes
+    ``[b, 3, 4]`` and their validity ``[b, 3]`` (image 1 without a box, image 2 one box covering the whole
+    image: A = 1), and ``empty`` ``[b]`` (constant maps). Returns ``(maps, boxes, valid, empty)``."""
+    rng = np.random.default_rng(seed)
+    maps = smooth_maps(rng, b, h, w, small=5)
+    maps[0] = 0.0
+    boxes, valid = random_boxes(rng, b, 3, h, w)
+    valid[1] = False
+    boxes[2, 0], valid[2] = [0, 0, w, h], [True, False, False]
+    empty = np.array([m.max() == m.min() for m in maps])
+    return maps, boxes, valid, empty
+
+
 def ref_mask(boxes: np.ndarray, valid: np.ndarray, h: int, w: int) -> np.ndarray:
     """Union of the valid boxes of one image, [h, w] bool."""
     mask = np.zeros((h, w), bool)

@@ -7,24 +7,13 @@ import pytest
 import torch
 
 from pipeline.scores import excess_energy, score_map
-from tests.scores.scores_reference import nan_equal, random_boxes, ref_area_fraction, ref_energy, ref_masks, smooth_maps
+from tests.scores.scores_reference import nan_equal, ref_area_fraction, ref_energy, ref_masks, score_inputs
 
 T = torch.tensor
 
 
-def _inputs(seed=0, b=8, h=40, w=56):
-    rng = np.random.default_rng(seed)
-    maps = smooth_maps(rng, b, h, w, small=5)
-    maps[0] = 0.0
-    boxes, valid = random_boxes(rng, b, 3, h, w)
-    valid[1] = False
-    boxes[2, 0], valid[2] = [0, 0, w, h], [True, False, False]  # one box covering the whole image: A = 1
-    empty = np.array([m.max() == m.min() for m in maps])
-    return maps, boxes, valid, empty
-
-
 def test_excess_energy_matches_a_numpy_reference():
-    maps, boxes, valid, empty = _inputs(seed=3)
+    maps, boxes, valid, empty = score_inputs(seed=3)
     h, w = maps.shape[1:]
     out = score_map(T(maps), T(maps), T(empty), T(boxes), T(valid))
     g = ref_masks(boxes, valid, h, w)

@@ -10,24 +10,13 @@ from pipeline.reports import finalize, schema
 from pipeline.scores import registry, score_map
 from pipeline.scores.registry import Aggregate, Score, describe, score_columns, score_for_column
 from pipeline.scores.space import coordinates_to_stored
-from tests.scores.scores_reference import nan_equal, random_boxes, smooth_maps
+from tests.scores.scores_reference import nan_equal, score_inputs
 
 T = torch.tensor
 
 
-def _inputs(seed=0, b=8, h=40, w=56):
-    rng = np.random.default_rng(seed)
-    maps = smooth_maps(rng, b, h, w, small=5)
-    maps[0] = 0.0
-    boxes, valid = random_boxes(rng, b, 3, h, w)
-    valid[1] = False
-    boxes[2, 0], valid[2] = [0, 0, w, h], [True, False, False]  # one box covering the whole image: A = 1
-    empty = np.array([m.max() == m.min() for m in maps])
-    return maps, boxes, valid, empty
-
-
 def test_score_map_returns_the_registry_columns_in_order():
-    maps, boxes, valid, empty = _inputs()
+    maps, boxes, valid, empty = score_inputs()
     out = score_map(T(maps), T(maps), T(empty), T(boxes), T(valid), taus=(0.15, 0.3))
     assert list(out) == [column for column, _, _ in score_columns((0.15, 0.3))]
     assert "iou_tau030" in out and "box_y2_tau015" in out
@@ -43,7 +32,7 @@ def test_every_score_describes_itself_on_one_line_with_a_valid_dtype():
 
 
 def test_coordinates_to_stored_converts_exactly_the_registry_coordinates():
-    maps, boxes, valid, empty = _inputs()
+    maps, boxes, valid, empty = score_inputs()
     out = score_map(T(maps), T(maps), T(empty), T(boxes), T(valid), taus=(0.15,))
     scale = torch.full((len(maps), 2), 2.0)
     scale[:, 1] = 4.0
@@ -83,7 +72,7 @@ def test_a_new_registry_entry_reaches_score_map_schema_space_and_summary(monkeyp
         aggregates=(Aggregate("half_energy_mean", "mean", ("true", "pred")),),
     )
     monkeypatch.setattr(registry, "SCORES", registry.SCORES + (extra,))
-    maps, boxes, valid, empty = _inputs()
+    maps, boxes, valid, empty = score_inputs()
     out = score_map(T(maps), T(maps), T(empty), T(boxes), T(valid))
     assert nan_equal(out["half_energy"], out["energy_in_box"] / 2)
     assert nan_equal(
