@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from pipeline import logs
+from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError, ExitCode, TooManyFailures, is_disk_full
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -66,9 +67,7 @@ def save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
         ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
         ("overrides.yaml", hydra_cfg.overrides.task),
     ):
-        tmp = folder / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(OmegaConf.to_yaml(content), encoding="utf-8")
-        tmp.replace(folder / name)
+        write_text_atomic(folder / name, OmegaConf.to_yaml(content))
 
 
 def remove_created_folders(run_dir: Path, existing_ancestor: Path | None) -> None:

@@ -361,9 +361,7 @@ def finalize_run(
         page = render_review_page(
             summary, frame, classes, run_dir / "overlays", int(cfg.report.get("review_max_images", 500))
         )
-        tmp = run_dir / ".review.html.tmp"
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(run_dir / "review.html")
+        write_text_atomic(run_dir / "review.html", page)
     text = render_summary(summary)
     logs.event(
         logger,
