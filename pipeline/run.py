@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import distributed, logs, provenance
+from pipeline.data.batch import Batch
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples, resolve_preprocess
 from pipeline.data.decode import PEAK_BYTES_PER_PIXEL
 from pipeline.data.device_decode import decode_batch_on_device, resolve_decode
@@ -115,26 +116,13 @@ class BatchFit:
         logger.warning("runtime.batch_size=auto: out of memory; going on with %d images per forward", self.size)
 
 
-def slice_rows(batch: dict, start: int, stop: int) -> dict:
-    """Rows ``start:stop`` of a collated batch (every per-row tensor); failures and JPEG bytes stay with the whole."""
-    rows = batch["index"].numel()
-    out = {
-        key: value[start:stop]
-        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows
-        else value
-        for key, value in batch.items()
-    }
-    out["failures"], out["encoded"] = [], []
-    return out
-
-
-def audit_fitting(setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor, fit: BatchFit):
+def audit_fitting(setup: AuditSetup, cfg: DictConfig, batch: Batch, labels: torch.Tensor, fit: BatchFit):
     """:func:`audit_batch` over the batch in pieces of ``fit.size`` rows; with ``fit.auto`` an out-of-memory
     error halves the size and retries the piece. Yields ``(piece, (columns, maps, view))``."""
-    start, rows = 0, batch["index"].numel()
+    start, rows = 0, len(batch)
     while start < rows:
         stop = min(rows, start + fit.size)
-        piece = batch if (start, stop) == (0, rows) else slice_rows(batch, start, stop)
+        piece = batch if (start, stop) == (0, rows) else batch.rows(slice(start, stop))
         try:
             result = audit_batch(setup, cfg, piece, labels[start:stop])
         except OUT_OF_MEMORY:
@@ -360,7 +348,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
 
 
 def audit_batch(
-    setup: AuditSetup, cfg: DictConfig, batch: dict, labels: torch.Tensor
+    setup: AuditSetup, cfg: DictConfig, batch: Batch, labels: torch.Tensor
 ) -> tuple[dict[str, torch.Tensor], UpsampledMaps, ScoringView]:
     """The hot path for one batch, all on the device.
 
@@ -373,11 +361,11 @@ def audit_batch(
         view: the :class:`~pipeline.scores.space.ScoringView` the positive maps were scored on (for overlays).
     """
     device = setup.device
-    images = (batch["image"].to(device, non_blocking=True).float() / 255.0 - setup.input_mean) / setup.input_std
+    images = (batch.image.to(device, non_blocking=True).float() / 255.0 - setup.input_mean) / setup.input_std
     if setup.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    boxes = batch["boxes"].to(device, non_blocking=True)
-    box_valid = batch["box_valid"].to(device, non_blocking=True)
+    input_boxes = batch.boxes.to(device, non_blocking=True)
+    boxes, box_valid = input_boxes.coords, input_boxes.valid
     labels = labels.to(device, non_blocking=True)
     top_k = int(cfg.cam.top_k)
 
@@ -412,8 +400,8 @@ def audit_batch(
             variants["neg_"] = upsample_and_normalise(output.signed_maps, size, negative=True)
     grid_size = None
     if setup.score_space == "original":
-        grid_size = original_grid_sizes(batch["placement"], batch["width"], batch["height"], setup.original_max_side)
-    views = {prefix: scoring_view(variant, batch, boxes, box_valid, grid_size) for prefix, variant in variants.items()}
+        grid_size = original_grid_sizes(batch.placement, batch.width, batch.height, setup.original_max_side)
+    views = {prefix: scoring_view(variant, batch, input_boxes, grid_size) for prefix, variant in variants.items()}
     distinct, copy_of = distinct_maps(targets)
     for prefix, view in views.items():
         # All K maps of the batch are scored as one [K * B] batch: fewer, larger device operations.
@@ -524,7 +512,7 @@ def start_host_copy(columns: dict[str, torch.Tensor]) -> HostColumns:
 
 def columns_to_table(
     columns: dict[str, torch.Tensor] | HostColumns,
-    batch: dict,
+    batch: Batch,
     setup: AuditSetup,
     todo_arrays: dict[str, pa.Array],
     schema: pa.Schema,
@@ -534,7 +522,7 @@ def columns_to_table(
     host = columns if isinstance(columns, HostColumns) else start_host_copy(columns)
     host.wait()
     names, matrix = host.names, host.matrix.numpy()
-    positions = pa.array(batch["index"].numpy())
+    positions = pa.array(batch.index.numpy())
     data = {key: array.take(positions) for key, array in todo_arrays.items()}
     null = (
         matrix[names.index("non_finite_output")].astype(bool)
@@ -558,8 +546,8 @@ def columns_to_table(
             data["pred_name" if name == "pred" else f"{name}_name"] = pa.array(
                 class_names[index], pa.string(), mask=known
             )
-    for key in ("width", "height", "n_boxes_dropped", "n_boxes_over_cap"):
-        data[key] = batch[key].numpy()
+    data["width"], data["height"] = batch.width.numpy(), batch.height.numpy()
+    data["n_boxes_dropped"], data["n_boxes_over_cap"] = batch.n_boxes_dropped.numpy(), batch.n_boxes_over_cap.numpy()
     return pa.table({field.name: data[field.name] for field in schema}).cast(schema)
 
 
@@ -783,7 +771,7 @@ def _audit_held_folder(
     non_finite_per_batch: list[int] = []  # appended on the parquet thread
     overlay_failures: list[pa.Table] = []  # appended on the overlay thread, written by the parquet thread
 
-    def draw_overlays(table: pa.Table, batch: dict, maps: UpsampledMaps, original, rows) -> None:
+    def draw_overlays(table: pa.Table, batch: Batch, maps: UpsampledMaps, original, rows) -> None:
         """On the overlay thread: a picture that cannot be made is an errors row (its sample stays scored)."""
         failures = save_overlays(overlay_dir, table, batch, maps, original=original, rows=rows)
         if failures:
@@ -794,7 +782,7 @@ def _audit_held_folder(
         while overlay_failures:
             error_writer.add(overlay_failures.pop(0))
 
-    def write_batch(host: HostColumns, batch: dict, maps: UpsampledMaps, view: ScoringView) -> None:
+    def write_batch(host: HostColumns, batch: Batch, maps: UpsampledMaps, view: ScoringView) -> None:
         """On the parquet thread: the batch's rows into the parts, then its overlays to the overlay thread."""
         table = columns_to_table(host, batch, setup, todo_arrays, samples_schema)
         sample_writer.add(table)
@@ -807,7 +795,7 @@ def _audit_held_folder(
             if view.grid_size is not None:  # draw on the whole photo: what the crop cut away is shown dimmed
                 original = (
                     view,
-                    [todo[i].image_path for i in batch["index"].tolist()],
+                    [todo[i].image_path for i in batch.index.tolist()],
                     setup.preprocess.boxes_refer_to,
                 )
             overlays.submit(
@@ -830,23 +818,21 @@ def _audit_held_folder(
         for batch_number, batch in enumerate(loader, start=1):
             if overlays is not None:
                 overlays.check()  # a failed overlay writer stops the run here, not on the parquet thread
-            if batch["encoded"]:  # data.decode=gpu: this batch's JPEGs, decoded on the device (bad files leave it)
+            if batch.encoded:  # data.decode=gpu: this batch's JPEGs, decoded on the device (bad files leave it)
                 batch = decode_batch_on_device(
-                    batch, setup.preprocess, setup.device, [todo[i].image_path for i in batch["index"].tolist()]
+                    batch, setup.preprocess, setup.device, [todo[i].image_path for i in batch.index.tolist()]
                 )
-            if batch["failures"]:
+            if batch.failures:
                 parquet.submit(
                     error_writer.add,
-                    report_schema.error_rows(
-                        [(todo[f["index"]], f["stage"], f["error_type"], f["error"]) for f in batch["failures"]]
-                    ),
+                    report_schema.error_rows([(todo[f.index], f.stage, f.error_type, f.error) for f in batch.failures]),
                 )
-                n_failed += len(batch["failures"])
-            if batch["index"].numel():
-                for piece, (columns, maps, view) in audit_fitting(setup, cfg, batch, labels_all[batch["index"]], fit):
+                n_failed += len(batch.failures)
+            if len(batch):
+                for piece, (columns, maps, view) in audit_fitting(setup, cfg, batch, labels_all[batch.index], fit):
                     parquet.submit(write_batch, start_host_copy(columns), piece, maps, view)
-            n_done += batch["index"].numel() + len(batch["failures"])
-            progress.update(batch["index"].numel() + len(batch["failures"]))
+            n_done += len(batch) + len(batch.failures)
+            progress.update(len(batch) + len(batch.failures))
             if log_every > 0 and batch_number % log_every == 0:
                 seconds = time.perf_counter() - loop_started
                 logs.event(

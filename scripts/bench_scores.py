@@ -46,6 +46,7 @@ def realistic_batch(batch: int, size: int, device: str, seed: int = 0):
 
 def original_space_batch(maps: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor):
     """A function that warps ``maps`` (network input, 224) back to ImageNet-shaped stored images."""
+    from pipeline.data.batch import Placements
     from pipeline.data.geometry import plan_placement
     from pipeline.maps.engine import UpsampledMaps
     from pipeline.maps.warp import original_grid_sizes, warp_to_original
@@ -53,7 +54,7 @@ def original_space_batch(maps: torch.Tensor, boxes: torch.Tensor, valid: torch.T
     batch = maps.shape[0]
     sizes = [(500, 375) if i % 2 == 0 else (375, 500) for i in range(batch)]
     placements = [plan_placement(w, h, "resize_crop", 224, 256) for w, h in sizes]
-    placement = torch.tensor([[p.scale_x, p.scale_y, p.offset_x, p.offset_y] for p in placements], dtype=torch.float64)
+    placement = Placements.of(placements)
     width, height = torch.tensor([w for w, _ in sizes]), torch.tensor([h for _, h in sizes])
     grid = original_grid_sizes(placement, width, height, 512)
     upsampled = UpsampledMaps(

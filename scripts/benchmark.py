@@ -48,6 +48,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.data.batch import Batch
 from pipeline.data.dataset import AuditDataset, collate_samples
 from pipeline.model.from_config import build_model
 from pipeline.run import AuditSetup, audit_batch, prepare, run_audit
@@ -180,7 +181,7 @@ def benchmark_config(tmp: Path, model: str, batch_size: int, overrides: list[str
         )
 
 
-def in_memory_batches(setup: AuditSetup, batch_size: int, batches: int) -> tuple[list[dict], list[torch.Tensor]]:
+def in_memory_batches(setup: AuditSetup, batch_size: int, batches: int) -> tuple[list[Batch], list[torch.Tensor]]:
     """Up to ``batches`` collated batches of ``batch_size`` images from the usable records of ``setup`` (decoded
     and placed once, so that timing them leaves the disk and the decoder out), and their labels ``[B]`` long."""
     good = [r for r in setup.records if not r.problem]
@@ -190,7 +191,7 @@ def in_memory_batches(setup: AuditSetup, batch_size: int, batches: int) -> tuple
         collate_samples([dataset[i] for i in range(start, min(start + batch_size, n_memory))])
         for start in range(0, n_memory, batch_size)
     ]
-    labels = [torch.tensor([good[i].label for i in batch["index"].tolist()]) for batch in collated]
+    labels = [torch.tensor([good[i].label for i in batch.index.tolist()]) for batch in collated]
     return collated, labels
 
 
@@ -247,7 +248,7 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     if setup.channels_last:
         same = same.to(memory_format=torch.channels_last)
     on_device = [
-        (batch["image"].to(device), batch["boxes"].to(device), batch["box_valid"].to(device), label.to(device))
+        (batch.image.to(device), batch.boxes.coords.to(device), batch.boxes.valid.to(device), label.to(device))
         for batch, label in zip(batches, labels)
     ]
 
@@ -260,7 +261,7 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
             torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None),
         ):
             for batch in batches:
-                images = normalised(batch["image"].to(device, non_blocking=True))
+                images = normalised(batch.image.to(device, non_blocking=True))
                 if setup.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 same(images).float().softmax(1).max(1)
@@ -268,7 +269,7 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     def forward_as_loaded() -> None:
         with torch.inference_mode():
             for batch in batches:
-                plain(normalised(batch["image"].to(device, non_blocking=True))).softmax(1).max(1)
+                plain(normalised(batch.image.to(device, non_blocking=True))).softmax(1).max(1)
 
     def ours() -> None:
         for batch, label in zip(batches, labels):

@@ -48,7 +48,7 @@ def main() -> None:
         def forward_only() -> None:
             with torch.inference_mode():
                 for batch in batches:
-                    images = (batch["image"].float() / 255 - setup.input_mean) / setup.input_std
+                    images = (batch.image.float() / 255 - setup.input_mean) / setup.input_std
                     if setup.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
                     model(images)

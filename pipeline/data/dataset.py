@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.data.batch import INPUT_FRAME, STORED_FRAME, Batch, Boxes, Failure, Placements
 from pipeline.data.decode import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, decode_image
 from pipeline.data.device_decode import read_jpeg_for_device
 from pipeline.data.geometry import MODES, boxes_in_stored, boxes_to_input, image_to_input, plan_placement
@@ -228,40 +229,34 @@ def _failed(index: int, size: int, stage: str, error: BaseException) -> dict:
     }
 
 
-def collate_samples(items: list[dict]) -> dict:
-    """Batch the good samples; pad their boxes to ``[B, N_max, 4]`` with a ``[B, N_max]`` validity mask.
-
-    Returns a dict with ``index`` ``[B]`` long, ``image`` ``[B, 3, S, S]`` uint8, ``boxes``
-    ``[B, N, 4]`` float32, ``box_valid`` ``[B, N]`` bool, ``n_boxes_dropped``, ``n_boxes_over_cap``, ``width``, ``height``
-    ``[B]`` long, ``placement`` ``[B, 4]`` float64, ``boxes_stored`` ``[B, N', 4]`` with
-    ``box_stored_valid`` ``[B, N']``, and ``failures``: the list of failed items (``index``, ``stage``, ``error_type``,
-    ``error``).
-    """
+def collate_samples(items: list[dict]) -> Batch:
+    """Batch the good samples (their boxes padded to the most boxes of an image, with a validity mask) and
+    list the failed ones: a :class:`~pipeline.data.batch.Batch`."""
     good = [item for item in items if item["ok"]]
-    failures = [{k: item[k] for k in ("index", "stage", "error_type", "error")} for item in items if not item["ok"]]
+    failures = [
+        Failure(*(item[k] for k in ("index", "stage", "error_type", "error"))) for item in items if not item["ok"]
+    ]
     boxes, valid = _pad_boxes([item["boxes"] for item in good])
     boxes_stored, stored_valid = _pad_boxes([item["boxes_stored"] for item in good])
     size = items[0]["image"].shape[-1] if items else 0
-    return {
-        "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
-        "image": torch.stack([item["image"] for item in good])
+    return Batch(
+        index=torch.tensor([item["index"] for item in good], dtype=torch.long),
+        image=torch.stack([item["image"] for item in good])
         if good
         else torch.zeros(0, 3, size, size, dtype=torch.uint8),
-        "boxes": boxes,
-        "box_valid": valid,
-        "boxes_stored": boxes_stored,
-        "box_stored_valid": stored_valid,
-        "placement": torch.stack([item["placement"] for item in good])
-        if good
-        else torch.zeros(0, 4, dtype=torch.float64),
-        "n_boxes_dropped": torch.tensor([item["n_boxes_dropped"] for item in good], dtype=torch.long),
-        "n_boxes_over_cap": torch.tensor([item["n_boxes_over_cap"] for item in good], dtype=torch.long),
-        "width": torch.tensor([item["width"] for item in good], dtype=torch.long),
-        "height": torch.tensor([item["height"] for item in good], dtype=torch.long),
-        "failures": failures,
+        boxes=Boxes(boxes, valid, INPUT_FRAME),
+        boxes_stored=Boxes(boxes_stored, stored_valid, STORED_FRAME),
+        placement=Placements.from_rows(
+            torch.stack([item["placement"] for item in good]) if good else torch.zeros(0, 4, dtype=torch.float64)
+        ),
+        width=torch.tensor([item["width"] for item in good], dtype=torch.long),
+        height=torch.tensor([item["height"] for item in good], dtype=torch.long),
+        n_boxes_dropped=torch.tensor([item["n_boxes_dropped"] for item in good], dtype=torch.long),
+        n_boxes_over_cap=torch.tensor([item["n_boxes_over_cap"] for item in good], dtype=torch.long),
+        failures=failures,
         # (row, JPEG bytes) of the rows the device decodes (data.decode=gpu); their ``image`` rows are placeholders
-        "encoded": [(row, item["encoded"]) for row, item in enumerate(good) if item.get("encoded") is not None],
-    }
+        encoded=[(row, item["encoded"]) for row, item in enumerate(good) if item.get("encoded") is not None],
+    )
 
 
 def _pad_boxes(per_image: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,11 +21,13 @@ does not use; the test states the tolerance.
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from pipeline.data.batch import Batch, Failure
 from pipeline.data.decode import DEFAULT_MAX_PIXELS, decode_image
 from pipeline.data.geometry import image_to_input, plan_placement
 
@@ -72,7 +74,7 @@ def _orientation(img: Image.Image) -> int:
         return 0
 
 
-def decode_batch_on_device(batch: dict, spec, device: torch.device, image_paths: list[str]) -> dict:
+def decode_batch_on_device(batch: Batch, spec, device: torch.device, image_paths: list[str]) -> Batch:
     """Make the batch's network inputs on ``device`` from the JPEG bytes its loader collected.
 
     Args:
@@ -83,12 +85,12 @@ def decode_batch_on_device(batch: dict, spec, device: torch.device, image_paths:
         image_paths: the file of each row (for the per-file CPU fallback).
     Returns:
         the batch with ``image`` ``[B', 3, S, S]`` uint8 on ``device``; rows that no decoder could read are
-        removed from every per-row entry and added to ``failures`` (stage ``decode``).
+        removed from every per-row field and added to ``failures`` (stage ``decode``).
     """
-    encoded = batch.get("encoded") or []
-    images = batch["image"].to(device, non_blocking=True)
+    encoded = batch.encoded
+    images = batch.image.to(device, non_blocking=True)
     if not encoded:
-        return {**batch, "image": images, "encoded": []}
+        return batch.with_image(images)
     rows = [row for row, _ in encoded]
     decoded: list[torch.Tensor | None]
     try:  # one call for the batch (nvJPEG batched decode on CUDA)
@@ -97,7 +99,7 @@ def decode_batch_on_device(batch: dict, spec, device: torch.device, image_paths:
         decoded = [_decode_one(data, device) for _, data in encoded]
     failed_rows: list[tuple[int, BaseException]] = []
     for row, image in zip(rows, decoded):
-        width, height = int(batch["width"][row]), int(batch["height"][row])
+        width, height = int(batch.width[row]), int(batch.height[row])
         try:
             if image is None or tuple(image.shape[-2:]) != (height, width):
                 image, _ = decode_image(
@@ -113,7 +115,7 @@ def decode_batch_on_device(batch: dict, spec, device: torch.device, image_paths:
             images[row] = image_to_input(image, placement, spec.interpolation, spec.fill)
         except Exception as error:  # noqa: BLE001 -- one bad file must never stop the run
             failed_rows.append((row, error))
-    batch = {**batch, "image": images, "encoded": []}
+    batch = batch.with_image(images)
     if failed_rows:
         batch = _drop_rows(batch, failed_rows)
     return batch
@@ -132,24 +134,11 @@ def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor | None
         return None
 
 
-def _drop_rows(batch: dict, failed_rows: list[tuple[int, BaseException]]) -> dict:
+def _drop_rows(batch: Batch, failed_rows: list[tuple[int, BaseException]]) -> Batch:
     """The batch without ``failed_rows``, which become ``failures`` entries (stage ``decode``)."""
     bad = {row for row, _ in failed_rows}
-    keep = torch.tensor([row not in bad for row in range(batch["index"].numel())])
-    failures = list(batch["failures"]) + [
-        {
-            "index": int(batch["index"][row]),
-            "stage": "decode",
-            "error_type": type(error).__name__,
-            "error": str(error)[:500],
-        }
-        for row, error in failed_rows
+    keep = torch.tensor([row not in bad for row in range(len(batch))])
+    failures = list(batch.failures) + [
+        Failure(int(batch.index[row]), "decode", type(error).__name__, str(error)[:500]) for row, error in failed_rows
     ]
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == keep.numel():
-            out[key] = value[keep.to(value.device)]
-        else:
-            out[key] = value
-    out["failures"] = failures
-    return out
+    return replace(batch.rows(keep), failures=failures)

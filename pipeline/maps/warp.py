@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.data.batch import Placements
 from pipeline.maps.engine import UpsampledMaps, min_max_normalise
 
 
@@ -53,7 +54,7 @@ class OriginalMaps:
     grid_scale: Tensor
 
 
-def original_grid_sizes(placement: Tensor, width: Tensor, height: Tensor, max_side: int) -> Tensor:
+def original_grid_sizes(placement: Placements, width: Tensor, height: Tensor, max_side: int) -> Tensor:
     """The ``(height, width)`` of each image's scoring grid in original coordinates.
 
     When the resize kept the aspect ratio (to within the one pixel that rounding the resized size costs:
@@ -64,11 +65,10 @@ def original_grid_sizes(placement: Tensor, width: Tensor, height: Tensor, max_si
     longer side would exceed ``max_side`` is scaled down to it (this bounds a batch's memory:
     ``K x B x max_side**2`` floats).
 
-    Shapes: placement ``[B, 4]`` ``(scale_x, scale_y, offset_x, offset_y)``, width/height ``[B]`` (stored
-    size) -> ``[B, 2]`` long.
+    Shapes: placement ``[B]`` per field, width/height ``[B]`` (stored size) -> ``[B, 2]`` long.
     """
     width, height = width.to(torch.float64), height.to(torch.float64)
-    scale_x, scale_y = placement[:, 0].to(torch.float64), placement[:, 1].to(torch.float64)
+    scale_x, scale_y = placement.scale_x.to(torch.float64), placement.scale_y.to(torch.float64)
     resized_w, resized_h = (width * scale_x).round(), (height * scale_y).round()
     keeps_aspect = ((width * scale_y - resized_w).abs() <= 1) & ((height * scale_x - resized_h).abs() <= 1)
     uniform = torch.maximum(scale_x, scale_y)
@@ -84,14 +84,14 @@ def original_grid_sizes(placement: Tensor, width: Tensor, height: Tensor, max_si
 
 
 def warp_to_original(
-    maps: UpsampledMaps, placement: Tensor, width: Tensor, height: Tensor, grid_size: Tensor
+    maps: UpsampledMaps, placement: Placements, width: Tensor, height: Tensor, grid_size: Tensor
 ) -> OriginalMaps:
     """Warp network-input maps back onto the stored images' grids.
 
     Args:
         maps: ``normalised`` and ``raw`` ``[B, K, S, S]`` at network-input resolution.
-        placement: ``[B, 4]`` ``(scale_x, scale_y, offset_x, offset_y)``: stored point ``x`` lands at
-            ``x * scale_x + offset_x`` of the network input.
+        placement: where each stored image landed: stored point ``x`` is at ``x * scale_x + offset_x`` of the
+            network input (``[B]`` per field).
         width, height: ``[B]`` stored size.
         grid_size: ``[B, 2]`` ``(height, width)`` of each grid, from :func:`original_grid_sizes`.
     Returns:
@@ -100,15 +100,15 @@ def warp_to_original(
     device = maps.normalised.device
     B, K, in_h, in_w = maps.normalised.shape
     canvas_h, canvas_w = int(grid_size[:, 0].max()), int(grid_size[:, 1].max())
-    placement = placement.to(device=device, dtype=torch.float64)
+    placement = placement.to(device)
     grid_h, grid_w = grid_size[:, 0].to(device), grid_size[:, 1].to(device)
     scale_x = grid_w.to(torch.float64) / width.to(device=device, dtype=torch.float64)
     scale_y = grid_h.to(torch.float64) / height.to(device=device, dtype=torch.float64)
     cols = torch.arange(canvas_w, device=device, dtype=torch.float64)
     rows = torch.arange(canvas_h, device=device, dtype=torch.float64)
     # [B, Wc] and [B, Hc]: each grid pixel centre in network-input pixel-edge coordinates.
-    input_x = (cols[None] + 0.5) / scale_x[:, None] * placement[:, :1] + placement[:, 2:3]
-    input_y = (rows[None] + 0.5) / scale_y[:, None] * placement[:, 1:2] + placement[:, 3:4]
+    input_x = (cols[None] + 0.5) / scale_x[:, None] * placement.scale_x[:, None] + placement.offset_x[:, None]
+    input_y = (rows[None] + 0.5) / scale_y[:, None] * placement.scale_y[:, None] + placement.offset_y[:, None]
     seen_x = (cols[None] < grid_w[:, None]) & (input_x >= 0) & (input_x < in_w)  # [B, Wc]
     seen_y = (rows[None] < grid_h[:, None]) & (input_y >= 0) & (input_y < in_h)  # [B, Hc]
     domain = seen_y[:, :, None] & seen_x[:, None, :]

@@ -22,6 +22,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.atomic import write_bytes_atomic
+from pipeline.data.batch import Batch
 from pipeline.errors import is_disk_full
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -209,7 +210,7 @@ def overlay_rows(table: pa.Table, mode: str, triage_settings=None) -> np.ndarray
 def save_overlays(
     out_dir: Path,
     table: pa.Table,
-    batch: dict,
+    batch: Batch,
     maps,
     only_misclassified: bool = True,
     original=None,
@@ -234,7 +235,7 @@ def save_overlays(
     selected = torch.from_numpy(rows).to(maps.normalised.device)
     chosen_maps = maps.normalised[selected].cpu().numpy()  # [n, K, H, W]: only the drawn images leave the device
     images = (
-        batch["image"][torch.from_numpy(rows).to(batch["image"].device)].permute(0, 2, 3, 1).cpu().numpy()
+        batch.image[torch.from_numpy(rows).to(batch.image.device)].permute(0, 2, 3, 1).cpu().numpy()
     )  # on the device after data.decode=gpu
     tau = next((name[len("pred_box_x1_") :] for name in table.column_names if name.startswith("pred_box_x1_tau")), None)
     map_names = overlay_map_names(table.column_names)
@@ -281,13 +282,13 @@ def _save_one(
     rows: np.ndarray,
     images: np.ndarray,
     chosen_maps: np.ndarray,
-    batch: dict,
+    batch: Batch,
     original,
     tau: str | None,
     map_names: list[str],
 ) -> None:
     """Draw and write the overlay of the ``i``-th selected image (batch row ``rows[i]``)."""
-    boxes = batch["boxes"][rows[i]][batch["box_valid"][rows[i]]].numpy()
+    boxes = batch.boxes.coords[rows[i]][batch.boxes.valid[rows[i]]].numpy()
     captions = (
         [
             f"{row['id'][:40]}",
@@ -318,7 +319,7 @@ def _save_one(
             np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64) for m in map_names
         )
     whole = (
-        _original_picture(original, int(rows[i]), batch["box_stored_valid"][rows[i]]) if original is not None else None
+        _original_picture(original, int(rows[i]), batch.boxes_stored.valid[rows[i]]) if original is not None else None
     )
     if whole is not None:
         image, grid_boxes, grid_maps, seen = whole

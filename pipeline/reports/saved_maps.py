@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pipeline.data.batch import Batch
+
 MAPS_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -27,11 +29,11 @@ MAPS_SCHEMA = pa.schema(
 )
 
 
-def map_rows(ids: pa.Array, signed_low_res: torch.Tensor, batch: dict, map_names: list[str]) -> pa.Table:
+def map_rows(ids: pa.Array, signed_low_res: torch.Tensor, batch: Batch, map_names: list[str]) -> pa.Table:
     """Rows of ``maps.parquet`` for one batch: one small copy of the low-resolution maps to the host."""
     maps = signed_low_res.to(torch.float16).cpu().numpy()  # [B, K, h, w]
     count = maps.shape[0]
-    boxes = [batch["boxes"][i][batch["box_valid"][i]].reshape(-1).numpy() for i in range(count)]
+    boxes = [batch.boxes.coords[i][batch.boxes.valid[i]].reshape(-1).numpy() for i in range(count)]
     return pa.table(
         {
             "id": ids,

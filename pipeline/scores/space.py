@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.data.batch import Batch, Boxes
 from pipeline.maps.warp import warp_to_original
 from pipeline.scores.registry import score_for_column
 
@@ -34,19 +35,18 @@ class ScoringView:
     grid_size: torch.Tensor | None = None  # [B, 2] (height, width) of each image's grid on the canvas, on the host
 
 
-def scoring_view(
-    maps, batch: dict, boxes: torch.Tensor, box_valid: torch.Tensor, grid_size: torch.Tensor | None
-) -> ScoringView:
-    """Network-input maps and boxes as they are (``grid_size`` None), or warped back to the stored images."""
+def scoring_view(maps, batch: Batch, boxes: Boxes, grid_size: torch.Tensor | None) -> ScoringView:
+    """Network-input maps and ``boxes`` (the batch's input-frame boxes, on the maps' device) as they are
+    (``grid_size`` None), or warped back to the stored images with the batch's stored boxes."""
     if grid_size is None:
-        return ScoringView(maps.normalised, maps.raw, maps.empty, boxes, box_valid)
-    original = warp_to_original(maps, batch["placement"], batch["width"], batch["height"], grid_size)
+        return ScoringView(maps.normalised, maps.raw, maps.empty, boxes.coords, boxes.valid)
+    original = warp_to_original(maps, batch.placement, batch.width, batch.height, grid_size)
     device = original.normalised.device
     scale = original.grid_scale.to(torch.float32)
-    stored = batch["boxes_stored"].to(device, non_blocking=True)
-    on_grid = stored * torch.stack([scale[:, 0], scale[:, 1], scale[:, 0], scale[:, 1]], dim=1)[:, None, :]
+    stored = batch.boxes_stored.to(device, non_blocking=True)
+    on_grid = stored.coords * torch.stack([scale[:, 0], scale[:, 1], scale[:, 0], scale[:, 1]], dim=1)[:, None, :]
     # An image none of whose boxes reached the network input is flagged, its box scores NaN, in both spaces.
-    valid = batch["box_stored_valid"].to(device, non_blocking=True) & box_valid.any(dim=1, keepdim=True)
+    valid = stored.valid & boxes.valid.any(dim=1, keepdim=True)
     return ScoringView(
         original.normalised,
         original.raw,

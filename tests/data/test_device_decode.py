@@ -12,6 +12,7 @@ error row of stage ``decode`` while the rest of the batch goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.data.batch import Batch
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples
 from pipeline.data.device_decode import (
     decode_batch_on_device,
@@ -60,26 +62,32 @@ def records_for(paths: list[Path]) -> list[SampleRecord]:
     return out
 
 
-def both_paths(records: list[SampleRecord], spec: PreprocessSpec) -> tuple[dict, dict]:
+def both_paths(records: list[SampleRecord], spec: PreprocessSpec) -> tuple[Batch, Batch]:
     on_cpu = collate_samples([AuditDataset(records, spec)[i] for i in range(len(records))])
     loaded = collate_samples([AuditDataset(records, spec, decode_on_device=True)[i] for i in range(len(records))])
     on_device = decode_batch_on_device(loaded, spec, CPU, [r.image_path for r in records])
     return on_cpu, on_device
 
 
-def assert_same_geometry(on_cpu: dict, on_device: dict) -> None:
-    for key in (
-        "index",
-        "boxes",
-        "box_valid",
-        "boxes_stored",
-        "box_stored_valid",
-        "placement",
-        "width",
-        "height",
-        "n_boxes_dropped",
-    ):
-        assert torch.equal(on_cpu[key], on_device[key]), key
+def geometry_of(batch: Batch) -> dict[str, torch.Tensor]:
+    """Every per-image field but the pixels, by name."""
+    return {
+        "index": batch.index,
+        "boxes": batch.boxes.coords,
+        "box_valid": batch.boxes.valid,
+        "boxes_stored": batch.boxes_stored.coords,
+        "box_stored_valid": batch.boxes_stored.valid,
+        **{f"placement.{f.name}": getattr(batch.placement, f.name) for f in dataclasses.fields(batch.placement)},
+        "width": batch.width,
+        "height": batch.height,
+        "n_boxes_dropped": batch.n_boxes_dropped,
+    }
+
+
+def assert_same_geometry(on_cpu: Batch, on_device: Batch) -> None:
+    expected, got = geometry_of(on_cpu), geometry_of(on_device)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
 
 
 def assert_close_pixels(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -96,9 +104,9 @@ def test_real_photos_same_boxes_and_close_pixels():
     spec = PreprocessSpec(mode="resize_crop", size=224, resize_size=256)
     on_cpu, on_device = both_paths(records, spec)
     loaded = collate_samples([AuditDataset(records, spec, decode_on_device=True)[i] for i in range(len(records))])
-    assert len(loaded["encoded"]) == len(records)  # every photo took the device path
+    assert len(loaded.encoded) == len(records)  # every photo took the device path
     assert_same_geometry(on_cpu, on_device)
-    assert_close_pixels(on_cpu["image"], on_device["image"])
+    assert_close_pixels(on_cpu.image, on_device.image)
 
 
 @pytest.mark.parametrize("mode", ["resize_crop", "resize", "letterbox"])
@@ -110,7 +118,7 @@ def test_generated_jpegs_every_mode(tmp_path, mode):
     spec = PreprocessSpec(mode=mode, size=96, resize_size=110 if mode == "resize_crop" else None)
     on_cpu, on_device = both_paths(records_for(paths), spec)
     assert_same_geometry(on_cpu, on_device)
-    assert_close_pixels(on_cpu["image"], on_device["image"])
+    assert_close_pixels(on_cpu.image, on_device.image)
 
 
 def test_png_and_cmyk_stay_on_the_cpu_path_and_equal_it(tmp_path):
@@ -124,8 +132,8 @@ def test_png_and_cmyk_stay_on_the_cpu_path_and_equal_it(tmp_path):
     )
     spec = PreprocessSpec(mode="resize", size=64, resize_size=None)
     on_cpu, on_device = both_paths(records_for(paths), spec)
-    assert torch.equal(on_cpu["image"][:2], on_device["image"][:2])  # decoded by PIL in the worker, as before
-    assert_close_pixels(on_cpu["image"][2:], on_device["image"][2:])
+    assert torch.equal(on_cpu.image[:2], on_device.image[:2])  # decoded by PIL in the worker, as before
+    assert_close_pixels(on_cpu.image[2:], on_device.image[2:])
 
 
 def test_a_rejected_jpeg_falls_back_for_that_file_and_an_undecodable_one_leaves_the_batch(tmp_path):
@@ -136,7 +144,7 @@ def test_a_rejected_jpeg_falls_back_for_that_file_and_an_undecodable_one_leaves_
     records = records_for([good, truncated, photo(tmp_path / "last.jpg", 120, 90, 6)])
     spec = PreprocessSpec(mode="resize", size=64, resize_size=None)
     loaded = collate_samples([AuditDataset(records, spec, decode_on_device=True)[i] for i in range(3)])
-    assert [row for row, _ in loaded["encoded"]] == [0, 1, 2]
+    assert [row for row, _ in loaded.encoded] == [0, 1, 2]
 
     calls = {"n": 0}
     from pipeline.data import device_decode
@@ -145,7 +153,7 @@ def test_a_rejected_jpeg_falls_back_for_that_file_and_an_undecodable_one_leaves_
 
     def reject_first_file(data, device):  # the device decoder refuses good.jpg; the CPU path must take it
         calls["n"] += 1
-        if any(torch.equal(d, loaded["encoded"][0][1]) for d in data):
+        if any(torch.equal(d, loaded.encoded[0][1]) for d in data):
             raise RuntimeError("nvjpeg: unsupported")
         return real(data, device)
 
@@ -154,12 +162,12 @@ def test_a_rejected_jpeg_falls_back_for_that_file_and_an_undecodable_one_leaves_
         out = decode_batch_on_device(loaded, spec, CPU, [r.image_path for r in records])
     finally:
         device_decode._decode_jpegs = real
-    assert out["index"].tolist() == [0, 2]
-    assert [(f["index"], f["stage"]) for f in out["failures"]] == [(1, "decode")]
+    assert out.index.tolist() == [0, 2]
+    assert [(f.index, f.stage) for f in out.failures] == [(1, "decode")]
     on_cpu = collate_samples([AuditDataset(records, spec)[i] for i in (0, 2)])
-    assert torch.equal(out["image"][0], on_cpu["image"][0])  # good.jpg: decoded by PIL, exactly the CPU path
-    assert_close_pixels(out["image"][1:], on_cpu["image"][1:])
-    assert torch.equal(out["boxes"], on_cpu["boxes"]) and calls["n"] >= 2
+    assert torch.equal(out.image[0], on_cpu.image[0])  # good.jpg: decoded by PIL, exactly the CPU path
+    assert_close_pixels(out.image[1:], on_cpu.image[1:])
+    assert torch.equal(out.boxes.coords, on_cpu.boxes.coords) and calls["n"] >= 2
 
 
 def test_decode_option():

@@ -59,7 +59,7 @@ def photos(real_photo_sample):
         if r.sample_id.split("_", 1)[1] in ("tench", "tabby", "macaw", "school_bus")
     ]
     batch = collate_samples([AuditDataset(records, PreprocessSpec())[i] for i in range(len(records))])
-    return (batch["image"].float() / 255 - MEAN) / STD
+    return (batch.image.float() / 255 - MEAN) / STD
 
 
 @pytest.mark.parametrize("method", sorted(THEIRS))

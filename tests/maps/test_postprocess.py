@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.data.batch import Placements
 from pipeline.maps.engine import EMPTY_SPREAD, min_max_normalise, upsample_and_normalise
 from pipeline.maps.warp import original_grid_sizes, warp_to_original
 
@@ -14,14 +15,11 @@ def _both_spaces(signed: torch.Tensor):
     batch = signed.shape[0]
     width, height = torch.full((batch,), 40), torch.full((batch,), 24)
     scale = torch.full((batch,), 32 / 40, dtype=torch.float64)
-    placement = torch.stack(
-        [
-            scale,
-            scale,
-            torch.zeros(batch, dtype=torch.float64),
-            torch.full((batch,), (32 - 24 * 0.8) / 2, dtype=torch.float64),
-        ],
-        dim=1,
+    placement = Placements(
+        scale_x=scale,
+        scale_y=scale,
+        offset_x=torch.zeros(batch, dtype=torch.float64),
+        offset_y=torch.full((batch,), (32 - 24 * 0.8) / 2, dtype=torch.float64),
     )
     original = warp_to_original(at_input, placement, width, height, original_grid_sizes(placement, width, height, 64))
     return at_input, original

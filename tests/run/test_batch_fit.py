@@ -26,8 +26,8 @@ def test_auto_halves_on_out_of_memory_and_keeps_every_row(tmp_path, monkeypatch,
     sizes: list[int] = []
 
     def small_memory(setup, cfg, batch, labels):
-        sizes.append(batch["index"].numel())
-        if batch["index"].numel() > 3:
+        sizes.append(len(batch))
+        if len(batch) > 3:
             raise run_module.OUT_OF_MEMORY("CUDA out of memory (simulated)")
         return real(setup, cfg, batch, labels)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.data.batch import INPUT_FRAME, STORED_FRAME, Batch, Boxes, Placements
 from pipeline.data.dataset import _pad_boxes
 from pipeline.data.geometry import boxes_in_stored, boxes_to_input, plan_placement
 from pipeline.maps.engine import upsample_and_normalise
@@ -70,16 +71,16 @@ def test_grid_sizes_by_hand():
     }
     for (width, height, mode), size in expected.items():
         p = plan_placement(width, height, mode, SIZE, RESIZE)
-        placement = torch.tensor([[p.scale_x, p.scale_y, p.offset_x, p.offset_y]], dtype=torch.float64)
-        got = original_grid_sizes(placement, torch.tensor([width]), torch.tensor([height]), MAX_SIDE)
+        got = original_grid_sizes(Placements.of([p]), torch.tensor([width]), torch.tensor([height]), MAX_SIDE)
         assert tuple(got[0].tolist()) == size, (width, height, mode)
         assert hand_grid(width, height, mode)[:2] == size
     # ImageNet: the grid of a 500 x 375 photo is its 341 x 256 resized image; 376 x 263 keeps the truncated 365.
     for (width, height), size in {(500, 375): (256, 341), (376, 263): (256, 365)}.items():
         p = plan_placement(width, height, "resize_crop", 224, 256)
-        placement = torch.tensor([[p.scale_x, p.scale_y, p.offset_x, p.offset_y]], dtype=torch.float64)
         assert (
-            tuple(original_grid_sizes(placement, torch.tensor([width]), torch.tensor([height]), 512)[0].tolist())
+            tuple(
+                original_grid_sizes(Placements.of([p]), torch.tensor([width]), torch.tensor([height]), 512)[0].tolist()
+            )
             == size
         )
 
@@ -103,20 +104,22 @@ def make_batch(seed: int):
         kept_any.append(bool(kept.any()))
     boxes, valid = _pad_boxes(moved)
     boxes_stored, stored_valid = _pad_boxes(stored)
-    batch = {
-        "placement": torch.tensor(
-            [[p.scale_x, p.scale_y, p.offset_x, p.offset_y] for p in placements], dtype=torch.float64
-        ),
-        "width": torch.tensor([w for w, _, _ in IMAGES]),
-        "height": torch.tensor([h for _, h, _ in IMAGES]),
-        "boxes_stored": boxes_stored,
-        "box_stored_valid": stored_valid,
-    }
+    n_images = len(IMAGES)
+    batch = Batch(
+        index=torch.arange(n_images),
+        image=torch.zeros(n_images, 3, SIZE, SIZE, dtype=torch.uint8),
+        boxes=Boxes(boxes, valid, INPUT_FRAME),
+        boxes_stored=Boxes(boxes_stored, stored_valid, STORED_FRAME),
+        placement=Placements.of(placements),
+        width=torch.tensor([w for w, _, _ in IMAGES]),
+        height=torch.tensor([h for _, h, _ in IMAGES]),
+        n_boxes_dropped=torch.zeros(n_images, dtype=torch.long),
+        n_boxes_over_cap=torch.zeros(n_images, dtype=torch.long),
+    )
     signed = torch.from_numpy(rng.normal(size=(len(IMAGES), 2, 5, 5)).astype(np.float32))
     maps = upsample_and_normalise(signed, (SIZE, SIZE))
     assert not kept_any[-1]  # the flagged image
-    batch["kept_any"] = kept_any
-    return batch, maps, boxes, valid, placements
+    return batch, maps, kept_any, placements
 
 
 def reference_view(input_map: np.ndarray, placement, mode: str, width: int, height: int):
@@ -143,9 +146,9 @@ def reference_view(input_map: np.ndarray, placement, mode: str, width: int, heig
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_original_space_scores_match_a_per_image_reference(seed):
-    batch, maps, boxes, valid, placements = make_batch(seed)
+    batch, maps, kept_any, placements = make_batch(seed)
     view = scoring_view(
-        maps, batch, boxes, valid, original_grid_sizes(batch["placement"], batch["width"], batch["height"], MAX_SIDE)
+        maps, batch, batch.boxes, original_grid_sizes(batch.placement, batch.width, batch.height, MAX_SIDE)
     )
     scores = score_map(
         view.maps[:, 0],
@@ -167,11 +170,11 @@ def test_original_space_scores_match_a_per_image_reference(seed):
         assert got_map[:h, :w] == pytest.approx(ref_map, abs=2e-5)
         assert not got_map[h:].any() and not got_map[:, w:].any()  # canvas padding stays empty
         assert bool(view.empty[i, 0]) == empty
-        n = int(batch["box_stored_valid"][i].sum())
-        grid_boxes = batch["boxes_stored"][i, :n].numpy().astype(np.float64) * np.array([gx, gy, gx, gy])
+        n = int(batch.boxes_stored.valid[i].sum())
+        grid_boxes = batch.boxes_stored.coords[i, :n].numpy().astype(np.float64) * np.array([gx, gy, gx, gy])
         # An image with no box in the network input is flagged: no ground truth in either space.
-        g = ref_mask(grid_boxes, np.full(n, batch["kept_any"][i]), h, w) & domain
-        if not batch["kept_any"][i]:
+        g = ref_mask(grid_boxes, np.full(n, kept_any[i]), h, w) & domain
+        if not kept_any[i]:
             assert np.isnan(scores["energy_in_box"][i].item()) and np.isnan(scores["iou_tau015"][i].item())
             continue
         assert scores["energy_in_box"][i].item() == pytest.approx(ref_energy(ref_map, g), abs=1e-4, nan_ok=True)
@@ -210,9 +213,9 @@ def test_original_space_scores_match_a_per_image_reference(seed):
 
 def test_crop_window_keeps_the_network_input_values_exactly():
     """resize_crop: the grid is the resized image, so the seen window holds the input map pixel for pixel."""
-    batch, maps, boxes, valid, placements = make_batch(5)
-    grid = original_grid_sizes(batch["placement"], batch["width"], batch["height"], MAX_SIDE)
-    original = warp_to_original(maps, batch["placement"], batch["width"], batch["height"], grid)
+    batch, maps, kept_any, placements = make_batch(5)
+    grid = original_grid_sizes(batch.placement, batch.width, batch.height, MAX_SIDE)
+    original = warp_to_original(maps, batch.placement, batch.width, batch.height, grid)
     for i, (width, height, mode) in enumerate(IMAGES):
         if mode != "resize_crop" or max(width, height) / min(width, height) > MAX_SIDE / RESIZE:
             continue
@@ -229,13 +232,9 @@ def test_letterbox_padding_is_not_part_of_the_image():
     signed[0, 0, 20:40, 0:6] = 1.0  # in the left padding only
     maps = upsample_and_normalise(signed, (SIZE, SIZE))
     assert not maps.empty[0, 0]
-    batch = {
-        "placement": torch.tensor([[p.scale_x, p.scale_y, p.offset_x, p.offset_y]], dtype=torch.float64),
-        "width": torch.tensor([60]),
-        "height": torch.tensor([100]),
-    }
-    grid = original_grid_sizes(batch["placement"], batch["width"], batch["height"], MAX_SIDE)
-    original = warp_to_original(maps, batch["placement"], batch["width"], batch["height"], grid)
+    placement, width, height = Placements.of([p]), torch.tensor([60]), torch.tensor([100])
+    grid = original_grid_sizes(placement, width, height, MAX_SIDE)
+    original = warp_to_original(maps, placement, width, height, grid)
     assert bool(original.empty[0, 0]) and int(original.domain[0].sum()) == 64 * 38
 
 
@@ -243,15 +242,15 @@ def test_maxboxacc_candidates_stay_inside_the_domain():
     """At tau = 0 every seen pixel is foreground: the one candidate is the domain's bounding box, never the canvas."""
     from pipeline.scores.maxboxacc import MaxBoxAccV2
 
-    batch, maps, boxes, valid, placements = make_batch(3)
+    batch, maps, kept_any, placements = make_batch(3)
     view = scoring_view(
-        maps, batch, boxes, valid, original_grid_sizes(batch["placement"], batch["width"], batch["height"], MAX_SIDE)
+        maps, batch, batch.boxes, original_grid_sizes(batch.placement, batch.width, batch.height, MAX_SIDE)
     )
     best = MaxBoxAccV2(thresholds=4).best_iou_per_threshold(
         view.maps[:, 0], view.empty[:, 0], view.boxes, view.box_valid, view.domain
     )
     for i in range(len(IMAGES)):
-        if not batch["kept_any"][i] or bool(view.empty[i, 0]):
+        if not kept_any[i] or bool(view.empty[i, 0]):
             continue
         rows, cols = torch.nonzero(view.domain[i], as_tuple=True)
         seen_box = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
