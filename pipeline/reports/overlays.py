@@ -26,7 +26,10 @@ from pipeline.data.batch import Batch
 from pipeline.errors import is_disk_full
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-MIN_PANEL_WIDTH = 320  # narrower pictures (the default's 96 px input) are enlarged by a whole factor to at least this
+# Narrower pictures are enlarged to about this width so that captions stay readable: tiny ones (the default's
+# 96 px input) by a whole factor (crisp pixels), others (224 px) by the exact fraction, so that no overlay is
+# drawn and encoded at four times the pixels it needs.
+MIN_PANEL_WIDTH = 320
 # Longest side of one drawn panel, pixels: a degenerate image (1 x 3,000 px on its scoring grid) cannot make a
 # gigapixel picture; with many panels (cam.top_k) each is narrower still, so the row stays under JPEG's limit.
 MAX_PANEL_SIDE = 2048
@@ -123,7 +126,9 @@ def draw_overlay(
     if (panel_height, panel_width) != (height, width):
         shrink = panel_width < width or panel_height < height
         size = (panel_width, panel_height)
-        image_rgb = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)
+        whole = panel_width % width == 0 and panel_height % height == 0
+        enlarge = cv2.INTER_NEAREST if whole else cv2.INTER_LINEAR
+        image_rgb = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA if shrink else enlarge)
         maps = [cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR) for heat in maps]
         scale = np.array([panel_width / width, panel_height / height] * 2, dtype=np.float32)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * scale
@@ -163,12 +168,14 @@ class OverlayFailure:
 def panel_size(height: int, width: int, panels: int = 3) -> tuple[int, int]:
     """``(height, width)`` of one drawn panel for a ``height x width`` picture, ``panels`` side by side.
 
-    Enlarged by a whole factor up to :data:`MIN_PANEL_WIDTH` (captions readable), then scaled down so
+    Enlarged to :data:`MIN_PANEL_WIDTH` wide (captions readable): by a whole factor (at least that width) when
+    the picture is under half of it, by the exact fraction otherwise; then scaled down so
     that neither side exceeds :data:`MAX_PANEL_SIDE`, nor the row of panels and the colour bar JPEG's
     :data:`JPEG_MAX_SIDE` (the aspect ratio kept, each side at least 1 px).
     """
     max_side = min(MAX_PANEL_SIDE, (JPEG_MAX_SIDE - COLOUR_BAR_WIDTH) // max(panels, 1))
-    zoom = float(max(1, int(np.ceil(MIN_PANEL_WIDTH / max(width, 1)))))
+    ratio = MIN_PANEL_WIDTH / max(width, 1)
+    zoom = float(np.ceil(ratio)) if ratio > 2 else max(1.0, ratio)
     zoom = min(zoom, max_side / max(height, width, 1))
     return max(1, min(max_side, round(height * zoom))), max(1, min(max_side, round(width * zoom)))
 
@@ -187,6 +194,11 @@ def write_jpeg_atomic(path: Path, picture: np.ndarray) -> None:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"
+
+
+def _hit(value: bool | float | None) -> str:
+    """A pointing-game flag (a nullable boolean; 1 / 0 / NaN in runs written before it was one) in words."""
+    return "n/a" if value is None or value != value else ("hit" if value else "miss")
 
 
 OVERLAY_MODES = ("needs_look", "misclassified", "all", "none")
@@ -298,7 +310,7 @@ def _save_one(
         [
             f"map of pred: {str(row['pred_name'])[:26]}",
             f"in box {_fmt(row['pred_energy_in_box'])}, excess {_fmt(row['pred_excess_energy'])}",
-            f"pointing hit {_fmt(row['pred_pointing_hit'])}",
+            f"pointing game: {_hit(row['pred_pointing_hit'])}",
         ],
         [
             f"map of true: {row['label_name'][:26]}",

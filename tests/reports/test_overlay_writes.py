@@ -28,6 +28,8 @@ def test_panel_size_is_bounded_whatever_the_aspect_ratio():
     assert panel_size(512, 1) == (MAX_PANEL_SIDE, 4)  # was 114,688 x 224: the zoom is capped by the long side
     assert panel_size(1, 100_000) == (1, MAX_PANEL_SIDE)
     assert panel_size(300, 400) == (300, 400)
+    assert panel_size(96, 96) == (384, 384)  # tiny: a whole factor (4), crisp pixels
+    assert panel_size(224, 224) == (320, 320)  # 224 px: the exact fraction, not twice the size (4x the pixels)
 
 
 def test_a_one_pixel_wide_image_in_original_space_gets_a_bounded_overlay(tmp_path):
