@@ -254,20 +254,18 @@ def test_original_space_same_pixel_scores_full_boxes_stored_coordinates(voc_run,
     # Overlays show the whole photo on its scoring grid (three panels of the resized, uncropped image).
     import cv2
 
-    from pipeline.reports.overlays import COLOUR_BAR_WIDTH, MIN_PANEL_WIDTH, safe_file_stem
+    from pipeline.reports.overlays import COLOUR_BAR_WIDTH, MIN_PANEL_WIDTH, panel_size, safe_file_stem
 
     drawn = original[original["triage"] != "ok"]
     assert len(list((tmp_path / "run" / "overlays").iterdir())) == len(drawn) > 0
     for sample_id, row in drawn.iterrows():
         p = plan_placement(int(row["width"]), int(row["height"]), "resize_crop", 224, 256)
         picture = cv2.imread(str(tmp_path / "run" / "overlays" / f"{safe_file_stem(sample_id)}.jpg"))
-        grid_width = (
-            p.resized_width
-            if max(p.resized_width, p.resized_height) <= 512
-            else round(row["width"] * 512 / max(row["width"], row["height"]))
-        )
-        zoom = max(1, -(-MIN_PANEL_WIDTH // grid_width))
-        assert picture.shape[1] == 3 * grid_width * zoom + COLOUR_BAR_WIDTH, sample_id
+        small = max(p.resized_width, p.resized_height) <= 512
+        grid_width = p.resized_width if small else round(row["width"] * 512 / max(row["width"], row["height"]))
+        grid_height = p.resized_height if small else round(row["height"] * 512 / max(row["width"], row["height"]))
+        assert grid_width >= MIN_PANEL_WIDTH / 2  # so the panels are enlarged by the exact fraction, not doubled
+        assert picture.shape[1] == 3 * panel_size(grid_height, grid_width)[1] + COLOUR_BAR_WIDTH, sample_id
 
 
 def test_auto_preprocessing_comes_from_the_model_and_is_recorded(voc_run, tmp_path):
