@@ -79,6 +79,12 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     )
 
 
+def _unmount(path: Path) -> None:
+    """Unmount the test's tmpfs; lazily when a file in it is still open (a mount must not outlive the test)."""
+    if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], check=True, capture_output=True)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 160 KiB tmpfs (skipped where this user cannot mount); unmounted afterwards."""
@@ -86,7 +92,7 @@ def small_disk(tmp_path):
     if not _mount_tmpfs(disk, "160k"):
         pytest.skip("mounting a small tmpfs needs root")
     yield disk
-    subprocess.run(["umount", str(disk)], capture_output=True)
+    _unmount(disk)
 
 
 def test_a_full_disk_stops_the_run_and_leaves_a_resumable_folder(tmp_path, small_disk):
@@ -128,4 +134,4 @@ def test_cli_full_disk_exits_4_with_one_line_and_resume_finishes(tmp_path):
         samples = pd.read_parquet(run_dir / "samples.parquet")["id"].tolist()
         assert sorted(samples) == ids  # every sample exactly once after the resume
     finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
+        _unmount(disk)
