@@ -26,7 +26,13 @@ import hydra.errors
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
@@ -181,6 +187,25 @@ def check_run_dir_argument(argv: list[str]) -> Path:
     return ancestor
 
 
+def composition_error_message(error: Exception) -> str:
+    """Hydra's or OmegaConf's error while composing, as one line; the option's name first when OmegaConf
+    names it (``full_key``): an unknown key (``scores.tolerence: unknown option ...``) or a value the
+    group's schema refuses (``scores.tolerance: Value 'abc' ... could not be converted to Float ...``)."""
+    message = one_line(
+        str(error).split("Config search path")[0]
+    )  # Hydra appends its search path: not the user's concern
+    cause = error.__cause__
+    if not isinstance(cause, OmegaConfBaseException):
+        return message
+    key = getattr(cause, "full_key", None)
+    if not key:
+        return f"{message} ({one_line(str(cause))})"
+    reason = str(cause).strip().splitlines()[0]  # OmegaConf's next lines repeat the key and name the schema class
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        return f"{key}: unknown option ({reason})"
+    return f"{key}: {reason} ({message})"
+
+
 def requested_log_format(argv: list[str]) -> str:
     """``runtime.log_format`` from the command line (for messages printed before Hydra has composed)."""
     for arg in argv:
@@ -208,10 +233,7 @@ def main() -> None:
         _main()
     except (hydra.errors.HydraException, OmegaConfBaseException) as error:
         logs.configure(requested_log_format(argv), None)
-        cause = error.__cause__
-        detail = f" ({one_line(str(cause))})" if isinstance(cause, OmegaConfBaseException) else ""
-        message = str(error).split("Config search path")[0]  # Hydra appends its search path: not the user's concern
-        fail(f"cam-audit: configuration error: {one_line(message)}{detail}", ExitCode.CONFIG)
+        fail(f"cam-audit: configuration error: {composition_error_message(error)}", ExitCode.CONFIG)
     except KeyboardInterrupt:
         fail("cam-audit: interrupted", ExitCode.INTERRUPTED)
 

@@ -1,8 +1,11 @@
 """Option values checked before any work: one table of rules, one :class:`~pipeline.errors.ConfigError`
 naming the first option that breaks its rule.
 
-Hydra already refuses an unknown key (without ``+``) and a missing ``???`` value; these rules catch a
-known key with a value of the wrong type or range, which would otherwise surface as a traceback at the
+Hydra already refuses an unknown key (without ``+``) and a missing ``???`` value, and the schemas of the
+fixed-key groups (``cam``, ``scores``, ``runtime``, ``report``: :mod:`pipeline.settings`) a value of the
+wrong type there; these rules catch a value out of range, or of the wrong type in the dict-based groups
+(``data``, ``model``) and in the options the schema types loosely (``runtime.batch_size``: a whole number
+or ``auto``), which would otherwise surface as a traceback at the
 first batch (``cam.top_k`` over the class count), at the end of the run (``scores.taus=[]``), or never
 (``data.limit=0`` audited everything). Rules on values that depend on the model or the data (the class
 count) are functions below the table, called by :func:`pipeline.run.prepare` once those are known.

@@ -1,8 +1,13 @@
-"""Every config group composes, and every option is commented."""
+"""Every config group composes, every option is commented, and the fixed-key groups follow their schema."""
+
+from dataclasses import asdict
 
 import pytest
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from pipeline.errors import ConfigError
+from pipeline.settings import SCHEMAS, settings_from_config
 from tests.helpers_corpus import CONF
 
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in CONF.iterdir() if group.is_dir()}
@@ -27,6 +32,7 @@ def test_every_option_of_every_group_composes(compose_config, default_cfg, group
     config.yaml or another option overrides them) and leaves every other group at its default."""
     cfg = compose_config([f"{group}={option}"])
     from_file = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=False)
+    from_file.pop("defaults", None)  # the schema line of the fixed-key groups (pipeline/settings.py)
     assert OmegaConf.to_container(cfg[group], resolve=False) == from_file
     for other in GROUPS:
         if other != group:
@@ -51,3 +57,52 @@ def test_every_yaml_option_is_commented():
             assert "#" in line or previous.startswith("#"), (
                 f"{path.relative_to(CONF)}:{number} has no comment: {line!r}"
             )
+
+
+@pytest.mark.parametrize("group", list(SCHEMAS))
+def test_every_file_of_a_fixed_key_group_names_its_schema(group):
+    for path in (CONF / group).glob("*.yaml"):
+        assert OmegaConf.load(path).defaults == [f"/schema/{group}@_here_", "_self_"], path
+
+
+@pytest.mark.parametrize("group", list(SCHEMAS))
+def test_schema_defaults_are_the_default_files_values(default_cfg, group):
+    """The dataclass defaults (used when a settings object is made in code) equal what a run composes."""
+    assert asdict(SCHEMAS[group]()) == OmegaConf.to_container(default_cfg[group], resolve=True)
+
+
+def test_settings_are_the_composed_values(compose_config):
+    settings = settings_from_config(
+        compose_config(["cam=layercam", "scores.taus=[0.2,0.4]", "report.shortcuts.grid=4"])
+    )
+    assert settings.cam.method == "layercam" and settings.scores.taus == [0.2, 0.4]
+    assert settings.report.shortcuts.grid == 4 and settings.report.triage.on_object_min_excess_energy == 0.2
+    assert settings.scores.tolerance == 15.0 and isinstance(settings.scores.tolerance, float)
+
+
+SCHEMA_ERRORS = {
+    "scores.tolerence=3": "scores.tolerence",  # unknown key
+    "scores.tolerance=abc": "scores.tolerance",  # wrong type
+    "cam.topk=2": "cam.topk",
+    "cam.top_k=1.5": "cam.top_k",
+    "runtime.num_workers=two": "runtime.num_workers",
+    "report.shortcuts.seed=x": "report.shortcuts.seed",
+    "report.triage.on_object_min_excess=0.3": "report.triage.on_object_min_excess",
+}
+
+
+@pytest.mark.parametrize("override", list(SCHEMA_ERRORS))
+def test_schema_refuses_unknown_key_and_wrong_type_while_composing(compose_config, override):
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config([override])
+    assert error.value.__cause__.full_key == SCHEMA_ERRORS[override]
+
+
+@pytest.mark.parametrize(
+    "override, option", [("+scores.extra=1", "scores.extra"), ("+report.triage.x=2", "report.triage.x")]
+)
+def test_key_added_with_plus_is_refused_when_the_settings_are_built(compose_config, override, option):
+    """Hydra adds a ``+key`` past the schema; building the settings (first step of prepare) refuses it."""
+    with pytest.raises(ConfigError) as error:
+        settings_from_config(compose_config([override]))
+    assert error.value.option == option

@@ -63,9 +63,10 @@ GRID_COLUMN = "pred_off_box_grid"
 HIT_COLUMN = "pred_pointing_hit"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ShortcutSettings:
-    """``report.shortcuts`` (conf/report/default.yaml)."""
+    """``report.shortcuts`` (conf/report/default.yaml); also its schema (:mod:`pipeline.settings`), so not
+    frozen (OmegaConf makes a frozen dataclass a read-only node)."""
 
     alpha: float = 0.01
     min_effect: float = 0.25

@@ -47,9 +47,12 @@ SEVERITY_ORDER: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class TriageSettings:
-    """``report.triage``: when a map counts as lying on the annotated object."""
+    """``report.triage``: when a map counts as lying on the annotated object.
+
+    Also the schema of ``report.triage`` (:mod:`pipeline.settings`): not frozen, since OmegaConf makes a
+    frozen dataclass a read-only node that the YAML values cannot be merged into."""
 
     on_object_min_excess_energy: float = 0.2
 

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.errors import ExitCode
-from tests.helpers_corpus import MAIN, base_overrides, good_dataset, run_cli
+from tests.helpers_corpus import CONFIG_LINE, MAIN, base_overrides, good_dataset, run_cli
 
 
 def snapshot(folder) -> dict[str, str]:
@@ -81,6 +81,31 @@ def test_failed_start_creates_no_folder(finished):
     (tmp / "empty").mkdir()  # a folder that existed before the start stays, even empty
     assert run_cli(overrides + ["cam.method=nope"], tmp / "empty").returncode == ExitCode.CONFIG
     assert (tmp / "empty").is_dir()
+
+
+@pytest.mark.parametrize(
+    "override, option",
+    [
+        ("scores.tolerence=3", "scores.tolerence"),
+        ("scores.tolerance=abc", "scores.tolerance"),
+        ("cam.top_k=x", "cam.top_k"),
+    ],
+)
+def test_schema_errors_name_the_option_first_and_exit_2(tmp_path, override, option):
+    """An unknown key or a wrong type in a fixed-key group (pipeline/settings.py) fails while Hydra composes:
+    ``cam-audit: configuration error: <option>: ...``, exit 2, no folder."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", override, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=MAIN,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    lines = result.stderr.strip().splitlines()
+    match = CONFIG_LINE.match(lines[0]) if len(lines) == 1 else None
+    assert match and match["option"] == option, lines
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("override, words", [("model.nmae=x", "model.nmae"), ("cam=gradcam++", "cam/gradcam++")])

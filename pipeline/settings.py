@@ -1,0 +1,145 @@
+"""Typed settings of the config groups whose keys are fixed (``cam``, ``scores``, ``runtime``, ``report``).
+
+Each dataclass below plays two parts:
+
+- **schema**: :func:`register_schemas` stores it in Hydra's ``ConfigStore`` as ``schema/<group>``, and every
+  YAML file of the group names it first in its defaults list (``- /schema/<group>@_here_``). Hydra then
+  composes the file onto the typed node, so an unknown key (``scores.tolerence=3``) or a value of the
+  wrong type (``scores.tolerance=abc``) fails while composing, before any work, with the option's name
+  (``pipeline/cli.py`` prints it as one line, exit 2).
+- **settings**: :func:`settings_from_config` turns the composed config into these objects once
+  (``OmegaConf.to_object``); the low-level modules take them, never the config.
+
+The schema checks keys and types only; ranges and rules between options (``scores.taus`` in [0, 1],
+``cam.top_k`` at most the class count) stay in the rule table of :mod:`pipeline.options`. The defaults
+here mirror the YAML files (a test keeps them equal); a run takes its values from the YAML.
+
+The ``data`` and ``model`` groups stay plain dictionaries: their keys differ from option to option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from pipeline.errors import ConfigError
+from pipeline.reports.shortcuts import ShortcutSettings
+from pipeline.reports.triage import TriageSettings
+
+SCHEMA_GROUP = "schema"  # ConfigStore group of the schemas: schema/cam, schema/scores, ...
+
+
+@dataclass
+class CamSettings:
+    """``cam`` (conf/cam/*.yaml): which class-activation map is made, for which classes."""
+
+    method: str = "gradcam"  # a name of pipeline.maps.methods.METHODS
+    class_score: str = "logit"  # logit | softmax: the score the gradients are taken of
+    negative: bool = False  # also the counterfactual map ReLU(-x) per target (columns neg_*)
+    top_k: int = 1  # maps for the top-k predicted classes, and the true class
+    save_maps: bool = False  # also write maps.parquet
+
+
+@dataclass
+class MaxBoxAccSettings:
+    """``scores.maxboxacc``: MaxBoxAccV2 of the true-class maps."""
+
+    enabled: bool = False
+    thresholds: int = 100  # tau sweep resolution (step 1/thresholds)
+
+
+@dataclass
+class ScoresSettings:
+    """``scores`` (conf/scores/default.yaml): how each map is scored against the boxes."""
+
+    space: str = "input"  # input | original
+    original_max_side: int = 512  # space=original: longest side of the scoring grid, pixels
+    tolerance: float = 15.0  # pointing game: pixels of the scoring grid
+    taus: list[float] = field(default_factory=lambda: [0.15])  # box-from-map thresholds; the first feeds localisation
+    iou_threshold: float = 0.5  # "localised" when IoU >= this
+    maxboxacc: MaxBoxAccSettings = field(default_factory=MaxBoxAccSettings)
+
+
+@dataclass
+class RuntimeSettings:
+    """``runtime`` (conf/runtime/default.yaml): where and how the run executes."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: Any = 64  # a whole number or "auto" (checked by pipeline.options)
+    num_workers: int = 2
+    writer_queue: int = 4
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    channels_last: Any = "auto"  # auto | true | false
+    compile: bool = False
+    max_error_fraction: float = 0.1
+    min_samples_for_error_check: int = 50
+    progress: bool = True
+    log_format: str = "text"  # text | json
+    log_every_batches: int = 20
+    debug: bool = False
+    rank: int = 0
+    sync_timeout_minutes: float = 720.0
+
+
+@dataclass
+class ReportSettings:
+    """``report`` (conf/report/default.yaml): what the run writes into its folder."""
+
+    overlays: str = "needs_look"  # needs_look | misclassified | all | none
+    rows_per_part: int = 512
+    group_by: list[str] = field(default_factory=lambda: ["marker_present"])
+    review_page: bool = True
+    review_max_images: int = 500
+    triage: TriageSettings = field(default_factory=TriageSettings)
+    shortcuts: ShortcutSettings = field(default_factory=ShortcutSettings)
+
+
+SCHEMAS: dict[str, type] = {
+    "cam": CamSettings,
+    "scores": ScoresSettings,
+    "runtime": RuntimeSettings,
+    "report": ReportSettings,
+}
+
+
+@dataclass
+class Settings:
+    """The typed settings of one run, built once from the composed config by :func:`settings_from_config`."""
+
+    cam: CamSettings
+    scores: ScoresSettings
+    runtime: RuntimeSettings
+    report: ReportSettings
+
+
+def register_schemas() -> None:
+    """Store every schema in Hydra's ConfigStore as ``schema/<group>`` (idempotent; runs at import of
+    :mod:`pipeline`, so before any entry point composes)."""
+    store = ConfigStore.instance()
+    for group, schema in SCHEMAS.items():
+        store.store(group=SCHEMA_GROUP, name=group, node=schema)
+
+
+def group_settings(cfg: DictConfig, group: str) -> Any:
+    """``cfg.<group>`` as its settings dataclass, checked against the schema once more: this also refuses a
+    key added with ``+`` (Hydra adds it past the schema) and checks a config made without Hydra. A key the
+    config lacks takes the dataclass default. Raises a ConfigError naming the option."""
+    try:
+        given = cfg[group]
+        values = OmegaConf.to_container(given, resolve=True) if isinstance(given, DictConfig) else dict(given)
+        node = OmegaConf.merge(OmegaConf.structured(SCHEMAS[group]), values)  # plain values: the schema sees every key
+    except OmegaConfBaseException as error:
+        key = f"{group}.{error.full_key}" if getattr(error, "full_key", None) else group
+        reason = str(error).strip().splitlines()[0]
+        unknown = isinstance(error, (ConfigAttributeError, ConfigKeyError))
+        raise ConfigError(key, f"unknown option ({reason})" if unknown else reason) from error
+    return OmegaConf.to_object(node)
+
+
+def settings_from_config(cfg: DictConfig) -> Settings:
+    """The typed settings of every fixed-key group of the composed config."""
+    return Settings(**{group: group_settings(cfg, group) for group in SCHEMAS})
