@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +47,13 @@ from pipeline.reports.background import BackgroundWorker, BackgroundWriteError
 from pipeline.reports.finalize import finalize_run
 from pipeline.reports.overlays import OVERLAY_MODES, OverlayFailure, overlay_rows, save_overlays
 from pipeline.reports.parts import DamagedPart, PartWriter, list_parts, read_column, remove_leftovers
-from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
-from pipeline.reports.triage import TriageSettings
+from pipeline.reports.shortcuts import GRID_COLUMN
 from pipeline.run_folder import acquire_lock, check_fingerprint, run_fingerprint, store_fingerprint, weights_digest
 from pipeline.scores import boxes_to_mask, score_map
 from pipeline.scores.distinct import distinct_maps
 from pipeline.scores.offbox import off_box_energy_grid
 from pipeline.scores.space import ScoringView, coordinates_to_stored, scoring_view
+from pipeline.settings import Settings, resolved_config, settings_from_config
 
 logger = logging.getLogger("pipeline.run")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -87,6 +87,7 @@ class AuditSetup:
     precision: str = "fp32"  # runtime.precision resolved (auto -> bf16 on CUDA, fp32 on the CPU)
     channels_last: bool = False  # the model and its inputs in channels-last memory format (runtime.channels_last)
     decode_on_device: bool = False  # data.decode resolved: JPEGs decoded in batches on the device
+    settings: Settings = field(default_factory=Settings)  # cam, scores, runtime, report as typed values
 
 
 # runtime.batch_size=auto starts here and halves on every out-of-memory error.
@@ -116,7 +117,7 @@ class BatchFit:
         logger.warning("runtime.batch_size=auto: out of memory; going on with %d images per forward", self.size)
 
 
-def audit_fitting(setup: AuditSetup, cfg: DictConfig, batch: Batch, labels: torch.Tensor, fit: BatchFit):
+def audit_fitting(setup: AuditSetup, batch: Batch, labels: torch.Tensor, fit: BatchFit):
     """:func:`audit_batch` over the batch in pieces of ``fit.size`` rows; with ``fit.auto`` an out-of-memory
     error halves the size and retries the piece. Yields ``(piece, (columns, maps, view))``."""
     start, rows = 0, len(batch)
@@ -124,7 +125,7 @@ def audit_fitting(setup: AuditSetup, cfg: DictConfig, batch: Batch, labels: torc
         stop = min(rows, start + fit.size)
         piece = batch if (start, stop) == (0, rows) else batch.rows(slice(start, stop))
         try:
-            result = audit_batch(setup, cfg, piece, labels[start:stop])
+            result = audit_batch(setup, piece, labels[start:stop])
         except OUT_OF_MEMORY:
             if not fit.auto or fit.size == 1:
                 raise
@@ -212,28 +213,32 @@ def check_metadata_coverage(metadata, records: list[SampleRecord], mode: str) ->
     )
 
 
-def map_names_for(cam_cfg) -> list[str]:
-    """Names of the maps made per image: ``pred``, ``true``, then ``top2``..``topK``."""
-    return ["pred", "true"] + [f"top{k}" for k in range(2, int(cam_cfg.top_k) + 1)]
+def map_names_for(top_k: int) -> list[str]:
+    """Names of the maps made per image (``cam.top_k``): ``pred``, ``true``, then ``top2``..``topK``."""
+    return ["pred", "true"] + [f"top{k}" for k in range(2, top_k + 1)]
 
 
-def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None) -> AuditSetup:
+def prepare(
+    cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = None, settings: Settings | None = None
+) -> AuditSetup:
     """Check the configuration and build the data index, model and engine. Raises ConfigError.
 
+    ``settings`` are the typed settings of ``cfg`` (:func:`pipeline.settings.settings_from_config`; built
+    here when not given). The ``data`` and ``model`` groups are read from ``cfg`` here and nowhere deeper.
     With several ``ranks`` on CUDA, each rank takes GPU ``local_rank``.
     """
-    check_options(cfg)  # types and ranges of the plain options (pipeline/options.py)
+    settings = settings if settings is not None else settings_from_config(cfg)
+    check_options(cfg)  # ranges and the dict-based groups' types (pipeline/options.py)
     max_boxes_option(cfg)
+    cam, scores, runtime = settings.cam, settings.scores, settings.runtime
     try:
-        method = get_method(cfg.cam.method)
+        method = get_method(cam.method)
     except OptionError as error:
         raise ConfigError(f"cam.{error.option}", error.reason) from error
-    score_space = str(cfg.scores.get("space", "input"))
-    if score_space not in SCORE_SPACES:
-        raise ConfigError("scores.space", f"unknown space {score_space!r}; use input or original")
-    original_max_side = int(cfg.scores.get("original_max_side", 512))
-    device = resolve_device(str(cfg.runtime.device))
-    precision = resolve_precision(str(cfg.runtime.precision), device)
+    if scores.space not in SCORE_SPACES:
+        raise ConfigError("scores.space", f"unknown space {scores.space!r}; use input or original")
+    device = resolve_device(runtime.device)
+    precision = resolve_precision(runtime.precision, device)
     try:
         decode_on_device = resolve_decode(str(cfg.data.get("decode", "cpu")), device)
     except ValueError as error:
@@ -250,24 +255,22 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         records,
         classes,
         str(cfg.data.source),
-        float(cfg.runtime.max_error_fraction),
-        int(cfg.runtime.min_samples_for_error_check),
+        runtime.max_error_fraction,
+        runtime.min_samples_for_error_check,
     )
-    check_top_k(int(cfg.cam.top_k), len(classes))
+    check_top_k(cam.top_k, len(classes))
     metadata = read_metadata(metadata_path)
     check_metadata_coverage(metadata, records, str(cfg.data.get("metadata_missing", "warn")))
     weights = weights_digest(built.module)  # before the move to the device: hashed from host memory
     module = built.module.to(device).eval()
-    channels_last = resolve_channels_last(cfg.runtime.get("channels_last", "auto"), module)
+    channels_last = resolve_channels_last(runtime.channels_last, module)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     try:
         preprocess, preprocess_sources = resolve_preprocess(cfg.data.preprocess, built.preprocess)
     except OptionError as error:
         raise ConfigError(f"data.preprocess.{error.option}", error.reason) from error
-    check_memory_per_worker(
-        preprocess.max_pixels, int(cfg.runtime.num_workers), PEAK_BYTES_PER_PIXEL, memory_limit_bytes()
-    )
+    check_memory_per_worker(preprocess.max_pixels, runtime.num_workers, PEAK_BYTES_PER_PIXEL, memory_limit_bytes())
     size = preprocess.size
     try:
         layout = detect_layout(module, str(cfg.model.get("layout", "auto")), size)
@@ -309,16 +312,16 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
             raise ConfigError(
                 "cam.method", f"cam needs a global-average-pool + linear head after {target_name}; use gradcam"
             )
-    engine = CamEngine(module, layer, method, str(cfg.cam.class_score), head, PRECISIONS[precision], layout)
-    if bool(cfg.runtime.get("compile", False)):
+    engine = CamEngine(module, layer, method, cam.class_score, head, PRECISIONS[precision], layout)
+    if runtime.compile:
         # The target layer's hook stays in the compiled model (Dynamo traces module hooks); its side effect
         # (keeping the activations) splits the graph there: trunk and head are compiled apart.
         engine.model = torch.compile(engine.model)
     maxboxacc = None
-    if cfg.scores.maxboxacc.enabled:
+    if scores.maxboxacc.enabled:
         from pipeline.scores.maxboxacc import MaxBoxAccV2
 
-        maxboxacc = MaxBoxAccV2(thresholds=int(cfg.scores.maxboxacc.thresholds))
+        maxboxacc = MaxBoxAccV2(thresholds=scores.maxboxacc.thresholds)
     if not all(float(v) > 0 and float(v) != float("inf") for v in built.std):  # a zero std makes every input inf/NaN
         raise ConfigError("model.std", f"every value must be a finite number above 0, got {list(built.std)}")
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)
@@ -332,25 +335,26 @@ def prepare(cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks | None = No
         engine,
         device,
         preprocess,
-        map_names_for(cfg.cam),
+        map_names_for(cam.top_k),
         mean,
         std,
         maxboxacc,
-        score_space,
-        original_max_side,
+        scores.space,
+        scores.original_max_side,
         preprocess_sources,
         layout.kind,
         weights,
         precision,
         channels_last,
         decode_on_device,
+        settings,
     )
 
 
 def audit_batch(
-    setup: AuditSetup, cfg: DictConfig, batch: Batch, labels: torch.Tensor
+    setup: AuditSetup, batch: Batch, labels: torch.Tensor
 ) -> tuple[dict[str, torch.Tensor], UpsampledMaps, ScoringView]:
-    """The hot path for one batch, all on the device.
+    """The hot path for one batch, all on the device (its options: ``setup.settings``).
 
     Args:
         batch: from :func:`~pipeline.data.dataset.collate_samples`; ``image`` ``[B, 3, S, S]`` uint8.
@@ -367,7 +371,8 @@ def audit_batch(
     input_boxes = batch.boxes.to(device, non_blocking=True)
     boxes, box_valid = input_boxes.coords, input_boxes.valid
     labels = labels.to(device, non_blocking=True)
-    top_k = int(cfg.cam.top_k)
+    cam, score_settings = setup.settings.cam, setup.settings.scores  # (`scores` below: a map's score columns)
+    top_k = cam.top_k
 
     def choose_targets(logits: torch.Tensor) -> torch.Tensor:
         ranked = logits.topk(top_k, dim=1).indices  # [B, top_k]: pred first
@@ -396,7 +401,7 @@ def audit_batch(
         maps = upsample_and_normalise(output.signed_maps, size)
         maps.signed_low_res = output.signed_maps
         variants = {"": maps}
-        if cfg.cam.negative:
+        if cam.negative:
             variants["neg_"] = upsample_and_normalise(output.signed_maps, size, negative=True)
     grid_size = None
     if setup.score_space == "original":
@@ -415,9 +420,9 @@ def audit_batch(
                 view.empty.transpose(0, 1).reshape(-1)[distinct],
                 view.boxes.repeat(k_maps, 1, 1)[distinct],
                 view.box_valid.repeat(k_maps, 1)[distinct],
-                tolerance=float(cfg.scores.tolerance),
-                taus=tuple(cfg.scores.taus),
-                iou_threshold=float(cfg.scores.iou_threshold),
+                tolerance=score_settings.tolerance,
+                taus=tuple(score_settings.taus),
+                iou_threshold=score_settings.iou_threshold,
                 domain=domain,
             )
             scores = {column: values[copy_of] for column, values in scores.items()}
@@ -431,7 +436,7 @@ def audit_batch(
             columns[f"{prefix}{name}_map_max"] = variants[prefix].raw_max[:, k]
             for score, values in scores.items():
                 columns[f"{prefix}{name}_{score}"] = values.view(k_maps, -1)[k].float()
-    grid = ShortcutSettings.from_config(cfg.report).grid
+    grid = setup.settings.report.shortcuts.grid
     if (
         grid > 0
     ):  # [B, grid * grid]: where the predicted-class map's off-box energy goes (the shortcut finder's hot spots)
@@ -625,10 +630,11 @@ def run_audit(cfg: DictConfig, run_dir: Path, on_accepted: Callable[[], None] | 
     Under ``torchrun`` every rank runs this on its shard (:mod:`pipeline.distributed`); rank 0 returns
     the summary of the whole run, the other ranks a line of their own counts.
     """
-    ranks = distributed.from_environment(int(cfg.runtime.get("rank", 0)))
-    distributed.start(ranks, float(cfg.runtime.get("sync_timeout_minutes", 720)))
+    settings = settings_from_config(cfg)  # built once: an unknown or ill-typed option stops here
+    ranks = distributed.from_environment(settings.runtime.rank)
+    distributed.start(ranks, settings.runtime.sync_timeout_minutes)
     try:
-        return _run_audit(cfg, run_dir, ranks, on_accepted)
+        return _run_audit(cfg, settings, run_dir, ranks, on_accepted)
     finally:
         distributed.stop(ranks)
 
@@ -651,7 +657,11 @@ def refuse_existing_run(run_dir: Path, resume: bool) -> list[Path]:
 
 
 def _run_audit(
-    cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, on_accepted: Callable[[], None] | None
+    cfg: DictConfig,
+    settings: Settings,
+    run_dir: Path,
+    ranks: distributed.Ranks,
+    on_accepted: Callable[[], None] | None,
 ) -> dict:
     started, started_utc = time.perf_counter(), logs.utc_now_iso()
     folders = set(distributed.gather(ranks, str(run_dir)))
@@ -671,7 +681,7 @@ def _run_audit(
     if refusal is not None:
         raise ConfigError(*refusal)
     try:
-        return _audit_held_folder(cfg, run_dir, ranks, started, on_accepted, started_utc)
+        return _audit_held_folder(cfg, settings, run_dir, ranks, started, on_accepted, started_utc)
     finally:
         if lock is not None:
             lock.release()
@@ -679,6 +689,7 @@ def _run_audit(
 
 def _audit_held_folder(
     cfg: DictConfig,
+    settings: Settings,
     run_dir: Path,
     ranks: distributed.Ranks,
     started: float,
@@ -690,7 +701,7 @@ def _audit_held_folder(
     existing = refuse_existing_run(run_dir, bool(cfg.resume))
     if not ranks.is_main:
         distributed.barrier(ranks)  # rank 0 builds the caches (built-in dataset, default model) first
-    setup = prepare(cfg, run_dir, ranks)
+    setup = prepare(cfg, run_dir, ranks, settings)
     if ranks.is_main:
         distributed.barrier(ranks)
     setup_seconds = time.perf_counter() - started  # data generation, training, model load: not the audit's time
@@ -721,11 +732,12 @@ def _audit_held_folder(
             remove_leftovers(run_dir)
         store_fingerprint(parts_dir, fingerprint)
     distributed.barrier(ranks)
-    rank, rows_per_part = ranks.rank, int(cfg.report.rows_per_part)
-    samples_schema = report_schema.samples_schema(setup, cfg)
+    runtime, report = settings.runtime, settings.report
+    rank, rows_per_part = ranks.rank, report.rows_per_part
+    samples_schema = report_schema.samples_schema(setup, settings)
     sample_writer = PartWriter(parts_dir, "samples", samples_schema, rank, rows_per_part)
     map_writer = (
-        PartWriter(parts_dir, "maps", saved_maps.MAPS_SCHEMA, rank, rows_per_part) if cfg.cam.save_maps else None
+        PartWriter(parts_dir, "maps", saved_maps.MAPS_SCHEMA, rank, rows_per_part) if settings.cam.save_maps else None
     )
     error_writer = PartWriter(parts_dir, "errors", report_schema.ERRORS_SCHEMA, rank, rows_per_part)
     writers = [w for w in (map_writer, sample_writer, error_writer) if w is not None]
@@ -740,32 +752,32 @@ def _audit_held_folder(
     todo_arrays = report_schema.record_arrays(todo, setup, samples_schema)
     labels_all = torch.tensor([r.label for r in todo], dtype=torch.long)
 
-    overlay_mode = str(cfg.report.overlays)
+    overlay_mode = report.overlays
     if overlay_mode not in OVERLAY_MODES:
         raise ConfigError("report.overlays", f"unknown value {overlay_mode!r}; use one of {', '.join(OVERLAY_MODES)}")
     overlay_dir = run_dir / "overlays"
-    fit = BatchFit.from_option(cfg.runtime.batch_size, setup.device)
+    fit = BatchFit.from_option(runtime.batch_size, setup.device)
     loader = DataLoader(
         AuditDataset(todo, setup.preprocess, max_boxes_option(cfg), setup.decode_on_device),
         batch_size=fit.size,
         shuffle=False,
-        num_workers=int(cfg.runtime.num_workers),
+        num_workers=runtime.num_workers,
         pin_memory=setup.device.type == "cuda",
         collate_fn=collate_samples,
         persistent_workers=False,
     )
     n_failed, n_done = len(index_errors), 0
-    max_fraction, min_seen = float(cfg.runtime.max_error_fraction), int(cfg.runtime.min_samples_for_error_check)
+    max_fraction, min_seen = runtime.max_error_fraction, runtime.min_samples_for_error_check
     # a progress bar only on a terminal: in a captured log its carriage returns are noise (the job log has events)
     progress = tqdm(
-        total=len(todo), unit="img", disable=not (cfg.runtime.progress and sys.stderr.isatty()), dynamic_ncols=True
+        total=len(todo), unit="img", disable=not (runtime.progress and sys.stderr.isatty()), dynamic_ncols=True
     )
-    log_every = int(cfg.runtime.get("log_every_batches", 20))
+    log_every = runtime.log_every_batches
     # Parquet parts and overlay pictures are written by background threads: the loop goes on with the next
     # batch meanwhile. Every PartWriter is used from the parquet thread only; the parquet thread hands each
     # batch's overlays on to the overlay thread (never the other way: no cycle of waits). What the threads
     # find (non-finite images, overlays that could not be written) comes back through plain lists.
-    pending = max(1, int(cfg.runtime.get("writer_queue", 4)))
+    pending = max(1, runtime.writer_queue)
     parquet = BackgroundWorker("parquet", pending)
     overlays = BackgroundWorker("overlays", pending) if overlay_mode != "none" else None
     non_finite_per_batch: list[int] = []  # appended on the parquet thread
@@ -804,7 +816,7 @@ def _audit_held_folder(
                 batch,
                 maps,
                 original,
-                overlay_rows(table, overlay_mode, TriageSettings.from_config(cfg.report)),
+                overlay_rows(table, overlay_mode, report.triage),
             )
 
     def finish() -> None:
@@ -829,7 +841,7 @@ def _audit_held_folder(
                 )
                 n_failed += len(batch.failures)
             if len(batch):
-                for piece, (columns, maps, view) in audit_fitting(setup, cfg, batch, labels_all[batch.index], fit):
+                for piece, (columns, maps, view) in audit_fitting(setup, batch, labels_all[batch.index], fit):
                     parquet.submit(write_batch, start_host_copy(columns), piece, maps, view)
             n_done += len(batch) + len(batch.failures)
             progress.update(len(batch) + len(batch.failures))
@@ -893,7 +905,8 @@ def _audit_held_folder(
     }
     return finalize_run(
         run_dir,
-        cfg,
+        settings,
+        resolved_config(cfg),
         setup,
         samples_schema,
         images_scored=n_done,

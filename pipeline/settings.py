@@ -110,10 +110,10 @@ SCHEMAS: dict[str, type] = {
 class Settings:
     """The typed settings of one run, built once from the composed config by :func:`settings_from_config`."""
 
-    cam: CamSettings
-    scores: ScoresSettings
-    runtime: RuntimeSettings
-    report: ReportSettings
+    cam: CamSettings = field(default_factory=CamSettings)
+    scores: ScoresSettings = field(default_factory=ScoresSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
 
 
 def register_schemas() -> None:
@@ -143,3 +143,8 @@ def group_settings(cfg: DictConfig, group: str) -> Any:
 def settings_from_config(cfg: DictConfig) -> Settings:
     """The typed settings of every fixed-key group of the composed config."""
     return Settings(**{group: group_settings(cfg, group) for group in SCHEMAS})
+
+
+def resolved_config(cfg: DictConfig) -> str:
+    """The run's resolved configuration as YAML, for the report metadata (``cam_audit.config``)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

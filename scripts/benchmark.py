@@ -273,7 +273,7 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
 
     def ours() -> None:
         for batch, label in zip(batches, labels):
-            audit_batch(setup, cfg, batch, label)
+            audit_batch(setup, batch, label)
 
     methods: dict[str, Callable[[], None]] = {"a_forward_only": forward_only, "b_compute_path": ours}
     if setup.channels_last or autocast is not None:

@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from pipeline.reports.finalize import TRIAGE_DESCRIPTION, class_descriptions  # noqa: E402
 from pipeline.reports.schema import ERRORS_SCHEMA, MAXBOXACC_DESCRIPTION, METADATA_DESCRIPTION, samples_schema  # noqa: E402
 from pipeline.scores.registry import tau_key  # noqa: E402
+from pipeline.settings import settings_from_config  # noqa: E402
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 START, END = "<!-- data-dictionary:start -->", "<!-- data-dictionary:end -->"
@@ -33,7 +34,8 @@ def samples_rows() -> list[tuple[str, str, str]]:
     (``m`` = pred, true, top2.., neg_*), the top-k extras, MaxBoxAccV2's state and metadata columns."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["cam.top_k=2", "scores.maxboxacc.enabled=true"])
-    schema = samples_schema(SimpleNamespace(map_names=["pred", "true", "top2"], metadata=None), cfg)
+    setup = SimpleNamespace(map_names=["pred", "true", "top2"], metadata=None)
+    schema = samples_schema(setup, settings_from_config(cfg))
     rows = []
     for field in schema:
         description = (field.metadata or {}).get(b"description", b"").decode()

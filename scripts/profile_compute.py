@@ -55,7 +55,7 @@ def main() -> None:
 
         def compute_path() -> None:
             for batch, label in zip(batches, labels):
-                audit_batch(setup, cfg, batch, label)
+                audit_batch(setup, batch, label)
 
         cpu = {}
         for name, work in (("forward-only", forward_only), ("compute path", compute_path)):
@@ -77,7 +77,7 @@ def main() -> None:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
             start = time.perf_counter()
             for batch, label in zip(batches, labels):
-                audit_batch(setup, cfg, batch, label)
+                audit_batch(setup, batch, label)
             ours = time.perf_counter() - start
         print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
         stages = [e for e in profile.key_averages() if e.key.startswith("audit.")]

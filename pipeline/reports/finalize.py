@@ -23,61 +23,56 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import DictConfig, OmegaConf
 
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
-from pipeline.reports.shortcuts import ShortcutSettings, find_shortcuts, write_hot_spot_pictures
+from pipeline.reports.shortcuts import find_shortcuts, write_hot_spot_pictures
 from pipeline.reports.triage import TriageSettings, triage, triage_counts
 from pipeline.scores import registry
 from pipeline.scores.registry import Aggregate, tau_key
+from pipeline.settings import ScoresSettings, Settings
 
 logger = logging.getLogger("pipeline.reports")
 
 
-def resolved_config(cfg: DictConfig) -> str:
-    """The run's resolved configuration as YAML, for the report metadata."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
-def definition_choices(cfg: DictConfig, setup=None) -> dict:
+def definition_choices(settings: Settings, setup) -> dict:
     """Every choice behind the numbers, for the report metadata and the summary.
 
-    With ``setup`` (an :class:`~pipeline.run.AuditSetup`), the preprocessing is the resolved one (``auto``
-    values filled in from the model), with where each value came from and the normalisation used.
+    ``setup`` (an :class:`~pipeline.run.AuditSetup`) gives what was resolved at the start: the preprocessing
+    (``auto`` values filled in from the model, with where each value came from and the normalisation used),
+    the target layer, its layout and the precision.
     """
+    scores = settings.scores
     return {
-        "cam_method": str(cfg.cam.method),
-        "class_score": str(cfg.cam.class_score),
+        "cam_method": settings.cam.method,
+        "class_score": settings.cam.class_score,
         "map_postprocess": "ReLU at the layer's resolution, bilinear upsample (align_corners=False) to the network input, per-map min-max",
         "empty_map": "constant after ReLU: peak-based scores NaN",
         "energy_in_box_map": "min-max normalised positive map",
         "relevance_mass_map": "raw signed upsampled map",
-        "pointing_tolerance_px": float(cfg.scores.tolerance),
-        "taus": [float(t) for t in cfg.scores.taus],
+        "pointing_tolerance_px": float(scores.tolerance),
+        "taus": [float(t) for t in scores.taus],
         "component_connectivity": 8,
-        "localised_iou": float(cfg.scores.iou_threshold),
+        "localised_iou": float(scores.iou_threshold),
         "maxboxacc": (
-            f"MaxBoxAccV2 of the true-class maps, {int(cfg.scores.maxboxacc.thresholds)} thresholds, IoU 0.3/0.5/0.7, "
+            f"MaxBoxAccV2 of the true-class maps, {scores.maxboxacc.thresholds} thresholds, IoU 0.3/0.5/0.7, "
             "all contours incl. holes"
-            if cfg.scores.maxboxacc.enabled
+            if scores.maxboxacc.enabled
             else "off"
         ),
-        "coordinate_space": coordinate_space(cfg),
-        "preprocess": resolved_preprocess(cfg, setup),
-        "target_layer": setup.target_layer if setup is not None else str(cfg.model.target_layer),
-        "layout": setup.layout if setup is not None else str(cfg.model.get("layout", "auto")),
-        "precision": str(getattr(setup, "precision", cfg.runtime.precision)),
+        "coordinate_space": coordinate_space(scores),
+        "preprocess": resolved_preprocess(setup),
+        "target_layer": setup.target_layer,
+        "layout": setup.layout,
+        "precision": str(setup.precision),
         "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",
     }
 
 
-def resolved_preprocess(cfg: DictConfig, setup=None) -> dict:
-    """The preprocessing as run: the config, or with ``setup`` the resolved spec, its sources and mean/std."""
-    if setup is None:
-        return OmegaConf.to_container(cfg.data.preprocess, resolve=True)
+def resolved_preprocess(setup) -> dict:
+    """The preprocessing as run: the resolved spec of ``setup``, its sources and mean/std."""
     out = dataclasses.asdict(setup.preprocess)
     out["sources"] = dict(setup.preprocess_sources or {})
     out["model_metadata_from"] = setup.model.preprocess_source
@@ -85,15 +80,15 @@ def resolved_preprocess(cfg: DictConfig, setup=None) -> dict:
     return out
 
 
-def coordinate_space(cfg: DictConfig) -> str:
+def coordinate_space(scores: ScoresSettings) -> str:
     """What the box scores, boxes and peaks of the rows refer to (``scores.space``)."""
-    if str(cfg.scores.get("space", "input")) == "original":
+    if scores.space == "original":
         return (
             "original: stored-image pixels (pixel-edge); maps warped back from the network input (bilinear) and defined "
             "where the network saw the image (0 and ignored outside the crop; letterbox padding dropped), normalised there; "
             "pixel scores and the box area fraction over that region; IoU with the boxes as annotated (clipped to the image, "
             "not to the crop); scored on the stored image scaled by the larger resize factor (longest side at most "
-            f"{int(cfg.scores.get('original_max_side', 512))} px); box and peak columns in stored pixels; pointing tolerance "
+            f"{scores.original_max_side} px); box and peak columns in stored pixels; pointing tolerance "
             "in scoring-grid pixels"
         )
     return "input: network-input pixels (pixel-edge); boxes transformed with the image and clipped to it"
@@ -271,7 +266,8 @@ def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
 
 def finalize_run(
     run_dir: Path,
-    cfg,
+    settings: Settings,
+    config_yaml: str,
     setup,
     samples_schema: pa.Schema,
     images_scored: int,
@@ -282,12 +278,13 @@ def finalize_run(
 ) -> dict:
     """Merge parts into the final tables, write the per-class table and the summary; returns the summary.
 
-    ``setup_seconds`` (data generation, training, model load) is part of ``total_seconds`` and reported apart;
+    ``settings`` are the run's typed settings; ``config_yaml`` its resolved configuration
+    (:func:`pipeline.settings.resolved_config`), recorded in the samples and maps tables. ``setup_seconds`` (data generation, training, model load) is part of ``total_seconds`` and reported apart;
     ``provenance`` (:mod:`pipeline.provenance`: start time, versions, checkpoint hash, dataset fingerprint) gets
     the finish time and goes into the summary and every table's metadata.
     """
     parts_dir = run_dir / "parts"
-    choices = definition_choices(cfg, setup)
+    choices = definition_choices(settings, setup)
     origin = {**(provenance or {}), "finished_utc": logs.utc_now_iso(), "run_dir": str(run_dir)}
     # Every table says what made it (compact: provenance, definitions, versions); the samples and maps tables
     # also carry the whole resolved config and class list (1,000 ImageNet names would make an empty errors
@@ -300,30 +297,30 @@ def finalize_run(
     }
     metadata = {
         **compact,
-        "cam_audit.config": resolved_config(cfg),
+        "cam_audit.config": config_yaml,
         "cam_audit.classes": json.dumps(list(setup.classes.names)),
         "cam_audit.class_keys": json.dumps(list(setup.classes.keys)),
     }
     n_rows = merge_parts(list_parts(parts_dir, "samples"), run_dir / "samples.parquet", samples_schema, metadata)
     n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, compact)
-    if cfg.cam.save_maps:
+    if settings.cam.save_maps:
         from pipeline.reports.saved_maps import MAPS_SCHEMA
 
         merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
     full = pd.read_parquet(run_dir / "samples.parquet")
-    full["triage"] = add_triage_column(run_dir / "samples.parquet", full, TriageSettings.from_config(cfg.report))
+    full["triage"] = add_triage_column(run_dir / "samples.parquet", full, settings.report.triage)
     frame, n_non_finite = finite_rows(full, samples_schema)  # the dataset numbers are over the finite rows
-    shortcuts = find_shortcuts(frame, ShortcutSettings.from_config(cfg.report))
+    shortcuts = find_shortcuts(frame, settings.report.shortcuts)
     write_hot_spot_pictures(shortcuts, run_dir / "shortcuts")
     errors = pd.read_parquet(run_dir / "errors.parquet")
-    tau = tau_key(float(cfg.scores.taus[0]))
+    tau = tau_key(float(settings.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
     classes_table = with_descriptions(pa.Table.from_pandas(classes, preserve_index=False), class_descriptions(tau))
     classes_table = classes_table.replace_schema_metadata(
         {**(classes_table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in compact.items()}}
     )
     write_table_atomic(classes_table, run_dir / "classes.parquet")
-    groups = {c: group_table(frame, c) for c in cfg.report.group_by if c in frame.columns}
+    groups = {c: group_table(frame, c) for c in settings.report.group_by if c in frame.columns}
     summary = {
         "run_dir": str(run_dir),
         "images": n_rows,
@@ -345,7 +342,7 @@ def finalize_run(
         "setup_seconds": round(setup_seconds, 2),
         "total_seconds": round(total_seconds, 2),
         "provenance": origin,
-        "maxboxacc_v2": maxboxacc_summary(frame, cfg) if len(frame) else None,
+        "maxboxacc_v2": maxboxacc_summary(frame, settings.scores.maxboxacc.thresholds) if len(frame) else None,
         "triage": triage_counts(frame["triage"]),
         "shortcuts": shortcuts,
         "confusions": confusion_pairs(frame),
@@ -355,12 +352,10 @@ def finalize_run(
         "definitions": choices,
     }
     write_json_atomic(run_dir / "summary.json", summary)
-    if cfg.report.get("review_page", True):
+    if settings.report.review_page:
         from pipeline.reports.review_page import render_review_page
 
-        page = render_review_page(
-            summary, frame, classes, run_dir / "overlays", int(cfg.report.get("review_max_images", 500))
-        )
+        page = render_review_page(summary, frame, classes, run_dir / "overlays", settings.report.review_max_images)
         write_text_atomic(run_dir / "review.html", page)
     text = render_summary(summary)
     logs.event(
@@ -373,7 +368,7 @@ def finalize_run(
         true_class_maps=summary["true_class_maps"],
         run_dir=summary["run_dir"],
     )
-    if str(cfg.runtime.get("log_format", "text")) != "json":  # in json mode the event above is the output
+    if settings.runtime.log_format != "json":  # in json mode the event above is the output
         print(text)
     return summary
 
@@ -394,14 +389,15 @@ def finite_rows(frame: pd.DataFrame, schema: pa.Schema) -> tuple[pd.DataFrame, i
     return kept.reset_index(drop=True), int(flagged.sum())
 
 
-def maxboxacc_summary(frame: pd.DataFrame, cfg) -> dict | None:
-    """MaxBoxAccV2 of the true-class maps from the per-image state in the rows (None when off)."""
+def maxboxacc_summary(frame: pd.DataFrame, thresholds: int) -> dict | None:
+    """MaxBoxAccV2 of the true-class maps from the per-image state in the rows (None when off);
+    ``thresholds`` is ``scores.maxboxacc.thresholds``."""
     if "true_maxboxacc_best_iou" not in frame.columns:
         return None
     from pipeline.scores.maxboxacc import maxboxacc_from_best_iou
 
     best = np.stack(frame["true_maxboxacc_best_iou"].to_numpy())
-    return maxboxacc_from_best_iou(best, (frame["n_boxes"] > 0).to_numpy(), int(cfg.scores.maxboxacc.thresholds))
+    return maxboxacc_from_best_iou(best, (frame["n_boxes"] > 0).to_numpy(), thresholds)
 
 
 TRIAGE_DESCRIPTION = (

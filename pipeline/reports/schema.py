@@ -24,14 +24,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from pipeline.data.records import SampleRecord, printable_text
-from pipeline.reports.shortcuts import GRID_COLUMN, ShortcutSettings
+from pipeline.reports.shortcuts import GRID_COLUMN
 from pipeline.scores import registry
 from pipeline.scores.registry import score_columns
+from pipeline.settings import Settings
 
 # Every column's one-line description, stored in the Parquet field metadata (``description``) and listed in
 # the README's data dictionary (``scripts/data_dictionary.py``). Scores describe themselves in the registry.
@@ -104,10 +107,10 @@ def map_description(map_name: str) -> str:
     return f"{text} (negative, counterfactual)" if counterfactual else text
 
 
-def score_fields(cfg) -> list[tuple[str, pa.DataType]]:
-    """``(column suffix, Arrow type)`` of every score :func:`~pipeline.scores.score_map` returns for this
-    configuration, in its order (from the score registry)."""
-    return [(column, pa.type_for_alias(score.dtype)) for column, score, _ in score_columns(tuple(cfg.scores.taus))]
+def score_fields(taus: Sequence[float]) -> list[tuple[str, pa.DataType]]:
+    """``(column suffix, Arrow type)`` of every score :func:`~pipeline.scores.score_map` returns for the
+    thresholds ``taus`` (``scores.taus``), in its order (from the score registry)."""
+    return [(column, pa.type_for_alias(score.dtype)) for column, score, _ in score_columns(tuple(taus))]
 
 
 def metadata_arrow_types(metadata: pd.DataFrame) -> dict[str, tuple[pa.DataType, str | None]]:
@@ -148,9 +151,9 @@ def pandas_metadata(schema: pa.Schema, extension_dtypes: dict[str, str]) -> byte
     return pa.Schema.from_pandas(frame, preserve_index=False).metadata[b"pandas"]
 
 
-def samples_schema(setup, cfg) -> pa.Schema:
-    """The schema of the samples table for this run (fixed by the configuration, so parts of a resumed
-    run match). Every field has a ``description`` in its metadata; flags with undefined values are
+def samples_schema(setup, settings: Settings) -> pa.Schema:
+    """The schema of the samples table for this run (fixed by the ``settings`` and ``setup.map_names`` /
+    ``setup.metadata``, so parts of a resumed run match). Every field has a ``description`` in its metadata; flags with undefined values are
     nullable booleans (pandas reads them as ``boolean``), missing numbers are null."""
     fields = [pa.field(name, dtype, metadata={"description": IDENTITY_DESCRIPTIONS[name]}) for name, dtype in IDENTITY]
     extension: dict[str, str] = {}
@@ -158,7 +161,7 @@ def samples_schema(setup, cfg) -> pa.Schema:
     def add(name: str, dtype: pa.DataType, description: str) -> None:
         fields.append(pa.field(name, dtype, metadata={"description": description}))
 
-    prefixes = [""] + (["neg_"] if cfg.cam.negative else [])
+    prefixes = [""] + (["neg_"] if settings.cam.negative else [])
     for prefix in prefixes:
         for name in setup.map_names:
             map_name = f"{prefix}{name}"
@@ -169,20 +172,20 @@ def samples_schema(setup, cfg) -> pa.Schema:
                 add(f"{map_name}_prob", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['prob']}; {about}")
             add(f"{map_name}_empty", pa.bool_(), f"{MAP_COLUMN_DESCRIPTIONS['empty']}; {about}")
             add(f"{map_name}_map_max", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['map_max']}; {about}")
-            for score, dtype in score_fields(cfg):
+            for score, dtype in score_fields(settings.scores.taus):
                 column = f"{map_name}_{score}"
                 if pa.types.is_boolean(dtype):  # 1 / 0 / NaN from the score function: a boolean with nulls
                     add(column, pa.bool_(), f"{registry.describe(score)}; {about}")
                     extension[column] = "boolean"
                 else:
                     add(column, dtype, f"{registry.describe(score)}; {about}")  # peaks too: null for an empty map
-    if cfg.scores.maxboxacc.enabled:
+    if settings.scores.maxboxacc.enabled:
         add(
             "true_maxboxacc_best_iou",
-            pa.list_(pa.float32(), int(cfg.scores.maxboxacc.thresholds)),
+            pa.list_(pa.float32(), settings.scores.maxboxacc.thresholds),
             MAXBOXACC_DESCRIPTION,
         )
-    grid = ShortcutSettings.from_config(cfg.report).grid
+    grid = settings.report.shortcuts.grid
     if grid > 0:
         add(
             GRID_COLUMN,

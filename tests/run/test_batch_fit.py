@@ -25,11 +25,11 @@ def test_auto_halves_on_out_of_memory_and_keeps_every_row(tmp_path, monkeypatch,
     real = run_module.audit_batch
     sizes: list[int] = []
 
-    def small_memory(setup, cfg, batch, labels):
+    def small_memory(setup, batch, labels):
         sizes.append(len(batch))
         if len(batch) > 3:
             raise run_module.OUT_OF_MEMORY("CUDA out of memory (simulated)")
-        return real(setup, cfg, batch, labels)
+        return real(setup, batch, labels)
 
     monkeypatch.setattr(run_module, "audit_batch", small_memory)
     with caplog.at_level(logging.WARNING, logger="pipeline.run"):

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from omegaconf import OmegaConf
 
 from pipeline.reports import finalize, schema
 from pipeline.scores import registry, score_map
@@ -78,8 +77,7 @@ def test_a_new_registry_entry_reaches_score_map_schema_space_and_summary(monkeyp
     assert nan_equal(
         coordinates_to_stored(out, torch.full((len(maps), 2), 2.0))["half_energy"], out["half_energy"] / 2, atol=0
     )
-    cfg = OmegaConf.create({"scores": {"taus": [0.15]}})
-    assert ("half_energy", pa.float64()) in schema.score_fields(cfg)
+    assert ("half_energy", pa.float64()) in schema.score_fields([0.15])
     frame = pd.DataFrame(
         {
             "label": [0, 0, 1],
