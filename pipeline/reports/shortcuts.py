@@ -76,12 +76,6 @@ class ShortcutSettings:
     grid: int = 16
     collapse_share: float = 0.5
 
-    @classmethod
-    def from_config(cls, report_cfg) -> ShortcutSettings:
-        given = dict((report_cfg or {}).get("shortcuts") or {})
-        fields = {name: type(default)(given[name]) for name, default in asdict(cls()).items() if name in given}
-        return cls(**fields)
-
 
 def rule_text(settings: ShortcutSettings) -> str:
     """The finder's rule in one sentence, with its settings (for the summary and the page)."""

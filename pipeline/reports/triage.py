@@ -56,15 +56,6 @@ class TriageSettings:
 
     on_object_min_excess_energy: float = 0.2
 
-    @classmethod
-    def from_config(cls, report_cfg) -> TriageSettings:
-        triage = (report_cfg or {}).get("triage") or {}
-        return cls(
-            on_object_min_excess_energy=float(
-                triage.get("on_object_min_excess_energy", cls.on_object_min_excess_energy)
-            )
-        )
-
 
 def on_object(pointing_hit: pd.Series, excess_energy: pd.Series, settings: TriageSettings) -> np.ndarray:
     """Per row: the map's peak hits a box and its excess energy reaches the threshold (NaN excess: the

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline.reports.triage import CATEGORIES, TriageSettings, triage, triage_counts
+from pipeline.settings import group_settings
 
 NAN = float("nan")
 # (correct, no_box, pred_empty, true_empty, pred_hit, pred_excess, true_hit, true_excess) -> expected
@@ -56,9 +57,9 @@ def test_threshold_comes_from_the_settings():
 
 
 def test_settings_from_config_and_counts():
-    settings = TriageSettings.from_config({"triage": {"on_object_min_excess_energy": 0.5}})
+    settings = group_settings({"report": {"triage": {"on_object_min_excess_energy": 0.5}}}, "report").triage
     assert settings.on_object_min_excess_energy == pytest.approx(0.5)
-    assert TriageSettings.from_config({}) == TriageSettings()
+    assert group_settings({"report": {}}, "report").triage == TriageSettings()
     counts = triage_counts(triage(frame_of(ROWS)))
     assert list(counts) == list(CATEGORIES) and sum(counts.values()) == len(ROWS)
     assert counts["distracted"] == 2 and counts["ok"] == 2 and counts["empty_map"] == 2
