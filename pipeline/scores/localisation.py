@@ -109,6 +109,10 @@ def excess_energy(energy: torch.Tensor, area_fraction: torch.Tensor) -> torch.Te
     return torch.where(defined, (e - a) / torch.where(defined, 1.0 - a, 1.0), _NAN).to(torch.float32)
 
 
+# Peak x disk-row pairs looked up at once by the pointing game (bounds its temporary tensors to a few MB).
+_PEAK_OFFSETS_PER_CHUNK = 1 << 18
+
+
 def _disk_half_widths(tolerance: float, max_dy: int) -> list[tuple[int, int]]:
     """(dy, w) pairs: the integer offsets with ``dx**2 + dy**2 <= tolerance**2`` are |dx| <= w.
 
@@ -141,7 +145,7 @@ def pointing_game_hit(maps: torch.Tensor, empty: torch.Tensor, gt_mask: torch.Te
     Computation: the peak pixels are listed once (one ``nonzero``); for each disk row offset dy the
     half width w(dy) = max{w : w**2 + dy**2 <= tolerance**2} is exact integer arithmetic, and "some G
     pixel in row y+dy, columns x-w .. x+w" is read from per-row prefix sums of G.  Cost: one pass over
-    the pixels plus (2 * floor(tolerance) + 1) gathers over the peak list.
+    the pixels plus one gather of (peaks x (2 * floor(tolerance) + 1)) entries.
 
     Shapes: maps [B, H, W] float32, empty [B] bool, gt_mask [B, H, W] bool -> [B] float32.
     """
@@ -164,15 +168,21 @@ def pointing_game_hit(maps: torch.Tensor, empty: torch.Tensor, gt_mask: torch.Te
     # prefix[b, y, x] = number of G pixels in row y at columns < x.
     prefix = torch.zeros((B, H, W + 1), dtype=torch.int32, device=dev)
     prefix[:, :, 1:] = torch.cumsum(gt, dim=2, dtype=torch.int32)
+    disk = torch.tensor(_disk_half_widths(tolerance, H - 1), dtype=torch.int64, device=dev)  # [D, 2] (dy, w)
+    dy, w = disk[:, 0], disk[:, 1]
     hit = torch.zeros(pb.shape, dtype=torch.bool, device=dev)
-    for dy, w in _disk_half_widths(tolerance, H - 1):
-        yy = py + dy
+    # All disk rows of a chunk of peaks in one gather ([P, D]), not one small op per row: the peak list is short
+    # but may be long for a map with a plateau at its maximum, hence the chunks.
+    chunk = max(1, _PEAK_OFFSETS_PER_CHUNK // len(disk))
+    for start in range(0, pb.numel(), chunk):
+        b_, y_, x_ = pb[start : start + chunk, None], py[start : start + chunk, None], px[start : start + chunk, None]
+        yy = y_ + dy
         inside = (yy >= 0) & (yy < H)
         yy = yy.clamp(0, H - 1)
-        lo = (px - w).clamp(min=0)
-        hi = (px + w + 1).clamp(max=W)
-        count = prefix[pb, yy, hi] - prefix[pb, yy, lo]
-        hit |= inside & (count > 0)
+        lo = (x_ - w).clamp(min=0)
+        hi = (x_ + w + 1).clamp(max=W)
+        count = prefix[b_, yy, hi] - prefix[b_, yy, lo]
+        hit[start : start + chunk] = (inside & (count > 0)).any(dim=1)
     per_image = torch.zeros(B, dtype=torch.float32, device=dev).scatter_reduce_(
         0, pb, hit.to(torch.float32), reduce="amax"
     )

@@ -246,3 +246,20 @@ def test_pointing_huge_tolerance_always_hits():
     # nearest G pixel (1, 60): distance sqrt(46^2 + 60^2) = sqrt(5716) = 75.604
     assert pointing_game_hit(m, T([False]), g, 75.6).item() == 0.0
     assert pointing_game_hit(m, T([False]), g, 75.61).item() == 1.0
+
+
+def test_pointing_many_peaks_in_several_chunks_matches_reference(monkeypatch):
+    # Quantised maps have plateaus at the maximum (hundreds of peak pixels); a tiny chunk makes the gather run
+    # over many chunks of the peak list, whose results must be those of the reference.
+    import pipeline.scores.localisation as localisation
+
+    rng = np.random.default_rng(5)
+    maps = (rng.integers(0, 3, (4, 40, 40)) / 2).astype(np.float32)
+    boxes, valid = random_boxes(rng, 4, 2, 40, 40, fractional=False)
+    g = ref_masks(boxes, valid, 40, 40)
+    gt = boxes_to_mask(T(boxes), T(valid), 40, 40)
+    empty = T(np.array([is_constant(m) for m in maps]))
+    expected = [ref_pointing(maps[i], g[i], 3.0) for i in range(4)]
+    monkeypatch.setattr(localisation, "_PEAK_OFFSETS_PER_CHUNK", 7 * 10)  # 7 disk rows: 10 peaks per chunk
+    assert int((T(maps) == T(maps).amax(dim=(1, 2), keepdim=True)).sum()) > 100
+    assert nan_equal(pointing_game_hit(T(maps), empty, gt, 3.0), expected)
