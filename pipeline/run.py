@@ -46,7 +46,14 @@ from pipeline.reports import schema as report_schema
 from pipeline.reports.background import BackgroundWorker, BackgroundWriteError
 from pipeline.reports.finalize import finalize_run
 from pipeline.reports.overlays import OVERLAY_MODES, OverlayFailure, overlay_rows, save_overlays
-from pipeline.reports.parts import DamagedPart, PartWriter, list_parts, read_column, remove_leftovers
+from pipeline.reports.parts import (
+    DamagedPart,
+    PartWriter,
+    layout_differences,
+    list_parts,
+    read_column,
+    remove_leftovers,
+)
 from pipeline.reports.shortcuts import GRID_COLUMN
 from pipeline.run_folder import acquire_lock, check_fingerprint, run_fingerprint, store_fingerprint, weights_digest
 from pipeline.scores import boxes_to_mask, score_map
@@ -639,6 +646,20 @@ def run_audit(cfg: DictConfig, run_dir: Path, on_accepted: Callable[[], None] | 
         distributed.stop(ranks)
 
 
+def check_part_layout(parts: list[Path], schema: pa.Schema) -> None:
+    """Refuse a resume whose samples parts were written with another table layout (another version of the
+    tool, or other metadata columns): merging would cast their columns silently (:func:`layout_differences`)."""
+    differing = layout_differences(parts, schema)
+    if differing:
+        shown = "; ".join(differing[:5]) + (f" (and {len(differing) - 5} more)" if len(differing) > 5 else "")
+        raise ConfigError(
+            "resume",
+            f"the parts in {parts[0].parent} hold another table layout ({shown}), e.g. written by another version "
+            "of cam-audit; resuming would mix the two. Finish that run with the version that started it, or "
+            "start a new hydra.run.dir",
+        )
+
+
 def refuse_existing_run(run_dir: Path, resume: bool) -> list[Path]:
     """The parts already in ``run_dir``; a ConfigError when it holds a run and ``resume`` is off.
 
@@ -706,10 +727,12 @@ def _audit_held_folder(
         distributed.barrier(ranks)
     setup_seconds = time.perf_counter() - started  # data generation, training, model load: not the audit's time
     fingerprint = run_fingerprint(cfg, setup)
-    if existing:  # a resume: the rows on disk must have been made with the same configuration
+    samples_schema = report_schema.samples_schema(setup, settings)
+    if existing:  # a resume: the rows on disk must have been made with the same configuration and layout
         for warning in check_fingerprint(parts_dir, fingerprint):
             print(f"cam-audit: warning: {warning}", file=sys.stderr)
     try:
+        check_part_layout(list_parts(parts_dir, "samples"), samples_schema)
         done = set(read_column(existing, "id"))
     except DamagedPart as error:
         raise ConfigError("resume", str(error)) from error
@@ -734,7 +757,6 @@ def _audit_held_folder(
     distributed.barrier(ranks)
     runtime, report = settings.runtime, settings.report
     rank, rows_per_part = ranks.rank, report.rows_per_part
-    samples_schema = report_schema.samples_schema(setup, settings)
     sample_writer = PartWriter(parts_dir, "samples", samples_schema, rank, rows_per_part)
     map_writer = (
         PartWriter(parts_dir, "maps", saved_maps.MAPS_SCHEMA, rank, rows_per_part) if settings.cam.save_maps else None

@@ -96,6 +96,31 @@ def read_column(parts: list[Path], column: str) -> list:
     return values
 
 
+def layout_differences(parts: list[Path], schema: pa.Schema) -> list[str]:
+    """Columns of ``schema`` that some part lacks or stores with another type (``"name: stored -> wanted"``).
+
+    A resume casts every part to the run's schema when it merges them; a part written by another version of
+    the tool (``true_pointing_hit`` as float 1 / 0 / NaN where it is now a boolean) would be cast silently and
+    wrongly (NaN becomes true), so a resume checks this first. A damaged part is a :class:`DamagedPart`.
+    """
+    differing: dict[str, str] = {}
+    for path in parts:
+        try:
+            stored = pq.read_schema(path)
+        except (pa.ArrowException, OSError) as error:
+            raise DamagedPart(path, error) from error
+        for field in schema:
+            if (
+                field.name not in differing
+                and field.name in stored.names
+                and stored.field(field.name).type != field.type
+            ):
+                differing[field.name] = f"{field.name}: {stored.field(field.name).type} -> {field.type}"
+            elif field.name not in differing and field.name not in stored.names:
+                differing[field.name] = f"{field.name}: missing -> {field.type}"
+    return list(differing.values())
+
+
 def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
     """One part (or ``columns`` of it); a damaged file is a :class:`DamagedPart` naming it."""
     try:

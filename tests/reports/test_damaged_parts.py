@@ -59,3 +59,26 @@ def test_resume_removes_a_half_merged_table_left_in_the_run_folder(tmp_path):
         leftover.write_bytes(b"half")
     run_in_process(overrides + ["resume=true"], tmp_path / "run")
     assert not any(leftover.exists() for leftover in leftovers)
+
+
+def test_a_part_of_another_layout_is_refused_not_cast(tmp_path):
+    # A part written by an older version (pointing hit as float 1 / 0 / NaN, now a nullable boolean): merging
+    # would cast it silently, NaN becoming True. The resume names the column and the two types instead.
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    good_dataset(tmp_path / "data", 6)
+    overrides = base_overrides(
+        tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 2, "runtime.batch_size": 2}
+    )
+    run_dir = tmp_path / "run"
+    run_in_process(overrides, run_dir)
+    older = sorted((run_dir / "parts").glob("samples-*.parquet"))[1]
+    table = pq.read_table(older)
+    column = table.schema.get_field_index("true_pointing_hit")
+    as_float = pc.cast(table.column(column), pa.float32()).fill_null(float("nan"))
+    write_table_atomic(table.set_column(column, pa.field("true_pointing_hit", pa.float32()), as_float), older)
+    with pytest.raises(ConfigError) as error:
+        run_in_process(overrides + ["resume=true"], run_dir)
+    assert error.value.option == "resume"
+    assert "true_pointing_hit: float -> bool" in str(error.value) and "another table layout" in str(error.value)
