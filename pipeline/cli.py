@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -187,6 +188,10 @@ def check_run_dir_argument(argv: list[str]) -> Path:
     return ancestor
 
 
+# Hydra's message for a config group option that does not exist: "Could not find 'cam/gradcam++'".
+MISSING_GROUP_OPTION = re.compile(r"Could not find '(?P<group>[\w.]+)/(?P<option>[^']+)'")
+
+
 def composition_error_message(error: Exception) -> str:
     """Hydra's or OmegaConf's error while composing, as one line; the option's name first when OmegaConf
     names it (``full_key``): an unknown key (``scores.tolerence: unknown option ...``) or a value the
@@ -194,6 +199,13 @@ def composition_error_message(error: Exception) -> str:
     message = one_line(
         str(error).split("Config search path")[0]
     )  # Hydra appends its search path: not the user's concern
+    missing = MISSING_GROUP_OPTION.search(message)
+    if missing:  # cam=gradcam++: name the group as the option, and what it offers
+        group, given = missing["group"], missing["option"]
+        offered = (
+            message.split("Available options in", 1)[-1].split(":", 1)[-1].strip() if "Available" in message else ""
+        )
+        return f"{group}: no option {given!r}" + (f" (available: {', '.join(offered.split())})" if offered else "")
     cause = error.__cause__
     if not isinstance(cause, OmegaConfBaseException):
         return message

@@ -73,6 +73,7 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("data.limit", null_or(whole(1)), "null (all samples) or a whole number >= 1"),
     Rule("data.max_boxes", null_or(whole(1)), "null (no cap) or a whole number of boxes >= 1"),
+    Rule("data.metadata_missing", lambda value: value in ("warn", "fail"), "warn or fail"),
     Rule("data.preprocess.max_pixels", whole(1), "a whole number of pixels >= 1"),
     Rule("data.preprocess.max_aspect_ratio", number(1.0), "a number >= 1"),
     Rule("model.mean", null_or(numbers(_number, length=3)), "3 numbers, one per RGB channel"),

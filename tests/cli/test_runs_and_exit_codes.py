@@ -108,7 +108,14 @@ def test_schema_errors_name_the_option_first_and_exit_2(tmp_path, override, opti
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("override, words", [("model.nmae=x", "model.nmae"), ("cam=gradcam++", "cam/gradcam++")])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.nmae=x", "model.nmae"),
+        ("cam=gradcam++", "cam: no option 'gradcam++' (available: cam, gradcam, gradcampp,"),
+        ("data.metadata_missing=maybe", "data.metadata_missing: 'maybe' is not warn or fail"),
+    ],
+)
 def test_hydra_own_errors_are_one_line_and_exit_2(tmp_path, override, words):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", override, f"hydra.run.dir={tmp_path / 'run'}"],
