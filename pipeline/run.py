@@ -646,6 +646,25 @@ def run_audit(cfg: DictConfig, run_dir: Path, on_accepted: Callable[[], None] | 
         distributed.stop(ranks)
 
 
+def warn_shadowed_metadata(metadata, schema: pa.Schema) -> None:
+    """Warn about ``data.metadata`` columns named like a report column (``label``, ``correct``...): the report
+    keeps its own column, so a ``group_by`` on that name would not group by the metadata."""
+    if metadata is None:
+        return
+    shadowed = [
+        c for c in metadata.columns if c in schema.names and not report_schema.is_metadata_field(schema.field(c))
+    ]
+    if shadowed:
+        logs.event(
+            logger,
+            "metadata_shadowed",
+            f"cam-audit: warning: data.metadata columns {', '.join(map(repr, shadowed))} have the names of report "
+            "columns and are left out; rename them in the CSV to keep them",
+            logging.WARNING,
+            columns=shadowed,
+        )
+
+
 def check_part_layout(parts: list[Path], schema: pa.Schema) -> None:
     """Refuse a resume whose samples parts were written with another table layout (another version of the
     tool, or other metadata columns): merging would cast their columns silently (:func:`layout_differences`)."""
@@ -728,6 +747,7 @@ def _audit_held_folder(
     setup_seconds = time.perf_counter() - started  # data generation, training, model load: not the audit's time
     fingerprint = run_fingerprint(cfg, setup)
     samples_schema = report_schema.samples_schema(setup, settings)
+    warn_shadowed_metadata(setup.metadata, samples_schema)
     if existing:  # a resume: the rows on disk must have been made with the same configuration and layout
         for warning in check_fingerprint(parts_dir, fingerprint):
             print(f"cam-audit: warning: {warning}", file=sys.stderr)

@@ -292,4 +292,12 @@ def read_metadata(path: Path | None) -> pd.DataFrame | None:
     if "id" not in frame.columns:
         raise ConfigError("data.metadata", f"{path} has no 'id' column")
     frame["id"] = frame["id"].astype(str)
-    return frame.drop_duplicates("id").set_index("id")
+    frame = frame.drop_duplicates()  # a row repeated as it is says nothing new
+    repeated = frame["id"][frame["id"].duplicated()]
+    if len(repeated):  # the same id with other values: which row is right cannot be guessed
+        raise ConfigError(
+            "data.metadata",
+            f"{path}: id {repeated.iloc[0]!r} has rows with different values ({repeated.nunique()} such ids); "
+            "keep one row per id",
+        )
+    return frame.set_index("id")

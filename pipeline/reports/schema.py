@@ -204,6 +204,11 @@ def samples_schema(setup, settings: Settings) -> pa.Schema:
     return schema.with_metadata({b"pandas": pandas_metadata(schema, extension)})
 
 
+def is_metadata_field(field: pa.Field) -> bool:
+    """The column came from ``data.metadata`` (its description says so)."""
+    return (field.metadata or {}).get(b"description") == METADATA_DESCRIPTION.encode()
+
+
 def with_descriptions(table: pa.Table, described: dict[str, str]) -> pa.Table:
     """``table`` with each known column's description in its field metadata."""
     fields = [
@@ -244,8 +249,8 @@ def record_arrays(records: list[SampleRecord], setup, schema: pa.Schema) -> dict
     if setup.metadata is not None:
         frame = setup.metadata.reindex(pd.Index([r.sample_id for r in records], dtype=object))
         for column in setup.metadata.columns:
-            if column in arrays:  # e.g. metadata's own `label` (a name): the pipeline's column wins, as in the schema
-                continue
+            if column not in schema.names or not is_metadata_field(schema.field(column)):
+                continue  # named like a report column (`label`, `correct`): the report's column wins, as in the schema
             values = frame[column].astype(object) if schema.field(column).type == pa.string() else frame[column]
             arrays[column] = pa.Array.from_pandas(values, type=schema.field(column).type)
     return arrays

@@ -150,3 +150,27 @@ def test_unmatched_metadata_warns_or_fails(run, tmp_path, caplog):
     caplog.clear()
     check_metadata_coverage(metadata, records[:1], "warn")
     assert not caplog.records
+
+
+def test_metadata_with_conflicting_rows_for_an_id_is_refused(tmp_path):
+    from pipeline.data.sources import read_metadata
+
+    path = tmp_path / "meta.csv"
+    path.write_text("id,camera\n001,canon\n002,nikon\n001,canon\n")  # a repeated identical row is harmless
+    assert read_metadata(path)["camera"].to_dict() == {"001": "canon", "002": "nikon"}
+    path.write_text("id,camera\n001,canon\n002,nikon\n001,nikon\n")  # was: the first row kept silently
+    with pytest.raises(ConfigError, match="id '001' has rows with different values") as error:
+        read_metadata(path)
+    assert error.value.option == "data.metadata"
+
+
+def test_a_metadata_column_named_like_a_report_column_is_left_out_with_a_warning(run, tmp_path, caplog):
+    tmp, overrides, _ = run
+    rows = ["id,correct,lens"] + [f"{stem},maybe,{i}" for i, stem in enumerate(IDS)]
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    changed = [o for o in overrides if not o.startswith(("data.metadata=", "report.group_by="))]
+    with caplog.at_level("WARNING", logger="pipeline.run"):
+        run_in_process(changed + [f"data.metadata={tmp_path / 'meta.csv'}"], tmp_path / "run")
+    assert any("'correct'" in r.getMessage() and "left out" in r.getMessage() for r in caplog.records)
+    samples = pd.read_parquet(tmp_path / "run" / "samples.parquet")
+    assert samples["correct"].dtype == "bool" and samples["lens"].notna().all()  # ours kept, the other joined
