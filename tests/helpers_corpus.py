@@ -312,3 +312,26 @@ def kill_when_parts_written(
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def per_image_fields(batch, pixels: bool = True) -> dict:
+    """Every ``[B, ...]`` field of a :class:`~pipeline.data.batch.Batch` by name (placements field by field);
+    ``pixels=False`` leaves the image out (to compare two decoders' geometry exactly)."""
+    import dataclasses
+
+    fields = {
+        "index": batch.index,
+        "image": batch.image,
+        "boxes": batch.boxes.coords,
+        "box_valid": batch.boxes.valid,
+        "boxes_stored": batch.boxes_stored.coords,
+        "box_stored_valid": batch.boxes_stored.valid,
+        **{f"placement.{f.name}": getattr(batch.placement, f.name) for f in dataclasses.fields(batch.placement)},
+        "width": batch.width,
+        "height": batch.height,
+        "n_boxes_dropped": batch.n_boxes_dropped,
+        "n_boxes_over_cap": batch.n_boxes_over_cap,
+    }
+    if not pixels:
+        del fields["image"]
+    return fields

@@ -100,33 +100,22 @@ def _overlay_link(overlay_dir: Path, sample_id: str) -> str | None:
 def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], list[dict]]:
     flagged, rows = [], []
     for entry in shortcuts.get("classes", []):
-        rows.append(
-            {
-                "pred_name": entry["pred_name"],
-                "images": entry["images"],
-                "off_peak": fmt(entry.get("off_object_peak_share"), True),
-                "others_off_peak": fmt(entry.get("others_off_object_peak_share"), True),
-                "mean": fmt(entry["mean_excess_energy"]),
-                "others": fmt(entry["others_mean_excess_energy"]),
-                "effect": fmt(entry["effect"]),
-                "p": fmt(entry["p_holm"], digits=4),
-                "flagged": entry["flagged"],
-            }
-        )
-        if not entry["flagged"]:
-            continue
-        spot = entry.get("hot_spot")
-        context = {
+        row = {
             "pred_name": entry["pred_name"],
             "images": entry["images"],
             "off_peak": fmt(entry.get("off_object_peak_share"), True),
             "others_off_peak": fmt(entry.get("others_off_object_peak_share"), True),
-            "mean_excess": fmt(entry["mean_excess_energy"]),
-            "others_excess": fmt(entry["others_mean_excess_energy"]),
-            "p_holm": fmt(entry["p_holm"], digits=4),
-            "picture": (spot or {}).get("picture"),
-            "spot": None,
+            "mean": fmt(entry["mean_excess_energy"]),
+            "others": fmt(entry["others_mean_excess_energy"]),
+            "effect": fmt(entry["effect"]),
+            "p": fmt(entry["p_holm"], digits=4),
+            "flagged": entry["flagged"],
         }
+        rows.append(row)
+        if not entry["flagged"]:
+            continue
+        spot = entry.get("hot_spot")
+        context = {**row, "picture": (spot or {}).get("picture"), "spot": None}  # a flagged class: its row and more
         if spot:
             context["spot"] = {
                 "x": fmt(spot["x"], digits=2),

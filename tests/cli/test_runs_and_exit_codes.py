@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 
 import pytest
@@ -94,13 +93,7 @@ def test_failed_start_creates_no_folder(finished):
 def test_schema_errors_name_the_option_first_and_exit_2(tmp_path, override, option):
     """An unknown key or a wrong type in a fixed-key group (pipeline/settings.py) fails while Hydra composes:
     ``cam-audit: configuration error: <option>: ...``, exit 2, no folder."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", override, f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=MAIN,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli([override], tmp_path / "run")
     assert result.returncode == ExitCode.CONFIG, result.stderr
     lines = result.stderr.strip().splitlines()
     match = CONFIG_LINE.match(lines[0]) if len(lines) == 1 else None
@@ -117,13 +110,7 @@ def test_schema_errors_name_the_option_first_and_exit_2(tmp_path, override, opti
     ],
 )
 def test_hydra_own_errors_are_one_line_and_exit_2(tmp_path, override, words):
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", override, f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=MAIN,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli([override], tmp_path / "run")
     assert result.returncode == ExitCode.CONFIG, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cam-audit: configuration error:") and words in lines[0], lines

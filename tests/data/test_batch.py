@@ -13,7 +13,7 @@ from pipeline.data.batch import INPUT_FRAME, STORED_FRAME, Batch, Failure, Place
 from pipeline.data.dataset import AuditDataset, PreprocessSpec, collate_samples
 from pipeline.data.geometry import plan_placement
 from pipeline.data.records import SampleRecord
-from tests.helpers_corpus import good_dataset
+from tests.helpers_corpus import good_dataset, per_image_fields
 
 
 def _batch(tmp_path, count: int = 5) -> Batch:
@@ -29,27 +29,11 @@ def _batch(tmp_path, count: int = 5) -> Batch:
     return collate_samples([dataset[i] for i in range(len(records))])
 
 
-def _per_image_fields(batch: Batch) -> dict[str, torch.Tensor]:
-    return {
-        "index": batch.index,
-        "image": batch.image,
-        "boxes": batch.boxes.coords,
-        "box_valid": batch.boxes.valid,
-        "boxes_stored": batch.boxes_stored.coords,
-        "box_stored_valid": batch.boxes_stored.valid,
-        **{f"placement.{f.name}": getattr(batch.placement, f.name) for f in dataclasses.fields(Placements)},
-        "width": batch.width,
-        "height": batch.height,
-        "n_boxes_dropped": batch.n_boxes_dropped,
-        "n_boxes_over_cap": batch.n_boxes_over_cap,
-    }
-
-
 def test_collate_makes_a_batch_with_named_fields_and_the_failures_apart(tmp_path):
     batch = _batch(tmp_path)
     assert len(batch) == 5 and batch.image.shape == (5, 3, 16, 16) and batch.image.dtype == torch.uint8
     assert batch.boxes.frame == INPUT_FRAME and batch.boxes_stored.frame == STORED_FRAME
-    assert all(values.shape[0] == 5 for values in _per_image_fields(batch).values())
+    assert all(values.shape[0] == 5 for values in per_image_fields(batch).values())
     assert [(f.index, f.stage) for f in batch.failures] == [(5, "decode")] and isinstance(batch.failures[0], Failure)
     expected = plan_placement(24, 24, "resize_crop", 16, 20)
     assert batch.placement.scale_x.tolist() == [expected.scale_x] * 5
@@ -58,11 +42,11 @@ def test_collate_makes_a_batch_with_named_fields_and_the_failures_apart(tmp_path
 
 def test_rows_take_the_same_rows_of_every_per_image_field(tmp_path):
     batch = _batch(tmp_path)
-    whole = _per_image_fields(batch)
+    whole = per_image_fields(batch)
     for rows, expected in ((slice(1, 4), [1, 2, 3]), (torch.tensor([True, False, True, False, True]), [0, 2, 4])):
         piece = batch.rows(rows)
         assert len(piece) == len(expected) and piece.failures == [] and piece.encoded == []
-        for name, values in _per_image_fields(piece).items():
+        for name, values in per_image_fields(piece).items():
             assert torch.equal(values, whole[name][expected]), name
         assert piece.boxes.frame == INPUT_FRAME and piece.boxes_stored.frame == STORED_FRAME
 
@@ -112,5 +96,5 @@ def test_pin_memory_pins_every_tensor_the_loader_hands_over(tmp_path):
     )
     pinned = pin_memory(marked)
     assert isinstance(pinned, Batch)
-    values = [*_per_image_fields(pinned).values(), pinned.encoded[0][1]]
+    values = [*per_image_fields(pinned).values(), pinned.encoded[0][1]]
     assert values == ["pinned"] * len(values)

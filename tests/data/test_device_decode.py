@@ -12,7 +12,6 @@ error row of stage ``decode`` while the rest of the batch goes on.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pipeline.data.device_decode import (
     resolve_decode,
 )
 from pipeline.data.records import SampleRecord
+from tests.helpers_corpus import per_image_fields
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-sample" / "images"
 CPU = torch.device("cpu")
@@ -69,23 +69,8 @@ def both_paths(records: list[SampleRecord], spec: PreprocessSpec) -> tuple[Batch
     return on_cpu, on_device
 
 
-def geometry_of(batch: Batch) -> dict[str, torch.Tensor]:
-    """Every per-image field but the pixels, by name."""
-    return {
-        "index": batch.index,
-        "boxes": batch.boxes.coords,
-        "box_valid": batch.boxes.valid,
-        "boxes_stored": batch.boxes_stored.coords,
-        "box_stored_valid": batch.boxes_stored.valid,
-        **{f"placement.{f.name}": getattr(batch.placement, f.name) for f in dataclasses.fields(batch.placement)},
-        "width": batch.width,
-        "height": batch.height,
-        "n_boxes_dropped": batch.n_boxes_dropped,
-    }
-
-
 def assert_same_geometry(on_cpu: Batch, on_device: Batch) -> None:
-    expected, got = geometry_of(on_cpu), geometry_of(on_device)
+    expected, got = per_image_fields(on_cpu, pixels=False), per_image_fields(on_device, pixels=False)
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
 

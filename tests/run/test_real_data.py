@@ -36,6 +36,13 @@ pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared/data/imagene
 
 
 # The README's standard ImageNet preprocessing, stated in full (auto would take timm's bicubic).
+# The sample as an ImageNet validation folder (ILSVRC XML boxes, its class list).
+SAMPLE_DATA = [
+    "data=imagenet_val",
+    f"data.images={SAMPLE / 'images'}",
+    f"data.annotations={SAMPLE / 'annotations'}",
+    f"data.classes={SAMPLE / 'classes.txt'}",
+]
 STANDARD = ["data.preprocess.size=224", "data.preprocess.resize_size=256", "data.preprocess.interpolation=bilinear"]
 
 
@@ -64,10 +71,7 @@ def voc_run(tmp_path_factory):
     frame, summary = audit(
         tmp,
         [
-            "data=imagenet_val",
-            f"data.images={SAMPLE / 'images'}",
-            f"data.annotations={SAMPLE / 'annotations'}",
-            f"data.classes={SAMPLE / 'classes.txt'}",
+            *SAMPLE_DATA,
         ],
     )
     return tmp / "run", frame, summary
@@ -180,10 +184,7 @@ def test_saved_low_resolution_maps_rescore_to_the_same_numbers(tmp_path):
     frame, _ = audit(
         tmp_path,
         [
-            "data=imagenet_val",
-            f"data.images={SAMPLE / 'images'}",
-            f"data.annotations={SAMPLE / 'annotations'}",
-            f"data.classes={SAMPLE / 'classes.txt'}",
+            *SAMPLE_DATA,
             "data.limit=6",
             "cam.save_maps=true",
             "report.overlays=none",
@@ -210,10 +211,7 @@ def test_original_space_same_pixel_scores_full_boxes_stored_coordinates(voc_run,
     frame, summary = audit(
         tmp_path,
         [
-            "data=imagenet_val",
-            f"data.images={SAMPLE / 'images'}",
-            f"data.annotations={SAMPLE / 'annotations'}",
-            f"data.classes={SAMPLE / 'classes.txt'}",
+            *SAMPLE_DATA,
             "scores.space=original",
         ],
     )
@@ -275,10 +273,7 @@ def test_auto_preprocessing_comes_from_the_model_and_is_recorded(voc_run, tmp_pa
     frame, _ = audit(
         tmp_path,
         [
-            "data=imagenet_val",
-            f"data.images={SAMPLE / 'images'}",
-            f"data.annotations={SAMPLE / 'annotations'}",
-            f"data.classes={SAMPLE / 'classes.txt'}",
+            *SAMPLE_DATA,
             "report.overlays=none",
         ],
         standard=False,
