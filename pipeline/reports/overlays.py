@@ -196,9 +196,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"
 
 
-def _hit(value: bool | float | None) -> str:
-    """A pointing-game flag (a nullable boolean; 1 / 0 / NaN in runs written before it was one) in words."""
-    return "n/a" if value is None or value != value else ("hit" if value else "miss")
+def _hit(value: bool | None) -> str:
+    """A pointing-game flag (a nullable boolean of this run's rows) in words."""
+    return "n/a" if value is None else ("hit" if value else "miss")
 
 
 OVERLAY_MODES = ("needs_look", "misclassified", "all", "none")
