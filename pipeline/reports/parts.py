@@ -110,14 +110,12 @@ def layout_differences(parts: list[Path], schema: pa.Schema) -> list[str]:
         except (pa.ArrowException, OSError) as error:
             raise DamagedPart(path, error) from error
         for field in schema:
-            if (
-                field.name not in differing
-                and field.name in stored.names
-                and stored.field(field.name).type != field.type
-            ):
-                differing[field.name] = f"{field.name}: {stored.field(field.name).type} -> {field.type}"
-            elif field.name not in differing and field.name not in stored.names:
+            if field.name in differing:
+                continue
+            if field.name not in stored.names:
                 differing[field.name] = f"{field.name}: missing -> {field.type}"
+            elif stored.field(field.name).type != field.type:
+                differing[field.name] = f"{field.name}: {stored.field(field.name).type} -> {field.type}"
     return list(differing.values())
 
 
