@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from pipeline.reports.finalize import TRIAGE_DESCRIPTION, class_descriptions  # noqa: E402
+from pipeline.reports.finalize import TRIAGE_DESCRIPTIONS, class_descriptions  # noqa: E402
 from pipeline.reports.schema import ERRORS_SCHEMA, MAXBOXACC_DESCRIPTION, METADATA_DESCRIPTION, samples_schema  # noqa: E402
 from pipeline.scores.registry import tau_key  # noqa: E402
 from pipeline.settings import settings_from_config  # noqa: E402
@@ -51,7 +51,7 @@ def samples_rows() -> list[tuple[str, str, str]]:
         elif name == "true_maxboxacc_best_iou":
             description = MAXBOXACC_DESCRIPTION + " (scores.maxboxacc.enabled)"
         rows.append((name, _type(field), description))
-    rows.append(("triage", "string", TRIAGE_DESCRIPTION))
+    rows += [(name, "string", description) for name, description in TRIAGE_DESCRIPTIONS.items()]
     rows.append(("<metadata column>", "string / int64 / bool / double", METADATA_DESCRIPTION))
     return rows
 

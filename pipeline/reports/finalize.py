@@ -29,7 +29,7 @@ from pipeline.atomic import write_text_atomic
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import find_shortcuts, write_hot_spot_pictures
-from pipeline.reports.triage import TriageSettings, triage, triage_counts
+from pipeline.reports.triage import CATEGORIES, TriageSettings, triage_counts, triage_with_reasons
 from pipeline.scores import registry
 from pipeline.scores.registry import Aggregate, tau_key
 from pipeline.settings import ScoresSettings, Settings
@@ -308,7 +308,7 @@ def finalize_run(
 
         merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
     full = pd.read_parquet(run_dir / "samples.parquet")
-    full["triage"] = add_triage_column(run_dir / "samples.parquet", full, settings.report.triage)
+    full[["triage", "triage_reason"]] = add_triage_columns(run_dir / "samples.parquet", full, settings.report.triage)
     frame, n_non_finite = finite_rows(full, samples_schema)  # the dataset numbers are over the finite rows
     shortcuts = find_shortcuts(frame, settings.report.shortcuts)
     write_hot_spot_pictures(shortcuts, run_dir / "shortcuts")
@@ -400,29 +400,31 @@ def maxboxacc_summary(frame: pd.DataFrame, thresholds: int) -> dict | None:
     return maxboxacc_from_best_iou(best, (frame["n_boxes"] > 0).to_numpy(), thresholds)
 
 
-TRIAGE_DESCRIPTION = (
-    "which images need a look, and why: ok, confused_on_object, distracted, right_for_wrong_reason, "
-    "object_not_in_input, empty_map (pipeline.reports.triage; added when the run finishes)"
-)
+TRIAGE_DESCRIPTIONS = {
+    "triage": "which images need a look, and why: "
+    + ", ".join(CATEGORIES)
+    + " (pipeline.reports.triage; added when the run finishes)",
+    "triage_reason": "the evidence behind the triage category in one line (the judged map's pointing game and excess energy, or why it cannot be judged)",
+}
 
 
-def add_triage_column(path: Path, frame: pd.DataFrame, settings: TriageSettings) -> pd.Series:
-    """The ``triage`` category of every row (:mod:`pipeline.reports.triage`), appended to the Parquet file
-    at ``path`` (rewritten atomically, its schema metadata kept); returns the categories."""
-    categories = triage(frame, settings) if len(frame) else pd.Series([], dtype=object, name="triage")
+def add_triage_columns(path: Path, frame: pd.DataFrame, settings: TriageSettings) -> pd.DataFrame:
+    """The ``triage`` category and ``triage_reason`` of every row (:mod:`pipeline.reports.triage`), appended
+    to the Parquet file at ``path`` (rewritten atomically, its schema metadata kept); returns both columns."""
+    if len(frame):
+        columns = triage_with_reasons(frame, settings)
+    else:
+        columns = pd.DataFrame({"triage": pd.Series([], dtype=object), "triage_reason": pd.Series([], dtype=object)})
     table = pq.read_table(path)
-    if "triage" in table.column_names:
-        table = table.drop_columns(["triage"])
-    table = table.append_column(
-        pa.field(
-            "triage",
-            pa.string(),
-            metadata={"description": TRIAGE_DESCRIPTION},
-        ),
-        pa.array(categories.to_numpy(), pa.string()),
-    )
+    for name in ("triage", "triage_reason"):
+        if name in table.column_names:
+            table = table.drop_columns([name])
+        table = table.append_column(
+            pa.field(name, pa.string(), metadata={"description": TRIAGE_DESCRIPTIONS[name]}),
+            pa.array(columns[name].to_numpy(), pa.string()),
+        )
     write_table_atomic(table, path)
-    return categories
+    return columns
 
 
 def confusion_pairs(frame: pd.DataFrame, top: int = 10) -> list[dict]:

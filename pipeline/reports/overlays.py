@@ -205,18 +205,19 @@ OVERLAY_MODES = ("needs_look", "misclassified", "all", "none")
 
 
 def overlay_rows(table: pa.Table, mode: str, triage_settings=None) -> np.ndarray:
-    """Batch rows to draw for ``report.overlays``: ``needs_look`` (every image whose triage is not ``ok``,
-    :mod:`pipeline.reports.triage`), ``misclassified``, ``all`` or ``none``. ``[n]`` int64."""
+    """Batch rows to draw for ``report.overlays``: ``needs_look`` (every image whose triage calls for a look,
+    i.e. not in :data:`pipeline.reports.triage.NO_LOOK_NEEDED`), ``misclassified``, ``all`` or ``none``.
+    ``[n]`` int64."""
     if mode == "none":
         return np.zeros(0, dtype=np.int64)
     if mode == "all":
         return np.arange(table.num_rows)
     if mode == "misclassified":
         return np.flatnonzero(~table.column("correct").fill_null(True).to_numpy(zero_copy_only=False))
-    from pipeline.reports.triage import TriageSettings, triage
+    from pipeline.reports.triage import NO_LOOK_NEEDED, TriageSettings, triage
 
     categories = triage(table.to_pandas(), triage_settings or TriageSettings())
-    return np.flatnonzero(categories.to_numpy() != "ok")
+    return np.flatnonzero(~np.isin(categories.to_numpy(), NO_LOOK_NEEDED))
 
 
 def save_overlays(

@@ -20,25 +20,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.reports.overlays import safe_file_stem
-from pipeline.reports.triage import CATEGORIES, SEVERITY_ORDER
+from pipeline.reports.triage import CATEGORIES, MEANINGS, SEVERITY_ORDER
 
 CLASS_ROWS_SHOWN = 20
 
-MEANINGS = {
-    "distracted": "wrong, and the predicted-class map is off the object",
-    "right_for_wrong_reason": "correct, but the true-class map is off the object",
-    "confused_on_object": "wrong, the predicted-class map is on the object: a fine-grained confusion or a label to check",
-    "empty_map": "the map the verdict rests on is constant: no spatial evidence",
-    "object_not_in_input": "no annotated box is left in the network input (e.g. cropped away)",
-    "ok": "correct, and the true-class map is on the object",
-}
-# Within a gallery, most severe first: (column, ascending).
+# Within a gallery, most severe first: (column, ascending); a category not listed sorts by confidence.
 GALLERY_ORDER = {
-    "distracted": ("confidence", False),
-    "confused_on_object": ("confidence", False),
-    "empty_map": ("confidence", False),
-    "object_not_in_input": ("confidence", False),
     "right_for_wrong_reason": ("true_excess_energy", True),
+    "right_mixed_evidence": ("true_excess_energy", True),
     "ok": ("true_excess_energy", True),
 }
 
@@ -222,7 +211,7 @@ def _images_context(frame: pd.DataFrame, overlay_dir: Path, max_images: int) -> 
         members = frame[frame["triage"] == category]
         if not len(members):
             continue
-        column, ascending = GALLERY_ORDER[category]
+        column, ascending = GALLERY_ORDER.get(category, ("confidence", False))
         if column not in members.columns:
             column, ascending = "confidence", False
         members = members.sort_values(column, ascending=ascending, na_position="first", kind="stable")
