@@ -43,7 +43,18 @@ variance), recorded as ``p_value_method``.
 added up; the 3 x 3-cell window holding the largest share of that energy is the hot spot: its centre
 (x right, y down, in [0, 1]), its share of the class's off-box energy (against ``9 / grid**2`` for energy
 spread evenly), the share of the class's images whose own off-box peak lies in that window, the example
-images whose maps peak off the object and sit least on it (with their own off-box peaks), and a small picture.
+images whose maps peak off the object and sit least on it (with their own off-box peaks), and a picture
+(the summed off-box energy over the class's mean network input, the window outlined, a colour bar).
+
+**Is the hot spot a fixed place?** A window always holds *some* largest share, also when every image's
+off-box energy sits somewhere else (a marker drawn at a random place per image). The test keeps each
+image's own off-box map as it is and destroys only where the images agree: every image's grid is shifted
+by its own random cyclic offset (rows and columns), the shifted grids are added up, and the largest 3 x 3
+window share of that sum is one draw of the null distribution ("the class's off-box evidence has no common
+location"). ``p = (1 + #{shifts with share >= observed}) / (1 + hot_spot_shifts)`` (one-sided, seeded;
+at most ``hot_spot_max_images`` of the class's images, a seeded sample, enter the test). The hot spot is
+``significant`` when ``p <= alpha``; otherwise the summary and page say the off-object evidence has no
+fixed location and point at the per-image off-box peaks (the examples and each overlay's cross).
 
 **Collapse.** When one predicted class takes at least ``collapse_share`` of the images while it is the
 true class of fewer than half as many, the summary carries a warning: per-class numbers (and this test)
@@ -75,6 +86,8 @@ class ShortcutSettings:
     seed: int = 0
     grid: int = 16
     collapse_share: float = 0.5
+    hot_spot_shifts: int = 999
+    hot_spot_max_images: int = 500
 
 
 def rule_text(settings: ShortcutSettings) -> str:
@@ -181,6 +194,45 @@ def hot_spot(grids: np.ndarray, window: int = 3) -> dict:
         "cells": [int(row), int(col), int(row + w), int(col + w)],
         "share_map": share_map,
     }
+
+
+def max_window_share(summed: np.ndarray, window: int = 3) -> np.ndarray:
+    """The largest ``window x window`` share of each summed grid ``[..., G, G]`` (sums normalised by their
+    totals; a zero grid gives 0). Returns ``[...]``."""
+    size = summed.shape[-1]
+    w = min(window, size)
+    total = summed.sum(axis=(-2, -1))
+    padded = np.pad(summed, [(0, 0)] * (summed.ndim - 2) + [(1, 0), (1, 0)]).cumsum(axis=-2).cumsum(axis=-1)
+    sums = padded[..., w:, w:] - padded[..., :-w, w:] - padded[..., w:, :-w] + padded[..., :-w, :-w]
+    best = sums.reshape(*sums.shape[:-2], -1).max(axis=-1)
+    return np.where(total > 0, best / np.where(total > 0, total, 1.0), 0.0)
+
+
+def hot_spot_test(
+    grids: np.ndarray, shifts: int, rng: np.random.Generator, window: int = 3, chunk: int = 64
+) -> tuple[float, float, float]:
+    """Whether the summed off-box grids ``[N, G, G]`` concentrate in one window more than grids whose
+    locations do not agree (see the module docstring, "Is the hot spot a fixed place?").
+
+    Returns ``(observed share, mean share under the null, one-sided p-value)``. Each null draw shifts every
+    image's grid by an independent uniform cyclic offset ``(dy, dx)`` in ``[0, G)^2`` and adds them up."""
+    n, size, _ = grids.shape
+    observed = float(max_window_share(grids.sum(axis=0), window))
+    rows = np.arange(size)
+    null = []
+    done = 0
+    while done < shifts:
+        k = min(chunk, shifts - done)
+        dy = rng.integers(0, size, size=(k, n))
+        dx = rng.integers(0, size, size=(k, n))
+        r = (rows[None, None, :] - dy[..., None]) % size  # [k, N, G]
+        c = (rows[None, None, :] - dx[..., None]) % size
+        shifted = grids[np.arange(n)[None, :, None, None], r[..., :, None], c[..., None, :]]  # [k, N, G, G]
+        null.append(max_window_share(shifted.sum(axis=1), window))
+        done += k
+    draws = np.concatenate(null) if null else np.zeros(0)
+    p = (1.0 + float((draws >= observed - 1e-12).sum())) / (1.0 + len(draws))
+    return observed, float(draws.mean()) if len(draws) else float("nan"), p
 
 
 def image_peaks(grids: np.ndarray) -> np.ndarray:
@@ -293,7 +345,24 @@ def _class_hot_spot(rows: pd.DataFrame, settings: ShortcutSettings, examples: in
     # examples: maps peaking off the object first, then the least excess energy (NaN last)
     excess = pd.to_numeric(rows["pred_excess_energy"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     order = np.lexsort((np.nan_to_num(excess, nan=np.inf), -off_object_peaks(rows)))[:examples]
+    rng = np.random.default_rng(settings.seed)
+    tested = grids
+    if len(grids) > settings.hot_spot_max_images:
+        tested = grids[np.sort(rng.choice(len(grids), settings.hot_spot_max_images, replace=False))]
+    _, null_share, p = hot_spot_test(tested, settings.hot_spot_shifts, rng)
+    significant = bool(p <= settings.alpha)
     spot.update(
+        significant=significant,
+        p_value=p,
+        null_share=null_share,
+        test=f"cyclic shifts of each image's off-box grid ({settings.hot_spot_shifts} draws, "
+        f"{len(tested)} images): share {spot['share']:.3f} against {null_share:.3f} when the images' locations do not agree",
+        verdict=(
+            f"fixed location at x={spot['x']:.2f}, y={spot['y']:.2f} (p {p:.3g})"
+            if significant
+            else "no fixed location: the off-object evidence moves from image to image; see each image's "
+            f"off-box peak (the examples, the cross on each overlay) (p {p:.3g})"
+        ),
         images_peaking_there=float(inside.mean()),
         examples=[
             {
@@ -308,9 +377,55 @@ def _class_hot_spot(rows: pd.DataFrame, settings: ShortcutSettings, examples: in
     return spot
 
 
-def write_hot_spot_pictures(shortcuts: dict, out_dir: Path, side: int = 160) -> None:
-    """One PNG per flagged class (``<out_dir>/<class stem>.png``): its accumulated off-box energy, the hot
-    spot outlined; sets ``hot_spot.picture`` (relative to the run folder) and drops the raw share map."""
+def hot_spot_picture(
+    share_map: np.ndarray, cells: list[int], backdrop: np.ndarray | None, side: int = 320
+) -> np.ndarray:
+    """The class's summed off-box energy ``share_map`` ``[G, G]`` (shares of the total) over ``backdrop``
+    (``[H, W, 3]`` uint8 RGB, the class's mean network input; grey when None), the hot-spot window ``cells``
+    (row0, col0, row1, col1 exclusive) outlined, and a colour bar from 0 to the largest cell's share.
+    Returns ``[side + 24, side + 70, 3]`` uint8 BGR (for ``cv2.imwrite``)."""
+    import cv2
+
+    peak = float(share_map.max())
+    scaled = np.zeros_like(share_map) if peak <= 0 else share_map / peak
+    heat = cv2.applyColorMap(np.round(255 * scaled).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    heat = cv2.resize(heat, (side, side), interpolation=cv2.INTER_NEAREST)
+    if backdrop is None:
+        base = np.full((side, side, 3), 128, np.uint8)
+    else:
+        base = cv2.resize(np.ascontiguousarray(backdrop[..., ::-1]), (side, side), interpolation=cv2.INTER_AREA)
+    weight = cv2.resize(scaled, (side, side), interpolation=cv2.INTER_NEAREST)[..., None]
+    alpha = 0.25 + 0.6 * weight  # the backdrop shows through where there is little off-box energy
+    picture = np.round(base * (1 - alpha) + heat * alpha).astype(np.uint8)
+    r0, c0, r1, c1 = cells
+    cell = side / share_map.shape[0]
+    cv2.rectangle(picture, (int(c0 * cell), int(r0 * cell)), (int(c1 * cell) - 1, int(r1 * cell) - 1), (255, 255, 0), 2)
+    canvas = np.full((side + 24, side + 70, 3), 255, np.uint8)
+    canvas[:side, :side] = picture
+    bar = cv2.applyColorMap(
+        np.linspace(255, 0, side).astype(np.uint8)[:, None].repeat(14, axis=1), cv2.COLORMAP_INFERNO
+    )
+    canvas[:side, side + 8 : side + 22] = bar
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(canvas, f"{100 * peak:.1f}%", (side + 24, 12), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, "0", (side + 24, side - 2), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        canvas,
+        "cell share of off-box energy; box: hot-spot window",
+        (2, side + 16),
+        font,
+        0.4,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
+    return canvas
+
+
+def write_hot_spot_pictures(shortcuts: dict, out_dir: Path, backdrops: dict[str, np.ndarray] | None = None) -> None:
+    """One PNG per flagged class (``<out_dir>/<class stem>.png``, :func:`hot_spot_picture`) over its
+    ``backdrops[pred_name]`` when given; sets ``hot_spot.picture`` (relative to the run folder) and drops the
+    raw share map."""
     import cv2
 
     from pipeline.reports.overlays import safe_file_stem
@@ -320,15 +435,7 @@ def write_hot_spot_pictures(shortcuts: dict, out_dir: Path, side: int = 160) -> 
         if not spot:
             continue
         share_map = np.asarray(spot.pop("share_map"), dtype=np.float64)
-        peak = share_map.max()
-        scaled = np.zeros_like(share_map) if peak <= 0 else share_map / peak
-        image = cv2.applyColorMap(np.round(255 * scaled).astype(np.uint8), cv2.COLORMAP_INFERNO)
-        image = cv2.resize(image, (side, side), interpolation=cv2.INTER_NEAREST)
-        r0, c0, r1, c1 = spot["cells"]
-        cell = side / share_map.shape[0]
-        cv2.rectangle(
-            image, (int(c0 * cell), int(r0 * cell)), (int(c1 * cell) - 1, int(r1 * cell) - 1), (255, 255, 0), 2
-        )
+        image = hot_spot_picture(share_map, spot["cells"], (backdrops or {}).get(entry["pred_name"]))
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{safe_file_stem(entry['pred_name'])}.png"
         cv2.imwrite(str(path), image)

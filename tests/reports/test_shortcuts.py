@@ -12,6 +12,7 @@ from pipeline.reports.shortcuts import (
     find_shortcuts,
     holm,
     hot_spot,
+    hot_spot_test,
     normal_permutation_pvalues,
     permutation_test,
     write_hot_spot_pictures,
@@ -177,3 +178,65 @@ def test_collapse_warning():
     assert warning["pred_name"] == "a" and warning["share"] == pytest.approx(0.9) and "collapsed" in warning["message"]
     balanced = pd.DataFrame({"pred_name": ["a"] * 6 + ["b"] * 4, "label_name": ["a"] * 6 + ["b"] * 4})
     assert collapse_warning(balanced, settings) is None  # a common class predicted as often as it occurs
+
+
+def _blob_grids(n: int, fixed: tuple[int, int] | None, seed: int = 0, size: int = 16) -> np.ndarray:
+    """``[n, size, size]`` off-box grids: diffuse energy plus a 2 x 2 blob (a marker) at ``fixed`` (row, col)
+    on every image, or at a random place per image when ``fixed`` is None."""
+    rng = np.random.default_rng(seed)
+    grids = rng.uniform(0.0, 0.004, size=(n, size, size))
+    for g in grids:
+        row, col = fixed if fixed is not None else tuple(rng.integers(0, size - 2, size=2))
+        g[row : row + 2, col : col + 2] += 0.05
+    return grids
+
+
+def test_hot_spot_test_tells_a_moving_marker_from_a_fixed_watermark():
+    moving = _blob_grids(60, None)
+    _, null_share, p = hot_spot_test(moving, 499, np.random.default_rng(1))
+    assert p > 0.05, p  # the largest window holds a bit more than uniform, but no more than chance gives
+    fixed = _blob_grids(60, (1, 13))
+    share, null_share, p = hot_spot_test(fixed, 499, np.random.default_rng(1))
+    assert p <= 0.01 and share > 2 * null_share
+
+
+def test_hot_spot_test_false_alarm_rate():
+    """With no common location the test fires at most about alpha of the time (100 classes, alpha 0.1)."""
+    fired = [hot_spot_test(_blob_grids(20, None, seed=s), 99, np.random.default_rng(s))[2] <= 0.1 for s in range(100)]
+    assert np.mean(fired) <= 0.18, np.mean(fired)
+
+
+@pytest.mark.parametrize("fixed", [None, (12, 1)])
+def test_flagged_class_hot_spot_verdict(tmp_path, fixed):
+    """A planted watermark in one corner: significant, within one cell of the watermark; a marker that
+    moves from image to image: not significant, and the verdict says there is no fixed location."""
+    grids = _blob_grids(40, fixed, seed=3)
+    other = _blob_grids(40, None, seed=4) * 0.2
+    frame = pd.DataFrame(
+        {
+            "id": [f"i{k}" for k in range(80)],
+            "pred_name": ["a"] * 40 + ["b"] * 40,
+            "label_name": ["a", "b"] * 40,
+            "pred_excess_energy": [0.0] * 40 + [0.6] * 40,
+            "pred_pointing_hit": [False] * 40 + [True] * 40,
+            "pred_off_box_grid": [g.ravel() for g in np.concatenate([grids, other])],
+        }
+    )
+    out = find_shortcuts(frame, ShortcutSettings(min_images=5, permutations=999, hot_spot_shifts=499))
+    assert out["flagged"] == ["a"]
+    spot = out["classes"][0]["hot_spot"]
+    if fixed is None:
+        assert spot["significant"] is False and spot["p_value"] > 0.01
+        assert spot["verdict"].startswith("no fixed location")
+    else:
+        assert spot["significant"] is True and spot["p_value"] <= 0.01
+        centre = ((fixed[1] + 1) / 16, (fixed[0] + 1) / 16)  # the 2 x 2 watermark's centre
+        assert abs(spot["x"] - centre[0]) <= 1 / 16 and abs(spot["y"] - centre[1]) <= 1 / 16
+        assert spot["verdict"].startswith("fixed location")
+    backdrop = np.full((64, 64, 3), 200, np.uint8)
+    write_hot_spot_pictures(out, tmp_path / "shortcuts", {"a": backdrop})
+    import cv2
+
+    picture = cv2.imread(str(tmp_path / spot["picture"]))
+    assert picture.shape == (320 + 24, 320 + 70, 3)
+    assert picture[300, 20].mean() > 120  # the light backdrop shows where there is little off-box energy
