@@ -96,6 +96,8 @@ RULES: tuple[Rule, ...] = (
     Rule("report.shortcuts.seed", whole(0), "a whole number >= 0"),
     Rule("report.shortcuts.grid", whole(0), "a whole number >= 0 (0 = no hot spots)"),
     Rule("report.shortcuts.collapse_share", number(0.0, 1.0, above_minimum=True), "a share in (0, 1]"),
+    Rule("report.shortcuts.hot_spot_shifts", whole(1), "a whole number >= 1"),
+    Rule("report.shortcuts.hot_spot_max_images", whole(2), "a whole number >= 2"),
     Rule("runtime.batch_size", lambda value: value == "auto" or whole(1)(value), "a whole number >= 1 or auto"),
     Rule("runtime.writer_queue", whole(1), "a whole number >= 1"),
     Rule("runtime.num_workers", whole(0), "a whole number >= 0"),
