@@ -29,7 +29,7 @@ from pipeline.atomic import write_text_atomic
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import find_shortcuts, write_hot_spot_pictures
-from pipeline.reports.triage import CATEGORIES, TriageSettings, triage_counts, triage_with_reasons
+from pipeline.reports.triage import CATEGORIES, TriageSettings, triage_counts, triage_rule_text, triage_with_reasons
 from pipeline.scores import registry
 from pipeline.scores.registry import Aggregate, tau_key
 from pipeline.settings import ScoresSettings, Settings
@@ -311,7 +311,7 @@ def finalize_run(
     full[["triage", "triage_reason"]] = add_triage_columns(run_dir / "samples.parquet", full, settings.report.triage)
     frame, n_non_finite = finite_rows(full, samples_schema)  # the dataset numbers are over the finite rows
     shortcuts = find_shortcuts(frame, settings.report.shortcuts)
-    write_hot_spot_pictures(shortcuts, run_dir / "shortcuts")
+    write_hot_spot_pictures(shortcuts, run_dir / "shortcuts", flagged_class_backdrops(frame, shortcuts, setup))
     errors = pd.read_parquet(run_dir / "errors.parquet")
     tau = tau_key(float(settings.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
@@ -343,7 +343,9 @@ def finalize_run(
         "total_seconds": round(total_seconds, 2),
         "provenance": origin,
         "maxboxacc_v2": maxboxacc_summary(frame, settings.scores.maxboxacc.thresholds) if len(frame) else None,
+        "localisation_context": None,
         "triage": triage_counts(frame["triage"]),
+        "triage_rule": triage_rule_text(settings.report.triage),
         "shortcuts": shortcuts,
         "confusions": confusion_pairs(frame),
         "groups": groups,
@@ -351,6 +353,9 @@ def finalize_run(
         "target_layer": setup.target_layer,
         "definitions": choices,
     }
+    summary["localisation_context"] = localisation_context(
+        frame, summary, float(settings.scores.taus[0]), scored_area(frame, settings, setup)
+    )
     write_json_atomic(run_dir / "summary.json", summary)
     if settings.report.review_page:
         from pipeline.reports.review_page import render_review_page
@@ -371,6 +376,83 @@ def finalize_run(
     if settings.runtime.log_format != "json":  # in json mode the event above is the output
         print(text)
     return summary
+
+
+def scored_area(frame: pd.DataFrame, settings, setup) -> np.ndarray:
+    """``[N]`` pixels of each row's scoring grid: the network input (``scores.space=input``) or the stored
+    image reduced to ``scores.original_max_side`` (``original``)."""
+    if settings.scores.space != "original":
+        return np.full(len(frame), float(setup.preprocess.size) ** 2)
+    width = frame["width"].to_numpy(dtype=np.float64)
+    height = frame["height"].to_numpy(dtype=np.float64)
+    scale = np.minimum(1.0, settings.scores.original_max_side / np.maximum(width, height))
+    return np.round(width * scale) * np.round(height * scale)
+
+
+def localisation_context(frame: pd.DataFrame, summary: dict, tau: float, area: np.ndarray) -> dict | None:
+    """What the fixed-threshold localisation accuracy means for this run (true-class maps).
+
+    ``median_box_to_object_area``: the median over images with a box and a non-empty map of
+    ``area(thresholded-map box at tau) / area(annotated boxes)``, the latter ``box_area_fraction x`` the
+    scoring grid's pixels (``area`` ``[N]``); above 1 the maps' boxes are wider than the objects, so a low
+    GT-known accuracy measures the threshold as much as the model. ``best_tau`` and
+    ``gt_known_at_best_tau``: the dataset-best threshold of MaxBoxAccV2 at IoU 0.5 and the box accuracy
+    there (Choe et al. 2020; the best of the map's contour boxes), null when ``scores.maxboxacc.enabled``
+    is off. ``reading``: one line for the printed summary and the page."""
+    key = tau_key(tau)
+    columns = [f"true_box_{c}_{key}" for c in ("x1", "y1", "x2", "y2")]
+    if not len(frame) or any(c not in frame.columns for c in columns + ["true_box_area_fraction"]):
+        return None
+    x1, y1, x2, y2 = (pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64) for c in columns)
+    fraction = pd.to_numeric(frame["true_box_area_fraction"], errors="coerce").to_numpy(dtype=np.float64)
+    ratio = (x2 - x1) * (y2 - y1) / (fraction * area)
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    median = float(np.median(ratio)) if len(ratio) else float("nan")
+    maxbox = summary.get("maxboxacc_v2") or {}
+    at_tau = (summary.get("true_class_maps") or {}).get("gt_known_localisation_accuracy", float("nan"))
+    context = {
+        "tau": tau,
+        "gt_known_at_tau": at_tau,
+        "best_tau": maxbox.get("best_tau_iou50"),
+        "gt_known_at_best_tau": maxbox.get("maxboxacc_iou50"),
+        "median_box_to_object_area": median,
+        "images": int(len(ratio)),
+    }
+    if not np.isfinite(median):
+        context["reading"] = "no image has both a box and a non-empty true-class map"
+        return context
+    if median > 1.5:
+        reading = (
+            f"maps are wider than the objects: at tau {tau:g} the map's box is {median:.1f} x the object's (median)"
+        )
+    elif median < 1 / 1.5:
+        reading = (
+            f"maps are narrower than the objects: at tau {tau:g} the map's box is {median:.2f} x the object's (median)"
+        )
+    else:
+        reading = f"at tau {tau:g} the map's box is about the object's size ({median:.2f} x, median)"
+    if context["best_tau"] is not None and np.isfinite(context["gt_known_at_best_tau"]):
+        reading += (
+            f"; GT-known localisation {100 * at_tau:.1f} % at tau {tau:g}, "
+            f"{100 * context['gt_known_at_best_tau']:.1f} % at the dataset-best tau {context['best_tau']:.2f} (MaxBoxAccV2)"
+        )
+    else:
+        reading += "; the dataset-best tau needs scores.maxboxacc.enabled=true"
+    context["reading"] = reading
+    return context
+
+
+def flagged_class_backdrops(frame: pd.DataFrame, shortcuts: dict, setup) -> dict:
+    """The mean network input of each flagged predicted class's images (the hot-spot picture's backdrop)."""
+    from pipeline.data.backdrop import mean_input
+
+    backdrops = {}
+    for name in shortcuts.get("flagged", []):
+        paths = frame.loc[frame["pred_name"] == name, "path"].tolist()
+        backdrop = mean_input(paths, setup.preprocess)
+        if backdrop is not None:
+            backdrops[name] = backdrop
+    return backdrops
 
 
 def finite_rows(frame: pd.DataFrame, schema: pa.Schema) -> tuple[pd.DataFrame, int]:
@@ -469,6 +551,11 @@ def render_summary(summary: dict) -> str:
         f"lift {true.get('energy_lift', float('nan')):.2f}, pointing game {pct(true.get('pointing_game_accuracy'))}, "
         f"GT-known loc. {pct(true.get('gt_known_localisation_accuracy'))}, top-1 loc. {pct(true.get('top1_localisation_accuracy'))}",
     ]
+    if (summary.get("model") or {}).get("random_weights"):
+        lines.append(
+            f"  WARNING: model {summary['model'].get('name')} has random weights (model.allow_random_weights=true): "
+            "its maps and scores describe no trained model"
+        )
     definitions = summary.get("definitions") or {}
     pre = definitions.get("preprocess") or {}
     if pre:
@@ -507,8 +594,12 @@ def render_summary(summary: dict) -> str:
                 f"  {column}={row[column]}: {row['count']} images, accuracy {pct(row['accuracy'])}, "
                 f"predicted-class map energy in box {row['pred_energy_in_box']:.3f}"
             )
+    if summary.get("localisation_context"):
+        lines.append(f"  localisation: {summary['localisation_context']['reading']}")
     if summary.get("triage"):
         lines.append("  triage: " + ", ".join(f"{name} {count}" for name, count in summary["triage"].items() if count))
+        if summary.get("triage_rule"):
+            lines.append(f"  triage rule: {summary['triage_rule']}")
     shortcuts = summary.get("shortcuts") or {}
     if shortcuts.get("collapse"):
         lines.append(f"  WARNING: {shortcuts['collapse']['message']}")
@@ -516,11 +607,7 @@ def render_summary(summary: dict) -> str:
         if not entry["flagged"]:
             continue
         spot = entry.get("hot_spot") or {}
-        where = (
-            f"; off-box hot spot at x={spot['x']:.2f}, y={spot['y']:.2f} ({100 * spot['share']:.0f}% of its off-box energy)"
-            if spot
-            else ""
-        )
+        where = f"; off-box evidence: {spot['verdict']}" if spot.get("verdict") else ""
         lines.append(
             f"  shortcut suspect: predicted {entry['pred_name']!r} ({entry['images']} images): "
             f"{pct(entry['off_object_peak_share'])} of its maps peak off the object against "

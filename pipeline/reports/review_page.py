@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.reports.overlays import safe_file_stem
-from pipeline.reports.triage import CATEGORIES, MEANINGS, SEVERITY_ORDER
+from pipeline.reports.triage import CATEGORIES, MEANINGS, NO_LOOK_NEEDED, SEVERITY_ORDER
 
 CLASS_ROWS_SHOWN = 20
 
@@ -112,6 +112,8 @@ def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], l
                 "share": fmt(spot["share"], True),
                 "uniform": fmt(spot["uniform_share"], True),
                 "peaking": fmt(spot["images_peaking_there"], True),
+                "significant": bool(spot.get("significant", True)),
+                "verdict": spot.get("verdict", ""),
                 "examples": [
                     {
                         "id": ex["id"],
@@ -216,7 +218,7 @@ def _images_context(frame: pd.DataFrame, overlay_dir: Path, max_images: int) -> 
             column, ascending = "confidence", False
         members = members.sort_values(column, ascending=ascending, na_position="first", kind="stable")
         rows = [_image_row(r, overlay_dir) for r in members.to_dict("records")]
-        if category == "ok":
+        if category in NO_LOOK_NEEDED:
             rows = [
                 r for r in rows if r["overlay"]
             ]  # correct and on the object: only those drawn (report.overlays=all)
@@ -259,6 +261,8 @@ def render_review_page(
             for name in SEVERITY_ORDER
             if name in triage or not triage
         ],
+        "triage_rule": summary.get("triage_rule", ""),
+        "localisation_reading": (summary.get("localisation_context") or {}).get("reading", ""),
         "shortcut_rule": shortcuts.get("rule", "the shortcut finder did not run"),
         "flagged": flagged,
         "shortcut_rows": shortcut_rows,

@@ -184,6 +184,16 @@ def triage_with_reasons(frame: pd.DataFrame, settings: TriageSettings = TriageSe
     return pd.DataFrame({"triage": category.astype(object), "triage_reason": reason}, index=frame.index)
 
 
+def triage_rule_text(settings: TriageSettings) -> str:
+    """The rule in one line, for the summary and the review page."""
+    return (
+        "the judged map (predicted class when wrong, true class when right) is on the object when its peak hits a "
+        f"box and its excess energy is at least {settings.on_object_min_excess_energy:g}, off it when neither "
+        f"holds, mixed otherwise; not testable when the boxes cover more than {100 * settings.max_box_fraction:g} % "
+        "of the scored image"
+    )
+
+
 def triage(frame: pd.DataFrame, settings: TriageSettings = TriageSettings()) -> pd.Series:
     """The category of every row of ``samples.parquet`` (see the module docstring), as a string Series."""
     return triage_with_reasons(frame, settings)["triage"].rename("triage")

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.reports.overlays import safe_file_stem
 from pipeline.reports.review_page import CLASS_ROWS_SHOWN, render_review_page
+from pipeline.reports.triage import NO_LOOK_NEEDED, SEVERITY_ORDER
 from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
 
 
@@ -19,7 +20,7 @@ def test_page_links_every_overlay_and_lists_every_image_that_needs_a_look(tmp_pa
     )
     page = (tmp_path / "run" / "review.html").read_text(encoding="utf-8")
     frame = pd.read_parquet(tmp_path / "run" / "samples.parquet")
-    needs_look = frame[frame["triage"] != "ok"]
+    needs_look = frame[~frame["triage"].isin(NO_LOOK_NEEDED)]
     assert len(needs_look) > 0
     written = sorted(p.name for p in (tmp_path / "run" / "overlays").iterdir())
     assert written == sorted(f"{safe_file_stem(i)}.jpg" for i in needs_look["id"])  # report.overlays=needs_look
@@ -27,9 +28,7 @@ def test_page_links_every_overlay_and_lists_every_image_that_needs_a_look(tmp_pa
     assert sorted(shown) == written  # every overlay written is on the page
     rows = re.findall(r'<tr class="image-row" data-id="([^"]+)"', page)
     assert sorted(rows) == sorted(needs_look["id"])
-    order = [
-        c for c in ("distracted", "right_for_wrong_reason", "confused_on_object") if c in set(needs_look["triage"])
-    ]
+    order = [c for c in SEVERITY_ORDER if c in set(needs_look["triage"])]
     assert [m for m in re.findall(r'<h3 id="gallery-([a-z_]+)"', page)] == order  # most severe category first
     assert f"{100 * summary['accuracy']:.1f}%" in page and "Shortcut finder" in page and "nan" not in page
 
