@@ -75,7 +75,7 @@ def model_overrides(name: str) -> list[str]:
             "model.load_by_position=true",
         ]
     if name == "resnet50":
-        return ["model=torchvision", "model.name=resnet50"]
+        return ["model=torchvision", "model.name=resnet50", "model.allow_random_weights=true"]
     raise SystemExit(f"unknown --model {name!r}: lite0 | resnet50")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -23,6 +24,7 @@ from pipeline.model.build import (
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+logger = logging.getLogger("pipeline.model")
 
 
 def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
@@ -70,6 +72,7 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
         raise
     except (ValueError, KeyError, ImportError, FileNotFoundError) as error:
         raise ConfigError("model.name", str(error)) from error
+    random_weights = _random_weights(model_cfg, name)  # after the name is known to be a model
     if state is not None:
         try:
             load_weights_into(built.module, state, by_position=bool(model_cfg.get("load_by_position")))
@@ -94,7 +97,43 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
     built.mean = built.mean or IMAGENET_MEAN
     built.std = built.std or IMAGENET_STD
     built.info["name"] = name
+    built.info["random_weights"] = random_weights
     return built
+
+
+def _random_weights(model_cfg, name: str) -> bool | None:
+    """Whether the model will audit random weights: True for a torchvision or timm model built without
+    ``model.weights`` or ``model.checkpoint``, False when weights are loaded (or the built-in default's),
+    None for a ``_target_`` module without a checkpoint (its constructor decides).
+
+    Raises:
+        ConfigError: a torchvision or timm model without weights unless ``model.allow_random_weights=true``
+            (an audit of random weights says nothing about a trained model, and it looks like one).
+    """
+    allowed = model_cfg.get("allow_random_weights", False)
+    if not isinstance(allowed, bool):
+        raise ConfigError("model.allow_random_weights", f"{allowed!r} is not true or false")
+    if model_cfg.get("checkpoint") or name == "default" and not model_cfg.get("_target_"):
+        return False
+    if model_cfg.get("_target_"):
+        return None
+    if name.startswith("timm:"):
+        option, fix = "model.checkpoint", "model.checkpoint=PATH (a local state dict)"
+    elif model_cfg.get("weights"):
+        return False
+    else:
+        option = "model.weights"
+        fix = "model.checkpoint=PATH (a local state dict) or model.weights=DEFAULT (from torch's hub cache)"
+    if not allowed:
+        raise ConfigError(
+            option,
+            f"model.name={name} has no weights, so its maps would be a random network's: give {fix}, "
+            "or model.allow_random_weights=true to audit random weights on purpose",
+        )
+    logger.warning(
+        "model.allow_random_weights=true: %s has random weights; its maps and scores describe no trained model", name
+    )
+    return True
 
 
 def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:

@@ -17,6 +17,7 @@ def model_cfg(**values):
         "weights": None,
         "num_classes": None,
         "load_by_position": False,
+        "allow_random_weights": False,
         "target_layer": "auto",
         "mean": None,
         "std": None,
@@ -94,7 +95,7 @@ def test_cam_head_found_for_gap_linear_heads_only():
 
 def test_timm_model_by_name(tmp_path):
     pytest.importorskip("timm")
-    built = build_model(model_cfg(name="timm:resnet18", num_classes=4), tmp_path)
+    built = build_model(model_cfg(name="timm:resnet18", num_classes=4, allow_random_weights=True), tmp_path)
     with torch.no_grad():
         assert built.module.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 4)
     assert resolve_target_layer(built.module, "auto", 64)[0] == "layer4"
@@ -178,15 +179,17 @@ def test_checkpoint_metadata_describes_its_weights_and_config_still_wins(tmp_pat
     assert built.classes == (("cat", "dog", "fox"), ("cat", "dog", "fox")) and built.class_keys == ["cat", "dog", "fox"]
     explicit = build_model(model_cfg(checkpoint=str(path), mean=[0.1, 0.2, 0.3]), tmp_path)
     assert explicit.mean == (0.1, 0.2, 0.3) and explicit.std == (0.25, 0.25, 0.25)
-    plain = build_model(model_cfg(), tmp_path)  # no weights, no metadata: ImageNet normalisation
+    # no weights, no metadata: ImageNet normalisation
+    plain = build_model(model_cfg(allow_random_weights=True), tmp_path)
     assert plain.preprocess == {} and plain.mean == (0.485, 0.456, 0.406) and plain.classes is None
 
 
 def test_timm_imagenet_model_names_its_classes_by_wordnet_id(tmp_path):
     pytest.importorskip("timm")
-    keys, names = build_model(model_cfg(name="timm:resnet18"), tmp_path).classes
+    keys, names = build_model(model_cfg(name="timm:resnet18", allow_random_weights=True), tmp_path).classes
     assert len(keys) == 1000 and (keys[0], names[0]) == ("n01440764", "tench")
-    assert build_model(model_cfg(name="timm:resnet18", num_classes=4), tmp_path).classes is None  # a new head: no names
+    new_head = model_cfg(name="timm:resnet18", num_classes=4, allow_random_weights=True)
+    assert build_model(new_head, tmp_path).classes is None  # a new head: no names
 
 
 def test_auto_preprocessing_resolution():
