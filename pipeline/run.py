@@ -748,7 +748,7 @@ def _audit_held_folder(
     samples_schema = report_schema.samples_schema(setup, settings)
     warn_shadowed_metadata(setup.metadata, samples_schema)
     if existing:  # a resume: the rows on disk must have been made with the same configuration and layout
-        for warning in check_fingerprint(parts_dir, fingerprint):
+        for warning in check_fingerprint(parts_dir, fingerprint, settings.runtime.resume_unchecked):
             print(f"cam-audit: warning: {warning}", file=sys.stderr)
     try:
         check_part_layout(list_parts(parts_dir, "samples"), samples_schema)

@@ -7,12 +7,18 @@
   the next run takes it over. Where ``flock`` is not supported (some network file systems), the pid and
   host are checked instead: a live pid on this host holds the folder, a dead one is stale, and another
   host's lock must be removed by hand.
-- **Fingerprint**: everything that changes the numbers stored in the rows (model weights, target layer,
-  CAM method and options, resolved preprocessing and normalisation, data source, scores options,
-  precision), stored as ``parts/fingerprint.json`` beside the parts. A resume whose fingerprint differs is
-  refused, naming the options that differ, so one ``samples.parquet`` never mixes two configurations.
-  Left out, because they do not change any row: ``data.limit`` (a resume may audit more), the report
-  options, the runtime options other than the precision, and the checkpoint's path (its weights count).
+- **Fingerprint**: everything that decides which rows a run holds and what they mean, stored as
+  ``parts/fingerprint.json`` beside the parts: the whole effective configuration except what only decides
+  where and how the run executes (``runtime.*`` but the precision, ``cache_dir``, ``resume``) or only shapes
+  the files (``report.rows_per_part``, ``report.review_page``, ``report.review_max_images``), so
+  ``data.limit`` counts (another limit audits another set); the resolved preprocessing, normalisation and
+  target layer; and the content of what paths point to: the model weights (``model.weights_sha256``, not
+  ``model.checkpoint``'s path), the class list (``data.classes_sha256``: keys and names in order, not
+  ``data.classes``'s path: a classes file edited in place changes what label 0 means) and the dataset
+  (``data.dataset_sha256``: ids, labels, image sizes and times; ``data.boxes_sha256``: the boxes). A resume
+  whose fingerprint differs is refused, naming what differs, so one ``samples.parquet`` never mixes two
+  configurations or two datasets. A folder whose fingerprint is missing, or lacks some of these keys (an
+  older version), cannot be checked: its resume is refused unless ``runtime.resume_unchecked=true``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,6 +42,9 @@ from pipeline.errors import ConfigError
 
 LOCK_NAME = ".cam-audit.lock"
 FINGERPRINT_NAME = "fingerprint.json"
+# What the fingerprint holds: 2 since the whole configuration and the contents (classes, dataset, boxes) are in
+# it. A stored fingerprint without it was written by an older version: the keys it lacks cannot be checked.
+VERSION_KEY, FINGERPRINT_VERSION = "fingerprint_version", 2
 
 
 @dataclass
@@ -152,38 +162,89 @@ def _flatten(prefix: str, value, out: dict) -> None:
         out[prefix] = value
 
 
+# Options a resume may change: where and how the run executes, and what only shapes the files (no row, and
+# not which rows). runtime.precision changes the numbers: it stays (run_fingerprint adds it back).
+RESUME_MAY_CHANGE = (
+    "resume",
+    "cache_dir",
+    "runtime.",
+    "report.rows_per_part",
+    "report.review_page",
+    "report.review_max_images",
+)
+# Paths whose content is fingerprinted instead (moving the file is fine, editing it is not), and the
+# preprocessing options, fingerprinted as resolved (``auto`` filled in from the model).
+REPLACED_BY_CONTENT = ("model.checkpoint", "data.classes", "data.preprocess.")
+# What the hashes of the fingerprint stand for, for the refusal's message.
+CONTENT_KEYS = {
+    "model.weights_sha256": "the model's weights",
+    "data.classes_sha256": "the class list (keys and names in output order)",
+    "data.dataset_sha256": "the dataset (ids, labels, image file sizes and times)",
+    "data.boxes_sha256": "the annotations' boxes",
+}
+
+
+def _compared(key: str) -> bool:
+    return not any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUME_MAY_CHANGE + REPLACED_BY_CONTENT)
+
+
+def classes_digest(keys, names) -> str:
+    """SHA-256 of a class list: its keys and names in model-output order."""
+    return hashlib.sha256(json.dumps([list(keys), list(names)]).encode()).hexdigest()
+
+
+def boxes_digest(records) -> str:
+    """SHA-256 of every record's id, label, annotated size, problem and boxes, in id order."""
+    digest = hashlib.sha256()
+    for record in sorted(records, key=lambda r: r.sample_id):
+        problem = record.problem.type if record.problem else ""
+        head = f"{record.sample_id}\0{record.label}\0{record.annotated_size}\0{problem}\0"
+        digest.update(head.encode("utf-8", "surrogateescape"))
+        digest.update(np.ascontiguousarray(record.boxes, dtype=np.float32).tobytes() + b"\n")
+    return digest.hexdigest()
+
+
 def run_fingerprint(cfg: DictConfig, setup) -> dict[str, object]:
-    """``option -> value`` for every choice that changes the numbers of the rows (dotted config keys).
+    """``option -> value`` for every choice that decides the rows (dotted config keys; see the module doc).
 
     ``setup`` is the :class:`~pipeline.run.AuditSetup`: the resolved preprocessing, normalisation and
-    target layer (``auto`` filled in) and ``weights_sha256`` of the model as loaded.
+    target layer (``auto`` filled in), ``weights_sha256`` of the model as loaded, the class list and the records.
     """
-    out: dict[str, object] = {}
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("checkpoint", None)  # its content counts (weights_sha256), not where it lies
-    _flatten("model", model, out)
+    from pipeline.provenance import dataset_fingerprint
+
+    flat: dict[str, object] = {}
+    _flatten("", OmegaConf.to_container(cfg, resolve=True), flat)
+    out = {key: value for key, value in flat.items() if _compared(key)}
     out["model.target_layer"] = setup.target_layer
     out["model.mean"] = [float(v) for v in setup.model.mean]
     out["model.std"] = [float(v) for v in setup.model.std]
     out["model.weights_sha256"] = setup.weights_sha256
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    data.pop("limit", None)
-    data.pop("preprocess", None)
-    _flatten("data", data, out)
     _flatten("data.preprocess", asdict(setup.preprocess), out)
-    _flatten("cam", OmegaConf.to_container(cfg.cam, resolve=True), out)
-    _flatten("scores", OmegaConf.to_container(cfg.scores, resolve=True), out)
+    out["data.classes_sha256"] = classes_digest(setup.classes.keys, setup.classes.names)
+    out["data.dataset_sha256"] = dataset_fingerprint(setup.records)["sha256"]
+    out["data.boxes_sha256"] = boxes_digest(setup.records)
     out["runtime.precision"] = str(cfg.runtime.precision)
+    out[VERSION_KEY] = FINGERPRINT_VERSION
     return json.loads(json.dumps(out, default=str))  # plain JSON values, as they read back from the file
 
 
-def check_fingerprint(parts_dir: Path, fingerprint: dict[str, object]) -> list[str]:
+UNCHECKED_HINT = (
+    "set runtime.resume_unchecked=true to resume without this check (only if you know the parts were made "
+    "with this configuration and data), or start a new hydra.run.dir"
+)
+
+
+def check_fingerprint(parts_dir: Path, fingerprint: dict[str, object], unchecked: bool = False) -> list[str]:
     """Compare with the fingerprint stored beside the parts; raise ConfigError (``resume``) naming every
-    option that differs. Returns a warning line when the folder has no stored fingerprint (a run made
-    before fingerprints existed), else nothing."""
+    option that differs. A folder without a stored fingerprint, or whose fingerprint lacks some of this
+    version's keys, cannot be checked (in full): refused, unless ``unchecked`` (``runtime.resume_unchecked``):
+    then the keys both hold are compared and the rest comes back as warning lines."""
     path = parts_dir / FINGERPRINT_NAME
     if not path.is_file():
-        return [f"{parts_dir.parent} has no {FINGERPRINT_NAME} (an older run): its configuration cannot be checked"]
+        problem = f"{parts_dir.parent} has no {path.relative_to(parts_dir.parent)}: what its rows were made with cannot be checked"
+        if unchecked:
+            return [f"{problem} (runtime.resume_unchecked=true: resumed anyway)"]
+        raise ConfigError("resume", f"{problem}; {UNCHECKED_HINT}")
     try:
         stored = json.loads(path.read_text())
     except ValueError as error:
@@ -192,23 +253,40 @@ def check_fingerprint(parts_dir: Path, fingerprint: dict[str, object]) -> list[s
             f"{path} cannot be read ({error}); remove it only if you are sure this resume uses the "
             "configuration the parts were made with",
         ) from error
-    differing = sorted(key for key in set(stored) | set(fingerprint) if stored.get(key) != fingerprint.get(key))
-    if differing:
-        changes = "; ".join(
-            f"{key}: {_short(stored.get(key))} -> {_short(fingerprint.get(key))}" for key in differing[:8]
+    unrecorded = sorted(set(fingerprint) - set(stored)) if VERSION_KEY not in stored else []
+    warnings = []
+    if unrecorded:
+        problem = (
+            f"{path} does not record {', '.join(unrecorded[:8])}{' ...' if len(unrecorded) > 8 else ''} "
+            "(written by an older version): they cannot be checked"
         )
+        if not unchecked:
+            raise ConfigError("resume", f"{problem}; {UNCHECKED_HINT}")
+        warnings.append(f"{problem} (runtime.resume_unchecked=true: resumed anyway)")
+    differing = sorted(  # the options first, then the contents (hashes) they lead to
+        (
+            key
+            for key in set(stored) | set(fingerprint)
+            if key not in unrecorded and stored.get(key) != fingerprint.get(key)
+        ),
+        key=lambda key: (key in CONTENT_KEYS, key),
+    )
+    if differing:
+        changes = "; ".join(f"{key}: {_short(stored, key)} -> {_short(fingerprint, key)}" for key in differing[:8])
         more = f" (and {len(differing) - 8} more)" if len(differing) > 8 else ""
+        meaning = "; ".join(f"{key} is {CONTENT_KEYS[key]}" for key in differing if key in CONTENT_KEYS)
         raise ConfigError(
             "resume",
-            f"this run differs from the one in {parts_dir.parent} in {', '.join(differing)}: {changes}{more}. "
-            "Resuming would mix two configurations in one report; use the original options, or "
-            "a new hydra.run.dir",
+            f"this run differs from the one in {parts_dir.parent} in {', '.join(differing)}: {changes}{more}"
+            f"{f' ({meaning})' if meaning else ''}. Resuming would mix two configurations or two datasets in one "
+            f"report; resume with only hydra.run.dir=... resume=true (the run's recorded options are used), or "
+            "start a new hydra.run.dir",
         )
-    return []
+    return warnings
 
 
-def _short(value: object) -> str:
-    text = "(unset)" if value is None else json.dumps(value)
+def _short(values: dict, key: str) -> str:
+    text = json.dumps(values[key]) if key in values else "(unset)"
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -83,6 +83,7 @@ class RuntimeSettings:
     debug: bool = False
     rank: int = 0
     sync_timeout_minutes: float = 720.0
+    resume_unchecked: bool = False  # resume a folder whose fingerprint is missing or incomplete (pipeline.run_folder)
 
 
 @dataclass
