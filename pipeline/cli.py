@@ -19,12 +19,14 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
 import hydra
 import hydra.errors
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -97,6 +99,10 @@ def _main(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    typed = list(hydra_cfg.overrides.task)
+    recorded = resume_overrides(run_dir, typed) if cfg.resume else None
+    if recorded:  # resume=true: the run continues with the options it was started with (and the ones typed now)
+        cfg = hydra.compose(config_name="config", overrides=recorded + typed)
     log_format = str(cfg.runtime.get("log_format", "text"))
     if log_format not in logs.LOG_FORMATS:
         logs.configure("text", None)
@@ -117,9 +123,11 @@ def _main(cfg: DictConfig) -> None:
     logs.event(
         logger,
         "start",
-        f"cam-audit start: run folder {run_dir}",
+        f"cam-audit start: run folder {run_dir}"
+        + (f"; resumed with the run's recorded options {' '.join(recorded)}" if recorded else ""),
         run_dir=str(run_dir),
-        overrides=list(hydra_cfg.overrides.task),
+        overrides=typed,
+        recorded_overrides=recorded or [],
         resume=bool(cfg.resume),
     )
     try:
@@ -146,11 +154,11 @@ def _main(cfg: DictConfig) -> None:
             # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
             fail(
                 f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
-                f"free space, then run again with resume=true hydra.run.dir={run_dir}",
+                f"free space, then run again with {resume_command(run_dir)}",
                 ExitCode.DISK_FULL,
             )
         if isinstance(error, KeyboardInterrupt):
-            fail(f"cam-audit: interrupted; continue with hydra.run.dir={run_dir} resume=true", ExitCode.INTERRUPTED)
+            fail(f"cam-audit: interrupted; continue with {resume_command(run_dir)}", ExitCode.INTERRUPTED)
         if isinstance(error, Exception):
             logger.error(
                 "cam-audit: unexpected error (a bug; please report it with this traceback): %s: %s",
@@ -162,6 +170,57 @@ def _main(cfg: DictConfig) -> None:
             logging.shutdown()
             sys.exit(ExitCode.INTERNAL)
         raise  # SystemExit
+
+
+def resume_overrides(run_dir: Path, typed: list[str]) -> list[str]:
+    """With ``resume=true``: the overrides the run in ``run_dir`` was started with (``.hydra/overrides.yaml``)
+    but those whose key or group is typed again now (the typed one counts), to compose before the typed ones,
+    so that ``hydra.run.dir=<folder> resume=true`` alone continues the run as it was started. An option typed
+    now that differs from the recorded one is then refused by the resume check (:mod:`pipeline.run_folder`).
+    Empty when the folder has no record (a run started in-process, or one refused before it was accepted)."""
+    path = run_dir / HYDRA_RECORD / "overrides.yaml"
+    if not path.is_file():
+        return []
+    recorded = [str(text) for text in OmegaConf.load(path)]
+    parser = OverridesParser.create()
+    typed_keys = {override.key_or_group for override in parser.parse_overrides(typed)}
+    return [
+        text
+        for text, override in zip(recorded, parser.parse_overrides(recorded))
+        if override.key_or_group not in typed_keys
+    ]
+
+
+# Characters that Hydra's override grammar reads in a value: a folder named by hydra.job.override_dirname
+# (``cam=layercam,data.limit=200``) must be quoted to be read as one path.
+HYDRA_SPECIAL = re.compile(r"[=,()\[\]\s'\"]")
+
+
+def hydra_quoted(value: str) -> str:
+    """``value`` as a quoted Hydra string when it holds characters the grammar reads; as given otherwise
+    (also when it is quoted already)."""
+    if not HYDRA_SPECIAL.search(value) or (len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]):
+        return value
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def quote_run_dir(argv: list[str]) -> list[str]:
+    """``hydra.run.dir=<folder>`` with the folder quoted for Hydra when needed (:func:`hydra_quoted`): resuming
+    a sweep job's folder ``.../cam=layercam,data.limit=200`` failed with "mismatched input '='"."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        out.append(f"{key}={hydra_quoted(value)}" if sep and key == "hydra.run.dir" else arg)
+    return out
+
+
+def resume_command(run_dir: Path) -> str:
+    """The options that continue the run in ``run_dir``, as one pastes them into a shell."""
+    return f"{shlex.quote(f'hydra.run.dir={run_dir}')} resume=true"
 
 
 def check_run_dir_argument(argv: list[str]) -> Path:
@@ -233,6 +292,8 @@ def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["compare"]:
         sys.exit(compare_main(argv[1:]))
+    argv = quote_run_dir(argv)
+    sys.argv[1:] = argv  # what hydra.main reads
     logs.configure(requested_log_format(argv), None)
     try:
         _existing_ancestor = check_run_dir_argument(argv)
