@@ -25,8 +25,8 @@ ROWS = [
     ((True, False, False, False, 1.0, 0.2, 1.0, 0.2, 0.2), "ok"),  # exactly at the threshold counts as on
     ((True, False, False, False, 1.0, NAN, 1.0, NAN, 1.0), "right_not_testable"),  # box = whole image
     ((True, False, False, False, 1.0, 0.05, 1.0, 0.05, 0.98), "right_not_testable"),  # the koala: box 98 %
-    ((False, False, False, False, 0.0, -0.1, 1.0, 0.7, 0.76), "wrong_not_testable"),  # judged on the pred map's box
-    ((True, False, False, False, 1.0, 0.5, 1.0, 0.5, 0.5), "ok"),  # exactly at max_box_fraction is testable
+    ((False, False, False, False, 0.0, -0.1, 1.0, 0.7, 0.8), "wrong_not_testable"),  # judged on the pred map's box
+    ((True, False, False, False, 1.0, 0.5, 1.0, 0.5, 0.75), "ok"),  # exactly at max_box_fraction is testable
 ]
 COLUMNS = [
     "correct",
@@ -104,7 +104,7 @@ def test_reasons_state_the_evidence():
     assert reasons[1] == "pred map is constant: no spatial evidence"
     assert reasons[6] == "pred map: peak off every box, excess energy +0.10 < 0.20"
     assert reasons[9] == "true map: peak in a box, excess energy +0.20 >= 0.20"
-    assert reasons[11].startswith("98 % of the scored image is box (> 50 %)")
+    assert reasons[11].startswith("98 % of the scored image is box (> 75 %)")
 
 
 def test_settings_from_config_and_counts():
