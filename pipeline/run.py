@@ -826,7 +826,9 @@ def _audit_held_folder(
 
     def draw_overlays(table: pa.Table, batch: Batch, maps: UpsampledMaps, original, rows) -> None:
         """On the overlay thread: a picture that cannot be made is an errors row (its sample stays scored)."""
-        failures = save_overlays(overlay_dir, table, batch, maps, original=original, rows=rows)
+        failures = save_overlays(
+            overlay_dir, table, batch, maps, original=original, rows=rows, triage_settings=report.triage
+        )
         if failures:
             overlay_failures.append(overlay_error_rows(failures, table))
 

@@ -1,11 +1,15 @@
-"""Overlay pictures for review: the image with its boxes, then the predicted- and true-class maps (and the
-next-ranked classes' maps with ``cam.top_k`` > 1).
+"""Overlay pictures for review: the image with its boxes, then the predicted- and true-class maps (one map
+when the two classes are the same; the next-ranked classes' maps with ``cam.top_k`` > 1).
 
 Each map panel marks the map's peak (cross) and the box of the thresholded map (magenta) beside the
-annotated boxes (green); a colour bar gives the scale. Only the images that are drawn (by default those
-whose triage is not ``ok``) are copied to the host; drawing is
-OpenCV on small uint8 arrays. File names come from sanitised ids, so an id like ``../../x`` cannot write
-outside the run folder.
+annotated boxes (green); a colour bar gives the scale. A band on top names the image's triage category and
+its reason (``triage``, ``triage_reason``), and a legend strip at the bottom says what the marks and the
+numbers under each panel ("in box", "excess") mean, so that a picture explains itself away from the page.
+Text is drawn with Pillow (:mod:`pipeline.reports.overlay_text`: any script an installed font covers).
+Beside each overlay a thumbnail (``thumbs/<stem>.jpg``: the picture and the judged map, small) is written
+for the review page's galleries. Only the images that are drawn (by default those whose triage calls for a
+look) are copied to the host; drawing is OpenCV on small uint8 arrays. File names come from sanitised ids,
+so an id like ``../../x`` cannot write outside the run folder.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from pipeline.atomic import write_bytes_atomic
 from pipeline.data.batch import Batch
 from pipeline.errors import is_disk_full
+from pipeline.reports import overlay_text
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Narrower pictures are enlarged to about this width so that captions stay readable: tiny ones (the default's
@@ -35,6 +40,18 @@ MIN_PANEL_WIDTH = 320
 MAX_PANEL_SIDE = 2048
 JPEG_MAX_SIDE = 65535
 COLOUR_BAR_WIDTH = 56  # pixels of the colour bar right of the panels
+MIN_CAPTION_WIDTH = 200  # narrower panels are padded so that their captions need not wrap letter by letter
+THUMB_SIDE = 150  # longest side of each of the thumbnail's two panels (picture, judged map), pixels
+THUMB_DIR = "thumbs"  # under overlays/: one thumbnail per overlay, same file name
+GREEN = (0, 255, 0)  # annotated boxes (BGR and RGB alike)
+MAGENTA = (255, 0, 255)  # box of the thresholded map (BGR and RGB alike)
+LEGEND_BACKGROUND = (244, 244, 244)
+HEADER_BACKGROUND = (255, 243, 205)  # RGB: the triage band on top
+# What "in box" and "excess" under each map panel mean (the legend strip; the review page says the same).
+IN_BOX_MEANING = "in box: share of the map's energy inside the annotated boxes"
+EXCESS_MEANING = (
+    "excess: (in box - box area) / (1 - box area), 0 = no better than a uniform map, 1 = all energy in the box"
+)
 
 
 def safe_file_stem(sample_id: str, max_length: int = 80) -> str:
@@ -51,18 +68,55 @@ def _heat(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(image, 0.5, colour, 0.5, 0)
 
 
-def _text(panel: np.ndarray, lines: list[str]) -> np.ndarray:
-    """Put ``lines`` in a band under ``panel`` (so the text never hides the map), at a size that stays
-    legible when the page shows the picture at its natural width."""
-    scale = max(0.5, panel.shape[1] / 520)
-    thickness = 1 if scale < 0.8 else 2
-    line_height = int(26 * scale) + 6
-    band = np.full((line_height * len(lines) + 8, panel.shape[1], 3), 255, np.uint8)
-    for i, line in enumerate(lines):
-        cv2.putText(
-            band, line, (6, line_height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA
-        )
-    return np.vstack([panel, band])
+def _text(panel: np.ndarray, lines: list[str], size: int) -> np.ndarray:
+    """Put ``lines`` in a band under ``panel`` (so the text never hides the map), wrapped to its width; a
+    panel narrower than :data:`MIN_CAPTION_WIDTH` (a sliver of an image) is padded white to it first."""
+    if panel.shape[1] < MIN_CAPTION_WIDTH:
+        pad = np.full((panel.shape[0], MIN_CAPTION_WIDTH - panel.shape[1], 3), 255, np.uint8)
+        panel = np.hstack([panel, pad])
+    return np.vstack([panel, overlay_text.text_band(lines, panel.shape[1], size)])
+
+
+def _legend(width: int, size: int, tau: float | None, map_box: bool) -> np.ndarray:
+    """The legend strip, ``[h, width, 3]`` BGR: a swatch per mark (green box, magenta box, peak cross) and
+    what "in box" and "excess" mean."""
+    from PIL import Image, ImageDraw
+
+    items = [("box", GREEN, "annotated box")]
+    if map_box:
+        at = f" at tau = {tau:g}" if tau is not None else ""
+        items.append(("box", MAGENTA, f"box of the map thresholded{at}"))
+    items.append(("cross", None, "peak of the map"))
+    step, margin, swatch = overlay_text.line_height(size), 6, size
+    # the items flow left to right, on as many lines as the width needs
+    placed, x, row = [], margin, 0
+    for kind, colour, label in items:
+        need = swatch + 6 + overlay_text.text_width(label, size) + 2 * size
+        if x > margin and x + need > width - margin:
+            x, row = margin, row + 1
+        placed.append((kind, colour, label, x, row))
+        x += need
+    notes = [
+        part for note in (IN_BOX_MEANING, EXCESS_MEANING) for part in overlay_text.wrap(note, width - 2 * margin, size)
+    ]
+    rows = row + 1
+    band = Image.new("RGB", (width, margin * 2 + step * (rows + len(notes))), LEGEND_BACKGROUND)
+    draw = ImageDraw.Draw(band)
+    for i, note in enumerate(notes):
+        overlay_text.draw_text(draw, (margin, margin + (rows + i) * step), note, size)
+    for kind, colour, label, x, row in placed:
+        y = margin + row * step
+        box = (x, y + 2, x + swatch, y + 2 + swatch)
+        if kind == "box":
+            draw.rectangle(box, outline=colour, width=max(2, size // 7))
+        else:  # the map panels' cross: black under white, on a map-like blue
+            draw.rectangle(box, fill=(0, 90, 255))
+            cx, cy, arm = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, swatch / 2 - 1
+            for fill, w in (((0, 0, 0), 4), ((255, 255, 255), 2)):
+                draw.line((cx - arm, cy, cx + arm, cy), fill=fill, width=w)
+                draw.line((cx, cy - arm, cx, cy + arm), fill=fill, width=w)
+        overlay_text.draw_text(draw, (x + swatch + 6, y), label, size)
+    return np.ascontiguousarray(np.asarray(band)[..., ::-1])
 
 
 def _colour_bar(height: int, width: int = COLOUR_BAR_WIDTH) -> np.ndarray:
@@ -101,20 +155,40 @@ def draw_overlay(
     captions: Sequence[list[str]],
     seen: np.ndarray | None = None,
     map_boxes: Sequence | None = None,
+    header: Sequence[str] = (),
+    tau: float | None = None,
 ) -> np.ndarray:
-    """The picture with its boxes, then one panel per map (pred, true, top2..), side by side, and a colour bar.
+    """The picture with its boxes, then one panel per map, side by side, a colour bar, the ``header`` lines
+    above and the legend strip below. See :func:`draw_overlay_and_thumbnail` for the arguments."""
+    return draw_overlay_and_thumbnail(image_rgb, boxes, maps, captions, seen, map_boxes, header, tau)[0]
+
+
+def draw_overlay_and_thumbnail(
+    image_rgb: np.ndarray,
+    boxes: np.ndarray,
+    maps: Sequence[np.ndarray],
+    captions: Sequence[list[str]],
+    seen: np.ndarray | None = None,
+    map_boxes: Sequence | None = None,
+    header: Sequence[str] = (),
+    tau: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The overlay and its thumbnail.
 
     Args:
         image_rgb: ``[H, W, 3]`` uint8, the network input (or the stored photo on its scoring grid).
         boxes: ``[N, 4]`` pixel-edge boxes in the same coordinates (green).
-        maps: K ``[H, W]`` normalised maps; each map panel marks its peak with a cross.
+        maps: K ``[H, W]`` normalised maps, the judged one first; each map panel marks its peak with a cross.
         captions: K + 1 lists of lines, under the picture and under each map panel.
         seen: ``[H, W]`` bool, where the network saw the photo (original space); the rest is dimmed and
             carries no heat.
         map_boxes: K boxes, each ``(x1, y1, x2, y2)`` pixel-edge in the same coordinates (NaN: none): the box
             of each thresholded map (``box_*_tau``), drawn in magenta beside the ground truth.
+        header: lines drawn across the top (the triage category and its reason).
+        tau: the threshold of ``map_boxes`` (a fraction of the map's maximum), for the legend.
     Returns:
-        ``[H', (K + 1) W + bar, 3]`` BGR uint8.
+        The overlay ``[header + H' + captions + legend, (K + 1) W + bar, 3]`` and the thumbnail (the picture
+        and the first map, each at most :data:`THUMB_SIDE` on its longer side, no text), BGR uint8.
     """
     if len(captions) != len(maps) + 1 or (map_boxes is not None and len(map_boxes) != len(maps)):
         raise ValueError(f"{len(maps)} maps need {len(maps) + 1} captions and {len(maps)} map boxes")
@@ -142,18 +216,34 @@ def draw_overlay(
         base = np.where(seen[..., None], base, base // 3).astype(np.uint8)
     with_boxes = base.copy()
     for box in boxes:
-        _draw_box(with_boxes, box, (0, 255, 0))
+        _draw_box(with_boxes, box, GREEN)
     panels = [with_boxes] + [_heat(with_boxes, heat) for heat in maps]
     if seen is not None:
         panels = [panels[0]] + [np.where(seen[..., None], panel, with_boxes) for panel in panels[1:]]
     for k, (panel, heat) in enumerate(zip(panels[1:], maps)):
         if map_boxes is not None:
-            _draw_box(panel, map_boxes[k], (255, 0, 255))
+            _draw_box(panel, map_boxes[k], MAGENTA)
         _mark_peak(panel, heat if seen is None else np.where(seen, heat, -1.0))
-    panels = [_text(p, c) for p, c in zip(panels, captions)]
+    thumbnail = _thumbnail(panels[:2])
+    text_size = overlay_text.font_size_for(max(panel_width, MIN_PANEL_WIDTH))
+    panels = [_text(p, c, text_size) for p, c in zip(panels, captions)]
     height = max(p.shape[0] for p in panels)
     panels = [np.vstack([p, np.full((height - p.shape[0], p.shape[1], 3), 255, np.uint8)]) for p in panels]
-    return np.hstack(panels + [_colour_bar(height)])
+    row = np.hstack(panels + [_colour_bar(height)])
+    parts = [row, _legend(row.shape[1], text_size, tau, map_boxes is not None)]
+    if header:
+        parts.insert(0, overlay_text.text_band(list(header), row.shape[1], text_size, background=HEADER_BACKGROUND))
+    return np.vstack(parts), thumbnail
+
+
+def _thumbnail(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """The picture and the judged map side by side, each fitted into :data:`THUMB_SIDE` pixels, 2 px apart."""
+    height, width = panels[0].shape[:2]
+    zoom = min(1.0, THUMB_SIDE / max(height, width))
+    size = (max(1, round(width * zoom)), max(1, round(height * zoom)))
+    small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in panels]
+    gap = np.full((size[1], 2, 3), 255, np.uint8)
+    return np.hstack([small[0], gap, small[1]]) if len(small) > 1 else small[0]
 
 
 @dataclass(frozen=True)
@@ -216,8 +306,25 @@ def overlay_rows(table: pa.Table, mode: str, triage_settings=None) -> np.ndarray
         return np.flatnonzero(~table.column("correct").fill_null(True).to_numpy(zero_copy_only=False))
     from pipeline.reports.triage import NO_LOOK_NEEDED, TriageSettings, triage
 
-    categories = triage(table.to_pandas(), triage_settings or TriageSettings())
+    categories = triage(_scalar_columns(table).to_pandas(), triage_settings or TriageSettings())
     return np.flatnonzero(~np.isin(categories.to_numpy(), NO_LOOK_NEEDED))
+
+
+def _scalar_columns(table: pa.Table) -> pa.Table:
+    """``table`` without its list columns (the off-box grids, MaxBoxAcc state): what triage reads, cheaply."""
+    return table.select([f.name for f in table.schema if not pa.types.is_nested(f.type)])
+
+
+def triage_lines(table: pa.Table, rows: np.ndarray, triage_settings=None) -> list[tuple[str, str]]:
+    """``(triage, triage_reason)`` of the batch rows ``rows``, as the finished run's samples.parquet will
+    have them (:func:`pipeline.reports.triage.triage_with_reasons` with ``report.triage``)."""
+    from pipeline.reports.triage import TriageSettings, triage_with_reasons
+
+    if rows.size == 0:
+        return []
+    frame = _scalar_columns(table).take(pa.array(rows)).to_pandas()
+    out = triage_with_reasons(frame, triage_settings or TriageSettings())
+    return list(zip(out["triage"].astype(str), out["triage_reason"].astype(str)))
 
 
 def save_overlays(
@@ -228,10 +335,12 @@ def save_overlays(
     only_misclassified: bool = True,
     original=None,
     rows: np.ndarray | None = None,
+    triage_settings=None,
 ) -> list[OverlayFailure]:
-    """Write one JPEG per selected image of the batch; returns the overlays that could not be made
-    (drawing or encoding failed, or the file could not be written). A full disk is not such a failure: its
-    ``OSError`` propagates, so that the run stops instead of failing every image after it.
+    """Write one JPEG per selected image of the batch (and its thumbnail under ``thumbs/``); returns the
+    overlays that could not be made (drawing or encoding failed, or the file could not be written). A full
+    disk is not such a failure: its ``OSError`` propagates, so that the run stops instead of failing every
+    image after it. ``triage_settings`` (``report.triage``) give the category and reason each overlay names.
 
     ``original`` (``scores.space=original``): ``(view, image_paths, boxes_refer_to)`` with the batch's
     :class:`~pipeline.scores.space.ScoringView`; each drawn image is decoded again and shown whole on its scoring grid,
@@ -260,6 +369,7 @@ def save_overlays(
         table.select(
             [
                 "id",
+                "correct",
                 "label_name",
                 "pred_name",
                 "confidence",
@@ -277,6 +387,8 @@ def save_overlays(
         .take(pa.array(rows))
         .to_pylist()
     )
+    for row, (category, reason) in zip(data, triage_lines(table, rows, triage_settings)):
+        row["triage"], row["triage_reason"] = category, reason
     failures: list[OverlayFailure] = []
     for i, row in enumerate(data):
         try:
@@ -300,37 +412,59 @@ def _save_one(
     tau: str | None,
     map_names: list[str],
 ) -> None:
-    """Draw and write the overlay of the ``i``-th selected image (batch row ``rows[i]``)."""
+    """Draw and write the overlay of the ``i``-th selected image (batch row ``rows[i]``) and its thumbnail."""
     boxes = batch.boxes.coords[rows[i]][batch.boxes.valid[rows[i]]].numpy()
-    captions = (
+    # A right prediction's predicted- and true-class maps are one map: one panel, both names on it.
+    same = bool(row["correct"])
+    shown = [k for k, m in enumerate(map_names) if not (same and m == "true")]
+    captions = [
         [
             f"{row['id'][:40]}",
             f"true: {row['label_name'][:30]}",
             f"pred: {str(row['pred_name'])[:30]} ({_fmt(row['confidence'])})",
-        ],
-        [
-            f"map of pred: {str(row['pred_name'])[:26]}",
-            f"in box {_fmt(row['pred_energy_in_box'])}, excess {_fmt(row['pred_excess_energy'])}",
-            f"pointing game: {_hit(row['pred_pointing_hit'])}",
-        ],
-        [
-            f"map of true: {row['label_name'][:26]}",
-            f"in box {_fmt(row['true_energy_in_box'])}, excess {_fmt(row['true_excess_energy'])}",
-            f"p(true) {_fmt(row['prob_true'])}",
-        ],
-    ) + tuple(
-        [
-            f"map of {m}: {str(row[f'{m}_class_name'])[:26]}",
-            f"in box {_fmt(row[f'{m}_energy_in_box'])}, excess {_fmt(row[f'{m}_excess_energy'])}",
-            f"p({m}) {_fmt(row[f'{m}_prob'])}",
         ]
-        for m in map_names[2:]
-    )
+    ]
+    for k in shown:
+        m = map_names[k]
+        scores = f"in box {_fmt(row[f'{m}_energy_in_box'])}, excess {_fmt(row[f'{m}_excess_energy'])}"
+        if m == "pred" and same:
+            captions.append(
+                [
+                    f"map of pred = true: {str(row['pred_name'])[:20]}",
+                    scores,
+                    f"pointing game: {_hit(row['pred_pointing_hit'])}",
+                ]
+            )
+        elif m == "pred":
+            captions.append(
+                [
+                    f"map of pred: {str(row['pred_name'])[:26]}",
+                    scores,
+                    f"pointing game: {_hit(row['pred_pointing_hit'])}",
+                ]
+            )
+        elif m == "true":
+            captions.append(
+                [
+                    f"map of true: {row['label_name'][:26]}",
+                    scores,
+                    f"pointing game: {_hit(row['true_pointing_hit'])}, p(true) {_fmt(row['prob_true'])}",
+                ]
+            )
+        else:
+            captions.append(
+                [f"map of {m}: {str(row[f'{m}_class_name'])[:26]}", scores, f"p({m}) {_fmt(row[f'{m}_prob'])}"]
+            )
+    header = []
+    if row.get("triage"):
+        header = [f"triage: {row['triage']}", f"why: {row['triage_reason']}"]
     map_boxes = None
     if tau:  # the thresholded maps' boxes, in the picture's pixels
         map_boxes = tuple(
-            np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64) for m in map_names
+            np.array([row[f"{map_names[k]}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64)
+            for k in shown
         )
+    tau_value = int(tau[len("tau") :]) / 100 if tau else None
     whole = (
         _original_picture(original, int(rows[i]), batch.boxes_stored.valid[rows[i]]) if original is not None else None
     )
@@ -339,12 +473,16 @@ def _save_one(
         if map_boxes is not None:  # box columns are in stored pixels: back onto the scoring grid
             scale_x, scale_y = (float(v) for v in original[0].grid_scale[int(rows[i])])
             map_boxes = tuple(b * np.array([scale_x, scale_y, scale_x, scale_y]) for b in map_boxes)
-        picture = draw_overlay(image, grid_boxes, list(grid_maps), captions, seen=seen, map_boxes=map_boxes)
+        image, boxes, maps = image, grid_boxes, [grid_maps[k] for k in shown]
     else:
-        picture = draw_overlay(
-            np.ascontiguousarray(images[i]), boxes, list(chosen_maps[i]), captions, map_boxes=map_boxes
-        )
-    write_jpeg_atomic(out_dir / f"{safe_file_stem(row['id'])}.jpg", picture)
+        image, seen, maps = np.ascontiguousarray(images[i]), None, [chosen_maps[i][k] for k in shown]
+    picture, thumbnail = draw_overlay_and_thumbnail(
+        image, boxes, maps, captions, seen=seen, map_boxes=map_boxes, header=header, tau=tau_value
+    )
+    name = f"{safe_file_stem(row['id'])}.jpg"
+    write_jpeg_atomic(out_dir / name, picture)
+    (out_dir / THUMB_DIR).mkdir(exist_ok=True)
+    write_jpeg_atomic(out_dir / THUMB_DIR / name, thumbnail)
 
 
 def overlay_map_names(columns: Sequence[str]) -> list[str]:

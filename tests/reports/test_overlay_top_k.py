@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.reports.overlays import (
@@ -12,6 +13,7 @@ from pipeline.reports.overlays import (
     draw_overlay,
     overlay_map_names,
     panel_size,
+    safe_file_stem,
 )
 from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
 
@@ -41,15 +43,18 @@ def test_many_panels_stay_under_the_jpeg_limit():
 
 
 def test_a_top_3_run_draws_four_map_panels(tmp_path):
+    """pred, true, top2, top3 for a wrong prediction; pred = true, top2, top3 for a right one (one panel)."""
     root = tmp_path / "data"
     good_dataset(root, 4)
-    widths = {}
+    panels = {}
     for top_k in (1, 3):
         overrides = base_overrides(root, tmp_path / "cache", **{"cam.top_k": top_k, "report.overlays": "all"})
         run_in_process(overrides, tmp_path / f"run{top_k}")
-        pictures = sorted((tmp_path / f"run{top_k}" / "overlays").glob("*.jpg"))
-        assert len(pictures) == 4
-        widths[top_k] = {cv2.imread(str(p)).shape[1] for p in pictures}
-    (one,), (three,) = widths[1], widths[3]
-    panel = (one - COLOUR_BAR_WIDTH) // 3  # picture, pred, true
-    assert one == 3 * panel + COLOUR_BAR_WIDTH and three == 5 * panel + COLOUR_BAR_WIDTH
+        frame = pd.read_parquet(tmp_path / f"run{top_k}" / "samples.parquet")
+        assert len(list((tmp_path / f"run{top_k}" / "overlays").glob("*.jpg"))) == 4
+        for sample_id, correct in zip(frame["id"], frame["correct"]):
+            width = cv2.imread(str(tmp_path / f"run{top_k}" / "overlays" / f"{safe_file_stem(sample_id)}.jpg")).shape[1]
+            maps = top_k + (1 if correct else 2) - 1  # the picture is one more panel
+            assert width == (maps + 1) * panel_size(32, 32, maps + 1)[1] + COLOUR_BAR_WIDTH
+            panels[(top_k, sample_id)] = maps
+    assert {panels[(3, i)] - panels[(1, i)] for i in frame["id"]} == {2}  # top2 and top3 added to each
