@@ -356,7 +356,9 @@ def compare_parser() -> argparse.ArgumentParser:
 
 def compare_main(argv: list[str] | None = None) -> int:
     """``cam-audit compare`` / ``cam-audit-compare``: exit 0 when every gate passed, 1 when one tripped
-    (:class:`ExitCode`), 2 when a folder is not a finished audit, the runs share no image or an option is wrong."""
+    (:class:`ExitCode`), 2 when a folder is not a finished audit, the runs share no image, audited different
+    data under the same ids (other true labels, other class lists), a gate cannot be evaluated, the output
+    cannot be written or an option is wrong; 4 when the disk is full."""
     from pipeline.reports.compare import (
         compare_with_statistics,
         default_out,
@@ -385,6 +387,9 @@ def compare_main(argv: list[str] | None = None) -> int:
             args.seed,
             args.min_class_images,
         )
+    except ConfigError as error:  # not the same data, a gate that cannot be evaluated: the option or file first
+        print(f"cam-audit compare: cannot compare: {one_line(str(error))}", file=sys.stderr)
+        return ExitCode.CONFIG
     except Exception as error:  # noqa: BLE001 -- any unreadable run is exit 2, never the gate's exit 1
         print(f"cam-audit compare: cannot compare: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
         return ExitCode.CONFIG
@@ -392,7 +397,16 @@ def compare_main(argv: list[str] | None = None) -> int:
         print("cam-audit compare: the two runs have no image in common: nothing to compare", file=sys.stderr)
         return ExitCode.CONFIG
     out = args.out or default_out(args.baseline, args.current)
-    write_comparison(result, out)
+    try:
+        write_comparison(result, out)
+    except OSError as error:  # never the gate's exit 1 (nor a traceback): 4 for a full disk, as the audit
+        full = is_disk_full(error)
+        print(
+            f"cam-audit compare: --out: the comparison cannot be written to {out} "
+            f"({error.strerror or error}){'; free space and run it again' if full else ''}",
+            file=sys.stderr,
+        )
+        return ExitCode.DISK_FULL if full else ExitCode.CONFIG
     print(render_comparison(result, args.top))
     print(render_statistics(result))
     print(f"  comparison: {out}")

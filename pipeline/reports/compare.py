@@ -17,6 +17,12 @@
 - ``gates``: for each ``--max-drop metric=value``, whether it tripped: the drop is beyond the threshold
   **and** significant (two-sided, level ``alpha``); per class (``--max-class-drop``) the same with
   Bonferroni's correction over the classes tested, so that a class of three images never raises an alarm.
+- ``data``: what :func:`check_same_data` found about the data (said first): the two runs must have audited
+  the same data where their ids overlap. Different true labels of common ids, or different class lists, are a
+  refusal (:class:`~pipeline.errors.ConfigError`, exit 2): every paired number would compare two datasets.
+  The same classes in another order are aligned by key and name (and said); differing dataset fingerprints
+  (``summary.json``) with agreeing labels are said, not refused (another ``data.limit``, an added image).
+  A gate on a metric that cannot be computed for both runs is refused too, never "passed".
 Everything is computed from ``samples.parquet`` (no model, no images), so it is cheap on any size of run.
 :func:`write_comparison` writes ``compare.json``, ``samples_diff.parquet`` and ``classes_diff.parquet``.
 """
@@ -32,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import ConfigError
 from pipeline.reports.finalize import dataset_scores, write_json_atomic
 from pipeline.reports.paired_stats import class_mean_statistic, mcnemar_exact, mean_statistic, paired_bootstrap
 from pipeline.reports.parts import write_table_atomic
@@ -51,6 +58,100 @@ def read_run(run_dir: Path) -> tuple[pd.DataFrame, dict]:
     metadata = pq.read_schema(path).metadata or {}
     definitions = json.loads(metadata.get(b"cam_audit.definitions", b"{}"))
     return pd.read_parquet(path), definitions
+
+
+def run_identity(run_dir: Path) -> dict:
+    """What a finished run says about its data: ``classes`` (``[(key, name), ...]`` in output order, from the
+    samples table's metadata; None when absent) and ``dataset`` (``summary.json``'s dataset fingerprint; None
+    when absent)."""
+    metadata = pq.read_schema(Path(run_dir) / "samples.parquet").metadata or {}
+    classes = None
+    if b"cam_audit.classes" in metadata:
+        names = json.loads(metadata[b"cam_audit.classes"])
+        keys = json.loads(metadata.get(b"cam_audit.class_keys", b"null")) or names
+        classes = [(str(key), str(name)) for key, name in zip(keys, names)]
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except ValueError:
+        summary = {}
+    dataset = ((summary.get("provenance") or {}).get("dataset") or {}) if isinstance(summary, dict) else {}
+    return {"classes": classes, "dataset": dataset or None}
+
+
+def _realign(frame: pd.DataFrame, mapping: np.ndarray) -> pd.DataFrame:
+    """``frame`` with its class indices (``label``, ``pred``, the top-k maps' ``*_class``) mapped through
+    ``mapping`` (current index -> baseline index); nulls stay null."""
+    frame = frame.copy()
+    for column in [c for c in frame.columns if c in ("label", "pred") or c.endswith("_class")]:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        known = values.notna()
+        mapped = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+        mapped[known] = mapping[values[known].astype(np.int64).to_numpy()]
+        frame[column] = mapped if not known.all() else mapped.astype(np.int64)
+    return frame
+
+
+def check_same_data(
+    baseline_dir: Path, current_dir: Path, before: pd.DataFrame, after: pd.DataFrame
+) -> tuple[list[str], pd.DataFrame]:
+    """Whether the two runs audited the same data where their ids overlap; returns what to say first and the
+    current rows (with class indices aligned to the baseline's when the same classes come in another order).
+
+    Raises :class:`~pipeline.errors.ConfigError` naming the current run's ``samples.parquet`` when the class
+    lists differ (other classes) or a common id has another true label.
+    """
+    notes: list[str] = []
+    table = str(Path(current_dir) / "samples.parquet")
+    first, second = run_identity(baseline_dir), run_identity(current_dir)
+    if first["classes"] is not None and second["classes"] is not None and first["classes"] != second["classes"]:
+        if sorted(first["classes"]) != sorted(second["classes"]) or len(set(first["classes"])) != len(first["classes"]):
+            only_before = sorted({name for _, name in first["classes"]} - {name for _, name in second["classes"]})
+            only_after = sorted({name for _, name in second["classes"]} - {name for _, name in first["classes"]})
+            raise ConfigError(
+                table,
+                f"the two runs have different class lists ({len(first['classes'])} and {len(second['classes'])} "
+                f"classes; only in the baseline: {', '.join(only_before[:5]) or '-'}; only in the current run: "
+                f"{', '.join(only_after[:5]) or '-'}; or keys and names paired otherwise): their labels and "
+                "predictions do not mean the same; compare runs made with the same class list",
+            )
+        position = {pair: index for index, pair in enumerate(first["classes"])}
+        mapping = np.array([position[pair] for pair in second["classes"]], dtype=np.int64)
+        after = _realign(after, mapping)
+        moved = int((mapping != np.arange(len(mapping))).sum())
+        notes.append(
+            f"the class lists hold the same {len(mapping)} classes in another order ({moved} moved): the current "
+            "run's class indices are aligned to the baseline's by key and name"
+        )
+    joined = before[["id", "label", "label_name"]].merge(after[["id", "label", "label_name"]], on="id")
+    other = joined[
+        (joined["label_x"].astype("int64") != joined["label_y"].astype("int64"))
+        | (joined["label_name_x"] != joined["label_name_y"])
+    ]
+    if len(other):
+        example = other.iloc[0]
+        raise ConfigError(
+            table,
+            f"{len(other)} of {len(joined)} common ids have another true label (e.g. {example['id']!r}: "
+            f"{example['label_name_x']!r} in the baseline, {example['label_name_y']!r} now): the runs audited "
+            "different data under the same ids; every paired number would compare two datasets",
+        )
+    if first["dataset"] and second["dataset"] and first["dataset"].get("sha256") != second["dataset"].get("sha256"):
+        notes.append(
+            f"the dataset fingerprints differ (baseline {first['dataset'].get('samples', '?')} samples, "
+            f"{str(first['dataset'].get('sha256'))[:12]}; current {second['dataset'].get('samples', '?')} samples, "
+            f"{str(second['dataset'].get('sha256'))[:12]}): the runs audited different data (other images, a "
+            f"different data.limit); only the {len(joined)} common ids, whose true labels agree, are compared"
+        )
+    return notes, after
+
+
+def read_pair(baseline_dir: Path, current_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict, list[str]]:
+    """Both runs' rows and definition choices, checked to be of the same data (:func:`check_same_data`),
+    and what that check found."""
+    before_all, before_definitions = read_run(baseline_dir)
+    after_all, after_definitions = read_run(current_dir)
+    notes, after_all = check_same_data(baseline_dir, current_dir, before_all, after_all)
+    return before_all, after_all, before_definitions, after_definitions, notes
 
 
 def _flatten(choices: dict, prefix: str = "") -> dict:
@@ -136,8 +237,7 @@ def class_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
 
 def compare_runs(baseline_dir: Path, current_dir: Path) -> dict:
     """Compare two finished runs; see the module docstring for what comes back."""
-    before_all, before_definitions = read_run(baseline_dir)
-    after_all, after_definitions = read_run(current_dir)
+    before_all, after_all, before_definitions, after_definitions, data_notes = read_pair(baseline_dir, current_dir)
     common = sorted(set(before_all["id"]) & set(after_all["id"]))
     before = before_all[before_all["id"].isin(common)].sort_values("id")
     after = after_all[after_all["id"].isin(common)].sort_values("id")
@@ -165,6 +265,7 @@ def compare_runs(baseline_dir: Path, current_dir: Path) -> dict:
     return {
         "baseline": str(baseline_dir),
         "current": str(current_dir),
+        "data": data_notes,
         "definitions": differences,
         "overall": overall,
         "samples": samples,
@@ -179,6 +280,8 @@ def render_comparison(result: dict, top: int = 5) -> str:
         f"Comparison: {result['baseline']} -> {result['current']} ({overall['images_compared']} common images, "
         f"{overall['only_in_baseline']} only in the baseline, {overall['only_in_current']} only in the current run)"
     ]
+    for note in result.get("data", []):
+        lines.append(f"  DATA: {note}")
     if result["definitions"]:
         lines.append("  DEFINITIONS CHANGED (score deltas mix the model's change with these):")
     for entry in result["definitions"]:
@@ -389,6 +492,36 @@ def evaluate_gates(
     return gates
 
 
+def check_gated_metrics(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    tau: str,
+    tests: dict,
+    max_drops: dict[str, float],
+    max_class_drops: dict[str, float],
+    baseline_dir: Path,
+    current_dir: Path,
+) -> None:
+    """Every gated metric must be computable on both runs: a column that one run lacks (another version, a
+    score switched off) or that no common image defines in both would make its gate print "drop +nan ...
+    passed". Raises :class:`~pipeline.errors.ConfigError` naming the option and the run instead."""
+    for option, gated in (("--max-drop", max_drops), ("--max-class-drop", max_class_drops)):
+        for metric in gated:
+            column = METRICS[metric][0].format(tau=tau)
+            lacking = [str(d) for d, frame in ((baseline_dir, before), (current_dir, after)) if column not in frame]
+            if lacking:
+                raise ConfigError(
+                    option,
+                    f"{metric}: {' and '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no column "
+                    f"{column!r}: this gate cannot be evaluated; drop it, or compare runs that both have it",
+                )
+            if option == "--max-drop" and tests.get(metric, {}).get("n", 0) == 0:
+                raise ConfigError(
+                    option,
+                    f"{metric}: no common image has {column!r} defined in both runs: this gate cannot be evaluated",
+                )
+
+
 def compare_with_statistics(
     baseline_dir: Path,
     current_dir: Path,
@@ -401,14 +534,15 @@ def compare_with_statistics(
 ) -> dict:
     """:func:`compare_runs` plus the paired tests, the per-class tests and the gates (see the module docstring)."""
     result = compare_runs(baseline_dir, current_dir)
-    before_all, definitions = read_run(baseline_dir)
-    after_all, _ = read_run(current_dir)
+    before_all, after_all, definitions, _, _ = read_pair(baseline_dir, current_dir)
     common = set(before_all["id"]) & set(after_all["id"])
     before = before_all[before_all["id"].isin(common)].sort_values("id").reset_index(drop=True)
     after = after_all[after_all["id"].isin(common)].sort_values("id").reset_index(drop=True)
     tau = tau_key(float((definitions.get("taus") or [0.15])[0]))
     max_drops, max_class_drops = dict(max_drops or {}), dict(max_class_drops or {})
     tests = paired_tests(before, after, tau, resamples, seed, alpha) if common else {}
+    if common:
+        check_gated_metrics(before, after, tau, tests, max_drops, max_class_drops, baseline_dir, current_dir)
     metrics = sorted(set(max_class_drops) | {"accuracy", "true_energy_in_box"})
     per_class = class_tests(before, after, tau, metrics, resamples, seed, alpha) if common else pd.DataFrame()
     result.update(
@@ -473,7 +607,7 @@ def write_comparison(result: dict, out: Path) -> None:
         out / "compare.json",
         {
             k: result[k]
-            for k in ("baseline", "current", "definitions", "overall", "tests", "gates", "settings")
+            for k in ("baseline", "current", "data", "definitions", "overall", "tests", "gates", "settings")
             if k in result
         },
     )
