@@ -1,13 +1,16 @@
 """``review.html``: one static page to review a run in a browser, next to its overlays.
 
-First screen: headline numbers, triage counts, the shortcut finder's flags with their hot-spot pictures,
-the ``report.group_by`` tables and a warning when the predictions have collapsed onto one class. Then the
-most frequent confusions, the classes worst first by true-class excess energy (the worst
+Header: the run's provenance (date, git revision, checkpoint and dataset hashes, model, method). First
+screen: headline numbers, triage counts, the shortcut finder's flags with their hot-spot pictures, the
+``report.group_by`` tables and a warning when the predictions have collapsed onto one class. Then the most
+frequent confusions, the classes worst first by true-class excess energy (n/a last; the worst
 ``CLASS_ROWS_SHOWN``, the rest behind a toggle), a table of the images that need a look (sortable by
-clicking a column, filtered by class, triage and confidence with a few lines of plain JavaScript) and
-one gallery per triage category, most severe first. Rendered with Jinja2 (``templates/review.html.j2``)
-with autoescaping on, so no value from the data (ids, class names) is ever read as HTML; pictures are
-linked by relative path, so the run folder can be copied or served as it is.
+clicking a column, filtered by class, triage and confidence in percent with a few lines of plain
+JavaScript; each id links to its card) and one gallery per triage category, most severe first: a grid of
+cards with the overlay's thumbnail (``overlays/thumbs/``) linking to the full overlay. A legend (the box
+colours, the peak cross, "in box" and "excess") stays in the sticky filter bar. Rendered with Jinja2
+(``templates/review.html.j2``) with autoescaping on, so no value from the data (ids, class names) is ever
+read as HTML; pictures are linked by relative path, so the run folder can be copied or served as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from pipeline.reports.overlays import safe_file_stem
+from pipeline.reports.overlays import EXCESS_MEANING, IN_BOX_MEANING, THUMB_DIR, safe_file_stem
 from pipeline.reports.triage import CATEGORIES, MEANINGS, NO_LOOK_NEEDED, SEVERITY_ORDER
 
 CLASS_ROWS_SHOWN = 20
@@ -84,6 +87,63 @@ def _headline(summary: dict) -> list[tuple[str, str]]:
 def _overlay_link(overlay_dir: Path, sample_id: str) -> str | None:
     picture = overlay_dir / f"{safe_file_stem(str(sample_id))}.jpg"
     return f"overlays/{picture.name}" if picture.is_file() else None
+
+
+def _thumbnail_link(overlay_dir: Path, sample_id: str) -> str | None:
+    """The overlay's thumbnail (runs before thumbnails existed have none: the page scales the overlay)."""
+    picture = overlay_dir / THUMB_DIR / f"{safe_file_stem(str(sample_id))}.jpg"
+    return f"overlays/{THUMB_DIR}/{picture.name}" if picture.is_file() else None
+
+
+def _short_hash(value) -> str:
+    return str(value)[:12] if value else "n/a"
+
+
+def _provenance(summary: dict) -> list[dict]:
+    """The header's provenance fields ``{name, value, title}`` (``title``: the full value, on hover)."""
+    origin = summary.get("provenance") or {}
+    model = summary.get("model") or {}
+    definitions = summary.get("definitions") or {}
+    fields = []
+    started = str(origin.get("started_utc") or "")
+    fields.append({"name": "run", "value": started.replace("T", " ").replace("Z", " UTC") or "n/a", "title": started})
+    git = origin.get("git") or {}
+    commit = git.get("commit")
+    fields.append(
+        {
+            "name": "git",
+            "value": (commit[:10] + (" (uncommitted changes)" if git.get("dirty") else "")) if commit else "n/a",
+            "title": commit or "not run from a git checkout",
+        }
+    )
+    fields.append({"name": "model", "value": str(model.get("name", "n/a")), "title": ""})
+    checkpoint = origin.get("checkpoint") or {}
+    if model.get("random_weights"):
+        fields.append({"name": "weights", "value": "RANDOM (model.allow_random_weights=true)", "title": ""})
+    fields.append(
+        {
+            "name": "checkpoint sha256",
+            "value": _short_hash(checkpoint.get("sha256")),
+            "title": f"{checkpoint.get('sha256')} {checkpoint.get('path')}" if checkpoint else "no checkpoint file",
+        }
+    )
+    dataset = origin.get("dataset") or {}
+    fields.append(
+        {
+            "name": "dataset",
+            "value": f"{fmt(dataset.get('samples'))} samples, fingerprint {_short_hash(dataset.get('sha256'))}",
+            "title": str(dataset.get("sha256", "")),
+        }
+    )
+    method = str(definitions.get("cam_method", "n/a"))
+    if definitions.get("class_score"):
+        method += f" of the {definitions['class_score']}"
+    fields.append({"name": "method", "value": method, "title": ""})
+    fields.append({"name": "layer", "value": str(summary.get("target_layer", "n/a")), "title": ""})
+    fields.append(
+        {"name": "scored in", "value": str(definitions.get("coordinate_space", "")).split(":")[0] or "n/a", "title": ""}
+    )
+    return fields
 
 
 def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -166,7 +226,7 @@ def _class_rows(classes: pd.DataFrame) -> list[dict]:
     if not len(classes):
         return []
     key = "true_excess_energy" if "true_excess_energy" in classes.columns else "true_energy_lift"
-    worst = classes.sort_values(key, na_position="first", kind="stable")
+    worst = classes.sort_values(key, na_position="last", kind="stable")  # n/a is unknown, not worst
     rows = []
     for r in worst.to_dict("records"):
         excess = r.get("true_excess_energy")
@@ -186,18 +246,29 @@ def _class_rows(classes: pd.DataFrame) -> list[dict]:
 
 
 def _image_row(r: dict, overlay_dir: Path) -> dict:
+    confidence = r["confidence"]
     return {
         "id": str(r["id"]),
+        "anchor": f"card-{safe_file_stem(str(r['id']))}",
         "true": str(r["label_name"]),
         "pred": str(r["pred_name"]),
+        # a right prediction: its predicted- and true-class maps are one map (one panel, one set of scores)
+        "same": bool(r["correct"])
+        if not _is_missing(r.get("correct"))
+        else str(r["label_name"]) == str(r["pred_name"]),
         "triage": str(r.get("triage", "")),
-        "confidence": fmt(r["confidence"], True),
-        "confidence_value": _number(r["confidence"]),
+        "reason": "" if _is_missing(r.get("triage_reason")) else str(r.get("triage_reason", "")),
+        "confidence": fmt(confidence, True),
+        # in percent, as the column shows it and the filter takes it
+        "confidence_value": _number(None if _is_missing(confidence) else 100 * float(confidence)),
+        "pred_in_box": fmt(r.get("pred_energy_in_box")),
+        "true_in_box": fmt(r.get("true_energy_in_box")),
         "pred_excess": fmt(r.get("pred_excess_energy")),
         "pred_excess_value": _number(r.get("pred_excess_energy")),
         "true_excess": fmt(r.get("true_excess_energy")),
         "true_excess_value": _number(r.get("true_excess_energy")),
         "overlay": _overlay_link(overlay_dir, r["id"]),
+        "thumbnail": _thumbnail_link(overlay_dir, r["id"]),
     }
 
 
@@ -216,7 +287,7 @@ def _images_context(frame: pd.DataFrame, overlay_dir: Path, max_images: int) -> 
         column, ascending = GALLERY_ORDER.get(category, ("confidence", False))
         if column not in members.columns:
             column, ascending = "confidence", False
-        members = members.sort_values(column, ascending=ascending, na_position="first", kind="stable")
+        members = members.sort_values(column, ascending=ascending, na_position="last", kind="stable")
         rows = [_image_row(r, overlay_dir) for r in members.to_dict("records")]
         if category in NO_LOOK_NEEDED:
             rows = [
@@ -250,6 +321,11 @@ def render_review_page(
     triage = summary.get("triage") or {}
     context = {
         "run_dir": str(summary.get("run_dir", "")),
+        "provenance": _provenance(summary),
+        "random_weights": bool((summary.get("model") or {}).get("random_weights")),
+        "tau": fmt((definitions.get("taus") or [None])[0], digits=2),
+        "in_box_meaning": IN_BOX_MEANING.split(": ", 1)[1],
+        "excess_meaning": EXCESS_MEANING.split(": ", 1)[1],
         "model_name": str((summary.get("model") or {}).get("name", "")),
         "target_layer": str(summary.get("target_layer", "")),
         "cam_method": str(definitions.get("cam_method", "")),
