@@ -10,12 +10,29 @@ from pipeline.errors import ConfigError
 from pipeline.settings import SCHEMAS, settings_from_config
 from tests.helpers_corpus import CONF
 
-GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in CONF.iterdir() if group.is_dir()}
+# conf/base/ holds what every option of a group shares (conf/base/<group>.yaml); it is not a group itself.
+GROUPS = {
+    group.name: sorted(p.stem for p in group.glob("*.yaml"))
+    for group in CONF.iterdir()
+    if group.is_dir() and group.name != "base"
+}
+BASES = {path.stem for path in (CONF / "base").glob("*.yaml")}
+
+
+def file_values(group: str, option: str) -> dict:
+    """What ``group=option`` should put under ``cfg.<group>``: the group's base file (if any), then the
+    option's own file on top."""
+    values = {}
+    for path in ([CONF / "base" / f"{group}.yaml"] if group in BASES else []) + [CONF / group / f"{option}.yaml"]:
+        layer = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        layer.pop("defaults", None)
+        values.update(layer)
+    return values
 
 
 def test_default_config_composes_with_every_group(compose_config):
     cfg = compose_config([])
-    assert set(GROUPS) == {"data", "model", "cam", "scores", "report", "runtime"}
+    assert {"data", "model", "cam", "scores", "report", "runtime"} <= set(GROUPS)
     for group in GROUPS:
         assert group in cfg, group
     assert cfg.data.source == "synthetic" and cfg.model.name == "default" and cfg.cam.method == "gradcam"
@@ -31,9 +48,7 @@ def test_every_option_of_every_group_composes(compose_config, default_cfg, group
     """Choosing ``group=option`` puts exactly that file's values under ``cfg.<group>`` (nothing in
     config.yaml or another option overrides them) and leaves every other group at its default."""
     cfg = compose_config([f"{group}={option}"])
-    from_file = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=False)
-    from_file.pop("defaults", None)  # the schema line of the fixed-key groups (pipeline/settings.py)
-    assert OmegaConf.to_container(cfg[group], resolve=False) == from_file
+    assert OmegaConf.to_container(cfg[group], resolve=False) == file_values(group, option)
     for other in GROUPS:
         if other != group:
             assert OmegaConf.to_container(cfg[other], resolve=False) == OmegaConf.to_container(
@@ -61,8 +76,21 @@ def test_every_yaml_option_is_commented():
 
 @pytest.mark.parametrize("group", list(SCHEMAS))
 def test_every_file_of_a_fixed_key_group_names_its_schema(group):
+    """Each option names the schema, directly or through its group's base file (which names it)."""
+    if group in BASES:
+        assert OmegaConf.load(CONF / "base" / f"{group}.yaml").defaults == [f"/schema/{group}@_here_", "_self_"]
+    expected = [f"/base/{group}@_here_" if group in BASES else f"/schema/{group}@_here_", "_self_"]
     for path in (CONF / group).glob("*.yaml"):
-        assert OmegaConf.load(path).defaults == [f"/schema/{group}@_here_", "_self_"], path
+        assert OmegaConf.load(path).defaults == expected, path
+
+
+def test_method_files_hold_only_what_differs():
+    """A cam option file states its method and nothing the base file already says (no copies)."""
+    base = file_values("cam", "gradcam").keys() - {"method"}
+    for option in GROUPS["cam"]:
+        own = OmegaConf.to_container(OmegaConf.load(CONF / "cam" / f"{option}.yaml"), resolve=False)
+        own.pop("defaults")
+        assert set(own) == {"method"} and not (set(own) & base), option
 
 
 @pytest.mark.parametrize("group", list(SCHEMAS))
