@@ -5,7 +5,8 @@ The file holds ``images`` (``id``, ``file_name``, ``width``, ``height``), ``anno
 pixel-edge coordinates (the top-left corner of the top-left pixel is ``(0, 0)``); it is converted once,
 here, to ``(x1, y1, x2, y2) = (x, y, x + w, y + h)``, so a box covers columns ``x1 <= x < x2``.
 
-Category names reach the model's outputs through ``ClassList.index()`` (class keys or names). The
+Category names reach the model's outputs through ``ClassList.resolve()`` (class keys or names; a name
+two classes share is a ``BadLabel`` naming their keys). The
 image's label is the one class all its annotations share, or the image entry's own label field
 (``images[i][label_field]``, a category name or category id) when it has one; only the label's boxes
 are kept (boxes of other classes are not ground truth for the audited class). The JSON file is the list
@@ -145,28 +146,32 @@ def _annotated_size(entry: dict) -> tuple[tuple[int, int] | None, str | None]:
     return (int(round(width)), int(round(height))), None
 
 
-def _category_index(category_id: object, names: dict[object, str], lookup: dict[str, int]) -> tuple[int, str | None]:
-    """Category id -> model output index, or ``(-1, problem)`` for an unknown id or name."""
+def _category_index(category_id: object, names: dict[object, str], classes: ClassList) -> tuple[int, str | None]:
+    """Category id -> model output index, or ``(-1, problem)`` for an unknown id, an unknown name or a name
+    that several classes share (``crane``: the problem names the keys to use)."""
     key = _id_key(category_id)
     if key is None or key not in names:
         return -1, f"unknown category id {category_id!r}"
-    if names[key] not in lookup:
+    index, problem = classes.resolve(names[key])
+    if problem and not problem.startswith("ambiguous"):
         return -1, f"unknown category {names[key]}"
-    return lookup[names[key]], None
+    return index, problem
 
 
-def _explicit_label(value: object, names: dict[object, str], lookup: dict[str, int]) -> tuple[int, str | None]:
+def _explicit_label(value: object, names: dict[object, str], classes: ClassList) -> tuple[int, str | None]:
     """The image's own label field: a category id (int) or a category name (str) -> output index."""
     if isinstance(value, str):
         # a category name reaches the outputs through the class list, exactly like the annotations' names
-        text = value.strip()
-        return (lookup[text], None) if text in lookup else (-1, f"unknown category {text}")
+        index, problem = classes.resolve(value.strip())
+        if problem and not problem.startswith("ambiguous"):
+            return -1, f"unknown category {value.strip()}"
+        return index, problem
     if isinstance(value, int) and not isinstance(value, bool):
-        return _category_index(value, names, lookup)
+        return _category_index(value, names, classes)
     return -1, f"label {value!r} is neither a category name nor a category id"
 
 
-def _shared_label(annotations: list[dict], names: dict[object, str], lookup: dict[str, int]) -> tuple[int, str | None]:
+def _shared_label(annotations: list[dict], names: dict[object, str], classes: ClassList) -> tuple[int, str | None]:
     """The one class all annotations of an image share, or ``(-1, problem)``.
 
     Annotations agree when their categories map to the same model output (two category names for the
@@ -176,7 +181,7 @@ def _shared_label(annotations: list[dict], names: dict[object, str], lookup: dic
         return -1, "image has no annotations and no label"
     indices = set()
     for annotation in annotations:
-        index, problem = _category_index(annotation.get("category_id"), names, lookup)
+        index, problem = _category_index(annotation.get("category_id"), names, classes)
         if problem:
             return -1, problem
         indices.add(index)
@@ -188,12 +193,12 @@ def _shared_label(annotations: list[dict], names: dict[object, str], lookup: dic
 
 
 def _label_boxes(
-    label: int, annotations: list[dict], names: dict[object, str], lookup: dict[str, int]
+    label: int, annotations: list[dict], names: dict[object, str], classes: ClassList
 ) -> tuple[np.ndarray, str | None]:
     """``[N, 4]`` float32 pixel-edge boxes of the annotations whose category is the label's class."""
     boxes = []
     for annotation in annotations:
-        index, _ = _category_index(annotation.get("category_id"), names, lookup)
+        index, _ = _category_index(annotation.get("category_id"), names, classes)
         if index != label:
             continue  # another class's object: not ground truth for this label
         box, problem = coco_box(annotation.get("bbox"))
@@ -242,7 +247,7 @@ class _Context:
     root: Path
     by_image: dict[object, list[dict]]
     names: dict[object, str]
-    lookup: dict[str, int]
+    classes: ClassList
     label_field: str
     allow_outside_root: bool
     seen_ids: dict[object, int] = field(default_factory=dict)  # image id -> position of its first entry
@@ -278,7 +283,6 @@ def read_coco(
     data = _load_coco(annotation_file)
     names = _category_names(data.get("categories", []), annotation_file)
     by_image, stray = _group_annotations(data.get("annotations", []))
-    lookup = classes.index()
     entries = data["images"]
     wanted = _candidate_ids(entries)
 
@@ -287,7 +291,7 @@ def read_coco(
     wanted += [f"image-id-{key}" for key in orphans] + [f"annotations-{n}" for n in stray]
     sample_ids = unique_ids(wanted)
 
-    context = _Context(root, by_image, names, lookup, label_field, allow_outside_root)
+    context = _Context(root, by_image, names, classes, label_field, allow_outside_root)
     records = [_image_record(sample_ids[number], number, entry, context) for number, entry in enumerate(entries)]
     tail = sample_ids[len(entries) :]
     for sample_id, key in zip(tail, orphans):
@@ -342,13 +346,13 @@ def _image_record(sample_id: str, number: int, entry: object, context: _Context)
         return unusable_record(sample_id, image_path, "BadAnnotation", size_problem)
     annotations = context.by_image.get(entry["id"], [])
     if entry.get(context.label_field) is not None:
-        label, problem = _explicit_label(entry[context.label_field], context.names, context.lookup)
+        label, problem = _explicit_label(entry[context.label_field], context.names, context.classes)
     else:
-        label, problem = _shared_label(annotations, context.names, context.lookup)
+        label, problem = _shared_label(annotations, context.names, context.classes)
     if problem:
         kind = "MissingAnnotation" if not annotations and entry.get(context.label_field) is None else "BadLabel"
         return unusable_record(sample_id, image_path, kind, problem, size)
-    boxes, problem = _label_boxes(label, annotations, context.names, context.lookup)
+    boxes, problem = _label_boxes(label, annotations, context.names, context.classes)
     if problem:
         return unusable_record(sample_id, image_path, "BadAnnotation", problem, size)
     return SampleRecord(sample_id, image_path, label, boxes, size)

@@ -138,11 +138,14 @@ def box_array(boxes: object) -> tuple[np.ndarray | None, str | None]:
     return array.astype(np.float32), None
 
 
-def resolve_label(value: object, classes: ClassList, lookup: dict[str, int]) -> tuple[int, str | None]:
+def resolve_label(value: object, classes: ClassList) -> tuple[int, str | None]:
     """A label cell -> output index: a class key or name, or an integer index (also as a digit string).
 
-    A key/name wins over the digit reading, so a class literally named ``"3"`` stays addressable. Only
-    ASCII digits are an index (``"²"`` and ``"٣"`` are digits to ``str.isdigit`` but not to ``int``).
+    A key/name is looked up first (:meth:`~pipeline.data.records.ClassList.resolve`: a name shared by
+    two classes, ImageNet's ``crane``, is refused, naming the keys to use). Only ASCII digits are an index
+    (``"²"`` and ``"٣"`` are digits to ``str.isdigit`` but not to ``int``). A digit string that is the key or
+    name of one class and the index of another (a class list keyed by COCO category ids: ``1 person`` on
+    line 0) is refused too: which one was meant cannot be known, and either reading gives a number.
 
     Returns:
         ``(index, None)`` or ``(-1, problem)``.
@@ -153,11 +156,18 @@ def resolve_label(value: object, classes: ClassList, lookup: dict[str, int]) -> 
         return -1, f"unknown label {value!r}"
     if isinstance(value, str):
         text = value.strip()
-        if text in lookup:
-            return lookup[text], None
         digits = text.lstrip("+-")
-        if not (digits.isascii() and digits.isdigit()):
-            return -1, f"unknown label {text}"
+        is_index = digits.isascii() and digits.isdigit()
+        index, problem = classes.resolve(text)
+        if problem is None:
+            if is_index and 0 <= int(text) < len(classes) and int(text) != index:
+                return -1, (
+                    f"ambiguous label {text}: it is the key or name of class {index} ({classes.names[index]}) and the "
+                    f"index of class {int(text)} ({classes.names[int(text)]}); write the class name or key instead"
+                )
+            return index, None
+        if problem.startswith("ambiguous") or not is_index:
+            return -1, problem
         value = int(text)
     if isinstance(value, Real) and not isinstance(value, Integral):
         # pandas stores an integer column with an empty cell as float: accept integral floats only
@@ -255,7 +265,6 @@ class _Group:
 def _group_rows(table: pd.DataFrame, root: Path, classes: ClassList, allow_outside_root: bool) -> list[_Group]:
     """Group rows by image path (normalised, so ``./a.jpg`` and ``a.jpg`` are one image)."""
     layout = "columns" if "x1" in table.columns else "list" if "boxes" in table.columns else "none"
-    lookup = classes.index()
     groups: dict[str, _Group] = {}
     for number, row in enumerate(table.to_dict("records")):
         raw = row["path"]
@@ -268,7 +277,7 @@ def _group_rows(table: pd.DataFrame, root: Path, classes: ClassList, allow_outsi
         # rows without a usable path cannot be grouped with anything: one group each
         key = str(image) if image is not None else f"<row {number}>"
         group = groups.setdefault(key, _Group(name or f"row-{number}", image, problem))
-        label, label_problem = resolve_label(row["label"], classes, lookup)
+        label, label_problem = resolve_label(row["label"], classes)
         group.labels.append(label)
         if label_problem and group.problem is None:
             group.problem = Problem("BadLabel", label_problem)

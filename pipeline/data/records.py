@@ -14,7 +14,9 @@ messages) each undecodable byte is written as a backslash escape ``\xNN``: :func
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -117,16 +119,58 @@ class ClassList:
 
     ``keys`` are what annotations use (e.g. WordNet ids ``n01440764``); ``names`` are what people read
     (``tench``). For datasets whose annotations use the readable name, keys == names.
+
+    A label is looked up by :meth:`resolve`: a key first (a key is an identifier, so it wins over another
+    class's name), then a name. A text that names several classes (ImageNet lists ``crane`` twice: the
+    bird and the machine; a model's own list without keys repeats it as a key) is *ambiguous*: it is
+    never resolved to one of them, the sample is reported with the keys (or indices) to use instead.
     """
 
     keys: tuple[str, ...]
     names: tuple[str, ...]
 
+    @cached_property
+    def _targets(self) -> dict[str, tuple[int, ...]]:
+        """Text -> the output indices it can mean (one for a good label, several for an ambiguous one)."""
+        by_name: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            by_name.setdefault(name, []).append(i)
+        by_key: dict[str, list[int]] = {}
+        for i, key in enumerate(self.keys):
+            by_key.setdefault(key, []).append(i)
+        targets = {text: tuple(indices) for text, indices in by_name.items()}
+        targets.update({text: tuple(indices) for text, indices in by_key.items()})  # keys win over names
+        return targets
+
     def index(self) -> dict[str, int]:
-        """Map both keys and names to their output index (keys win on a clash)."""
-        lookup = {name: i for i, name in enumerate(self.names)}
-        lookup.update({key: i for i, key in enumerate(self.keys)})
-        return lookup
+        """Map every key and name that means one class to its output index (keys win on a clash); an
+        ambiguous text (:meth:`ambiguous`) is left out: :meth:`resolve` says why."""
+        return {text: indices[0] for text, indices in self._targets.items() if len(indices) == 1}
+
+    def ambiguous(self) -> dict[str, tuple[int, ...]]:
+        """Texts that name more than one class -> their output indices."""
+        return {text: indices for text, indices in self._targets.items() if len(indices) > 1}
+
+    def resolve(self, text: str) -> tuple[int, str | None]:
+        """A label text -> ``(output index, None)``, or ``(-1, problem)`` for an unknown or ambiguous text."""
+        indices = self._targets.get(text)
+        if indices is None:
+            return -1, f"unknown label {text}"
+        if len(indices) == 1:
+            return indices[0], None
+        return -1, self.ambiguity(text, indices)
+
+    def ambiguity(self, text: str, indices: Sequence[int]) -> str:
+        """Why ``text`` cannot be used as a label: the classes it names and what to write instead."""
+        keys = [self.keys[i] for i in indices]
+        if len(set(keys)) == len(keys) and text not in keys:
+            listed = ", ".join(f"{key} (class {i})" for key, i in zip(keys, indices))
+            return f"ambiguous label {text}: it names {len(indices)} classes, {listed}; use the key instead"
+        listed = ", ".join(str(i) for i in indices)
+        return (
+            f"ambiguous label {text}: classes {listed} share it and have no distinct keys; "
+            "give a classes file with one key per class (data.classes), or the class index where the format allows"
+        )
 
     def __len__(self) -> int:
         return len(self.keys)
