@@ -4,8 +4,8 @@
 Exit statuses (:class:`pipeline.errors.ExitCode`, the README's table): 0 done; 2 a configuration error (ours
 or Hydra's own, e.g. an unknown key or option), one line naming the option, before any work (``runtime.debug=true``
 shows the traceback); 3 the run stopped on too many failed samples; 4 on a full disk (both resumable); 5 an
-unexpected error (traceback); 130
-interrupted; compare adds 1 for a tripped gate.
+unexpected error (traceback); 130 interrupted (SIGINT), 143 terminated (SIGTERM), both resumable; compare adds
+1 for a tripped gate.
 
 A start that is refused or fails before the run is accepted (a bad option, a folder that already holds a
 run) leaves no trace: Hydra's ``.hydra/`` record and the job log are written only once the run is accepted
@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -39,13 +40,14 @@ from omegaconf.errors import (
 
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
-from pipeline.errors import ConfigError, ExitCode, TooManyFailures, is_disk_full
+from pipeline.errors import ConfigError, ExitCode, Terminated, TooManyFailures, is_disk_full
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 DEFAULT_RUN_DIR = "outputs"  # the fixed prefix of hydra.run.dir in conf/config.yaml
 HYDRA_RECORD = ".hydra"  # where Hydra would write config.yaml, hydra.yaml and overrides.yaml
 logger = logging.getLogger("pipeline.cli")
 _existing_ancestor: Path | None = None  # the nearest folder of hydra.run.dir that existed before this start
+_terminated = False  # SIGTERM arrived (on_sigterm)
 
 
 def one_line(text: str) -> str:
@@ -157,6 +159,8 @@ def _main(cfg: DictConfig) -> None:
                 f"free space, then run again with {resume_command(run_dir)}",
                 ExitCode.DISK_FULL,
             )
+        if isinstance(error, Terminated) or _terminated:  # (or an error of the stop itself: a killed loader worker)
+            fail(f"cam-audit: terminated (SIGTERM); continue with {resume_command(run_dir)}", ExitCode.TERMINATED)
         if isinstance(error, KeyboardInterrupt):
             fail(f"cam-audit: interrupted; continue with {resume_command(run_dir)}", ExitCode.INTERRUPTED)
         if isinstance(error, Exception):
@@ -221,6 +225,17 @@ def quote_run_dir(argv: list[str]) -> list[str]:
 def resume_command(run_dir: Path) -> str:
     """The options that continue the run in ``run_dir``, as one pastes them into a shell."""
     return f"{shlex.quote(f'hydra.run.dir={run_dir}')} resume=true"
+
+
+def on_sigterm(signum, frame) -> None:
+    """SIGTERM as Ctrl-C: raise :class:`Terminated` (a ``KeyboardInterrupt``) in the main thread, so that the
+    run stops the way an interrupt does (queued rows written, parts kept, the error event and the resume
+    hint logged) and exits 143. A second SIGTERM meanwhile is ignored: it must not cut the clean-up short.
+    (Forked loader workers inherit this handler: there the interrupt ends the worker quietly.)"""
+    global _terminated
+    _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
 
 
 def check_run_dir_argument(argv: list[str]) -> Path:
@@ -294,6 +309,7 @@ def main() -> None:
         sys.exit(compare_main(argv[1:]))
     argv = quote_run_dir(argv)
     sys.argv[1:] = argv  # what hydra.main reads
+    signal.signal(signal.SIGTERM, on_sigterm)
     logs.configure(requested_log_format(argv), None)
     try:
         _existing_ancestor = check_run_dir_argument(argv)
@@ -307,6 +323,8 @@ def main() -> None:
     except (hydra.errors.HydraException, OmegaConfBaseException) as error:
         logs.configure(requested_log_format(argv), None)
         fail(f"cam-audit: configuration error: {composition_error_message(error)}", ExitCode.CONFIG)
+    except Terminated:
+        fail("cam-audit: terminated (SIGTERM)", ExitCode.TERMINATED)
     except KeyboardInterrupt:
         fail("cam-audit: interrupted", ExitCode.INTERRUPTED)
 

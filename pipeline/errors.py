@@ -26,6 +26,11 @@ class OptionError(ValueError):
         self.reason = reason
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and ``kill`` send) arrived: handled like Ctrl-C (the writers' queued rows are
+    kept, the run can be resumed), reported with its own exit status (:attr:`ExitCode.TERMINATED`)."""
+
+
 class TooManyFailures(Exception):
     """More samples failed than ``runtime.max_error_fraction`` allows: the data is probably wrong."""
 
@@ -58,3 +63,4 @@ class ExitCode:
     DISK_FULL = 4  # the run stopped: the disk is full; the parts written are complete (free space, resume=true)
     INTERNAL = 5  # an unexpected error (a bug): the traceback is in the job log and on stderr
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT (128 + 2, the shell convention); resume=true continues
+    TERMINATED = 143  # stopped by SIGTERM (128 + 15: a scheduler's stop, kill); resume=true continues

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -602,6 +603,40 @@ def too_many_message(n_failed: int, n_non_finite: int, seen: int, max_fraction: 
     )
 
 
+def ignore_sigterm(worker_id: int) -> None:
+    """In a loader worker: ignore SIGTERM. A scheduler signals the whole process group; the main process stops
+    the run (pipeline.cli: exit 143, parts kept) and shuts its workers down itself. A worker killed by the
+    signal first made the main process report "DataLoader worker ... killed by signal" (a traceback)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def check_failure_budget(parts_dir: Path, max_fraction: float) -> None:
+    """The failure budget over the whole run, once every part is written (resumed invocations' rows included)
+    and whatever the sample count: during the run it is checked only from ``runtime.min_samples_for_error_check``
+    samples on, so a small set whose images all failed finished as "Audit of 0 images ... 24 skipped", exit 0.
+    Raises :class:`TooManyFailures` (exit 3) when no sample was audited at all, or when more than
+    ``max_fraction`` of the samples failed (errors other than ``overlay``, and non-finite outputs)."""
+    stages = read_column(list_parts(parts_dir, "errors"), "stage")
+    failed = [stage for stage in stages if stage != "overlay"]  # an overlay error's sample is scored
+    non_finite = read_column(list_parts(parts_dir, "samples"), "non_finite_output")
+    total = len(failed) + len(non_finite)
+    if total and not non_finite:
+        by_stage = ", ".join(f"{stage} {failed.count(stage)}" for stage in sorted(set(failed)))
+        raise TooManyFailures(
+            f"none of the {total} samples could be audited (failed at {by_stage}); see {parts_dir}/errors-*.parquet: "
+            "the data (or data.classes, data.preprocess) is probably wrong"
+        )
+    n_non_finite = sum(1 for flag in non_finite if flag)
+    bad = len(failed) + n_non_finite
+    if bad and bad > max_fraction * total:
+        also = f" and {n_non_finite} gave non-finite logits or maps (NaN/inf)" if n_non_finite else ""
+        raise TooManyFailures(
+            f"{len(failed)} of {total} samples failed{also}, more than runtime.max_error_fraction={max_fraction} "
+            f"of the whole run (checked at its end, whatever the count); see {parts_dir}/errors-*.parquet. The rows "
+            "are kept: to write the report anyway, run again with resume=true and a larger runtime.max_error_fraction"
+        )
+
+
 def flush_all(writers: list[PartWriter]) -> None:
     """Write the pending rows of every writer (a stop for too many failures keeps them too)."""
     for writer in writers:
@@ -806,6 +841,7 @@ def _audit_held_folder(
         pin_memory=setup.device.type == "cuda",
         collate_fn=collate_samples,
         persistent_workers=False,
+        worker_init_fn=ignore_sigterm,
     )
     n_failed, n_done = len(index_errors), 0
     max_fraction, min_seen = runtime.max_error_fraction, runtime.min_samples_for_error_check
@@ -939,6 +975,7 @@ def _audit_held_folder(
         )
         return {"rank": ranks.rank, "images_scored_this_invocation": n_done, "seconds": elapsed}
     n_done, elapsed = sum(count for count, _ in per_rank), max(seconds for _, seconds in per_rank)
+    check_failure_budget(parts_dir, max_fraction)
     origin = {
         "started_utc": started_utc,
         "tool_version": provenance.tool_version(),
