@@ -6,8 +6,9 @@ Layout (ImageNet CLS-LOC val): ``<images>/<stem>.<ext>`` and ``<annotations>/<st
 here, to pixel-edge coordinates: ``x1 = xmin - 1``, ``x2 = xmax`` (same for y).
 
 The image's label is the class of its objects; objects of other classes are ignored for scoring (only
-the true class's boxes form the ground-truth region), and an image whose objects disagree with the
-label in its file name (ImageNet's ``<wnid>_...`` convention) uses the file name's class when present.
+the true class's boxes form the ground-truth region). The ``<key>_`` prefix of the file name (ImageNet's
+``<wnid>_...`` convention) picks the label among the objects' classes, or gives it when the XML has no
+object; a prefix that names a class none of the objects has is a ``BadLabel`` row (:func:`image_label`).
 """
 
 from __future__ import annotations
@@ -144,18 +145,13 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
                 )
             )
             continue
-        label_key = _label_key(sample_id, objects, lookup)
-        if label_key is None:
-            keys = sorted({key for key, _ in objects}) or ["<no object>"]
-            records.append(
-                unusable_record(
-                    sample_id, image_path, "BadLabel", f"unknown or ambiguous label {', '.join(keys)}", size
-                )
-            )
+        label, problem = image_label(sample_id, objects, classes)
+        if problem:
+            records.append(unusable_record(sample_id, image_path, "BadLabel", problem, size))
             continue
-        boxes = [box for key, box in objects if lookup.get(key) == lookup[label_key]]
+        boxes = [box for key, box in objects if lookup.get(key) == label]
         array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        records.append(SampleRecord(sample_id, image_path, lookup[label_key], array, size))
+        records.append(SampleRecord(sample_id, image_path, label, array, size))
     for (
         path
     ) in clashes:  # same id as an audited image: a problem record (pipeline.data.sources.mark_duplicates renames it)
@@ -170,13 +166,52 @@ def read_voc(image_dir: str | Path, annotation_dir: str | Path, classes: ClassLi
     return sorted(records, key=lambda r: r.sample_id)
 
 
-def _label_key(sample_id: str, objects: list, lookup: dict[str, int]) -> str | None:
-    """The image label: the class of its objects, or the ``<key>_`` prefix of its id (ImageNet style)."""
-    prefix = sample_id.split("_", 1)[0]
-    if prefix in lookup:
-        return prefix
-    keys = {key for key, _ in objects}
-    if len(keys) == 1:
-        (key,) = keys
-        return key if key in lookup else None
-    return None
+def file_name_class(sample_id: str, classes: ClassList) -> int | None:
+    """The class the ``<key>_`` prefix of a file name names (ImageNet's ``n01440764_tench``), or None: no
+    ``_``, a prefix that is no class, or one that names several (an ambiguous name is no evidence)."""
+    if "_" not in sample_id:
+        return None
+    index, problem = classes.resolve(sample_id.split("_", 1)[0])
+    return None if problem else index
+
+
+def image_label(sample_id: str, objects: list, classes: ClassList) -> tuple[int, str | None]:
+    """The image label: ``(output index, None)``, or ``(-1, problem)`` for a ``BadLabel`` row.
+
+    The label is the class of the annotation's objects. The file-name prefix (:func:`file_name_class`) only
+    picks among them (an image with objects of several classes whose name says which one it is about), or
+    gives the label of an image without objects; it never overrides them: a file ``cat_and_dog_001.jpg``
+    whose objects are all ``dog`` is reported, naming both, instead of being audited as a cat. Every object's
+    class must be known and unambiguous (a typo'd key would silently lose its boxes).
+    """
+    from_name = file_name_class(sample_id, classes)
+    indices = set()
+    for key in dict.fromkeys(key for key, _ in objects):
+        index, problem = classes.resolve(key)
+        if problem:
+            return -1, problem if problem.startswith("ambiguous") else f"unknown or ambiguous label {key}"
+        indices.add(index)
+    if not indices:
+        if from_name is None:
+            return -1, "unknown or ambiguous label <no object>"
+        return from_name, None
+    if from_name is not None and from_name not in indices:
+        found = ", ".join(_described(classes, i) for i in sorted(indices))
+        named = f"{sample_id.split('_', 1)[0]!r} is class {_described(classes, from_name)}"
+        return -1, f"the file name's prefix {named} but the annotation's objects are {found}; fix one of them"
+    if from_name is not None:
+        return from_name, None
+    if len(indices) > 1:
+        found = ", ".join(sorted({key for key, _ in objects}))
+        return (
+            -1,
+            f"unknown or ambiguous label {found}: the objects are of several classes and the file name names none",
+        )
+    (index,) = indices
+    return index, None
+
+
+def _described(classes: ClassList, index: int) -> str:
+    """``dog (n02084071)``: a class as people read it and as annotations write it."""
+    key, name = classes.keys[index], classes.names[index]
+    return key if key == name else f"{name} ({key})"

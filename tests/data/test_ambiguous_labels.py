@@ -6,11 +6,40 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipeline.data.coco import read_coco
 from pipeline.data.manifest import read_manifest
 from pipeline.data.records import ClassList
+from tests.data.audit_rows import audit_rows, error_row
+from tests.helpers_corpus import add_sample, base_overrides, good_dataset, noise_image, run_in_process
 
 CRANES = ClassList(("n001", "n002", "n003", "n004"), ("cat", "dog", "crane", "crane"))
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ambiguous")
+    root = tmp / "data"
+    good = good_dataset(root, 3)
+    (root / "classes.txt").write_text("".join(f"{k} {n}\n" for k, n in zip(CRANES.keys, CRANES.names)))
+    add_sample(root, "crane_object", noise_image(24, 24, 1), key="crane", boxes=[(3, 3, 20, 20)])
+    add_sample(root, "crane_003", noise_image(24, 24, 2), key="n003", boxes=[(3, 3, 20, 20)])
+    run_dir = tmp / "run"
+    overrides = base_overrides(root, tmp / "cache", num_classes=4, **{"runtime.max_error_fraction": 1.0})
+    run_in_process(overrides, run_dir)
+    samples, errors = audit_rows(run_dir)
+    return {"good": good, "samples": samples, "errors": errors}
+
+
+def test_case2_a_name_two_classes_share_is_a_bad_label_row_naming_their_keys(audit):
+    """The object named ``crane`` is refused (it was class 3); the ambiguous prefix of ``crane_003`` is no
+    evidence either way, its object ``n003`` gives class 2."""
+    error = error_row(audit["errors"], "crane_object")
+    assert (error.stage, error.error_type) == ("index", "BadLabel")
+    assert "ambiguous label crane" in error.message and "n003 (class 2), n004 (class 3)" in error.message
+    assert audit["samples"].loc["crane_003", "label"] == 2
+    assert set(audit["good"]) <= set(audit["samples"].index)
 
 
 def test_case2_ambiguous_name_in_a_manifest_and_a_coco_file(tmp_path):
