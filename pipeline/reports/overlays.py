@@ -131,14 +131,21 @@ def _colour_bar(height: int, width: int = COLOUR_BAR_WIDTH) -> np.ndarray:
     return out
 
 
-def _mark_peak(panel: np.ndarray, heat: np.ndarray) -> None:
-    """A white-on-black cross at the map's first maximum (raster order, as ``peak_row``/``peak_col``), in place."""
+def _peak(heat: np.ndarray) -> tuple[int, int] | None:
+    """``(x, y)`` of the map's first maximum (raster order, as ``peak_row``/``peak_col``); None when empty."""
     if heat.max() <= heat.min():  # empty map: no peak
-        return
+        return None
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return int(x), int(y)
+
+
+def _mark_peak(panel: np.ndarray, peak: tuple[float, float] | None) -> None:
+    """A white-on-black cross at ``peak`` (``(x, y)``; None: none), in place."""
+    if peak is None:
+        return
     size = max(6, panel.shape[1] // 30)
     for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 2)):
-        cv2.drawMarker(panel, (int(x), int(y)), colour, cv2.MARKER_CROSS, size * 2, width)
+        cv2.drawMarker(panel, (int(round(peak[0])), int(round(peak[1]))), colour, cv2.MARKER_CROSS, size * 2, width)
 
 
 def _draw_box(panel: np.ndarray, box, colour: tuple[int, int, int], thickness: int = 2) -> None:
@@ -220,11 +227,12 @@ def draw_overlay_and_thumbnail(
     panels = [with_boxes] + [_heat(with_boxes, heat) for heat in maps]
     if seen is not None:
         panels = [panels[0]] + [np.where(seen[..., None], panel, with_boxes) for panel in panels[1:]]
-    for k, (panel, heat) in enumerate(zip(panels[1:], maps)):
+    peaks = [_peak(heat if seen is None else np.where(seen, heat, -1.0)) for heat in maps]
+    for k, (panel, peak) in enumerate(zip(panels[1:], peaks)):
         if map_boxes is not None:
             _draw_box(panel, map_boxes[k], MAGENTA)
-        _mark_peak(panel, heat if seen is None else np.where(seen, heat, -1.0))
-    thumbnail = _thumbnail(panels[:2])
+        _mark_peak(panel, peak)
+    thumbnail = _thumbnail(panels[:2], peaks[0] if peaks else None)
     text_size = overlay_text.font_size_for(max(panel_width, MIN_PANEL_WIDTH))
     panels = [_text(p, c, text_size) for p, c in zip(panels, captions)]
     height = max(p.shape[0] for p in panels)
@@ -236,12 +244,15 @@ def draw_overlay_and_thumbnail(
     return np.vstack(parts), thumbnail
 
 
-def _thumbnail(panels: Sequence[np.ndarray]) -> np.ndarray:
-    """The picture and the judged map side by side, each fitted into :data:`THUMB_SIDE` pixels, 2 px apart."""
+def _thumbnail(panels: Sequence[np.ndarray], peak: tuple[int, int] | None) -> np.ndarray:
+    """The picture and the judged map side by side, each fitted into :data:`THUMB_SIDE` pixels, 2 px apart;
+    the map's ``peak`` cross drawn again at the small size (scaled down, it would be a speck)."""
     height, width = panels[0].shape[:2]
     zoom = min(1.0, THUMB_SIDE / max(height, width))
     size = (max(1, round(width * zoom)), max(1, round(height * zoom)))
     small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in panels]
+    if len(small) > 1 and peak is not None:
+        _mark_peak(small[1], ((peak[0] + 0.5) * zoom - 0.5, (peak[1] + 0.5) * zoom - 0.5))
     gap = np.full((size[1], 2, 3), 255, np.uint8)
     return np.hstack([small[0], gap, small[1]]) if len(small) > 1 else small[0]
 

@@ -134,3 +134,15 @@ def test_every_overlay_has_a_thumbnail(run):
     for sample_id in frame.index:
         thumbnail = cv2.imread(str(run_dir / "overlays" / THUMB_DIR / f"{safe_file_stem(sample_id)}.jpg"))
         assert thumbnail is not None and thumbnail.shape[0] <= THUMB_SIDE and thumbnail.shape[1] <= 2 * THUMB_SIDE + 2
+
+
+def test_the_thumbnail_marks_the_judged_maps_peak_at_its_own_size():
+    heat = np.zeros((224, 224), np.float32)
+    heat[60, 170] = 1.0
+    _, thumbnail = draw_overlay_and_thumbnail(np.full((224, 224, 3), 120, np.uint8), BOXES, [heat], [["a"], ["b"]])
+    zoom = THUMB_SIDE / panel_size(224, 224, 2)[0]
+    x = THUMB_SIDE + 2 + int(170 * panel_size(224, 224, 2)[1] / 224 * zoom)  # in the map half
+    y = int(60 * panel_size(224, 224, 2)[0] / 224 * zoom)
+    white = (thumbnail[y - 6 : y + 7, x - 6 : x + 7] >= 250).all(axis=-1)
+    assert white.sum() >= 12  # a cross a few pixels wide, not a speck
+    assert not (thumbnail[:, :THUMB_SIDE] >= 250).all(axis=-1).any()  # none on the picture half
