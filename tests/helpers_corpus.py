@@ -159,19 +159,17 @@ def build_bad_input_corpus(root: Path, big_jpeg: Path) -> dict[str, dict]:
     ok("tiny", noise_image(8, 8, 5), boxes=((2, 2, 7, 7),), width=8, height=8)
     ok("chat_été_猫", noise_image(64, 48, 6), width=64, height=48)
     ok("dup", noise_image(64, 48, 7), width=64, height=48)  # and dup.png below: same id
-    # boxes: outside the image, inverted, zero area (1-based inclusive: xmax = xmin - 1), one good + one bad
-    ok("box_outside", noise_image(64, 48, 8), boxes=((101, 101, 120, 120),), width=64, height=48, n_boxes=0, dropped=1)
-    ok("box_inverted", noise_image(64, 48, 9), boxes=((40, 10, 10, 30),), width=64, height=48, n_boxes=0, dropped=1)
-    ok("box_zero_area", noise_image(64, 48, 10), boxes=((20, 10, 19, 30),), width=64, height=48, n_boxes=0, dropped=1)
-    ok(
-        "box_mixed",
-        noise_image(64, 48, 11),
-        boxes=((11, 11, 40, 30), (40, 10, 10, 30)),
-        width=64,
-        height=48,
-        n_boxes=1,
-        dropped=1,
-    )
+
+    # boxes that do not fit the image: outside it, inverted, zero area (1-based inclusive: xmax = xmin - 1),
+    # one good + one bad; each is a BadAnnotation row once the image size is known (issue 23, case 4)
+    def bad_box(stem, seed, boxes, text):
+        add_sample(root, stem, noise_image(64, 48, seed), boxes=list(boxes))
+        expected[stem] = expect_error("annotation", "BadAnnotation", text)
+
+    bad_box("box_outside", 8, ((101, 101, 120, 120),), "annotated box 1 (100, 100, 120, 120) lies entirely outside")
+    bad_box("box_inverted", 9, ((40, 10, 10, 30),), "annotated box 1 (39, 9, 10, 30) is inverted or empty")
+    bad_box("box_zero_area", 10, ((20, 10, 19, 30),), "annotated box 1 (19, 9, 19, 30) is inverted or empty")
+    bad_box("box_mixed", 11, ((11, 11, 40, 30), (40, 10, 10, 30)), "annotated box 2 (39, 9, 10, 30)")
 
     # failures: each must become exactly one errors.parquet row
     images = root / "images"

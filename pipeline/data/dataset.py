@@ -17,7 +17,14 @@ from torch.utils.data import Dataset
 from pipeline.data.batch import INPUT_FRAME, STORED_FRAME, Batch, Boxes, Failure, Placements
 from pipeline.data.decode import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, decode_image
 from pipeline.data.device_decode import read_jpeg_for_device
-from pipeline.data.geometry import MODES, boxes_in_stored, boxes_to_input, image_to_input, plan_placement
+from pipeline.data.geometry import (
+    MODES,
+    boxes_in_stored,
+    boxes_to_input,
+    checked_boxes,
+    image_to_input,
+    plan_placement,
+)
 from pipeline.data.records import SampleRecord
 from pipeline.errors import OptionError
 
@@ -124,12 +131,14 @@ class AuditDataset(Dataset):
     Each item is a dict:
         ``index`` (int, position in ``records``), ``ok`` (bool), ``image`` ``[3, S, S]`` uint8,
         ``boxes`` ``[M, 4]`` float32 in network-input pixel-edge coordinates (clipped to the input),
-        ``n_boxes_dropped`` (boxes that were inverted, empty or outside the input), ``width``/``height``
+        ``n_boxes_dropped`` (valid boxes that the crop cut away: outside the input), ``width``/``height``
         (stored size), ``placement`` ``[4]`` float64 ``(scale_x, scale_y, offset_x, offset_y)`` (stored
         point ``x`` -> input point ``x * scale_x + offset_x``), ``boxes_stored`` ``[M', 4]`` float32, the
         annotated boxes clipped to the stored image (for ``scores.space=original``), ``n_boxes_over_cap``
         (annotated boxes beyond ``max_boxes``, left out), and when ``ok`` is False: ``stage`` and ``error``
-        (type and message).
+        (type and message). An annotated box that is wrong for the decoded image (inverted, under a pixel,
+        outside it or past its edge beyond a small tolerance: :func:`~pipeline.data.geometry.checked_boxes`)
+        fails the sample at stage ``annotation`` with error type ``BadAnnotation``; it is never dropped quietly.
 
     ``max_boxes`` (``data.max_boxes``): at most this many boxes per image, the first ones in annotation
     order; it bounds the ``[B, N, ...]`` score tensors whatever an annotation holds.
@@ -183,9 +192,11 @@ class AuditDataset(Dataset):
                 raise ValueError(
                     f"annotation says {record.annotated_size[0]}x{record.annotated_size[1]} but the image is {width}x{height}"
                 )
+            # every annotated box against the decoded size: a wrong one makes the sample a BadAnnotation row
+            checked = checked_boxes(record.boxes, width, height)
             stage = "preprocess"
             placement = plan_placement(width, height, self.spec.mode, self.spec.size, self.spec.resize_size)
-            annotated = record.boxes if self.max_boxes is None else record.boxes[: self.max_boxes]
+            annotated = checked if self.max_boxes is None else checked[: self.max_boxes]
             boxes, kept = boxes_to_input(annotated, placement)
             if image is None:  # a placeholder: the device fills this row
                 pixels = torch.zeros(3, self.spec.size, self.spec.size, dtype=torch.uint8)

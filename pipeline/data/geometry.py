@@ -28,7 +28,15 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from pipeline.data.records import BadAnnotation
+
 MODES = ("resize_crop", "resize", "letterbox")
+# How far an annotated box may extend past the stored image's edge and still be clipped to it (annotation
+# tools round outward, ILSVRC's xmax can equal width + 1): the larger of these, per axis. Further out, the
+# box does not describe this image (another size, another frame, normalised coordinates...): a BadAnnotation.
+EDGE_TOLERANCE_PX = 2.0
+EDGE_TOLERANCE_SHARE = 0.01  # of the image's side along that axis
+MIN_BOX_SIDE = 1.0  # pixels: a thinner box has no pixel to score
 # image_to_input resizes only a window of the stored image (the part the crop keeps, with a margin for
 # the resampling filter) when the whole resized image would have more than this many times the pixels of
 # the network input: a 1:20 strip resized to 256 on its short side is 256 x 5,120, of which 224 x 224 is
@@ -205,3 +213,79 @@ def boxes_in_stored(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     )
     keep = proper & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     return clipped[keep].astype(np.float32)
+
+
+def edge_tolerance(side: int) -> float:
+    """Pixels a box may extend past an edge of an image ``side`` pixels long along that axis."""
+    return max(EDGE_TOLERANCE_PX, EDGE_TOLERANCE_SHARE * side)
+
+
+def checked_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The annotated boxes of a ``width x height`` stored image, clipped to it; BadAnnotation if one is wrong.
+
+    A box is wrong when it is not finite, inverted or empty (``x2 <= x1`` or ``y2 <= y1``), under
+    :data:`MIN_BOX_SIDE` wide or high (before or after clipping), entirely outside the image, or extends past
+    an edge by more than :func:`edge_tolerance` (a box ten times the image is not "cropped away", it belongs
+    to another image or another unit). Such a sample is an error row naming the box and the image size, never
+    scored with fewer boxes or none. A box within the tolerance is clipped, as before. Boxes that the
+    preprocessing crop cuts away are a different matter (:func:`boxes_to_input`): those are valid.
+
+    Args:
+        boxes: ``[N, 4]`` ``(x1, y1, x2, y2)`` pixel-edge coordinates of the stored image.
+    Returns:
+        ``[N, 4]`` float32, each box clipped to ``[0, width] x [0, height]``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        clipped = np.stack(
+            [
+                np.clip(boxes[:, 0], 0, width),
+                np.clip(boxes[:, 1], 0, height),
+                np.clip(boxes[:, 2], 0, width),
+                np.clip(boxes[:, 3], 0, height),
+            ],
+            axis=1,
+        )
+        tol_x, tol_y = edge_tolerance(width), edge_tolerance(height)
+        x1, y1, x2, y2 = boxes.T
+        good = (
+            np.isfinite(boxes).all(axis=1)
+            & (x2 - x1 >= MIN_BOX_SIDE)
+            & (y2 - y1 >= MIN_BOX_SIDE)
+            & (x1 >= -tol_x)
+            & (y1 >= -tol_y)
+            & (x2 <= width + tol_x)
+            & (y2 <= height + tol_y)
+            & (clipped[:, 2] - clipped[:, 0] >= MIN_BOX_SIDE)
+            & (clipped[:, 3] - clipped[:, 1] >= MIN_BOX_SIDE)
+        )
+    if not good.all():  # the first wrong box, in words (the vector test above is the same rules, at once)
+        bad = np.flatnonzero(~good)
+        box = boxes[bad[0]]
+        reason = _box_problem(*(float(v) for v in box), width, height)
+        shown = ", ".join(f"{v:g}" for v in box)
+        others = f" ({len(bad)} of the {len(boxes)} boxes are wrong)" if len(bad) > 1 else ""
+        raise BadAnnotation(f"annotated box {bad[0] + 1} ({shown}) {reason}; the image is {width}x{height}{others}")
+    return clipped.astype(np.float32)
+
+
+def _box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> str:
+    """Why the pixel-edge box cannot be scored on a ``width x height`` image (one that :func:`checked_boxes`
+    refused)."""
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return "is not finite"
+    if x2 <= x1 or y2 <= y1:
+        return "is inverted or empty (x2 <= x1 or y2 <= y1)"
+    if x2 - x1 < MIN_BOX_SIDE or y2 - y1 < MIN_BOX_SIDE:
+        return f"is under {MIN_BOX_SIDE:g} px wide or high"
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        return "lies entirely outside the image"
+    tol_x, tol_y = edge_tolerance(width), edge_tolerance(height)
+    past = {"left": -x1, "top": -y1, "right": x2 - width, "bottom": y2 - height}
+    limit = {"left": tol_x, "top": tol_y, "right": tol_x, "bottom": tol_y}
+    edge = max(past, key=lambda name: past[name] - limit[name])
+    if past[edge] > limit[edge]:
+        return f"extends {past[edge]:g} px past the {edge} edge (tolerance {limit[edge]:g} px)"
+    if min(x2, width) - max(x1, 0) < MIN_BOX_SIDE or min(y2, height) - max(y1, 0) < MIN_BOX_SIDE:
+        return f"has under {MIN_BOX_SIDE:g} px inside the image"
+    return "is wrong"  # not reached: checked_boxes asks only about a box its rules refused

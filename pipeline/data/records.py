@@ -33,6 +33,12 @@ PROBLEM_TYPES = (
 )
 
 
+class BadAnnotation(ValueError):
+    """An annotation that contradicts its image, found once the image is decoded (a box outside it, past
+    its edge, or without area): the sample's ``errors.parquet`` row has ``error_type`` ``BadAnnotation``
+    (the class name), like the problems found while reading the annotations."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """Why a sample cannot be audited: ``type`` (one of :data:`PROBLEM_TYPES`, the ``error_type``
