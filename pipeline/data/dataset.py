@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -193,7 +194,7 @@ class AuditDataset(Dataset):
                     f"annotation says {record.annotated_size[0]}x{record.annotated_size[1]} but the image is {width}x{height}"
                 )
             # every annotated box against the decoded size: a wrong one makes the sample a BadAnnotation row
-            checked = checked_boxes(record.boxes, width, height)
+            checked = checked_boxes(boxes_in_pixels(record, width, height), width, height)
             stage = "preprocess"
             placement = plan_placement(width, height, self.spec.mode, self.spec.size, self.spec.resize_size)
             annotated = checked if self.max_boxes is None else checked[: self.max_boxes]
@@ -220,6 +221,14 @@ class AuditDataset(Dataset):
             "boxes_stored": torch.from_numpy(stored),
             "encoded": None if encoded is None else encoded[0],
         }
+
+
+def boxes_in_pixels(record: SampleRecord, width: int, height: int) -> np.ndarray:
+    """The record's boxes in pixel-edge coordinates of the ``width x height`` image it was decoded to:
+    as annotated, or scaled from fractions of the image (``box_units: normalized``)."""
+    if record.box_units == "normalized":
+        return np.asarray(record.boxes, dtype=np.float64) * np.array([width, height, width, height], dtype=np.float64)
+    return record.boxes
 
 
 def _failed(index: int, size: int, stage: str, error: BaseException) -> dict:

@@ -10,7 +10,8 @@ Columns (chosen by the file suffix: ``.csv``, ``.parquet``, ``.jsonl`` / ``.ndjs
   suffix.
 - boxes, either as a list column ``boxes`` holding ``[[x1, y1, x2, y2], ...]`` per row (a JSON string in
   CSV), or as columns ``x1, y1, x2, y2`` holding one box per row. Coordinates are pixel-edge
-  coordinates of the stored image: a box covers columns ``x1 <= x < x2`` and rows ``y1 <= y < y2``.
+  coordinates of the stored image: a box covers columns ``x1 <= x < x2`` and rows ``y1 <= y < y2``;
+  with ``data.box_units=normalized`` they are fractions of the image's width and height (0..1).
 
 Rows with the same path are one sample: their boxes are concatenated (this is how the one-row-per-box
 layout is written) and their labels must agree. A row whose ``x1..y2`` are all empty adds no box, so an
@@ -319,13 +320,17 @@ def _candidate_ids(groups: list[_Group]) -> tuple[list[str], list[bool]]:
     return ids, explicit
 
 
-def read_manifest(path: str | Path, classes: ClassList, allow_outside_root: bool = False) -> list[SampleRecord]:
+def read_manifest(
+    path: str | Path, classes: ClassList, allow_outside_root: bool = False, box_units: str = "pixels"
+) -> list[SampleRecord]:
     """Read a CSV / Parquet / JSONL manifest into one record per image, sorted by id.
 
     Boxes are ``[N, 4]`` float32 ``(x1, y1, x2, y2)`` pixel-edge coordinates of the stored image, as
-    written. Image paths are relative to the manifest's folder (see the module docstring for the
-    layout). Explicit ids that two images share are reported on the later image (its id gets a ``-2``
-    suffix so ids stay unique); default ids (path stems) are made unique silently.
+    written; with ``box_units="normalized"`` they are fractions of its width and height, kept as written
+    and scaled once the image is decoded (``SampleRecord.box_units``). Image paths are relative to the
+    manifest's folder (see the module docstring for the layout). Explicit ids that two images share are
+    reported on the later image (its id gets a ``-2`` suffix so ids stay unique); default ids (path stems)
+    are made unique silently.
 
     Raises:
         ValueError: unknown suffix, unreadable file, or a missing ``path`` / ``label`` column; the
@@ -349,5 +354,5 @@ def read_manifest(path: str | Path, classes: ClassList, allow_outside_root: bool
             records.append(unusable_record(chosen[i], image_path, problem.type, problem.message))
             continue
         boxes = np.concatenate(group.boxes).astype(np.float32) if group.boxes else empty_boxes()
-        records.append(SampleRecord(chosen[i], image_path, group.labels[0], boxes.reshape(-1, 4)))
+        records.append(SampleRecord(chosen[i], image_path, group.labels[0], boxes.reshape(-1, 4), box_units=box_units))
     return sorted(records, key=lambda r: r.sample_id)

@@ -33,6 +33,9 @@ PROBLEM_TYPES = (
 )
 
 
+BOX_UNITS = ("pixels", "normalized")  # data.box_units: what a manifest's box coordinates are measured in
+
+
 class BadAnnotation(ValueError):
     """An annotation that contradicts its image, found once the image is decoded (a box outside it, past
     its edge, or without area): the sample's ``errors.parquet`` row has ``error_type`` ``BadAnnotation``
@@ -91,6 +94,8 @@ class SampleRecord:
         annotated_size: ``(width, height)`` the annotation states, or None.
         problem: why this sample cannot be audited (``None`` for a good record).
         extra: reader-specific columns carried to the report (e.g. ``marker_present``).
+        box_units: ``pixels``, or ``normalized``: ``boxes`` are fractions of the stored width and height
+            (``data.box_units`` of a manifest), scaled to pixels once the image is decoded and its size known.
     """
 
     sample_id: str
@@ -100,6 +105,7 @@ class SampleRecord:
     annotated_size: tuple[int, int] | None = None
     problem: Problem | None = None
     extra: dict = field(default_factory=dict)
+    box_units: str = "pixels"
 
 
 def empty_boxes() -> np.ndarray:

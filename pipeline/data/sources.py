@@ -17,11 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
+from PIL import Image
 
 from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, printable_text, read_class_file
 from pipeline.errors import ConfigError
+
+# data.box_units=pixels, yet every box within [-0.5, 1.5] on images over 16 px a side: normalised coordinates
+# read as pixels (every box under 2 px); refused at start. The image sizes checked: the first few boxed samples.
+NORMALIZED_LOOKING_RANGE = (-0.5, 1.5)
+NORMALIZED_CHECK_MIN_SIDE = 16
+NORMALIZED_CHECK_IMAGES = 8
 
 
 def _existing(option: str, value, kind: str = "dir") -> Path:
@@ -179,6 +187,7 @@ def read_manifest_source(data_cfg: DictConfig, cache_dir: Path, model_classes: M
             _existing("data.manifest", data_cfg.manifest, "file"),
             classes,
             allow_outside_root=bool(data_cfg.allow_outside_root),
+            box_units=str(data_cfg.get("box_units", "pixels")),
         )
     except ValueError as error:
         raise ConfigError("data.manifest", str(error)) from error
@@ -195,12 +204,19 @@ def load_records(
     (or None).
     """
     dataset = dataset_format(data_cfg.source)
+    box_units = str(data_cfg.get("box_units", "pixels"))
+    if box_units != "pixels" and data_cfg.source != "manifest":  # the other formats' boxes are pixels by definition
+        raise ConfigError(
+            "data.box_units", f"{box_units!r} is read by data=manifest only; {data_cfg.source} boxes are pixels"
+        )
     read = dataset.read(data_cfg, cache_dir, model_classes)
     metadata = Path(data_cfg.metadata) if data_cfg.get("metadata") else read.metadata
     if metadata is not None and not metadata.is_file():
         raise ConfigError("data.metadata", f"file {str(metadata)!r} does not exist")
     if not read.records:  # an empty folder or file is almost always a wrong path: say so instead of "0 images"
         raise ConfigError(dataset.samples_option, "the dataset has no samples (no image or annotation found there)")
+    option = "data.box_units" if data_cfg.source == "manifest" else dataset.annotations_option
+    check_box_units(read.records, box_units, option)
     records = mark_duplicates(sorted((printable_ids(r) for r in read.records), key=lambda r: r.sample_id))
     if data_cfg.get("limit") is not None:  # checked to be >= 1 by pipeline.options before any work
         records = records[: int(data_cfg.limit)]
@@ -236,6 +252,55 @@ def check_index_problems(
         f"{len(failed)} of {len(records)} samples cannot be audited before any image is read "
         f"({count} like {example!r}){detail}",
     )
+
+
+def check_box_units(records: list[SampleRecord], box_units: str, option: str) -> None:
+    """Refuse at start boxes whose coordinates are plainly in the other unit than ``box_units`` says.
+
+    With ``pixels``: every box of the dataset within :data:`NORMALIZED_LOOKING_RANGE` while the images are
+    larger than :data:`NORMALIZED_CHECK_MIN_SIDE` (their annotated size, else the file header, of the first
+    :data:`NORMALIZED_CHECK_IMAGES` boxed samples): fractions of the image read as pixels, every box a
+    speck in the corner (which would otherwise be a BadAnnotation row for every sample, or with larger
+    images, a run of "object not in input"). With ``normalized``: most boxes reach past 1.5 (pixels read
+    as fractions). ``option`` is the option named (``data.box_units``, or the annotations of a format
+    that has no such option).
+    """
+    boxed = [r for r in records if r.problem is None and len(r.boxes)]
+    if not boxed:
+        return
+    coords = np.concatenate([np.asarray(r.boxes, dtype=np.float64).reshape(-1, 4) for r in boxed])
+    low, high = NORMALIZED_LOOKING_RANGE
+    if box_units == "pixels":
+        if coords.min() < low or coords.max() > high:
+            return
+        sizes = [size for size in (_image_size(r) for r in boxed[:NORMALIZED_CHECK_IMAGES]) if size]
+        if not sizes or min(min(size) for size in sizes) <= NORMALIZED_CHECK_MIN_SIDE:
+            return
+        hint = "set data.box_units=normalized" if option == "data.box_units" else "this format's boxes are pixels"
+        raise ConfigError(
+            option,
+            f"every box of the {len(boxed)} annotated samples lies within [{low:g}, {high:g}] while the images "
+            f"checked are {sizes[0][0]}x{sizes[0][1]} px or larger: these look like coordinates normalised to the "
+            f"image size, read as pixels ({hint})",
+        )
+    outside = np.count_nonzero((coords > high).any(axis=1))
+    if outside * 2 > len(coords):
+        raise ConfigError(
+            option,
+            f"data.box_units=normalized, but {outside} of {len(coords)} boxes reach past {high:g} (up to "
+            f"{coords.max():g}): these look like pixel coordinates; set data.box_units=pixels",
+        )
+
+
+def _image_size(record: SampleRecord) -> tuple[int, int] | None:
+    """The record's ``(width, height)``: as annotated, else from the image file's header (None if unreadable)."""
+    if record.annotated_size:
+        return tuple(record.annotated_size)
+    try:
+        with Image.open(record.image_path) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 -- an unreadable file is that sample's decode error later, not this check's
+        return None
 
 
 def printable_ids(record: SampleRecord) -> SampleRecord:
