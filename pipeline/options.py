@@ -20,6 +20,11 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pipeline.data.dataset import INTERPOLATIONS
+from pipeline.data.decode import BOXES_REFER_TO
+from pipeline.data.device_decode import DECODE_OPTIONS
+from pipeline.data.geometry import MODES
+from pipeline.data.records import BOX_UNITS
 from pipeline.errors import ConfigError
 
 Check = Callable[[object], bool]
@@ -60,6 +65,23 @@ def null_or(check: Check) -> Check:
     return lambda value: value is None or check(value)
 
 
+SYNTHETIC_SPLITS = ("audit", "train")  # pipeline.demo.synthetic.SPLITS (not imported: it would load OpenCV)
+
+
+def one_of(*choices: str) -> Check:
+    """One of the ``choices`` (text): an enumerated option, where a typo must not fall back to a default."""
+    return lambda value: isinstance(value, str) and value in choices
+
+
+def auto_or(check: Check) -> Check:
+    return lambda value: value == "auto" or check(value)
+
+
+def boolean(value: object) -> bool:
+    """true or false (Hydra's ``no``, ``off`` or ``0`` stay text or a number: Python would read them as true)."""
+    return isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Rule:
     """``option`` (dotted key) must pass ``check``; ``requirement`` says what it must be, for the message.
@@ -74,6 +96,22 @@ RULES: tuple[Rule, ...] = (
     Rule("data.limit", null_or(whole(1)), "null (all samples) or a whole number >= 1"),
     Rule("data.max_boxes", null_or(whole(1)), "null (no cap) or a whole number of boxes >= 1"),
     Rule("data.metadata_missing", lambda value: value in ("warn", "fail"), "warn or fail"),
+    Rule("data.allow_outside_root", boolean, "true or false"),
+    Rule("data.decode", one_of(*DECODE_OPTIONS), "one of " + ", ".join(DECODE_OPTIONS)),
+    Rule("data.box_units", one_of(*BOX_UNITS), "one of " + ", ".join(BOX_UNITS)),
+    Rule("data.synthetic.split", one_of(*SYNTHETIC_SPLITS), "one of " + ", ".join(SYNTHETIC_SPLITS)),
+    Rule("data.synthetic.seed", whole(0), "a whole number >= 0"),
+    Rule("data.preprocess.mode", one_of(*MODES), "one of " + ", ".join(MODES)),
+    Rule("data.preprocess.size", auto_or(whole(8)), "auto or a whole number of pixels >= 8"),
+    Rule("data.preprocess.resize_size", null_or(auto_or(whole(8))), "auto, null or a whole number of pixels >= 8"),
+    Rule(
+        "data.preprocess.interpolation",
+        auto_or(one_of(*INTERPOLATIONS)),
+        "auto or one of " + ", ".join(INTERPOLATIONS),
+    ),
+    Rule("data.preprocess.fill", lambda value: whole(0)(value) and value <= 255, "a whole number 0..255 (one byte)"),
+    Rule("data.preprocess.boxes_refer_to", one_of(*BOXES_REFER_TO), "one of " + ", ".join(BOXES_REFER_TO)),
+    Rule("data.preprocess.check_annotated_size", boolean, "true or false"),
     Rule("data.preprocess.max_pixels", whole(1), "a whole number of pixels >= 1"),
     Rule("data.preprocess.max_aspect_ratio", number(1.0), "a number >= 1"),
     Rule("model.mean", null_or(numbers(_number, length=3)), "3 numbers, one per RGB channel"),

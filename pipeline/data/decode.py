@@ -38,6 +38,9 @@ class TooManyPixels(ValueError):
     """The image has more stored pixels than the configured limit."""
 
 
+BOXES_REFER_TO = ("stored", "displayed")  # data.preprocess.boxes_refer_to: which frame the boxes are drawn in
+
+
 class ExtremeAspectRatio(ValueError):
     """The image's longer side is more than the configured number of times its shorter side."""
 
