@@ -12,6 +12,7 @@ registered below, a new one registers itself from ``pipeline/data/<name>.py`` wi
 from __future__ import annotations
 
 import importlib
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,9 +23,14 @@ import pandas as pd
 from omegaconf import DictConfig
 from PIL import Image
 
+from pipeline import logs
 from pipeline.data.records import ClassList, Problem, SampleRecord, empty_boxes, printable_text, read_class_file
 from pipeline.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+# Columns the report adds when the run finishes (pipeline.reports.finalize): a data.metadata column of one
+# of these names would be replaced by the report's without a word, so it is left out, with a warning.
+REPORT_FINISH_COLUMNS = ("triage", "triage_reason")
 # data.box_units=pixels, yet every box within [-0.5, 1.5] on images over 16 px a side: normalised coordinates
 # read as pixels (every box under 2 px); refused at start. The image sizes checked: the first few boxed samples.
 NORMALIZED_LOOKING_RANGE = (-0.5, 1.5)
@@ -356,6 +362,17 @@ def read_metadata(path: Path | None) -> pd.DataFrame | None:
         ) from error
     if "id" not in frame.columns:
         raise ConfigError("data.metadata", f"{path} has no 'id' column")
+    reserved = [column for column in frame.columns if column in REPORT_FINISH_COLUMNS]
+    if reserved:  # the report adds these when the run finishes: it would replace them silently
+        logs.event(
+            logger,
+            "metadata_shadowed",
+            f"cam-audit: warning: data.metadata columns {', '.join(map(repr, reserved))} have the names of report "
+            "columns and are left out; rename them in the CSV to keep them",
+            logging.WARNING,
+            columns=reserved,
+        )
+        frame = frame.drop(columns=reserved)
     frame["id"] = frame["id"].astype(str)
     frame = frame.drop_duplicates()  # a row repeated as it is says nothing new
     repeated = frame["id"][frame["id"].duplicated()]
