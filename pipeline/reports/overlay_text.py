@@ -111,10 +111,17 @@ def font_file_for(char: str) -> Path | None:
     return next((p for p in font_files() if p != primary and _loads(p) and _has_glyph(p, char)), None)
 
 
+@functools.lru_cache(maxsize=4)
+def _covers_ascii(path: Path) -> bool:
+    return all(font_file_for(chr(c)) == path for c in range(32, 127))
+
+
 def text_runs(text: str) -> list[tuple[str, Path | None]]:
     """``text`` as consecutive runs drawn in one font each; characters no font has become ``?`` in the
     primary font. Without any TrueType font: ASCII only (the rest ``?``), in Pillow's built-in font."""
     primary = primary_font_file()
+    if primary is not None and text.isascii() and _covers_ascii(primary):  # the common case, quickly
+        return [(text, primary)]
     runs: list[tuple[str, Path | None]] = []
     for char in text:
         if primary is None:
@@ -147,6 +154,8 @@ def draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, siz
 
 def wrap(text: str, width: float, size: int) -> list[str]:
     """``text`` broken at spaces into lines no wider than ``width`` pixels (a word wider than that is cut)."""
+    if text_width(text, size) <= width:
+        return [text]
     lines: list[str] = []
     current = ""
     for word in text.split(" "):
@@ -191,5 +200,5 @@ def text_band(
 
 def clear_font_caches() -> None:
     """Forget the fonts found and the glyphs looked up (after fonts were installed, and for the tests)."""
-    for cached in (font_files, _font, _loads, _has_glyph, primary_font_file, font_file_for):
+    for cached in (font_files, _font, _loads, _has_glyph, primary_font_file, font_file_for, _covers_ascii):
         getattr(cached, "cache_clear", lambda: None)()  # font_files may be replaced (tests)

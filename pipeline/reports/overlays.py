@@ -14,6 +14,7 @@ so an id like ``../../x`` cannot write outside the run folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -77,9 +78,10 @@ def _text(panel: np.ndarray, lines: list[str], size: int) -> np.ndarray:
     return np.vstack([panel, overlay_text.text_band(lines, panel.shape[1], size)])
 
 
+@functools.lru_cache(maxsize=16)
 def _legend(width: int, size: int, tau: float | None, map_box: bool) -> np.ndarray:
     """The legend strip, ``[h, width, 3]`` BGR: a swatch per mark (green box, magenta box, peak cross) and
-    what "in box" and "excess" mean."""
+    what "in box" and "excess" mean. The same for every overlay of a run's size: drawn once (read-only)."""
     from PIL import Image, ImageDraw
 
     items = [("box", GREEN, "annotated box")]
@@ -116,7 +118,9 @@ def _legend(width: int, size: int, tau: float | None, map_box: bool) -> np.ndarr
                 draw.line((cx - arm, cy, cx + arm, cy), fill=fill, width=w)
                 draw.line((cx, cy - arm, cx, cy + arm), fill=fill, width=w)
         overlay_text.draw_text(draw, (x + swatch + 6, y), label, size)
-    return np.ascontiguousarray(np.asarray(band)[..., ::-1])
+    legend = np.ascontiguousarray(np.asarray(band)[..., ::-1])
+    legend.flags.writeable = False
+    return legend
 
 
 def _colour_bar(height: int, width: int = COLOUR_BAR_WIDTH) -> np.ndarray:
