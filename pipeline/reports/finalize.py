@@ -371,6 +371,9 @@ def finalize_run(
         errors=summary["errors"],
         accuracy=summary["accuracy"],
         true_class_maps=summary["true_class_maps"],
+        triage=summary["triage"],
+        flagged_classes=summary["shortcuts"].get("flagged", []),
+        localisation_context=summary["localisation_context"],
         run_dir=summary["run_dir"],
     )
     if settings.runtime.log_format != "json":  # in json mode the event above is the output

@@ -51,6 +51,7 @@ def test_accepted_run_writes_hydra_record_and_a_json_job_log(finished):
         assert all(e["time"].endswith("Z") for e in events)
         summary = events[-1]
         assert summary["images"] == 8 and 0 <= summary["accuracy"] <= 1
+        assert sum(summary["triage"].values()) == 8 and isinstance(summary["flagged_classes"], list)
     assert "\r" not in result.stderr  # no progress bar when stderr is not a terminal
     assert result.stdout == ""  # json mode: the summary is the last event, not printed text
 
