@@ -41,7 +41,7 @@ Box = tuple[float, float, float, float]
 def _load_coco(path: Path) -> dict:
     """Read the JSON file and check its top-level shape; raise a one-line ValueError naming the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is not content
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read COCO file {path}: {str(error).splitlines()[0]}") from error
     if not isinstance(data, dict):

@@ -201,7 +201,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         if suffix in PARQUET_SUFFIXES:
             return pd.read_parquet(path)
         if suffix in JSONL_SUFFIXES:
-            return pd.read_json(path, lines=True, dtype=False)
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")  # a byte-order mark is no JSON
     except Exception as error:  # pandas/pyarrow raise many types; all mean "not a readable manifest"
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"cannot read manifest {path}: {message}") from error

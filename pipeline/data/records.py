@@ -192,16 +192,30 @@ def read_class_file(path: str | Path) -> ClassList:
     """Read a classes file: one class per line, in output order, ``<key> [<name>]``.
 
     ``n01440764 tench`` gives key ``n01440764`` and name ``tench``; a line with one word uses it for both.
-    Blank lines and lines starting with ``#`` are skipped.
+    Blank lines and lines starting with ``#`` are skipped. The file is UTF-8; a byte-order mark (Windows
+    editors write one) is not part of the first key. Raises ValueError (one line, naming the file) for a
+    file that is not UTF-8 text (a Latin-1 ``caf\xe9`` would otherwise become a key no label matches) or
+    that lists a key twice.
     """
-    keys, names = [], []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"classes file {path} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    keys, names, lines = [], [], {}
+    for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split(maxsplit=1)
+        if parts[0] in lines:
+            raise ValueError(
+                f"classes file {path} lists a class twice: {parts[0]!r} on lines {lines[parts[0]]} and {number}"
+            )
+        lines[parts[0]] = number
         keys.append(parts[0])
         names.append(parts[1].strip() if len(parts) > 1 else parts[0])
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"classes file {path} lists a class twice")
     return ClassList(tuple(keys), tuple(names))
