@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from pipeline.data.dataset import AuditDataset, PreprocessSpec
 from pipeline.data.records import SampleRecord
-from tests.helpers_corpus import add_sample, base_overrides, exif_jpeg, run_in_process, write_classes
+from tests.helpers_corpus import add_sample, base_overrides, exif_jpeg, noise_image, run_in_process, write_classes
 
 
 def _exif_dataset(root: Path, frame: str) -> tuple[int, int, tuple[int, int, int, int]]:
@@ -62,11 +62,18 @@ def test_exif_orientation_boxes_follow_the_chosen_frame(tmp_path, frame):
 def test_exif_annotation_in_the_other_frame_is_reported(tmp_path):
     """Stored-frame annotations audited with boxes_refer_to=displayed: the size check catches it."""
     _exif_dataset(tmp_path / "data", "stored")
+    # a plain photo beside it: a run in which no sample is audited stops with exit 3 (run.check_failure_budget)
+    add_sample(tmp_path / "data", "upright", noise_image(24, 24, 0), boxes=[(3, 3, 20, 20)])
     run_in_process(
-        base_overrides(tmp_path / "data", tmp_path / "cache", **{"data.preprocess.boxes_refer_to": "displayed"}),
+        base_overrides(
+            tmp_path / "data",
+            tmp_path / "cache",
+            **{"data.preprocess.boxes_refer_to": "displayed", "runtime.max_error_fraction": 1.0},
+        ),
         tmp_path / "run",
     )
-    error = pd.read_parquet(tmp_path / "run" / "errors.parquet").iloc[0]
+    assert pd.read_parquet(tmp_path / "run" / "samples.parquet")["id"].tolist() == ["upright"]
+    (error,) = pd.read_parquet(tmp_path / "run" / "errors.parquet").itertuples()
     assert (error.id, error.stage) == (
         "rotated",
         "annotation",
