@@ -46,14 +46,16 @@ from pipeline.reports import saved_maps
 from pipeline.reports import schema as report_schema
 from pipeline.reports.background import BackgroundWorker, BackgroundWriteError
 from pipeline.reports.finalize import finalize_run
-from pipeline.reports.overlays import OVERLAY_MODES, OverlayFailure, overlay_rows, save_overlays
+from pipeline.reports.overlays import OVERLAY_MODES, OverlayFailure, overlay_rows, safe_file_stem, save_overlays
 from pipeline.reports.parts import (
     DamagedPart,
     PartWriter,
     layout_differences,
     list_parts,
     read_column,
+    read_part,
     remove_leftovers,
+    write_table_atomic,
 )
 from pipeline.reports.shortcuts import GRID_COLUMN
 from pipeline.run_folder import acquire_lock, check_fingerprint, run_fingerprint, store_fingerprint, weights_digest
@@ -713,6 +715,140 @@ def check_part_layout(parts: list[Path], schema: pa.Schema) -> None:
         )
 
 
+def done_ids(parts_dir: Path) -> set[str]:
+    """The samples a resume skips: those with a samples row, and those with an errors row at any stage but
+    ``overlay`` (an overlay error's sample is scored: its samples row may be in a part a kill never wrote)."""
+    errors = [read_part(path, ["id", "stage"]) for path in list_parts(parts_dir, "errors")]
+    failed = {
+        i
+        for t in errors
+        for i, stage in zip(t.column("id").to_pylist(), t.column("stage").to_pylist())
+        if stage != "overlay"
+    }
+    return set(read_column(list_parts(parts_dir, "samples"), "id")) | failed
+
+
+def drop_orphan_rows(parts_dir: Path, scored: set[str]) -> int:
+    """Rewrite the maps parts and the errors parts' ``overlay`` rows without the rows of samples that have no
+    samples row: the parts of one batch are flushed one table after the other, so a kill between two flushes
+    leaves them; the samples are audited again and would get a second maps row, or a stale overlay error.
+    Returns how many rows went."""
+    dropped = 0
+    for table_name in ("maps", "errors"):
+        for path in list_parts(parts_dir, table_name):
+            table = read_part(path)
+            orphan = ~pc.is_in(table.column("id"), pa.array(sorted(scored), pa.string())).to_numpy(zero_copy_only=False)
+            if table_name == "errors":
+                orphan &= table.column("stage").to_numpy(zero_copy_only=False) == "overlay"
+            if orphan.any():
+                kept = table.filter(pa.array(~orphan))
+                if kept.num_rows:
+                    write_table_atomic(kept, path)
+                else:
+                    path.unlink()
+                dropped += int(orphan.sum())
+    return dropped
+
+
+def complete_done_rows(
+    setup: AuditSetup, run_dir: Path, cfg: DictConfig, error_writer: PartWriter, map_writer: PartWriter | None
+) -> None:
+    """Resume, before the loop: the samples already scored whose overlay (``report.overlays``) or maps row
+    (``cam.save_maps``) is missing get it now, or an ``overlay`` errors row. A run stopped between a batch's
+    samples part and its pictures (a full disk in the overlay thread: exit 4) left such rows, which the resume
+    skipped: no picture and no error. Their maps are made again with the same model and configuration (the
+    fingerprint guarantees it); the captions are the stored rows'. Orphan rows are dropped first
+    (:func:`drop_orphan_rows`)."""
+    parts_dir, overlay_dir = run_dir / "parts", run_dir / "overlays"
+    settings = setup.settings
+    mode = settings.report.overlays
+    stored_parts = [read_part(path) for path in list_parts(parts_dir, "samples")]
+    if not stored_parts:
+        return
+    stored = pa.concat_tables(stored_parts)  # one layout: checked by check_part_layout
+    ids = stored.column("id").to_pylist()
+    dropped = drop_orphan_rows(parts_dir, set(ids))
+    missing_overlay: set[str] = set()
+    if mode != "none":
+        rows = overlay_rows(stored, mode, settings.report.triage)
+        rows = rows[~stored.column("non_finite_output").to_numpy(zero_copy_only=False)[rows]]
+        errors = read_column(list_parts(parts_dir, "errors"), "id")
+        missing_overlay = {ids[i] for i in rows if not (overlay_dir / f"{safe_file_stem(ids[i])}.jpg").is_file()} - set(
+            errors
+        )
+    missing_maps = set(ids) - set(read_column(list_parts(parts_dir, "maps"), "id")) if map_writer is not None else set()
+    redo = [r for r in setup.records if r.sample_id in missing_overlay | missing_maps]
+    if dropped or redo:
+        logs.event(
+            logger,
+            "resume_completed",
+            f"resume: {dropped} orphan rows dropped; {len(missing_overlay)} overlays and {len(missing_maps)} saved "
+            "maps of samples already scored are made now",
+            orphan_rows=dropped,
+            overlays=len(missing_overlay),
+            maps=len(missing_maps),
+        )
+    if not redo:
+        return
+    position = {sample_id: i for i, sample_id in enumerate(ids)}
+    labels = torch.tensor([r.label for r in redo], dtype=torch.long)
+    fit = BatchFit.from_option(settings.runtime.batch_size, setup.device)
+    loader = DataLoader(
+        AuditDataset(redo, setup.preprocess, max_boxes_option(cfg), setup.decode_on_device),
+        batch_size=fit.size,
+        collate_fn=collate_samples,
+    )
+    for batch in loader:
+        if batch.encoded:
+            batch = decode_batch_on_device(
+                batch, setup.preprocess, setup.device, [redo[i].image_path for i in batch.index.tolist()]
+            )
+        unreadable = [redo[f.index] for f in batch.failures if redo[f.index].sample_id in missing_overlay]
+        if unreadable:  # scored before, unreadable now: no picture, said in an errors row
+            error_writer.add(
+                report_schema.error_rows(
+                    [
+                        (
+                            r,
+                            "overlay",
+                            "ImageUnreadable",
+                            "overlay not written: the image could not be read again on resume",
+                        )
+                        for r in unreadable
+                    ]
+                )
+            )
+        if not len(batch):
+            continue
+        for piece, (_, maps, view) in audit_fitting(setup, batch, labels[batch.index], fit):
+            piece_ids = [redo[i].sample_id for i in piece.index.tolist()]
+            table = stored.take(pa.array([position[i] for i in piece_ids]))
+            if map_writer is not None:
+                needed = np.flatnonzero([i in missing_maps for i in piece_ids])
+                rows = saved_maps.map_rows(table.column("id"), maps.signed_low_res, piece, setup.map_names)
+                map_writer.add(rows.take(pa.array(needed)))
+            draw = np.flatnonzero([i in missing_overlay for i in piece_ids])
+            if draw.size:
+                original = None
+                if view.grid_size is not None:
+                    original = (
+                        view,
+                        [redo[i].image_path for i in piece.index.tolist()],
+                        setup.preprocess.boxes_refer_to,
+                    )
+                failures = save_overlays(
+                    overlay_dir,
+                    table,
+                    piece,
+                    maps,
+                    original=original,
+                    rows=draw,
+                    triage_settings=settings.report.triage,
+                )
+                if failures:
+                    error_writer.add(overlay_error_rows(failures, table))
+
+
 def refuse_existing_run(run_dir: Path, resume: bool) -> list[Path]:
     """The parts already in ``run_dir``; a ConfigError when it holds a run and ``resume`` is off.
 
@@ -787,7 +923,7 @@ def _audit_held_folder(
             print(f"cam-audit: warning: {warning}", file=sys.stderr)
     try:
         check_part_layout(list_parts(parts_dir, "samples"), samples_schema)
-        done = set(read_column(existing, "id"))
+        done = done_ids(parts_dir)
     except DamagedPart as error:
         raise ConfigError("resume", str(error)) from error
     if on_accepted is not None:
@@ -818,6 +954,8 @@ def _audit_held_folder(
     error_writer = PartWriter(parts_dir, "errors", report_schema.ERRORS_SCHEMA, rank, rows_per_part)
     writers = [w for w in (map_writer, sample_writer, error_writer) if w is not None]
 
+    if cfg.resume and ranks.is_main and existing:
+        complete_done_rows(setup, run_dir, cfg, error_writer, map_writer)
     todo = [r for r in distributed.shard(setup.records, ranks) if r.sample_id not in done]
     index_errors = [r for r in todo if r.problem]
     if index_errors:
