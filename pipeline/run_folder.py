@@ -14,8 +14,9 @@
   ``data.limit`` counts (another limit audits another set); the resolved preprocessing, normalisation and
   target layer; and the content of what paths point to: the model weights (``model.weights_sha256``, not
   ``model.checkpoint``'s path), the class list (``data.classes_sha256``: keys and names in order, not
-  ``data.classes``'s path: a classes file edited in place changes what label 0 means) and the dataset
-  (``data.dataset_sha256``: ids, labels, image sizes and times; ``data.boxes_sha256``: the boxes). A resume
+  ``data.classes``'s path: a classes file edited in place changes what label 0 means), the dataset
+  (``data.dataset_sha256``: ids, labels, image sizes and times; ``data.boxes_sha256``: the boxes) and the
+  ``data.metadata`` table (``data.metadata_sha256``: its values join the rows). A resume
   whose fingerprint differs is refused, naming what differs, so one ``samples.parquet`` never mixes two
   configurations or two datasets. A folder whose fingerprint is missing, or lacks some of these keys (an
   older version), cannot be checked: its resume is refused unless ``runtime.resume_unchecked=true``.
@@ -174,13 +175,14 @@ RESUME_MAY_CHANGE = (
 )
 # Paths whose content is fingerprinted instead (moving the file is fine, editing it is not), and the
 # preprocessing options, fingerprinted as resolved (``auto`` filled in from the model).
-REPLACED_BY_CONTENT = ("model.checkpoint", "data.classes", "data.preprocess.")
+REPLACED_BY_CONTENT = ("model.checkpoint", "data.classes", "data.metadata", "data.preprocess.")
 # What the hashes of the fingerprint stand for, for the refusal's message.
 CONTENT_KEYS = {
     "model.weights_sha256": "the model's weights",
     "data.classes_sha256": "the class list (keys and names in output order)",
     "data.dataset_sha256": "the dataset (ids, labels, image file sizes and times)",
     "data.boxes_sha256": "the annotations' boxes",
+    "data.metadata_sha256": "the data.metadata table's columns and values",
 }
 
 
@@ -204,6 +206,18 @@ def boxes_digest(records) -> str:
     return digest.hexdigest()
 
 
+def metadata_digest(metadata) -> str | None:
+    """SHA-256 of the ``data.metadata`` table as read (column names and types, ids and values, in row order);
+    None without one. An edited CSV would join other values to the rows audited after a resume."""
+    if metadata is None:
+        return None
+    import pandas as pd
+
+    digest = hashlib.sha256(json.dumps([[str(c), str(t)] for c, t in metadata.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(metadata, index=True).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run_fingerprint(cfg: DictConfig, setup) -> dict[str, object]:
     """``option -> value`` for every choice that decides the rows (dotted config keys; see the module doc).
 
@@ -223,6 +237,7 @@ def run_fingerprint(cfg: DictConfig, setup) -> dict[str, object]:
     out["data.classes_sha256"] = classes_digest(setup.classes.keys, setup.classes.names)
     out["data.dataset_sha256"] = dataset_fingerprint(setup.records)["sha256"]
     out["data.boxes_sha256"] = boxes_digest(setup.records)
+    out["data.metadata_sha256"] = metadata_digest(setup.metadata)
     out["runtime.precision"] = str(cfg.runtime.precision)
     out[VERSION_KEY] = FINGERPRINT_VERSION
     return json.loads(json.dumps(out, default=str))  # plain JSON values, as they read back from the file

@@ -91,6 +91,20 @@ def test_another_checkpoint_under_the_same_path_is_refused(finished, tmp_path):
     assert _differing(_refused(overrides, run_dir)) == ["model.weights_sha256"]
 
 
+def test_an_edited_metadata_table_is_refused(tmp_path):
+    """Found while trying to break resume: the metadata CSV's path was compared, not its values; the rows
+    audited after the resume would have joined the edited values (a group_by mixing two versions)."""
+    good_dataset(tmp_path / "data", 4)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("id,site\n" + "".join(f"img_{i:05d},a\n" for i in range(4)))
+    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"data.metadata": meta})
+    run_in_process(overrides, tmp_path / "run")
+    meta.write_text("id,site\n" + "".join(f"img_{i:05d},{'b' if i == 3 else 'a'}\n" for i in range(4)))
+    assert _differing(_refused(overrides, tmp_path / "run")) == ["data.metadata_sha256"]
+    meta.write_text("id,site\n" + "".join(f"img_{i:05d},a\n" for i in range(4)))  # back as it was: accepted
+    assert run_in_process(overrides + ["resume=true"], tmp_path / "run")["images"] == 4
+
+
 def test_another_data_limit_is_refused_naming_it(tmp_path):
     """Case 2: a resume that leaves out data.limit=2 would have audited the whole folder into the report."""
     good_dataset(tmp_path / "data", 6)
