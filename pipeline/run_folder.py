@@ -238,7 +238,9 @@ def run_fingerprint(cfg: DictConfig, setup) -> dict[str, object]:
     out["data.dataset_sha256"] = dataset_fingerprint(setup.records)["sha256"]
     out["data.boxes_sha256"] = boxes_digest(setup.records)
     out["data.metadata_sha256"] = metadata_digest(setup.metadata)
-    out["runtime.precision"] = str(cfg.runtime.precision)
+    # resolved: runtime.precision=auto is bf16 on CUDA and fp32 on the CPU, so the option alone would let a
+    # run started on the CPU be resumed on a GPU with bf16 rows after fp32 ones
+    out["runtime.precision"] = str(setup.precision)
     out[VERSION_KEY] = FINGERPRINT_VERSION
     return json.loads(json.dumps(out, default=str))  # plain JSON values, as they read back from the file
 

@@ -116,6 +116,25 @@ def test_another_data_limit_is_refused_naming_it(tmp_path):
     assert summary["images"] == 2
 
 
+def test_precision_auto_resolving_otherwise_on_resume_is_refused(finished, monkeypatch):
+    """Found while trying to break resume: runtime.precision=auto is fp32 on the CPU and bf16 on CUDA; the
+    fingerprint held the option ("auto" both times), so a CPU run resumed on a GPU appended bf16 rows to fp32
+    ones. Simulated here by resolving auto as a CUDA machine would."""
+    import pipeline.run
+
+    _, overrides, run_dir = finished
+    original = pipeline.run.resolve_precision
+    monkeypatch.setattr(
+        pipeline.run,
+        "resolve_precision",
+        lambda option, device: "bf16" if option == "auto" else original(option, device),
+    )
+    error = _refused(overrides, run_dir)
+    assert _differing(error) == ["runtime.precision"] and 'runtime.precision: "fp32" -> "bf16"' in str(error)
+    summary = run_in_process(overrides + ["resume=true", "runtime.precision=fp32"], run_dir)  # what to do instead
+    assert summary["images"] == 6
+
+
 def test_the_same_configuration_with_other_runtime_options_resumes(finished):
     _, overrides, run_dir = finished
     summary = run_in_process(overrides + ["resume=true", "runtime.batch_size=3", "report.rows_per_part=7"], run_dir)
