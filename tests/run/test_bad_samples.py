@@ -110,7 +110,9 @@ def test_summary_states_how_many_were_skipped_and_why(corpus_run):
 
 def test_overlays_use_safe_names_inside_the_run_folder(corpus_run):
     run_dir = corpus_run["run_dir"]
-    written = [p for p in run_dir.rglob("*.jpg")]
+    thumbnails = run_dir / "overlays" / "thumbs"  # one per overlay, same name
+    written = [p for p in run_dir.rglob("*.jpg") if p.parent != thumbnails]
     assert written and all(p.parent == run_dir / "overlays" and SAFE_NAME.match(p.name) for p in written)
+    assert sorted(p.name for p in thumbnails.iterdir()) == sorted(p.name for p in written)
     assert len(written) == len(corpus_run["samples"])  # report.overlays=all: one per scored image
     assert (run_dir / "overlays" / f"{safe_file_stem('chat_été_猫')}.jpg").is_file()

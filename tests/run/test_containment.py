@@ -42,7 +42,7 @@ def test_crafted_ids_and_outside_paths_stay_contained(tmp_path):
     run_in_process(overrides, run_dir)
     created = _files(tmp_path) - before
     assert created and all(run_dir in p.parents for p in created), sorted(map(str, created))
-    overlays = sorted(p.name for p in (run_dir / "overlays").iterdir())
+    overlays = sorted(p.name for p in (run_dir / "overlays").glob("*.jpg"))  # (and their thumbs/)
     assert len(overlays) == 2 and all(SAFE_NAME.match(name) for name in overlays), overlays
     samples = pd.read_parquet(run_dir / "samples.parquet")
     assert sorted(samples["id"]) == ["../../evil", "../élan/../../x"]  # the id itself is kept, only file names change
