@@ -357,8 +357,8 @@ def compare_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METRIC=VALUE",
-        help="the same per true class (Bonferroni over the classes tested; classes with fewer than "
-        "--min-class-images images are never gated)",
+        help="the same per true class, significance with Holm's correction over the classes tested (classes "
+        "with fewer than --min-class-images images are reported but never gated)",
     )
     parser.add_argument(
         "--alpha", type=float, default=0.05, help="significance level, two-sided (default 0.05: 95%% intervals)"

@@ -15,8 +15,9 @@
 - ``tests``: paired statistics on the common images (:mod:`pipeline.reports.paired_stats`): McNemar's exact
   test for accuracy, paired bootstrap confidence intervals for the true-class map numbers (:data:`METRICS`);
 - ``gates``: for each ``--max-drop metric=value``, whether it tripped: the drop is beyond the threshold
-  **and** significant (two-sided, level ``alpha``); per class (``--max-class-drop``) the same with
-  Bonferroni's correction over the classes tested, so that a class of three images never raises an alarm.
+  **and** significant (two-sided, level ``alpha``); per class (``--max-class-drop``) the same with Holm's
+  step-down correction over the classes tested (those with at least ``min_class_images`` images), so that a
+  class of three images never raises an alarm.
 - ``data``: what :func:`check_same_data` found about the data (said first): the two runs must have audited
   the same data where their ids overlap. Different true labels of common ids, or different class lists, are a
   refusal (:class:`~pipeline.errors.ConfigError`, exit 2): every paired number would compare two datasets.
@@ -40,7 +41,13 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
 from pipeline.reports.finalize import dataset_scores, write_json_atomic
-from pipeline.reports.paired_stats import class_mean_statistic, mcnemar_exact, mean_statistic, paired_bootstrap
+from pipeline.reports.paired_stats import (
+    class_mean_statistic,
+    holm_adjusted,
+    mcnemar_exact,
+    mean_statistic,
+    paired_bootstrap,
+)
 from pipeline.reports.parts import write_table_atomic
 from pipeline.scores import tau_key
 
@@ -386,7 +393,7 @@ def class_tests(
 ) -> pd.DataFrame:
     """Per true class, for each of ``metrics``: baseline, current, delta, CI at ``1 - alpha`` and a two-sided p
     (accuracy: McNemar exact; others: normal approximation with the bootstrap's standard error, so that a
-    Bonferroni-corrected level stays resolvable). One row per class."""
+    Holm-corrected p of many classes stays resolvable). One row per class."""
     rows = []
     for (label, name), index in before.groupby(["label", "label_name"]).groups.items():
         b, a = before.loc[index], after.loc[index]
@@ -423,6 +430,21 @@ def class_tests(
     return pd.DataFrame(rows)
 
 
+def add_holm(per_class: pd.DataFrame, metrics: list[str], min_class_images: int) -> pd.DataFrame:
+    """``per_class`` with ``{metric}_p_holm`` for each of ``metrics``: Holm's adjusted p over the classes with at
+    least ``min_class_images`` images (the family a per-class gate tests; :func:`holm_adjusted`), NaN for the
+    smaller classes, which are reported but never gated."""
+    if not len(per_class):
+        return per_class
+    per_class = per_class.copy()
+    eligible = (per_class["count"] >= min_class_images).to_numpy()
+    for metric in metrics:
+        adjusted = np.full(len(per_class), np.nan)
+        adjusted[eligible] = holm_adjusted(per_class.loc[eligible, f"{metric}_p"].to_numpy(dtype=np.float64))
+        per_class[f"{metric}_p_holm"] = adjusted
+    return per_class
+
+
 def evaluate_gates(
     tests: dict,
     per_class: pd.DataFrame,
@@ -432,7 +454,8 @@ def evaluate_gates(
     min_class_images: int,
 ) -> list[dict]:
     """One entry per gate: tripped when the drop is beyond the threshold and significant (two-sided, ``alpha``;
-    per class: ``alpha`` / classes tested, Bonferroni, and only classes with ``min_class_images`` images)."""
+    per class: Holm's adjusted p below ``alpha`` over the classes with ``min_class_images`` images (column
+    ``{metric}_p_holm``, :func:`add_holm`), one entry per class that tripped and one summary entry per metric)."""
     gates = []
     for metric, allowed in max_drops.items():
         test = tests.get(metric)
@@ -456,15 +479,17 @@ def evaluate_gates(
                 "max_drop": allowed,
                 "drop": drop,
                 "significant": test["significant"],
+                **({"p": test["p"]} if "p" in test else {"low": test["low"], "high": test["high"]}),
                 "tripped": tripped,
             }
         )
     eligible = per_class[per_class["count"] >= min_class_images] if len(per_class) else per_class
-    level = alpha / max(len(eligible), 1)
     for metric, allowed in max_class_drops.items():
+        tripped_classes = 0
         for _, row in eligible.iterrows():
-            drop, p = -row[f"{metric}_delta"], row[f"{metric}_p"]
-            if drop > allowed and p < level:
+            drop, p, p_holm = -row[f"{metric}_delta"] + 0.0, row[f"{metric}_p"], row[f"{metric}_p_holm"]
+            if drop > allowed and p_holm < alpha:
+                tripped_classes += 1
                 gates.append(
                     {
                         "metric": metric,
@@ -472,7 +497,8 @@ def evaluate_gates(
                         "max_drop": allowed,
                         "drop": float(drop),
                         "p": float(p),
-                        "level": level,
+                        "p_holm": float(p_holm),
+                        "alpha": alpha,
                         "count": int(row["count"]),
                         "tripped": True,
                     }
@@ -482,11 +508,11 @@ def evaluate_gates(
                 "metric": metric,
                 "scope": "per class",
                 "max_drop": allowed,
-                "level": level,
+                "alpha": alpha,
+                "correction": "holm",
                 "classes_tested": len(eligible),
-                "tripped": any(
-                    g["tripped"] and g["metric"] == metric and g["scope"].startswith("class ") for g in gates
-                ),
+                "classes_tripped": tripped_classes,
+                "tripped": tripped_classes > 0,
             }
         )
     return gates
@@ -545,6 +571,7 @@ def compare_with_statistics(
         check_gated_metrics(before, after, tau, tests, max_drops, max_class_drops, baseline_dir, current_dir)
     metrics = sorted(set(max_class_drops) | {"accuracy", "true_energy_in_box"})
     per_class = class_tests(before, after, tau, metrics, resamples, seed, alpha) if common else pd.DataFrame()
+    per_class = add_holm(per_class, metrics, min_class_images)
     result.update(
         tests=tests,
         per_class=per_class,
@@ -583,12 +610,14 @@ def render_statistics(result: dict) -> str:
         if gate["scope"].startswith("class "):
             lines.append(
                 f"  GATE {gate['metric']} {gate['scope']} ({gate['count']} images): drop {gate['drop']:.4f} > "
-                f"{gate['max_drop']} and p = {gate['p']:.3g} < {gate['level']:.3g}: TRIPPED"
+                f"{gate['max_drop']} and Holm-adjusted p = {gate['p_holm']:.3g} < {gate['alpha']} (p = {gate['p']:.3g}): "
+                "TRIPPED"
             )
         elif gate["scope"] == "per class":
             lines.append(
                 f"  gate {gate['metric']} per class (max drop {gate['max_drop']}, {gate['classes_tested']} classes with >= "
-                f"{settings['min_class_images']} images, level {gate['level']:.3g}): {'TRIPPED' if gate['tripped'] else 'passed'}"
+                f"{settings['min_class_images']} images, Holm at {gate['alpha']}): "
+                f"{'TRIPPED' if gate['tripped'] else 'passed'}"
             )
         else:
             drop = gate.get("drop", float("nan"))

@@ -117,3 +117,26 @@ def paired_bootstrap(
         deltas.append(statistic(after, labels, index) - statistic(before, labels, index))
     low, high = np.quantile(np.concatenate(deltas), [(1 - confidence) / 2, (1 + confidence) / 2])
     return {**out, "delta": delta, "low": float(low), "high": float(high)}
+
+
+def holm_adjusted(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values of a family of ``m`` tests (same order as given); NaN stays NaN and
+    is not counted in ``m``.
+
+    Sorted ascending, ``p_(1) <= ... <= p_(m)``: ``adjusted_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``.
+    Rejecting where ``adjusted < alpha`` is Holm's procedure: reject ``H_(1)`` .. ``H_(i)`` while
+    ``p_(i) < alpha / (m - i + 1)``, stop at the first that is not. It holds the family-wise error rate at
+    ``alpha`` like Bonferroni (``alpha / m`` for every test) and rejects at least as much: only the smallest p
+    faces ``alpha / m``. Source: Holm (1979), "A simple sequentially rejective multiple test procedure",
+    Scand. J. Statist. 6(2); adjusted form as in Wright (1992), Biometrics 48(4).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    m = len(defined)
+    if m == 0:
+        return out
+    order = defined[np.argsort(p[defined], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
