@@ -368,32 +368,93 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-class-images", type=int, default=10, help="smallest class a per-class gate looks at (default 10)"
     )
+    parser.add_argument(
+        "--min-coverage",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="exit 1 when the current run audited less than FRACTION of its dataset (the rest skipped: "
+        "unreadable, unannotated...); off by default, 0.95 in scripts/nightly.sh",
+    )
+    parser.add_argument(
+        "--min-reference-coverage",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="exit 1 when the current run audited less than FRACTION of the images the baseline audited (a "
+        "night that saw a third of the data); off by default, 0.98 in scripts/nightly.sh",
+    )
+    parser.add_argument(
+        "--max-skipped-rise",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="exit 1 when the share of the dataset skipped rose by more than FRACTION from the baseline; off by "
+        "default, 0.01 in scripts/nightly.sh",
+    )
     parser.add_argument("--top", type=int, default=5, help="how many broken images and classes to print")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: lines for a person (default); json: compare.json as one JSON line on stdout (with time, "
+        "level, logger, event, message and out, like the audit's JSON log events) and any error as a JSON line on "
+        "stderr, for a scheduler",
+    )
     return parser
 
 
+def json_line(level: str, event: str, message: str, **fields) -> str:
+    """One JSON log line as the audit's ``runtime.log_format=json`` writes them (``time``, ``level``, ``logger``,
+    ``event``, ``message``, then ``fields``; non-finite numbers as null)."""
+    import datetime
+    import json
+
+    payload = {
+        "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "level": level,
+        "logger": "pipeline.compare",
+        "event": event,
+        "message": message,
+        **fields,
+    }
+    return json.dumps(logs.json_safe(payload), allow_nan=False)
+
+
 def compare_main(argv: list[str] | None = None) -> int:
-    """``cam-audit compare`` / ``cam-audit-compare``: exit 0 when every gate passed, 1 when one tripped
-    (:class:`ExitCode`), 2 when a folder is not a finished audit, the runs share no image, audited different
-    data under the same ids (other true labels, other class lists), a gate cannot be evaluated, the output
-    cannot be written or an option is wrong; 4 when the disk is full."""
+    """``cam-audit compare`` / ``cam-audit-compare``: exit 0 when every gate passed (verdict ``pass``), 1 when one
+    tripped (``fail``) (:class:`ExitCode`), 2 when a folder is not a finished audit, the runs share no image,
+    audited different data under the same ids (other true labels, other class lists), a gate cannot be evaluated,
+    the output cannot be written or an option is wrong; 4 when the disk is full. ``--format json``: stdout is one
+    JSON line (compare.json with the log-event keys), an error one JSON line on stderr."""
     from pipeline.reports.compare import (
+        compare_json,
         compare_with_statistics,
         default_out,
         parse_max_drops,
         render_comparison,
         render_statistics,
+        verdict_line,
         write_comparison,
     )
 
     args = compare_parser().parse_args(argv)
+    as_json = args.format == "json"
+
+    def refuse(message: str, code: int) -> int:
+        print(json_line("ERROR", "error", message, exit_code=int(code)) if as_json else message, file=sys.stderr)
+        return code
+
     try:
         max_drops, max_class_drops = parse_max_drops(args.max_drop), parse_max_drops(args.max_class_drop)
         if not 0 < args.alpha < 1 or args.resamples < 100:
             raise ValueError("--alpha must lie in (0, 1) and --resamples be at least 100")
+        for option in ("min_coverage", "min_reference_coverage", "max_skipped_rise"):
+            value = getattr(args, option)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"--{option.replace('_', '-')} must lie in [0, 1] (a fraction), got {value}")
     except ValueError as error:
-        print(f"cam-audit compare: usage error: {error}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return refuse(f"cam-audit compare: usage error: {error}", ExitCode.CONFIG)
     try:
         result = compare_with_statistics(
             args.baseline,
@@ -404,36 +465,40 @@ def compare_main(argv: list[str] | None = None) -> int:
             args.resamples,
             args.seed,
             args.min_class_images,
+            args.min_coverage,
+            args.min_reference_coverage,
+            args.max_skipped_rise,
         )
     except ConfigError as error:  # not the same data, a gate that cannot be evaluated: the option or file first
-        print(f"cam-audit compare: cannot compare: {one_line(str(error))}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return refuse(f"cam-audit compare: cannot compare: {one_line(str(error))}", ExitCode.CONFIG)
     except Exception as error:  # noqa: BLE001 -- any unreadable run is exit 2, never the gate's exit 1
-        print(f"cam-audit compare: cannot compare: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return refuse(
+            f"cam-audit compare: cannot compare: {type(error).__name__}: {one_line(str(error))}", ExitCode.CONFIG
+        )
     if result["overall"]["images_compared"] == 0:
-        print("cam-audit compare: the two runs have no image in common: nothing to compare", file=sys.stderr)
-        return ExitCode.CONFIG
+        return refuse("cam-audit compare: the two runs have no image in common: nothing to compare", ExitCode.CONFIG)
     out = args.out or default_out(args.baseline, args.current)
     try:
         write_comparison(result, out)
     except OSError as error:  # never the gate's exit 1 (nor a traceback): 4 for a full disk, as the audit
         full = is_disk_full(error)
-        print(
+        return refuse(
             f"cam-audit compare: --out: the comparison cannot be written to {out} "
             f"({error.strerror or error}){'; free space and run it again' if full else ''}",
-            file=sys.stderr,
+            ExitCode.DISK_FULL if full else ExitCode.CONFIG,
         )
-        return ExitCode.DISK_FULL if full else ExitCode.CONFIG
+    code = ExitCode.REGRESSION if result["verdict"] == "fail" else ExitCode.OK
+    if as_json:
+        level = "ERROR" if code else "INFO"
+        print(json_line(level, "compare", verdict_line(result), **compare_json(result), out=str(out), exit_code=code))
+        return code
     print(render_comparison(result, args.top))
     print(render_statistics(result))
     print(f"  comparison: {out}")
-    tripped = [g for g in result["gates"] if g["tripped"] and not g["scope"] == "per class"]
-    if tripped:
-        names = ", ".join(f"{g['metric']} ({g['scope']})" for g in tripped)
-        print(f"cam-audit compare: REGRESSION: {names} fell beyond the allowed drop, significantly", file=sys.stderr)
-        return ExitCode.REGRESSION
-    return ExitCode.OK
+    print(f"  {verdict_line(result)}")
+    if code:
+        print(f"cam-audit compare: REGRESSION: {verdict_line(result)}", file=sys.stderr)
+    return code
 
 
 def compare_main_exit() -> None:

@@ -18,6 +18,11 @@
   **and** significant (two-sided, level ``alpha``); per class (``--max-class-drop``) the same with Holm's
   step-down correction over the classes tested (those with at least ``min_class_images`` images), so that a
   class of three images never raises an alarm.
+- ``coverage``: how much of its dataset each run audited and skipped, and how many of the baseline's audited
+  images the current run audited again (:func:`coverage`); coverage gates (``--min-coverage``,
+  ``--min-reference-coverage``, ``--max-skipped-rise``) compare these counts with thresholds: a night that
+  audited 60 of 300 images is a failed night, not a smaller one;
+- ``verdict``: ``pass`` or ``fail``, and ``tripped``: the gates that tripped, each with its numbers.
 - ``data``: what :func:`check_same_data` found about the data (said first): the two runs must have audited
   the same data where their ids overlap. Different true labels of common ids, or different class lists, are a
   refusal (:class:`~pipeline.errors.ConfigError`, exit 2): every paired number would compare two datasets.
@@ -518,6 +523,114 @@ def evaluate_gates(
     return gates
 
 
+def run_coverage(run_dir: Path, rows: pd.DataFrame) -> dict:
+    """How much of its dataset a finished run audited: ``audited`` (rows of ``samples.parquet``), ``skipped``
+    (ids with an ``errors.parquet`` row at any stage but ``overlay``, not audited: unreadable, unannotated,
+    duplicate...), ``dataset_size`` (``summary.json`` -> provenance.dataset.samples, the records indexed after
+    ``data.limit``; ``audited + skipped`` when absent) and the two shares of ``dataset_size``."""
+    skipped = 0
+    errors_path = Path(run_dir) / "errors.parquet"
+    if errors_path.is_file():
+        errors = pd.read_parquet(errors_path, columns=["id", "stage"])
+        failed = set(errors.loc[errors["stage"] != "overlay", "id"].astype(str))
+        skipped = len(failed - set(rows["id"].astype(str)))
+    audited = len(rows)
+    size = (run_identity(run_dir)["dataset"] or {}).get("samples")
+    size = int(size) if isinstance(size, (int, float)) and size > 0 else audited + skipped
+    return {
+        "audited": audited,
+        "skipped": skipped,
+        "dataset_size": size,
+        "audited_fraction": audited / size if size else float("nan"),
+        "skipped_fraction": skipped / size if size else float("nan"),
+    }
+
+
+def coverage(baseline_dir: Path, current_dir: Path, before_all: pd.DataFrame, after_all: pd.DataFrame) -> dict:
+    """Both runs' :func:`run_coverage` and ``reference_coverage``: the share of the baseline's audited images
+    that the current run audited too (``common`` of ``baseline.audited``)."""
+    common = len(set(before_all["id"]) & set(after_all["id"]))
+    first, second = run_coverage(baseline_dir, before_all), run_coverage(current_dir, after_all)
+    return {
+        "baseline": first,
+        "current": second,
+        "common": common,
+        "reference_coverage": common / first["audited"] if first["audited"] else float("nan"),
+    }
+
+
+# Coverage gates: name (the option without --, underscores) -> what its value is.
+COVERAGE_GATES = {
+    "min_coverage": "images audited tonight / the dataset's size tonight (the rest were skipped)",
+    "min_reference_coverage": "images of the baseline's audited images audited tonight too / the baseline's audited",
+    "max_skipped_rise": "share of the dataset skipped tonight minus the share skipped in the baseline",
+}
+
+
+def coverage_gates(
+    found: dict, min_coverage: float | None, min_reference_coverage: float | None, max_skipped_rise: float | None
+) -> list[dict]:
+    """One entry per coverage gate asked for (None: off): ``{"metric", "scope": "coverage", "threshold",
+    "value", "audited", "skipped", "dataset_size", "tripped", "means"}``. Counts, not estimates: no test."""
+    current, baseline = found["current"], found["baseline"]
+    gates = []
+    for name, threshold, value, tripped_when in (
+        ("min_coverage", min_coverage, current["audited_fraction"], "below"),
+        ("min_reference_coverage", min_reference_coverage, found["reference_coverage"], "below"),
+        (
+            "max_skipped_rise",
+            max_skipped_rise,
+            current["skipped_fraction"] - baseline["skipped_fraction"],
+            "above",
+        ),
+    ):
+        if threshold is None:
+            continue
+        tripped = bool(value < threshold) if tripped_when == "below" else bool(value > threshold)
+        gates.append(
+            {
+                "metric": name,
+                "scope": "coverage",
+                "threshold": threshold,
+                "value": float(value) + 0.0,
+                "audited": current["audited"],
+                "skipped": current["skipped"],
+                "dataset_size": current["dataset_size"],
+                "baseline_audited": baseline["audited"],
+                "baseline_skipped": baseline["skipped"],
+                "common": found["common"],
+                "tripped": tripped,
+                "means": COVERAGE_GATES[name],
+            }
+        )
+    return gates
+
+
+def describe_gate(gate: dict) -> str:
+    """One tripped gate as a few words with its numbers (for the verdict line)."""
+    if gate["scope"] == "coverage":
+        side = ">" if gate["metric"].startswith("max_") else "<"
+        return f"{gate['metric']} {gate['value']:.4f} {side} {gate['threshold']}"
+    where = "" if gate["scope"] == "overall" else f" {gate['scope']}"
+    p = f", Holm p {gate['p_holm']:.3g}" if "p_holm" in gate else (f", p {gate['p']:.3g}" if "p" in gate else "")
+    return f"{gate['metric']}{where} drop {gate.get('drop', float('nan')):.4f} > {gate['max_drop']}{p}"
+
+
+def verdict_line(result: dict) -> str:
+    """``verdict: pass`` or ``verdict: FAIL (<gate and numbers>; ...)``, naming the two runs."""
+    names = f"{Path(result['baseline']).name} -> {Path(result['current']).name}"
+    if result["verdict"] == "pass":
+        return f"verdict: pass ({names}: every gate passed)"
+    return f"verdict: FAIL ({names}: " + "; ".join(describe_gate(g) for g in result["tripped"]) + ")"
+
+
+def verdict(gates: list[dict]) -> tuple[str, list[dict]]:
+    """``("fail", tripped)`` when any gate tripped (the per-class summary entries left out of the list: each
+    class that tripped has its own entry), else ``("pass", [])``."""
+    tripped = [g for g in gates if g["tripped"] and g["scope"] != "per class"]
+    return ("fail" if tripped else "pass"), tripped
+
+
 def check_gated_metrics(
     before: pd.DataFrame,
     after: pd.DataFrame,
@@ -557,8 +670,13 @@ def compare_with_statistics(
     resamples: int = 2000,
     seed: int = 0,
     min_class_images: int = 10,
+    min_coverage: float | None = None,
+    min_reference_coverage: float | None = None,
+    max_skipped_rise: float | None = None,
 ) -> dict:
-    """:func:`compare_runs` plus the paired tests, the per-class tests and the gates (see the module docstring)."""
+    """:func:`compare_runs` plus the paired tests, the per-class tests, the coverage and the gates (see the
+    module docstring); ``verdict`` (``pass`` / ``fail``) and ``tripped`` (the gates that tripped, with their
+    numbers)."""
     result = compare_runs(baseline_dir, current_dir)
     before_all, after_all, definitions, _, _ = read_pair(baseline_dir, current_dir)
     common = set(before_all["id"]) & set(after_all["id"])
@@ -572,10 +690,17 @@ def compare_with_statistics(
     metrics = sorted(set(max_class_drops) | {"accuracy", "true_energy_in_box"})
     per_class = class_tests(before, after, tau, metrics, resamples, seed, alpha) if common else pd.DataFrame()
     per_class = add_holm(per_class, metrics, min_class_images)
+    found = coverage(baseline_dir, current_dir, before_all, after_all)
+    gates = coverage_gates(found, min_coverage, min_reference_coverage, max_skipped_rise)
+    gates += evaluate_gates(tests, per_class, max_drops, max_class_drops, alpha, min_class_images)
+    outcome, tripped = verdict(gates)
     result.update(
+        verdict=outcome,
+        tripped=tripped,
+        coverage=found,
         tests=tests,
         per_class=per_class,
-        gates=evaluate_gates(tests, per_class, max_drops, max_class_drops, alpha, min_class_images),
+        gates=gates,
         settings={
             "alpha": alpha,
             "resamples": resamples,
@@ -583,6 +708,9 @@ def compare_with_statistics(
             "min_class_images": min_class_images,
             "max_drop": max_drops,
             "max_class_drop": max_class_drops,
+            "min_coverage": min_coverage,
+            "min_reference_coverage": min_reference_coverage,
+            "max_skipped_rise": max_skipped_rise,
         },
     )
     return result
@@ -606,8 +734,21 @@ def render_statistics(result: dict) -> str:
             f"{100 * test['confidence']:.0f}% CI {test['low']:+.4f} .. {test['high']:+.4f}, n {test['n']}{extra})"
             f"{' significant' if test['significant'] else ''}"
         )
+    found = result.get("coverage")
+    if found:
+        current, baseline = found["current"], found["baseline"]
+        lines.append(
+            f"  coverage: {current['audited']} of {current['dataset_size']} images audited, {current['skipped']} skipped "
+            f"(baseline {baseline['audited']} of {baseline['dataset_size']}, {baseline['skipped']} skipped); "
+            f"{found['common']} of the baseline's {baseline['audited']} audited again"
+        )
     for gate in result["gates"]:
-        if gate["scope"].startswith("class "):
+        if gate["scope"] == "coverage":
+            lines.append(
+                f"  {'GATE' if gate['tripped'] else 'gate'} {gate['metric']} {gate['threshold']}: {gate['value']:.4f} "
+                f"({gate['means']}): {'TRIPPED' if gate['tripped'] else 'passed'}"
+            )
+        elif gate["scope"].startswith("class "):
             lines.append(
                 f"  GATE {gate['metric']} {gate['scope']} ({gate['count']} images): drop {gate['drop']:.4f} > "
                 f"{gate['max_drop']} and Holm-adjusted p = {gate['p_holm']:.3g} < {gate['alpha']} (p = {gate['p']:.3g}): "
@@ -628,18 +769,32 @@ def render_statistics(result: dict) -> str:
     return "\n".join(lines)
 
 
+# compare.json's keys, in order: the verdict first.
+COMPARE_JSON_KEYS = (
+    "verdict",
+    "tripped",
+    "baseline",
+    "current",
+    "data",
+    "definitions",
+    "coverage",
+    "overall",
+    "tests",
+    "gates",
+    "settings",
+)
+
+
+def compare_json(result: dict) -> dict:
+    """What ``compare.json`` holds (and ``cam-audit compare --format json`` prints): :data:`COMPARE_JSON_KEYS`."""
+    return {key: result[key] for key in COMPARE_JSON_KEYS if key in result}
+
+
 def write_comparison(result: dict, out: Path) -> None:
     """``compare.json`` (definitions, overall, tests, gates, settings), ``samples_diff.parquet`` and
     ``classes_diff.parquet`` (per class: the earlier columns and the per-class tests) into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        out / "compare.json",
-        {
-            k: result[k]
-            for k in ("baseline", "current", "data", "definitions", "overall", "tests", "gates", "settings")
-            if k in result
-        },
-    )
+    write_json_atomic(out / "compare.json", compare_json(result))
     write_table_atomic(pa.Table.from_pandas(result["samples"], preserve_index=False), out / "samples_diff.parquet")
     classes = result["classes"]
     if len(result.get("per_class", [])) and len(classes):
