@@ -145,10 +145,17 @@ def merge_parts(parts: list[Path], out: Path, schema: pa.Schema, metadata: dict[
 
 def remove_leftovers(run_dir: Path) -> list[Path]:
     """Delete the temporary files an interrupted run left: half-written parts (``parts/.*.tmp-PID``), a
-    half-merged table (``.samples.parquet.tmp-PID``) and half-written overlays (``overlays/.*.tmp-PID``).
+    half-merged table (``.samples.parquet.tmp-PID``), half-written overlays and thumbnails
+    (``overlays/.*.tmp-PID``, ``overlays/thumbs/.*.tmp-PID``) and hot-spot pictures (``shortcuts/``).
     None of them is ever complete; call it only while holding the run folder (resume). Returns them."""
     removed = []
-    for folder in (run_dir, run_dir / "parts", run_dir / "overlays"):
+    for folder in (
+        run_dir,
+        run_dir / "parts",
+        run_dir / "overlays",
+        run_dir / "overlays" / "thumbs",
+        run_dir / "shortcuts",
+    ):
         if folder.is_dir():
             for leftover in folder.glob(".*.tmp-*"):
                 if leftover.is_file():

@@ -68,10 +68,15 @@ def test_resume_removes_half_written_parts_of_the_interrupted_run(tmp_path):
     good_dataset(tmp_path / "data", 4)
     overrides = base_overrides(tmp_path / "data", tmp_path / "cache")
     run_in_process(overrides, tmp_path / "run")
-    leftover = tmp_path / "run" / "parts" / ".samples-r000-000009.parquet.tmp-4242"  # what a kill mid-write leaves
-    leftover.write_bytes(b"PAR1 half")
+    leftovers = [  # what a kill mid-write leaves: a part, an overlay's thumbnail
+        tmp_path / "run" / "parts" / ".samples-r000-000009.parquet.tmp-4242",
+        tmp_path / "run" / "overlays" / "thumbs" / ".img_00001.jpg.tmp-4242",
+    ]
+    for leftover in leftovers:
+        leftover.parent.mkdir(parents=True, exist_ok=True)
+        leftover.write_bytes(b"half")
     summary = run_in_process(overrides + ["resume=true"], tmp_path / "run")
-    assert not leftover.exists() and summary["images"] == 4
+    assert not any(leftover.exists() for leftover in leftovers) and summary["images"] == 4
 
 
 @pytest.mark.slow
