@@ -106,3 +106,28 @@ def test_accuracy_gate_trips_only_beyond_the_allowed_drop(tmp_path):
     assert compare_main(args + ["--max-drop", "acuracy=0.2"]) == 2  # a misspelt metric is a usage error, not a pass
     _fake_run(tmp_path / "elsewhere", [False] * 10, start=100)  # no image in common: not a pass
     assert compare_main([str(tmp_path / "before"), str(tmp_path / "elsewhere"), "--max-drop", "accuracy=0.5"]) == 2
+
+
+def test_the_diff_tables_describe_every_column_and_hold_each_number_once(runs, tmp_path):
+    """Issue 20.3: the compare tables had no column descriptions, and classes_diff held accuracy_baseline beside
+    accuracy_baseline_tested (the same number from the per-class tests, unexplained)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.reports.schema import descriptions
+
+    out = tmp_path / "cmp"
+    assert compare_main([str(runs / "night1"), str(runs / "night2"), "--out", str(out), "--resamples", "200"]) == 0
+    for name in ("samples_diff.parquet", "classes_diff.parquet"):
+        described = descriptions(pq.read_schema(out / name))
+        assert all(len(text) > 10 for text in described.values()), {k: v for k, v in described.items() if len(v) <= 10}
+    classes = pd.read_parquet(out / "classes_diff.parquet")
+    assert not [c for c in classes.columns if c.endswith("_tested")] and classes.columns.is_unique
+    described = descriptions(pq.read_schema(out / "classes_diff.parquet"))
+    assert "Holm" in described["accuracy_p_holm"] and "95% paired bootstrap" in described["true_energy_in_box_low"]
+    before = pd.read_parquet(runs / "night1" / "samples.parquet").set_index("id")
+    after = pd.read_parquet(runs / "night2" / "samples.parquet").set_index("id")
+    for _, row in classes.iterrows():  # one accuracy per class, and it is the per-class test's (broke / fixed)
+        ids = before.index[before["label"] == row["label"]]
+        assert row["accuracy_baseline"] == pytest.approx(before.loc[ids, "correct"].mean())
+        assert row["accuracy_current"] == pytest.approx(after.loc[ids, "correct"].mean())
+        assert row["accuracy_delta"] == pytest.approx((row["fixed"] - row["broke"]) / row["accuracy_n"])
