@@ -301,12 +301,32 @@ def requested_log_format(argv: list[str]) -> str:
     return "text"
 
 
+# Printed above Hydra's own help (``cam-audit --help``): the commands, not only the audit's options.
+USAGE = """\
+cam-audit: where does an image classifier look when it decides, and is that where the object is?
+
+Commands:
+  cam-audit [OVERRIDE ...]                   audit a classifier's CAM maps against the boxes (python -m pipeline
+                                             is the same); OVERRIDEs are the options listed below (key=value)
+  cam-audit compare BASELINE CURRENT [...]   compare two finished audits: what changed, paired tests, gates and a
+                                             pass / fail verdict (cam-audit compare --help; also cam-audit-compare)
+  scripts/nightly.sh [pin NIGHT]             the nightly job: audit, then compare with the pinned reference and
+                                             with last night (README "Nightly job")
+
+Exit statuses: 0 done (compare: every gate passed), 1 a compare gate tripped, 2 configuration or usage error,
+3 too many failed samples, 4 disk full, 5 unexpected error, 130 interrupted, 143 terminated (README "Exit statuses").
+"""
+
+
 def main() -> None:
     """Console-script entry point (``cam-audit``); ``cam-audit compare ...`` runs :func:`compare_main`."""
     global _existing_ancestor
     argv = sys.argv[1:]
     if argv[:1] == ["compare"]:
         sys.exit(compare_main(argv[1:]))
+    if "--help" in argv or "-h" in argv:  # Hydra's help lists the options only: the commands first
+        print(USAGE)
+        sys.stdout.flush()
     argv = quote_run_dir(argv)
     sys.argv[1:] = argv  # what hydra.main reads
     signal.signal(signal.SIGTERM, on_sigterm)
