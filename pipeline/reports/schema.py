@@ -4,7 +4,7 @@
 - identity: ``id``, ``path``, ``label``/``label_name`` (true class), ``pred``/``pred_name``,
   ``confidence`` (max softmax probability), ``prob_true``, ``correct``;
 - geometry: ``width``/``height`` (stored image), ``n_boxes`` (boxes inside the network input),
-  ``n_boxes_dropped`` (inverted, empty or outside the input), ``n_boxes_over_cap`` (annotated boxes beyond
+  ``n_boxes_dropped`` (valid boxes the crop cut away: outside the input), ``n_boxes_over_cap`` (annotated boxes beyond
   ``data.max_boxes``, not scored), ``no_box_in_input`` (flag: no box is left,
   e.g. the object lies outside the centre crop; its box scores are null, not 0);
 - ``non_finite_output``: the model gave NaN/inf logits or maps for this image (diverged weights, a zero
@@ -58,7 +58,7 @@ IDENTITY_DESCRIPTIONS = {
     "width": "stored image width, pixels",
     "height": "stored image height, pixels",
     "n_boxes": "ground-truth boxes inside the network input",
-    "n_boxes_dropped": "boxes dropped: inverted, empty or outside the network input",
+    "n_boxes_dropped": "annotated boxes the preprocessing cut away (outside the network input; a degenerate or out-of-image box makes the sample a BadAnnotation error row instead)",
     "n_boxes_over_cap": "annotated boxes beyond data.max_boxes: not scored",
     "no_box_in_input": "no box is left in the input (e.g. the object lies outside the centre crop): box scores are null",
     "non_finite_output": "the model gave NaN/inf logits or maps for this image: its prediction and map columns are null",
