@@ -26,6 +26,7 @@ from pipeline.data.device_decode import DECODE_OPTIONS
 from pipeline.data.geometry import MODES
 from pipeline.data.records import BOX_UNITS
 from pipeline.errors import ConfigError
+from pipeline.reports.strategies import FRAMES, GROUP_COLUMNS
 
 Check = Callable[[object], bool]
 _ABSENT = object()  # OmegaConf.select's answer for a key the composed config does not have
@@ -136,6 +137,18 @@ RULES: tuple[Rule, ...] = (
     Rule("report.shortcuts.collapse_share", number(0.0, 1.0, above_minimum=True), "a share in (0, 1]"),
     Rule("report.shortcuts.hot_spot_shifts", whole(1), "a whole number >= 1"),
     Rule("report.shortcuts.hot_spot_max_images", whole(2), "a whole number >= 2"),
+    Rule("report.strategies.grid", whole(0), "a whole number >= 0 (0 = no clustering)"),
+    Rule("report.strategies.frame", lambda value: value in FRAMES, " or ".join(FRAMES)),
+    Rule("report.strategies.by", lambda value: value in GROUP_COLUMNS, " or ".join(GROUP_COLUMNS)),
+    Rule("report.strategies.min_images", whole(3), "a whole number >= 3"),
+    Rule("report.strategies.smooth", number(0.0), "a number of grid cells >= 0 (0 = not smoothed)"),
+    Rule("report.strategies.neighbours", whole(1), "a whole number >= 1"),
+    Rule("report.strategies.max_clusters", whole(1), "a whole number >= 1"),
+    Rule("report.strategies.max_images", whole(3), "a whole number >= 3"),
+    Rule("report.strategies.seed", whole(0), "a whole number >= 0"),
+    Rule("report.strategies.examples", whole(0), "a whole number >= 0"),
+    Rule("report.strategies.off_object_share", number(0.0, 1.0, above_minimum=True), "a share in (0, 1]"),
+    Rule("report.strategies.max_pictures", whole(0), "a whole number >= 0"),
     Rule("runtime.batch_size", lambda value: value == "auto" or whole(1)(value), "a whole number >= 1 or auto"),
     Rule("runtime.writer_queue", whole(1), "a whole number >= 1"),
     Rule("runtime.num_workers", whole(0), "a whole number >= 0"),

@@ -58,6 +58,7 @@ from pipeline.reports.parts import (
     write_table_atomic,
 )
 from pipeline.reports.shortcuts import GRID_COLUMN
+from pipeline.reports.strategies import MAP_GRID_COLUMN, strategy_grid
 from pipeline.run_folder import acquire_lock, check_fingerprint, run_fingerprint, store_fingerprint, weights_digest
 from pipeline.scores import boxes_to_mask, score_map
 from pipeline.scores.distinct import distinct_maps
@@ -453,6 +454,9 @@ def audit_batch(
         columns[GRID_COLUMN] = off_box_energy_grid(
             maps.normalised[:, 0], boxes_to_mask(boxes, box_valid, height, width), grid
         ).flatten(1)
+    strategies = setup.settings.report.strategies
+    if strategies.grid > 0:  # [B, grid * grid]: the predicted-class map on a coarse grid (strategy clustering)
+        columns[MAP_GRID_COLUMN] = strategy_grid(maps.normalised[:, 0], boxes, box_valid, strategies)
     if setup.maxboxacc is not None:  # [B, T]: stored per image so that a resumed run aggregates it exactly
         view = views[""]
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(

@@ -28,6 +28,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from pipeline.errors import ConfigError
 from pipeline.reports.shortcuts import ShortcutSettings
+from pipeline.reports.strategies import StrategySettings
 from pipeline.reports.triage import TriageSettings
 
 SCHEMA_GROUP = "schema"  # ConfigStore group of the schemas: schema/cam, schema/scores, ...
@@ -97,6 +98,7 @@ class ReportSettings:
     review_max_images: int = 500
     triage: TriageSettings = field(default_factory=TriageSettings)
     shortcuts: ShortcutSettings = field(default_factory=ShortcutSettings)
+    strategies: StrategySettings = field(default_factory=StrategySettings)
 
 
 SCHEMAS: dict[str, type] = {

@@ -18,6 +18,8 @@
   contour box of the true-class map (MaxBoxAccV2's per-image state, -1 for none);
 - with ``report.shortcuts.grid`` > 0: ``pred_off_box_grid``, the predicted-class map's energy outside the
   boxes per cell of a grid x grid partition of the network input (row-major; the shortcut finder's input);
+- with ``report.strategies.grid`` > 0: ``pred_map_grid``, the predicted-class map averaged per cell of a grid x
+  grid partition of the network input (the strategy clustering's input, :mod:`pipeline.reports.strategies`);
 - ``triage`` (added when the run finishes, :mod:`pipeline.reports.triage`): which images need a look, and why;
 - the dataset's metadata columns (e.g. ``marker_present`` for the built-in default).
 """
@@ -32,6 +34,7 @@ import pyarrow as pa
 
 from pipeline.data.records import SampleRecord, printable_text
 from pipeline.reports.shortcuts import GRID_COLUMN
+from pipeline.reports.strategies import MAP_GRID_COLUMN, MAP_GRID_DESCRIPTION
 from pipeline.scores import registry
 from pipeline.scores.registry import score_columns
 from pipeline.settings import Settings
@@ -193,6 +196,9 @@ def samples_schema(setup, settings: Settings) -> pa.Schema:
             "the predicted-class map's energy outside the boxes per cell of a "
             "grid x grid partition of the network input (row-major; report.shortcuts.grid)",
         )
+    strategy_grid = settings.report.strategies.grid
+    if strategy_grid > 0:
+        add(MAP_GRID_COLUMN, pa.list_(pa.float32(), strategy_grid * strategy_grid), MAP_GRID_DESCRIPTION)
     if setup.metadata is not None:
         taken = {f.name for f in fields}
         for column, (dtype, pandas_dtype) in metadata_arrow_types(setup.metadata).items():
