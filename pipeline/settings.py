@@ -1,4 +1,5 @@
-"""Typed settings of the config groups whose keys are fixed (``cam``, ``scores``, ``runtime``, ``report``).
+"""Typed settings of the config groups whose keys are fixed (``cam``, ``scores``, ``runtime``, ``report``,
+``faithfulness``, ``sanity``).
 
 Each dataclass below plays two parts:
 
@@ -101,11 +102,38 @@ class ReportSettings:
     strategies: StrategySettings = field(default_factory=StrategySettings)
 
 
+@dataclass
+class FaithfulnessSettings:
+    """``faithfulness`` (conf/faithfulness/default.yaml): does the map point at what the model uses
+    (pipeline/faithfulness; docs/definitions.md, "Faithfulness")."""
+
+    confidence: bool = True  # average drop / increase in confidence of the pred and true maps, every image
+    sample: int = 300  # deletion / insertion AUC on this many images (hash of the id); 0 = off
+    steps: int = 16  # deletion / insertion steps (n + 1 scores per curve)
+    blur_kernel: int = 11  # insertion's blur: Gaussian kernel size (RISE gkern klen)
+    blur_sigma: float = 5.0  # and sigma (RISE gkern nsig)
+
+
+@dataclass
+class SanitySettings:
+    """``sanity`` (conf/sanity/default.yaml): the explainer's sanity check at the end of the run
+    (pipeline/faithfulness/sanity.py; docs/definitions.md, "Sanity check")."""
+
+    sample: int = 64  # images (hash of the id); 0 = no sanity check
+    stages: int = 3  # randomisation stages: the head, then blocks from the last one down
+    verdict_stage: int = 2  # "maps depend on the weights": |map| judged after this many stages, the signed map after 1
+    max_weight_similarity: float = 0.5  # ... yes when both mean Spearman correlations are below this
+    max_class_similarity: float = 0.5  # "maps depend on the class": yes when the mean Spearman is below this
+    seed: int = 42  # randomisation (Quantus: torch.manual_seed(seed + 1)) and the random other class
+
+
 SCHEMAS: dict[str, type] = {
     "cam": CamSettings,
     "scores": ScoresSettings,
     "runtime": RuntimeSettings,
     "report": ReportSettings,
+    "faithfulness": FaithfulnessSettings,
+    "sanity": SanitySettings,
 }
 
 
@@ -117,6 +145,8 @@ class Settings:
     scores: ScoresSettings = field(default_factory=ScoresSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    faithfulness: FaithfulnessSettings = field(default_factory=FaithfulnessSettings)
+    sanity: SanitySettings = field(default_factory=SanitySettings)
 
 
 def register_schemas() -> None:
