@@ -34,6 +34,8 @@ from pipeline.data.device_decode import decode_batch_on_device, resolve_decode
 from pipeline.data.records import ClassList, SampleRecord
 from pipeline.data.sources import check_index_problems, load_records, read_metadata
 from pipeline.errors import ConfigError, OptionError, TooManyFailures, is_disk_full
+from pipeline.faithfulness.columns import audit_batch_columns, plan_faithfulness
+from pipeline.faithfulness.sanity import run_sanity_check
 from pipeline.maps.engine import CamEngine, UpsampledMaps, upsample_and_normalise
 from pipeline.maps.methods import get_method
 from pipeline.maps.warp import original_grid_sizes
@@ -99,6 +101,7 @@ class AuditSetup:
     channels_last: bool = False  # the model and its inputs in channels-last memory format (runtime.channels_last)
     decode_on_device: bool = False  # data.decode resolved: JPEGs decoded in batches on the device
     settings: Settings = field(default_factory=Settings)  # cam, scores, runtime, report as typed values
+    faithfulness: object = None  # pipeline.faithfulness.columns.FaithfulnessPlan: what audit_batch adds
 
 
 # runtime.batch_size=auto starts here and halves on every out-of-memory error.
@@ -358,6 +361,7 @@ def prepare(
         channels_last,
         decode_on_device,
         settings,
+        faithfulness=plan_faithfulness(settings.faithfulness, records),
     )
 
 
@@ -457,6 +461,8 @@ def audit_batch(
     strategies = setup.settings.report.strategies
     if strategies.grid > 0:  # [B, grid * grid]: the predicted-class map on a coarse grid (strategy clustering)
         columns[MAP_GRID_COLUMN] = strategy_grid(maps.normalised[:, 0], boxes, box_valid, strategies)
+    # faithfulness.*: average drop / increase in confidence (every image), deletion / insertion AUC (the sample)
+    columns.update(audit_batch_columns(setup, images, maps, targets, probs, batch.index))
     if setup.maxboxacc is not None:  # [B, T]: stored per image so that a resumed run aggregates it exactly
         view = views[""]
         columns["true_maxboxacc_best_iou"] = setup.maxboxacc.best_iou_per_threshold(
@@ -967,6 +973,8 @@ def _audit_held_folder(
             report_schema.error_rows([(r, "index", r.problem.type, r.problem.message) for r in index_errors])
         )
     todo = [r for r in todo if not r.problem]
+    if setup.faithfulness is not None:
+        setup.faithfulness.bind(todo, setup.device)  # the batches' index -> the deletion / insertion sample
     todo_arrays = report_schema.record_arrays(todo, setup, samples_schema)
     labels_all = torch.tensor([r.label for r in todo], dtype=torch.long)
 
@@ -1125,6 +1133,7 @@ def _audit_held_folder(
         "checkpoint": provenance.checkpoint_provenance(setup.model.info.get("checkpoint")),
         "dataset": provenance.dataset_fingerprint(setup.records),
     }
+    sanity = run_sanity_check(setup, max_boxes_option(cfg))  # sanity.*: after the loop, on rank 0, before the report
     return finalize_run(
         run_dir,
         settings,
@@ -1136,4 +1145,5 @@ def _audit_held_folder(
         total_seconds=time.perf_counter() - started,
         setup_seconds=setup_seconds,
         provenance=origin,
+        sanity_check=sanity,
     )

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
+from pipeline.faithfulness import summary as faithfulness_report
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import find_shortcuts, write_hot_spot_pictures
@@ -68,6 +69,7 @@ def definition_choices(settings: Settings, setup) -> dict:
         "layout": setup.layout,
         "precision": str(setup.precision),
         "box_pixel_rule": "pixel (x, y) is in a box when x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2",
+        **faithfulness_report.definition_entries(settings),  # faithfulness.* and sanity.* protocols
     }
 
 
@@ -236,6 +238,7 @@ def class_descriptions(tau: str) -> dict[str, str]:
         "accuracy": "share of them predicted correctly",
         "mean_confidence": "mean softmax probability of the prediction",
         "true_empty_maps": "true-class maps that are empty (constant after ReLU)",
+        **faithfulness_report.CLASS_DESCRIPTIONS,  # with faithfulness.* (pipeline/faithfulness/summary.py)
     }
     for column, name, aggregate in summary_aggregates(tau):
         for map_name in aggregate.class_maps:
@@ -275,13 +278,15 @@ def finalize_run(
     total_seconds: float,
     setup_seconds: float = 0.0,
     provenance: dict | None = None,
+    sanity_check: dict | None = None,
 ) -> dict:
     """Merge parts into the final tables, write the per-class table and the summary; returns the summary.
 
     ``settings`` are the run's typed settings; ``config_yaml`` its resolved configuration
     (:func:`pipeline.settings.resolved_config`), recorded in the samples and maps tables. ``setup_seconds`` (data generation, training, model load) is part of ``total_seconds`` and reported apart;
     ``provenance`` (:mod:`pipeline.provenance`: start time, versions, checkpoint hash, dataset fingerprint) gets
-    the finish time and goes into the summary and every table's metadata.
+    the finish time and goes into the summary and every table's metadata. ``sanity_check`` is the explainer's
+    sanity check (:func:`pipeline.faithfulness.sanity.run_sanity_check`), ``summary.json`` → ``sanity_check``.
     """
     parts_dir = run_dir / "parts"
     choices = definition_choices(settings, setup)
@@ -315,6 +320,7 @@ def finalize_run(
     errors = pd.read_parquet(run_dir / "errors.parquet")
     tau = tau_key(float(settings.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
+    classes = faithfulness_report.with_class_faithfulness(classes, frame)  # faithfulness.* per true class
     classes_table = with_descriptions(pa.Table.from_pandas(classes, preserve_index=False), class_descriptions(tau))
     classes_table = classes_table.replace_schema_metadata(
         {**(classes_table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in compact.items()}}
@@ -352,6 +358,8 @@ def finalize_run(
         "model": setup.model.info,
         "target_layer": setup.target_layer,
         "definitions": choices,
+        "faithfulness": faithfulness_report.faithfulness_summary(frame, settings.faithfulness) if len(frame) else None,
+        "sanity_check": sanity_check,
     }
     summary["localisation_context"] = localisation_context(
         frame, summary, float(settings.scores.taus[0]), scored_area(frame, settings, setup)
@@ -619,5 +627,7 @@ def render_summary(summary: dict) -> str:
         )
     if shortcuts and not shortcuts.get("flagged"):
         lines.append(f"  shortcut finder: no predicted class flagged ({shortcuts.get('tested', 0)} tested)")
+    first, faithfulness = faithfulness_report.summary_lines(summary)  # a failed sanity check is printed first
+    lines = first + lines + faithfulness
     lines.append(f"  report: {summary['run_dir']}")
     return "\n".join(lines)

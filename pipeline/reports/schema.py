@@ -20,6 +20,9 @@
   boxes per cell of a grid x grid partition of the network input (row-major; the shortcut finder's input);
 - with ``report.strategies.grid`` > 0: ``pred_map_grid``, the predicted-class map averaged per cell of a grid x
   grid partition of the network input (the strategy clustering's input, :mod:`pipeline.reports.strategies`);
+- with ``faithfulness.*``: ``<m>_masked_prob``, ``<m>_confidence_drop``, ``<m>_confidence_increase`` (``m`` = pred,
+  true; every row) and ``pred_deletion_auc``, ``pred_insertion_auc`` (the sample's rows, null elsewhere):
+  :mod:`pipeline.faithfulness.columns`;
 - ``triage`` (added when the run finishes, :mod:`pipeline.reports.triage`): which images need a look, and why;
 - the dataset's metadata columns (e.g. ``marker_present`` for the built-in default).
 """
@@ -33,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.data.records import SampleRecord, printable_text
+from pipeline.faithfulness.columns import faithfulness_fields
 from pipeline.reports.shortcuts import GRID_COLUMN
 from pipeline.reports.strategies import MAP_GRID_COLUMN, MAP_GRID_DESCRIPTION
 from pipeline.scores import registry
@@ -199,6 +203,10 @@ def samples_schema(setup, settings: Settings) -> pa.Schema:
     strategy_grid = settings.report.strategies.grid
     if strategy_grid > 0:
         add(MAP_GRID_COLUMN, pa.list_(pa.float32(), strategy_grid * strategy_grid), MAP_GRID_DESCRIPTION)
+    for name, dtype, description in faithfulness_fields(settings.faithfulness):
+        add(name, dtype, description)
+        if pa.types.is_boolean(dtype):
+            extension[name] = "boolean"
     if setup.metadata is not None:
         taken = {f.name for f in fields}
         for column, (dtype, pandas_dtype) in metadata_arrow_types(setup.metadata).items():
