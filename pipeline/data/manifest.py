@@ -4,7 +4,7 @@ Columns (chosen by the file suffix: ``.csv``, ``.parquet``, ``.jsonl`` / ``.ndjs
 
 - ``path`` (required): the image file, relative to the manifest's folder. An absolute path, or one that
   leaves the folder through ``..``, is accepted only when it stays inside the folder or when
-  ``allow_outside_root=True``; otherwise the sample is reported.
+  ``data.allow_outside_root=true`` (``allow_outside_root=True`` here); otherwise the sample is reported.
 - ``label`` (required): a class key or name of the ``ClassList``, or an integer output index.
 - ``id`` (optional): the sample id; by default the path's stem, made unique with a ``-2``, ``-3`` ...
   suffix.
@@ -73,7 +73,8 @@ def resolve_image_path(root: Path, name: str, allow_outside_root: bool = False) 
     inside = os.path.commonpath([base, candidate]) == base
     if not inside and not allow_outside_root:
         return None, Problem(
-            "PathOutsideRoot", f"file name {name} resolves outside {root} (pass allow_outside_root=True to accept it)"
+            "PathOutsideRoot",
+            f"file name {name} resolves outside {root} (set data.allow_outside_root=true to accept it)",
         )
     return Path(candidate), None
 

@@ -50,7 +50,7 @@ def definition_choices(settings: Settings, setup) -> dict:
         "cam_method": settings.cam.method,
         "class_score": settings.cam.class_score,
         "map_postprocess": "ReLU at the layer's resolution, bilinear upsample (align_corners=False) to the network input, per-map min-max",
-        "empty_map": "constant after ReLU: peak-based scores NaN",
+        "empty_map": "constant after ReLU: peak-based scores null (no peak), counted in empty_maps",
         "energy_in_box_map": "min-max normalised positive map",
         "relevance_mass_map": "raw signed upsampled map",
         "pointing_tolerance_px": float(scores.tolerance),
