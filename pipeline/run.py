@@ -34,6 +34,7 @@ from pipeline.data.device_decode import decode_batch_on_device, resolve_decode
 from pipeline.data.records import ClassList, SampleRecord
 from pipeline.data.sources import check_index_problems, load_records, read_metadata
 from pipeline.errors import ConfigError, OptionError, TooManyFailures, is_disk_full
+from pipeline.export import label_quality
 from pipeline.faithfulness.columns import audit_batch_columns, plan_faithfulness
 from pipeline.faithfulness.sanity import run_sanity_check
 from pipeline.maps.engine import CamEngine, UpsampledMaps, upsample_and_normalise
@@ -407,9 +408,12 @@ def audit_batch(
         "confidence": confidence,
         "prob_true": probs.gather(1, labels[:, None])[:, 0],
         "correct": (pred == labels).float(),
+        # FiftyOne brain's hardness (entropy of the softmax) and mistakenness, to sort the rows by (issue 24)
+        "hardness": label_quality.hardness(output.logits),
         "n_boxes": box_valid.sum(dim=1).float(),
         "no_box_in_input": (~box_valid.any(dim=1)).float(),
     }
+    columns["mistakenness"] = label_quality.mistakenness(columns["hardness"], pred == labels)
     size = (images.shape[-2], images.shape[-1])
     with record_function("audit.upsample"):
         maps = upsample_and_normalise(output.signed_maps, size)

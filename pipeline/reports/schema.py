@@ -2,7 +2,8 @@
 
 ``samples.parquet``, one row per scored image:
 - identity: ``id``, ``path``, ``label``/``label_name`` (true class), ``pred``/``pred_name``,
-  ``confidence`` (max softmax probability), ``prob_true``, ``correct``;
+  ``confidence`` (max softmax probability), ``prob_true``, ``correct``, ``hardness`` and ``mistakenness``
+  (FiftyOne brain's definitions, :mod:`pipeline.export.label_quality`);
 - geometry: ``width``/``height`` (stored image), ``n_boxes`` (boxes inside the network input),
   ``n_boxes_dropped`` (valid boxes the crop cut away: outside the input), ``n_boxes_over_cap`` (annotated boxes beyond
   ``data.max_boxes``, not scored), ``no_box_in_input`` (flag: no box is left,
@@ -36,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.data.records import SampleRecord, printable_text
+from pipeline.export.label_quality import HARDNESS_DESCRIPTION, MISTAKENNESS_DESCRIPTION
 from pipeline.faithfulness.columns import faithfulness_fields
 from pipeline.reports.shortcuts import GRID_COLUMN
 from pipeline.reports.strategies import MAP_GRID_COLUMN, MAP_GRID_DESCRIPTION
@@ -62,6 +64,8 @@ IDENTITY_DESCRIPTIONS = {
     "confidence": "softmax probability of the predicted class",
     "prob_true": "softmax probability of the true class",
     "correct": "the prediction is the true class",
+    "hardness": HARDNESS_DESCRIPTION,
+    "mistakenness": MISTAKENNESS_DESCRIPTION,
     "width": "stored image width, pixels",
     "height": "stored image height, pixels",
     "n_boxes": "ground-truth boxes inside the network input",
@@ -80,6 +84,8 @@ IDENTITY = [
     ("confidence", pa.float32()),
     ("prob_true", pa.float32()),
     ("correct", pa.bool_()),
+    ("hardness", pa.float32()),
+    ("mistakenness", pa.float32()),
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("n_boxes", pa.int32()),
