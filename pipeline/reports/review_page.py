@@ -22,6 +22,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from pipeline.faithfulness.review import review_context as faithfulness_context
 from pipeline.reports.overlays import EXCESS_MEANING, IN_BOX_MEANING, THUMB_DIR, safe_file_stem
 from pipeline.reports.triage import CATEGORIES, MEANINGS, NO_LOOK_NEEDED, SEVERITY_ORDER
 
@@ -362,5 +363,6 @@ def render_review_page(
         "gallery_names": {g["name"] for g in galleries},
         "filter_classes": sorted({r["true"] for r in image_rows} | {r["pred"] for r in image_rows}),
         "filter_triage": [c for c in CATEGORIES if any(r["triage"] == c for r in image_rows)],
+        **faithfulness_context(summary),  # faithfulness and the sanity check (a failed check: a warning first)
     }
     return _environment().get_template("review.html.j2").render(**context)

@@ -82,6 +82,19 @@ def test_summary_classes_and_definitions(finished, capsys):
     assert "MPRT" in definitions["sanity_check"] and "Grad-CAM++" in definitions["faithfulness_confidence"]
 
 
+def test_the_page_shows_faithfulness_and_the_sanity_check(finished):
+    tmp_path, _, summary = finished
+    page = (tmp_path / "run" / "review.html").read_text()
+    section = page[page.index('<section id="faithfulness">') :]
+    section = section[: section.index("</section>")]
+    pred = summary["faithfulness"]["confidence"]["pred"]
+    assert f"{pred['average_drop']:.3f}" in section and "deletion AUC" in section
+    assert section.count("<tr>") == 3 + 1 + len(summary["sanity_check"]["stages"]) + 1  # headers, rows, class row
+    assert "maps depend on the weights: <b>" in section
+    if summary["sanity_check"]["passed"]:
+        assert 'id="sanity-warning"' not in page
+
+
 def test_a_resumed_run_keeps_the_sample(finished, tmp_path):
     """The parts of the first 8 rows are taken from the finished run; the resumed run audits the other 16 and
     must put the deletion / insertion AUCs on the same images (the sample is drawn from every id, not from
@@ -112,6 +125,10 @@ def test_a_failed_sanity_check_is_printed_first(tmp_path, monkeypatch, capsys):
     assert summary["sanity_check"]["passed"] is False
     assert printed[0].startswith("WARNING: sanity check failed:") and "do not depend on the class" in printed[0]
     assert any(line.startswith("  sanity check (8 images") for line in printed)
+    page = (tmp_path / "run" / "review.html").read_text()
+    body = page[page.index("<body>") :]
+    assert 'id="sanity-warning"' in body and "do not depend on the class" in body
+    assert body.index('id="sanity-warning"') < body.index('id="headline"')  # shown first, before any number
 
 
 def test_faithfulness_off_writes_no_columns(tmp_path):
