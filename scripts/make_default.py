@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build (or reuse) the default dataset and model, then print where they are and their metrics."""
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the demo's progress events (generation, epochs)
     spec = SyntheticSpec()
     settings = TrainSettings(epochs=args.epochs, seed=args.seed, width=args.width)
     data_root = args.cache / f"synthetic-{spec.short_hash()}"

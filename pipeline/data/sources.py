@@ -143,15 +143,16 @@ def dataset_format(name: str) -> DatasetFormat:
 @register_dataset_format("synthetic", samples_option="data.synthetic", annotations_option="data.synthetic")
 def read_synthetic_source(data_cfg: DictConfig, cache_dir: Path, model_classes: ModelClasses = None) -> DatasetRead:
     """The built-in demo dataset (``pipeline/demo/``), generated under ``cache_dir`` on first use: VOC XML
-    with its own classes file and ``metadata.csv``."""
+    with its own classes file and metadata (``metadata.csv`` without the columns that repeat the report's own,
+    :func:`~pipeline.demo.synthetic.report_metadata`: no warning the user could not act on)."""
     from pipeline.data.voc import read_voc
     from pipeline.demo.defaults import synthetic_spec
-    from pipeline.demo.synthetic import ensure_synthetic
+    from pipeline.demo.synthetic import ensure_synthetic, report_metadata
 
     root = ensure_synthetic(cache_dir, synthetic_spec(data_cfg.synthetic))
     split = root / data_cfg.synthetic.split
     classes = read_class_file(root / "classes.txt")
-    return DatasetRead(read_voc(split / "images", split / "annotations", classes), classes, split / "metadata.csv")
+    return DatasetRead(read_voc(split / "images", split / "annotations", classes), classes, report_metadata(split))
 
 
 @register_dataset_format("voc", samples_option="data.images", annotations_option="data.annotations")

@@ -17,6 +17,8 @@ never start with a class name followed by ``_``, which the XML reader would take
     root/{train,audit}/annotations/<id>.xml  ILSVRC / PASCAL VOC XML, one <object> per instance
     root/{train,audit}/metadata.csv          id, label, marker_present (0/1), n_instances, object_scale,
                                              width, height, marker_x1, marker_y1, marker_x2, marker_y2
+    root/{train,audit}/report_metadata.csv   the same without label, width, height (written on first use by
+                                             :func:`report_metadata`: the columns an audit joins to its rows)
 
 Coordinates: images are ``[H, W, 3]`` arrays, ``x`` is the column and ``y`` the row. Boxes in this module
 are pixel-edge ``(x1, y1, x2, y2)`` covering columns ``x1 <= x < x2`` and rows ``y1 <= y < y2``; the XML
@@ -33,16 +35,20 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pipeline import logs
+
+logger = logging.getLogger("pipeline.demo")
 SPLITS = ("train", "audit")
 # Fixed-point precision of the polygon vertices given to cv2 (2**4 = 1/16 pixel), so shapes are smooth.
 _SHIFT = 4
@@ -480,6 +486,28 @@ METADATA_COLUMNS = (
 )
 
 
+# metadata.csv's columns that repeat the audit report's own by construction (label = label_name, the image's
+# width and height): left out of what the audit joins, silently, since a warning would name nothing to fix.
+REPORT_DUPLICATES = ("label", "width", "height")
+
+
+def report_metadata(split_dir: Path) -> Path:
+    """``split_dir/report_metadata.csv``: the split's ``metadata.csv`` without :data:`REPORT_DUPLICATES`, the
+    metadata the audit joins for ``data=synthetic`` (the report keeps its own ``label``, ``width``, ``height``
+    and would otherwise warn that the metadata's were left out). Written once (atomically; a concurrent writer
+    writes the same bytes), then reused."""
+    import pandas as pd
+
+    from pipeline.atomic import atomic_path
+
+    out = Path(split_dir) / "report_metadata.csv"
+    if not out.is_file():
+        frame = pd.read_csv(Path(split_dir) / "metadata.csv", dtype=str, keep_default_na=False)
+        with atomic_path(out) as temp:
+            frame.drop(columns=[c for c in REPORT_DUPLICATES if c in frame]).to_csv(temp, index=False)
+    return out
+
+
 def _metadata_row(sample_id: str, name: str, sample: DrawnSample) -> list:
     """One metadata.csv row; the marker box (pixel-edge) is empty when there is no marker."""
     height, width = sample.image.shape[:2]
@@ -604,10 +632,28 @@ def ensure_synthetic(cache_dir: Path, spec: SyntheticSpec) -> Path:
     root = Path(cache_dir) / f"synthetic-{spec.short_hash()}"
     if is_complete(root, spec):
         return root
-    print(f"[synthetic] generating {spec.n_train} + {spec.n_audit} images into {root}", file=sys.stderr)
+    images = spec.n_train + spec.n_audit
+    logs.event(
+        logger,
+        "data_generation",
+        f"built-in data: generating {spec.n_train} + {spec.n_audit} synthetic images into {root} (first use of "
+        "this data.synthetic spec; cached afterwards)",
+        images=images,
+        root=str(root),
+    )
+    start = time.perf_counter()
     try:
-        return generate_synthetic(root, spec)
+        generate_synthetic(root, spec)
     except OSError:
-        if is_complete(root, spec):  # lost a rename race to another process that wrote the same data
-            return root
-        raise
+        if not is_complete(root, spec):  # lost a rename race to another process that wrote the same data: fine
+            raise
+    seconds = time.perf_counter() - start
+    logs.event(
+        logger,
+        "data_generated",
+        f"built-in data: {images} images generated in {seconds:.1f} s",
+        images=images,
+        seconds=round(seconds, 3),
+        root=str(root),
+    )
+    return root

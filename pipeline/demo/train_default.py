@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import sys
+import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -30,11 +30,14 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from pipeline import logs
 from pipeline.atomic import atomic_path
 from pipeline.data.records import read_class_file
 from pipeline.data.voc import read_voc
 from pipeline.demo.default_cnn import INPUT_SIZE, AuditNet
 from pipeline.demo.synthetic import SyntheticSpec, ensure_synthetic
+
+logger = logging.getLogger("pipeline.demo")
 
 # Per-channel statistics of the synthetic images (RGB, in [0, 1] units), measured on the default spec's
 # training split after resizing (0.469 0.472 0.469 / 0.189 0.189 0.189) and rounded; fixed constants so
@@ -178,10 +181,17 @@ def _train(model: AuditNet, data: SplitTensors, settings: TrainSettings) -> dict
             loss_sum += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == data.labels[index]).sum())
         stats = {"train_loss": loss_sum / len(order), "train_accuracy": correct / len(order)}
-        print(
-            f"[default-model] epoch {epoch + 1}/{settings.epochs} loss {stats['train_loss']:.3f} "
-            f"acc {stats['train_accuracy']:.3f} ({time.perf_counter() - start:.1f} s)",
-            file=sys.stderr,
+        seconds = time.perf_counter() - start
+        logs.event(
+            logger,
+            "training_progress",
+            f"built-in model: epoch {epoch + 1}/{settings.epochs} loss {stats['train_loss']:.3f} "
+            f"accuracy {stats['train_accuracy']:.3f} ({seconds:.1f} s)",
+            epoch=epoch + 1,
+            epochs=settings.epochs,
+            loss=stats["train_loss"],
+            accuracy=stats["train_accuracy"],
+            seconds=round(seconds, 3),
         )
     return stats
 
@@ -291,9 +301,18 @@ def load_default_model(path: Path) -> tuple[AuditNet, dict]:
 
     Returns the model and the whole checkpoint dict (classes, mean, std, input_size, metrics, ...).
     """
+    start = time.perf_counter()
     checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
     model = AuditNet(int(checkpoint["num_classes"]), width=int(checkpoint["width"]))
     model.load_state_dict(checkpoint["state_dict"])
+    seconds = time.perf_counter() - start
+    logs.event(
+        logger,
+        "model_loaded",
+        f"built-in model: {path} loaded in {seconds:.2f} s",
+        path=str(path),
+        seconds=round(seconds, 3),
+    )
     return model.eval(), checkpoint
 
 
@@ -323,7 +342,25 @@ def ensure_default_model(
     if out_path.is_file():
         return out_path
     data_root = ensure_synthetic(cache_dir, spec)
-    print(f"[default-model] training AuditNet for {epochs} epochs into {out_path}", file=sys.stderr)
+    logs.event(
+        logger,
+        "model_training",
+        f"built-in model: training AuditNet for {epochs} epochs into {out_path} (first use of this data.synthetic "
+        "spec; cached afterwards)",
+        epochs=epochs,
+        path=str(out_path),
+    )
+    start = time.perf_counter()
     metrics = train_default_model(data_root, spec, out_path, epochs=epochs, seed=seed, width=width)
     out_path.with_suffix(".json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    seconds = time.perf_counter() - start
+    logs.event(
+        logger,
+        "model_trained",
+        f"built-in model: trained in {seconds:.1f} s (audit-split accuracy {metrics['audit_accuracy']:.3f})",
+        epochs=epochs,
+        seconds=round(seconds, 3),
+        audit_accuracy=metrics["audit_accuracy"],
+        path=str(out_path),
+    )
     return out_path
