@@ -176,7 +176,7 @@ def prepare(grids: np.ndarray, smooth: float) -> np.ndarray:
         index = np.arange(size)
         kernel = np.exp(-0.5 * ((index[:, None] - index[None, :]) / smooth) ** 2)  # [G, G], separable
         squares = values.reshape(-1, size, size)
-        values = np.einsum("ij,njk,lk->nil", kernel, squares, kernel).reshape(len(values), -1)
+        values = (kernel @ squares @ kernel.T).reshape(len(values), -1)  # batched matrix products
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     return values / np.where(norms > 0, norms, 1.0)
 
@@ -184,9 +184,11 @@ def prepare(grids: np.ndarray, smooth: float) -> np.ndarray:
 def affinity(points: np.ndarray, neighbours: int):
     """Symmetric k-nearest-neighbour connectivity ``(K + K^T) / 2`` of ``points`` ``[n, D]``: a sparse
     ``[n, n]`` matrix, 1 where each is among the other's ``neighbours`` nearest, 0.5 where only one is."""
+    from sklearn import config_context
     from sklearn.neighbors import kneighbors_graph
 
-    knn = kneighbors_graph(points, n_neighbors=min(neighbours, len(points) - 1), include_self=False)
+    with config_context(working_memory=64):  # distances in chunks of at most 64 MiB (5,000 maps at once: 200 MiB)
+        knn = kneighbors_graph(points, n_neighbors=min(neighbours, len(points) - 1), include_self=False)
     return (0.5 * (knn + knn.T)).tocsr()
 
 
@@ -278,7 +280,7 @@ def usable_maps(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     positions = np.flatnonzero(column.notna().to_numpy())
     if not len(positions):
         return positions, np.zeros((0, 0), np.float32)
-    grids = np.stack(column.iloc[positions].to_numpy()).astype(np.float32)
+    grids = np.stack(column.iloc[positions].to_numpy()).astype(np.float32, copy=False)
     keep = np.isfinite(grids).all(axis=1) & (grids.max(axis=1) > 0)
     return positions[keep], grids[keep]
 
@@ -322,19 +324,30 @@ def describe_clusters(
     k = int(labels.max()) + 1
     size = int(round(math.sqrt(grids.shape[1])))
     counts = np.bincount(labels, minlength=k)
-    means = np.stack([grids[labels == j].mean(axis=0, dtype=np.float64) for j in range(k)])
+    sums, prepared_sums = np.zeros((k, grids.shape[1])), np.zeros((k, grids.shape[1]))
+    for start in range(0, len(grids), CHUNK):  # chunk by chunk: memory does not grow with the class
+        block, members = grids[start : start + CHUNK], np.eye(k)[labels[start : start + CHUNK]]  # [c, D], [c, k]
+        sums += members.T @ block.astype(np.float64)  # one type: BLAS (float64 @ float32 is a slow loop)
+        prepared_sums += members.T @ prepare(block, settings.smooth)
+    means, centres = sums / counts[:, None], prepared_sums / counts[:, None]
+    distance = np.concatenate(  # [n]: each map's squared distance to its cluster's centre (prepared maps)
+        [
+            (
+                (prepare(grids[start : start + CHUNK], settings.smooth) - centres[labels[start : start + CHUNK]]) ** 2
+            ).sum(1)
+            for start in range(0, len(grids), CHUNK)
+        ]
+    )
     largest = int(np.argmax(counts))  # the first of equal sizes
     difference = np.array([0.0 if j == largest else _cosine_difference(means[j], means[largest]) for j in range(k)])
     order = sorted(range(k), key=lambda j: (j != largest, -np.nan_to_num(difference[j], nan=-1.0), j))
     rank = np.empty(k, dtype=np.int64)
     rank[order] = np.arange(k)
-    points = prepare(grids, settings.smooth)
     entries = []
     for j in order:
         members = labels == j
         member_rows = rows.loc[members]
-        centre = points[members].mean(axis=0)
-        nearest = np.argsort(((points[members] - centre) ** 2).sum(axis=1), kind="stable")[: settings.examples]
+        nearest = np.argsort(distance[members], kind="stable")[: settings.examples]
         entries.append(
             {
                 "cluster": int(rank[j]),
@@ -391,7 +404,7 @@ def rule_text(settings: StrategySettings) -> str:
     )
     return (
         f"per {by} class with at least {settings.min_images} usable maps: each predicted-class map on a "
-        f"{settings.grid} x {settings.grid} grid of {frame}, smoothed ({settings.smooth:g} cells) and divided by its "
+        f"{settings.grid} x {settings.grid} grid of {frame}, smoothed (Gaussian, sigma {settings.smooth:g} cells), divided by its "
         f"norm; a symmetric {settings.neighbours}-nearest-neighbour graph of at most {settings.max_images} maps (a "
         "seeded sample; the rest go to the nearest cluster centre), spectral embedding, 1 to "
         f"{settings.max_clusters} clusters by the largest eigengap, k-means; a cluster other than the largest looks "
@@ -439,9 +452,9 @@ def find_strategies(
             section["not_clustered"].append({"name": name, "images": int(len(members))})
             continue
         members = members[np.argsort(sample_ids[members], kind="stable")]  # id order: merge order does not matter
-        rows = usable.iloc[members].reset_index(drop=True)
-        result = cluster_group(grids[members], settings, group_seed(settings.seed, name))
-        clusters, rank = describe_clusters(rows, grids[members], result["labels"], settings, group_by)
+        rows, group_grids = usable.iloc[members].reset_index(drop=True), grids[members]
+        result = cluster_group(group_grids, settings, group_seed(settings.seed, name))
+        clusters, rank = describe_clusters(rows, group_grids, result["labels"], settings, group_by)
         ranks = rank[result["labels"]]
         numbers[positions[members]] = ranks
         entry = {
@@ -494,8 +507,8 @@ def strategy_lines(section: dict | None) -> list[str]:
         f", {len(several) - 5} more" if len(several) > 5 else ""
     )
     lines = [
-        f"  strategies: {len(several)} of {len(classes)} {by} classes clustered split into several clusters of their "
-        f"maps{f' ({named})' if several else ''}"
+        f"  strategies: {len(several)} of the {len(classes)} {by} classes clustered have several clusters of maps"
+        f"{f' ({named})' if several else ''}"
         + (f"; {len(small)} classes under {settings['min_images']} maps not clustered" if small else "")
     ]
     pictures = {e["name"]: e.get("picture") for e in classes}
@@ -568,9 +581,11 @@ def object_centred_mean_input(records: list, spec, limit: int = 16) -> np.ndarra
 def cluster_backdrops(frame: pd.DataFrame, section: dict, setup, limit: int = 16) -> dict[tuple[str, int], np.ndarray]:
     """The mean input of each drawn cluster's images (the first ``limit`` of its rows in ``frame``, which holds
     ``pred_strategy``): object-centred (:func:`object_centred_mean_input`) or on the network input
-    (:func:`pipeline.data.backdrop.mean_input`), by ``settings.frame``. Keys ``(class name, cluster)``."""
+    (:func:`pipeline.data.backdrop.mean_input`), by ``settings.frame``. Keys ``(class name, cluster)``; the time it
+    took goes in ``section["backdrop_seconds"]``."""
     from pipeline.data.backdrop import mean_input
 
+    started = time.perf_counter()
     settings = section["settings"]
     column = GROUP_COLUMNS[settings["by"]]
     records = {r.sample_id: r for r in setup.records} if settings["frame"] == "object" else {}
@@ -586,6 +601,7 @@ def cluster_backdrops(frame: pd.DataFrame, section: dict, setup, limit: int = 16
                 backdrop = mean_input(rows["path"].tolist(), setup.preprocess, limit)
             if backdrop is not None:
                 out[(entry["name"], cluster["cluster"])] = backdrop
+    section["backdrop_seconds"] = round(time.perf_counter() - started, 3)
     return out
 
 

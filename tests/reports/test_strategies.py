@@ -192,7 +192,7 @@ def test_pictures_and_summary_lines(planted, tmp_path):
     assert all("mean_map" not in c for e in section["classes"] for c in e["clusters"])
     json.dumps(strict_json_value(section), allow_nan=False)  # summary.json holds it as strict JSON
     lines = strategy_lines(section)
-    assert lines[0].startswith("  strategies: 1 of 2 predicted classes")
+    assert lines[0] == "  strategies: 1 of the 2 predicted classes clustered have several clusters of maps (two 2)"
     assert "strategy suspect: predicted 'two': 1 of its 2 clusters (40 images, 20%) look off the object" in lines[1]
     assert "100% of their maps peak off every box against 0% in its largest cluster" in lines[1]
     assert "marker_present=1 on 100% of them (0% in the largest)" in lines[1]
