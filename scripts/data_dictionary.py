@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from pipeline.reports.finalize import TRIAGE_DESCRIPTIONS, class_descriptions  # noqa: E402
 from pipeline.reports.schema import ERRORS_SCHEMA, MAXBOXACC_DESCRIPTION, METADATA_DESCRIPTION, samples_schema  # noqa: E402
+from pipeline.reports.strategies import STRATEGY_COLUMN, STRATEGY_DESCRIPTION  # noqa: E402
 from pipeline.scores.registry import tau_key  # noqa: E402
 from pipeline.settings import settings_from_config  # noqa: E402
 
@@ -52,6 +53,7 @@ def samples_rows() -> list[tuple[str, str, str]]:
             description = MAXBOXACC_DESCRIPTION + " (scores.maxboxacc.enabled)"
         rows.append((name, _type(field), description))
     rows += [(name, "string", description) for name, description in TRIAGE_DESCRIPTIONS.items()]
+    rows.append((STRATEGY_COLUMN, "int32", STRATEGY_DESCRIPTION))
     rows.append(("<metadata column>", "string / int64 / bool / double", METADATA_DESCRIPTION))
     return rows
 

@@ -30,6 +30,14 @@ from pipeline.faithfulness import summary as faithfulness_report
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import find_shortcuts, write_hot_spot_pictures
+from pipeline.reports.strategies import (
+    STRATEGY_COLUMN,
+    cluster_backdrops,
+    find_strategies,
+    strategy_column,
+    strategy_lines,
+    write_strategy_pictures,
+)
 from pipeline.reports.triage import CATEGORIES, TriageSettings, triage_counts, triage_rule_text, triage_with_reasons
 from pipeline.scores import registry
 from pipeline.scores.registry import Aggregate, tau_key
@@ -313,10 +321,15 @@ def finalize_run(
 
         merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
     full = pd.read_parquet(run_dir / "samples.parquet")
-    full[["triage", "triage_reason"]] = add_triage_columns(run_dir / "samples.parquet", full, settings.report.triage)
+    # the model's strategies per class (pipeline.reports.strategies); pred_strategy goes in with the triage rewrite
+    strategies, full[STRATEGY_COLUMN] = find_strategies(full, settings.report.strategies, settings.report.group_by)
+    full[["triage", "triage_reason"]] = add_triage_columns(
+        run_dir / "samples.parquet", full, settings.report.triage, extra=strategy_column(full[STRATEGY_COLUMN])
+    )
     frame, n_non_finite = finite_rows(full, samples_schema)  # the dataset numbers are over the finite rows
     shortcuts = find_shortcuts(frame, settings.report.shortcuts)
     write_hot_spot_pictures(shortcuts, run_dir / "shortcuts", flagged_class_backdrops(frame, shortcuts, setup))
+    write_strategy_pictures(strategies, run_dir / "strategies", cluster_backdrops(frame, strategies, setup))
     errors = pd.read_parquet(run_dir / "errors.parquet")
     tau = tau_key(float(settings.scores.taus[0]))
     classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
@@ -353,6 +366,7 @@ def finalize_run(
         "triage": triage_counts(frame["triage"]),
         "triage_rule": triage_rule_text(settings.report.triage),
         "shortcuts": shortcuts,
+        "strategies": strategies,
         "confusions": confusion_pairs(frame),
         "groups": groups,
         "model": setup.model.info,
@@ -501,21 +515,25 @@ TRIAGE_DESCRIPTIONS = {
 }
 
 
-def add_triage_columns(path: Path, frame: pd.DataFrame, settings: TriageSettings) -> pd.DataFrame:
+def add_triage_columns(
+    path: Path, frame: pd.DataFrame, settings: TriageSettings, extra: dict[str, tuple[pa.Array, str]] | None = None
+) -> pd.DataFrame:
     """The ``triage`` category and ``triage_reason`` of every row (:mod:`pipeline.reports.triage`), appended
-    to the Parquet file at ``path`` (rewritten atomically, its schema metadata kept); returns both columns."""
+    to the Parquet file at ``path`` (rewritten atomically, its schema metadata kept); returns both columns.
+    ``extra`` (name -> (values, description)): further columns appended in the same rewrite (``pred_strategy``)."""
     if len(frame):
         columns = triage_with_reasons(frame, settings)
     else:
         columns = pd.DataFrame({"triage": pd.Series([], dtype=object), "triage_reason": pd.Series([], dtype=object)})
     table = pq.read_table(path)
-    for name in ("triage", "triage_reason"):
+    appended = {
+        name: (pa.array(columns[name].to_numpy(), pa.string()), TRIAGE_DESCRIPTIONS[name])
+        for name in ("triage", "triage_reason")
+    }
+    for name, (values, description) in {**appended, **(extra or {})}.items():
         if name in table.column_names:
             table = table.drop_columns([name])
-        table = table.append_column(
-            pa.field(name, pa.string(), metadata={"description": TRIAGE_DESCRIPTIONS[name]}),
-            pa.array(columns[name].to_numpy(), pa.string()),
-        )
+        table = table.append_column(pa.field(name, values.type, metadata={"description": description}), values)
     write_table_atomic(table, path)
     return columns
 
@@ -627,6 +645,7 @@ def render_summary(summary: dict) -> str:
         )
     if shortcuts and not shortcuts.get("flagged"):
         lines.append(f"  shortcut finder: no predicted class flagged ({shortcuts.get('tested', 0)} tested)")
+    lines += strategy_lines(summary.get("strategies"))
     first, faithfulness = faithfulness_report.summary_lines(summary)  # a failed sanity check is printed first
     lines = first + lines + faithfulness
     lines.append(f"  report: {summary['run_dir']}")
