@@ -190,6 +190,68 @@ def _shortcut_context(shortcuts: dict, overlay_dir: Path) -> tuple[list[dict], l
     return flagged, rows
 
 
+def _strategy_context(strategies: dict, overlay_dir: Path) -> dict:
+    """The strategies section: the rule, a headline, and each class with a picture (several clusters; the
+    first ``report.strategies.max_pictures``) with one row per cluster (pipeline/reports/strategies.py)."""
+    settings = strategies.get("settings") or {}
+    by = "predicted" if settings.get("by", "pred") == "pred" else "true"
+    classes = strategies.get("classes") or []
+    several, small = strategies.get("several") or [], strategies.get("not_clustered") or []
+    if classes:
+        headline = f"{len(several)} of the {len(classes)} {by} classes clustered have several clusters of maps"
+    else:
+        headline = f"No {by} class has {settings.get('min_images')} usable maps: nothing was clustered"
+    if small:
+        headline += f"; {len(small)} classes with fewer than {settings.get('min_images')} maps were not clustered"
+    suspects = {s["name"]: s for s in strategies.get("suspects") or []}
+    shown = []
+    for entry in classes:
+        if not entry.get("picture"):
+            continue
+        rows = []
+        for c in entry["clusters"]:
+            groups = "; ".join(
+                ", ".join(f"{column}={value} {fmt(share, True)}" for value, share in shares.items())
+                for column, shares in (c.get("groups") or {}).items()
+            )
+            rows.append(
+                {
+                    "cluster": c["cluster"],
+                    "images": c["images"],
+                    "share": fmt(c["share"], True),
+                    "accuracy": fmt(c["accuracy"], True),
+                    "off": fmt(c["off_object_peak_share"], True),
+                    "excess": fmt(c["mean_excess_energy"]),
+                    "difference": fmt(c["difference"], digits=2),
+                    "groups": groups,
+                    "suspect": bool(c.get("looks_off_object")),
+                    "examples": [{"id": i, "overlay": _overlay_link(overlay_dir, i)} for i in c["examples"]],
+                }
+            )
+        suspect = suspects.get(entry["name"])
+        shown.append(
+            {
+                "name": entry["name"],
+                "images": entry["images"],
+                "picture": entry["picture"],
+                "rows": rows,
+                "suspect": None
+                if suspect is None
+                else f"{len(suspect['clusters'])} of its {suspect['of_clusters']} clusters ({suspect['images']} images) "
+                f"look off the object: {fmt(suspect['off_object_peak_share'], True)} of their maps peak off every box, "
+                f"against {fmt(suspect['largest_off_object_peak_share'], True)} in the largest cluster",
+            }
+        )
+    return {
+        "rule": strategies.get("rule", ""),
+        "headline": headline if settings.get("grid") else "",
+        "by": by,
+        "frame": settings.get("frame", "object"),
+        "classes": shown,
+        "left_out": max(0, len(several) - len(shown)),
+    }
+
+
 def _group_context(summary: dict) -> list[dict]:
     out = []
     for column, rows in (summary.get("groups") or {}).items():
@@ -344,6 +406,7 @@ def render_review_page(
         "flagged": flagged,
         "shortcut_rows": shortcut_rows,
         "shortcuts_tested": shortcuts.get("tested", 0),
+        "strategies": _strategy_context(summary.get("strategies") or {}, overlay_dir),
         "groups": _group_context(summary),
         "confusions": [
             {

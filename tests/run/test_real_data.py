@@ -361,3 +361,17 @@ def test_triage_of_the_42_photos(voc_run):
     )
     page = (run_dir / "review.html").read_text(encoding="utf-8")
     assert 'id="gallery-right_mixed_evidence"' in page and "red_fox" in page
+
+
+def test_one_photo_per_class_is_too_few_to_cluster(voc_run):
+    """Strategies need report.strategies.min_images (20) maps of a class: with one photo per class nothing is
+    clustered, every pred_strategy is null and the summary says why (the volleyball has no box in the input,
+    so no object-centred map: 41 usable maps)."""
+    run_dir, frame, summary = voc_run
+    section = summary["strategies"]
+    assert section["classes"] == [] and section["suspects"] == [] and section["several"] == []
+    assert sum(e["images"] for e in section["not_clustered"]) == 41
+    assert max(e["images"] for e in section["not_clustered"]) < 20
+    assert frame["pred_strategy"].isna().all()
+    assert not (run_dir / "strategies").exists()
+    assert 'id="strategies"' in (run_dir / "review.html").read_text(encoding="utf-8")

@@ -84,7 +84,7 @@ def test_no_other_class_has_a_cluster_off_the_object(default_run):
             assert all(c["off_object_peak_share"] < 0.1 for c in entry["clusters"]), entry["name"]
 
 
-def test_the_run_writes_the_column_summary_and_picture(default_run):
+def test_the_run_writes_the_column_summary_picture_and_page(default_run):
     run_dir, frame, summary = default_run
     schema = pq.read_schema(run_dir / "samples.parquet")
     assert schema.field(STRATEGY_COLUMN).type == "int32"
@@ -94,6 +94,8 @@ def test_the_run_writes_the_column_summary_and_picture(default_run):
     assert section["seconds"] > 0 and "mean_map" not in json.dumps(section)
     [entry] = [e for e in section["classes"] if e["name"] == "triangle"]
     assert (run_dir / entry["picture"]).is_file()
+    page = (run_dir / "review.html").read_text()
+    assert 'id="strategies"' in page and entry["picture"] in page
     assert frame[STRATEGY_COLUMN].notna().all()  # every class has over 20 maps and every image a box
 
 
