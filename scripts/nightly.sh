@@ -146,8 +146,8 @@ compare() {
     "$python" -m pipeline compare "$root/$1" "$tonight" $gates --format json || compared=$?
 }
 
-against_reference=0
-against_previous=0
+against_reference=null # compare's status against each baseline; null: not compared
+against_previous=null
 if [ "$reference" != "$name" ]; then
     compare "$reference" "pinned reference"
     against_reference=$compared
@@ -159,9 +159,11 @@ fi
 
 status=0
 for code in "$against_reference" "$against_previous"; do
-    if [ "$code" -ne 0 ] && [ "$code" -ne 1 ]; then
+    if [ "$code" = null ] || [ "$code" -eq 0 ]; then
+        continue
+    elif [ "$code" -ne 1 ]; then
         status=$code
-    elif [ "$code" -eq 1 ] && [ "$status" -eq 0 ]; then
+    elif [ "$status" -eq 0 ]; then
         status=1
     fi
 done
@@ -170,7 +172,25 @@ case "$status" in
     1) verdict=fail level=ERROR ;;
     *) verdict=error level=ERROR ;;
 esac
-log "$level" nightly_end "nightly: $name $verdict (against the reference $reference: status $against_reference; against the previous night ${previous:-none}: status $against_previous)" \
+said() { # what one comparison gave, in words
+    case "$1" in
+        null) echo "not compared" ;;
+        0) echo "pass" ;;
+        1) echo "FAIL" ;;
+        *) echo "error, status $1" ;;
+    esac
+}
+if [ "$reference" = "$name" ]; then
+    detail="tonight is the reference: nothing to compare"
+else
+    detail="against the pinned reference $reference: $(said "$against_reference")"
+    if [ -z "$previous" ] || [ "$previous" = "$reference" ]; then
+        detail+="; the previous finished night is the reference"
+    else
+        detail+="; against the previous night $previous: $(said "$against_previous")"
+    fi
+fi
+log "$level" nightly_end "nightly: $name $verdict ($detail)" \
     "night=$name" "reference=$reference" "previous=$previous" "verdict=$verdict" \
     against_reference:="$against_reference" against_previous:="$against_previous" exit_code:="$status"
 exit "$status"

@@ -577,9 +577,9 @@ def coverage(baseline_dir: Path, current_dir: Path, before_all: pd.DataFrame, af
 
 # Coverage gates: name (the option without --, underscores) -> what its value is.
 COVERAGE_GATES = {
-    "min_coverage": "images audited tonight / the dataset's size tonight (the rest were skipped)",
-    "min_reference_coverage": "images of the baseline's audited images audited tonight too / the baseline's audited",
-    "max_skipped_rise": "share of the dataset skipped tonight minus the share skipped in the baseline",
+    "min_coverage": "images audited / the current run's dataset size (the rest were skipped)",
+    "min_reference_coverage": "share of the baseline's audited images that the current run audited too",
+    "max_skipped_rise": "share of the dataset skipped now minus the share skipped in the baseline",
 }
 
 

@@ -67,6 +67,7 @@ def test_nights_compare_with_the_pinned_reference_and_log_json_lines(tmp_path):
     assert pinned["reference"] == "2026-11-29" and pinned["reason"] == "the first finished night"
     assert (tmp_path / "nights" / "REFERENCE").read_text() == "2026-11-29\n"
     assert events(first, "summary") and not events(first, "compare")  # the audit's own events; nothing to compare
+    assert "tonight is the reference" in events(first, "nightly_end")[0]["message"]
     (tmp_path / "nights" / "2026-11-30").mkdir()  # a night that died before its summary: never a baseline
     second = night(tmp_path, "2026-12-01", overrides)
     assert second["code"] == 0, second["text"][-3000:]
@@ -146,6 +147,9 @@ def test_the_reference_changes_only_when_pinned_on_purpose(nights):
     assert (pinned["reference"], pinned["previous_reference"]) == ("2026-12-08", "2026-12-06")
     assert nights["n4"]["code"] == 0, nights["n4"]["text"][-3000:]  # the regressed model, accepted as the reference
     assert list(_by_baseline(nights["n4"])) == ["2026-12-08"]  # reference and previous night are one: compared once
+    [end] = events(nights["n4"], "nightly_end")
+    assert (end["against_reference"], end["against_previous"], end["verdict"]) == (0, None, "pass")
+    assert "the previous finished night is the reference" in end["message"]
     assert (nights["root"] / "REFERENCE").read_text() == "2026-12-08\n"
 
 
