@@ -27,3 +27,17 @@ def test_a_manifest_path_outside_the_root_names_the_option(tmp_path: Path):
     [record] = read_manifest(path, ClassList(("n001",), ("cat",)))
     assert "set data.allow_outside_root=true to accept it" in record.problem.message
     assert "allow_outside_root=True" not in record.problem.message
+
+
+def test_the_reworded_empty_map_text_is_no_definition_change():
+    """A reference pinned before the rewording must not show "DEFINITIONS CHANGED" every night after it."""
+    import inspect
+
+    from pipeline.reports.compare import definition_differences
+    from pipeline.reports.finalize import definition_choices
+
+    new = "constant after ReLU: peak-based scores null (no peak), counted in empty_maps"
+    assert new in inspect.getsource(definition_choices)  # the text the runs write now
+    old = {"empty_map": "constant after ReLU: peak-based scores NaN", "cam_method": "gradcam"}
+    assert definition_differences(old, {**old, "empty_map": new}) == []
+    assert definition_differences(old, {**old, "empty_map": "constant: something else"}) != []
