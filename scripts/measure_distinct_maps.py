@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchmark import benchmark_config, in_memory_batches, photo_folder  # noqa: E402
 
-import pipeline.run as run  # noqa: E402
+import pipeline.compute as run  # noqa: E402
+import pipeline.setup as setup_module  # noqa: E402
 
 
 def every_map(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         photo_folder(tmp / "data", args.batch_size * args.batches)
-        setup = run.prepare(benchmark_config(tmp, "lite0", args.batch_size, []), tmp / "prepare")
+        setup = setup_module.prepare(benchmark_config(tmp, "lite0", args.batch_size, []), tmp / "prepare")
         batches, labels = in_memory_batches(setup, args.batch_size, args.batches)
         seconds = {name: [] for name in variants}
         columns = {}

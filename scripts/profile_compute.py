@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchmark import benchmark_config, in_memory_batches, photo_folder
 
-from pipeline.run import audit_batch, prepare
+from pipeline.compute import audit_batch  # noqa: E402
+from pipeline.setup import prepare
 
 
 def main() -> None:

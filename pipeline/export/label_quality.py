@@ -7,7 +7,7 @@
   when it is right: near 1 for a confident wrong prediction (a likely label mistake), near 0 for a confident
   right one, 0.5 when the model is unsure.
 
-Both are computed by the run on the device from the logits (:func:`pipeline.run.audit_batch`), in float32
+Both are computed by the run on the device from the logits (:func:`pipeline.compute.audit_batch`), in float32
 whatever the forward's precision, so a reviewer can sort ``samples.parquet`` (or the FiftyOne dataset) by them.
 """
 

@@ -7,7 +7,7 @@
 - :mod:`.similarity`: Spearman rank correlation and SSIM of maps, batched;
 - :mod:`.randomisation`: the stages of the cascading model-parameter randomisation (Adebayo et al. 2018);
 - :mod:`.sanity`: the explainer's sanity check at the end of a run (randomisation and class sensitivity);
-- :mod:`.columns`: the per-batch columns :func:`pipeline.run.audit_batch` adds (one call);
+- :mod:`.columns`: the per-batch columns :func:`pipeline.compute.audit_batch` adds (one call);
 - :mod:`.summary`: the ``faithfulness`` and ``sanity_check`` entries of ``summary.json`` and their lines.
 
 Every protocol choice is stated in ``docs/definitions.md`` ("Faithfulness" and "Sanity check") and in the

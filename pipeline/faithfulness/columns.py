@@ -1,4 +1,4 @@
-"""The faithfulness columns of one batch, on the device: one call from :func:`pipeline.run.audit_batch`.
+"""The faithfulness columns of one batch, on the device: one call from :func:`pipeline.compute.audit_batch`.
 
 Per image (``samples.parquet``):
 - ``<m>_masked_prob``, ``<m>_confidence_drop``, ``<m>_confidence_increase`` for ``m`` = ``pred`` and
@@ -205,8 +205,8 @@ def faithfulness_columns(
 
 
 def audit_batch_columns(setup, images: Tensor, maps, targets: Tensor, probs: Tensor, rows: Tensor) -> dict[str, Tensor]:
-    """:func:`faithfulness_columns` for :func:`pipeline.run.audit_batch`: ``setup`` an
-    :class:`~pipeline.run.AuditSetup` (its ``faithfulness`` plan, engine and memory format), ``maps`` the
+    """:func:`faithfulness_columns` for :func:`pipeline.compute.audit_batch`: ``setup`` an
+    :class:`~pipeline.setup.AuditSetup` (its ``faithfulness`` plan, engine and memory format), ``maps`` the
     batch's input-space :class:`~pipeline.maps.engine.UpsampledMaps`."""
     predict = model_forward(setup.engine, setup.channels_last)
     return faithfulness_columns(setup.faithfulness, predict, images, maps.normalised, maps.empty, targets, probs, rows)

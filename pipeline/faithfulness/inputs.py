@@ -1,6 +1,6 @@
 """The network inputs of a few chosen images, made the way the run makes them: the run's dataset class,
 preprocessing and collate function (and its on-device JPEG decoder with ``data.decode=gpu``), then the
-normalisation of :func:`pipeline.run.audit_batch`."""
+normalisation of :func:`pipeline.compute.audit_batch`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pipeline.data.device_decode import decode_batch_on_device
 
 def normalised_inputs(setup, batch: Batch) -> Tensor:
     """``[B, 3, S, S]`` float32 on ``setup.device``: ``(image / 255 - mean) / std``, channels-last when the run
-    is (as :func:`pipeline.run.audit_batch`)."""
+    is (as :func:`pipeline.compute.audit_batch`)."""
     images = (batch.image.to(setup.device).float() / 255.0 - setup.input_mean) / setup.input_std
     return images.contiguous(memory_format=torch.channels_last) if setup.channels_last else images
 

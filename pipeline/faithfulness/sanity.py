@@ -198,7 +198,7 @@ def verdicts(
 
 
 def run_sanity_check(setup, max_boxes: int | None) -> dict | None:
-    """The sanity check of a run (``setup``: a :class:`~pipeline.run.AuditSetup`; its ``settings.sanity``)
+    """The sanity check of a run (``setup``: a :class:`~pipeline.setup.AuditSetup`; its ``settings.sanity``)
     on ``sanity.sample`` images chosen by the hash of their id among the run's usable records, decoded
     again with the run's preprocessing. ``None`` when ``sanity.sample`` is 0; the entry's ``seconds`` is
     its cost (loading included)."""

@@ -49,7 +49,7 @@ logger = logging.getLogger("pipeline.reports")
 def definition_choices(settings: Settings, setup) -> dict:
     """Every choice behind the numbers, for the report metadata and the summary.
 
-    ``setup`` (an :class:`~pipeline.run.AuditSetup`) gives what was resolved at the start: the preprocessing
+    ``setup`` (an :class:`~pipeline.setup.AuditSetup`) gives what was resolved at the start: the preprocessing
     (``auto`` values filled in from the model, with where each value came from and the normalisation used),
     the target layer, its layout and the precision.
     """

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.compute import audit_batch
 from pipeline.data.dataset import AuditDataset, collate_samples
-from pipeline.run import audit_batch, prepare
+from pipeline.setup import prepare
 from tests.helpers_corpus import DEFAULT_CACHE, compose
 
 

@@ -24,10 +24,10 @@ import pytest
 import torch
 
 import pipeline.model.layers as layers
-import pipeline.run as run_module
+import pipeline.setup as run_module
 from pipeline.faithfulness.sanity import run_sanity_check
 from pipeline.maps import methods
-from pipeline.run import prepare
+from pipeline.setup import prepare
 from tests.helpers_corpus import DEFAULT_CACHE, compose
 
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipeline.reports.parts as parts_module
-import pipeline.run as run_module
+import pipeline.sink as run_module
 from pipeline.reports.background import BackgroundWorker, BackgroundWriteError
 from tests.helpers_corpus import (
     base_overrides,

@@ -137,7 +137,7 @@ def test_metadata_columns_keep_their_kinds_and_group(run):
 
 def test_unmatched_metadata_warns_or_fails(run, tmp_path, caplog):
     from pipeline.data.records import SampleRecord
-    from pipeline.run import check_metadata_coverage
+    from pipeline.setup import check_metadata_coverage
 
     tmp, overrides, _ = run
     with pytest.raises(ConfigError, match="data.metadata_missing.*1 of 9 ids"):

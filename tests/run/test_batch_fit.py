@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-import pipeline.run as run_module
+import pipeline.compute as run_module
 from pipeline.errors import ConfigError
 from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
 

@@ -120,12 +120,12 @@ def test_precision_auto_resolving_otherwise_on_resume_is_refused(finished, monke
     """Found while trying to break resume: runtime.precision=auto is fp32 on the CPU and bf16 on CUDA; the
     fingerprint held the option ("auto" both times), so a CPU run resumed on a GPU appended bf16 rows to fp32
     ones. Simulated here by resolving auto as a CUDA machine would."""
-    import pipeline.run
+    import pipeline.setup
 
     _, overrides, run_dir = finished
-    original = pipeline.run.resolve_precision
+    original = pipeline.setup.resolve_precision
     monkeypatch.setattr(
-        pipeline.run,
+        pipeline.setup,
         "resolve_precision",
         lambda option, device: "bf16" if option == "auto" else original(option, device),
     )
