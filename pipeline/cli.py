@@ -310,6 +310,8 @@ Commands:
                                              is the same); OVERRIDEs are the options listed below (key=value)
   cam-audit compare BASELINE CURRENT [...]   compare two finished audits: what changed, paired tests, gates and a
                                              pass / fail verdict (cam-audit compare --help; also cam-audit-compare)
+  cam-audit export fiftyone RUN [...]        a finished audit (cam.save_maps=true) as a FiftyOne dataset for review
+                                             (cam-audit export fiftyone --help; the fiftyone extra)
   scripts/nightly.sh [pin NIGHT]             the nightly job: audit, then compare with the pinned reference and
                                              with last night (README "Nightly job")
 
@@ -319,11 +321,16 @@ Exit statuses: 0 done (compare: every gate passed), 1 a compare gate tripped, 2 
 
 
 def main() -> None:
-    """Console-script entry point (``cam-audit``); ``cam-audit compare ...`` runs :func:`compare_main`."""
+    """Console-script entry point (``cam-audit``); ``cam-audit compare ...`` runs :func:`compare_main`,
+    ``cam-audit export ...`` :func:`pipeline.export.command.export_main`."""
     global _existing_ancestor
     argv = sys.argv[1:]
     if argv[:1] == ["compare"]:
         sys.exit(compare_main(argv[1:]))
+    if argv[:1] == ["export"]:
+        from pipeline.export.command import export_main
+
+        sys.exit(export_main(argv[1:]))
     if "--help" in argv or "-h" in argv:  # Hydra's help lists the options only: the commands first
         print(USAGE)
         sys.stdout.flush()
