@@ -8,7 +8,7 @@ ARGS ?=
 # torch/torchvision pinned to the builds this project is tested with; the rest comes from pyproject.toml.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: audit test lint test-all benchmark review-screenshot venv clean
+.PHONY: audit test lint test-all test-fiftyone benchmark review-screenshot venv clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ lint: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)
+
+# The fiftyone extra's tests (cam-audit export fiftyone): FiftyOne in a virtualenv layered on .venv and mongod's
+# OpenSSL 1.1 libraries, both set up by scripts/setup_fiftyone.sh on first use (FIFTYONE_VENV=.venv: in .venv itself).
+FIFTYONE_VENV ?= $(VENV)/fiftyone
+test-fiftyone: $(STAMP)
+	test -e $(FIFTYONE_VENV)/bin/fiftyone && test -e $(VENV)/fiftyone-libs/libssl.so.1.1 || FIFTYONE_VENV=$(FIFTYONE_VENV) bash scripts/setup_fiftyone.sh
+	LD_LIBRARY_PATH=$(abspath $(VENV)/fiftyone-libs) FIFTYONE_DO_NOT_TRACK=true $(FIFTYONE_VENV)/bin/python -m pytest -m fiftyone tests/export $(ARGS)
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
