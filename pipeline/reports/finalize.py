@@ -17,6 +17,7 @@ import json
 import logging
 import platform
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +276,17 @@ def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
     return out
 
 
+@dataclass
+class RunTimes:
+    """How long the run took: ``images_scored`` in this invocation's loop of ``loop_seconds``, ``setup_seconds``
+    (data generation, training, model load) within ``total_seconds``."""
+
+    images_scored: int
+    loop_seconds: float
+    total_seconds: float
+    setup_seconds: float = 0.0
+
+
 def finalize_run(
     run_dir: Path,
     settings: Settings,
@@ -291,84 +303,37 @@ def finalize_run(
     """Merge parts into the final tables, write the per-class table and the summary; returns the summary.
 
     ``settings`` are the run's typed settings; ``config_yaml`` its resolved configuration
-    (:func:`pipeline.settings.resolved_config`), recorded in the samples and maps tables. ``setup_seconds`` (data generation, training, model load) is part of ``total_seconds`` and reported apart;
-    ``provenance`` (:mod:`pipeline.provenance`: start time, versions, checkpoint hash, dataset fingerprint) gets
-    the finish time and goes into the summary and every table's metadata. ``sanity_check`` is the explainer's
-    sanity check (:func:`pipeline.faithfulness.sanity.run_sanity_check`), ``summary.json`` → ``sanity_check``.
+    (:func:`pipeline.settings.resolved_config`), recorded in the samples and maps tables. ``setup_seconds``
+    (data generation, training, model load) is part of ``total_seconds`` and reported apart; ``provenance``
+    (:mod:`pipeline.provenance`: start time, versions, checkpoint hash, dataset fingerprint) gets the finish
+    time and goes into the summary and every table's metadata. ``sanity_check`` is the explainer's sanity
+    check (:func:`pipeline.faithfulness.sanity.run_sanity_check`), ``summary.json`` → ``sanity_check``.
     """
-    parts_dir = run_dir / "parts"
-    choices = definition_choices(settings, setup)
     origin = {**(provenance or {}), "finished_utc": logs.utc_now_iso(), "run_dir": str(run_dir)}
-    # Every table says what made it (compact: provenance, definitions, versions); the samples and maps tables
-    # also carry the whole resolved config and class list (1,000 ImageNet names would make an empty errors
-    # table 70 KB).
-    compact = {
-        "cam_audit.provenance": json.dumps(logs.json_safe(origin)),
-        "cam_audit.definitions": json.dumps(choices),
-        "cam_audit.versions": json.dumps(package_versions()),
-        "cam_audit.target_layer": setup.target_layer,
-    }
-    metadata = {
-        **compact,
-        "cam_audit.config": config_yaml,
-        "cam_audit.classes": json.dumps(list(setup.classes.names)),
-        "cam_audit.class_keys": json.dumps(list(setup.classes.keys)),
-    }
-    n_rows = merge_parts(list_parts(parts_dir, "samples"), run_dir / "samples.parquet", samples_schema, metadata)
-    n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, compact)
-    if settings.cam.save_maps:
-        from pipeline.reports.saved_maps import MAPS_SCHEMA
-
-        merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
-    full = pd.read_parquet(run_dir / "samples.parquet")
-    # the model's strategies per class (pipeline.reports.strategies); pred_strategy goes in with the triage rewrite
-    strategies, full[STRATEGY_COLUMN] = find_strategies(full, settings.report.strategies, settings.report.group_by)
-    full[["triage", "triage_reason"]] = add_triage_columns(
-        run_dir / "samples.parquet", full, settings.report.triage, extra=strategy_column(full[STRATEGY_COLUMN])
-    )
-    frame, n_non_finite = finite_rows(full, samples_schema)  # the dataset numbers are over the finite rows
+    choices = definition_choices(settings, setup)
+    compact, metadata = table_metadata(origin, choices, config_yaml, setup)
+    n_rows, n_errors = merge_tables(run_dir, settings, samples_schema, compact, metadata)
+    frame, n_non_finite, strategies = add_findings_columns(run_dir, settings, samples_schema)
     shortcuts = find_shortcuts(frame, settings.report.shortcuts)
     write_hot_spot_pictures(shortcuts, run_dir / "shortcuts", flagged_class_backdrops(frame, shortcuts, setup))
     write_strategy_pictures(strategies, run_dir / "strategies", cluster_backdrops(frame, strategies, setup))
-    errors = pd.read_parquet(run_dir / "errors.parquet")
     tau = tau_key(float(settings.scores.taus[0]))
-    classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
-    classes = faithfulness_report.with_class_faithfulness(classes, frame)  # faithfulness.* per true class
-    classes_table = with_descriptions(pa.Table.from_pandas(classes, preserve_index=False), class_descriptions(tau))
-    classes_table = classes_table.replace_schema_metadata(
-        {**(classes_table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in compact.items()}}
-    )
-    write_table_atomic(classes_table, run_dir / "classes.parquet")
-    groups = {c: group_table(frame, c) for c in settings.report.group_by if c in frame.columns}
+    classes = write_class_table(run_dir, frame, tau, compact)
     summary = {
         "run_dir": str(run_dir),
         "images": n_rows,
         "errors": n_errors,
-        "errors_by_stage": errors.groupby(["stage", "error_type"]).size().rename("n").reset_index().to_dict("records")
-        if n_errors
-        else [],
-        "accuracy": float(frame["correct"].mean()) if len(frame) else float("nan"),
-        "true_class_maps": dataset_scores(frame, "true", tau) if len(frame) else {},
-        "predicted_class_maps": dataset_scores(frame, "pred", tau) if len(frame) else {},
-        "images_without_box_in_input": int((frame["n_boxes"] == 0).sum()) if n_rows else 0,
-        "boxes_over_cap": int(frame["n_boxes_over_cap"].sum())
-        if len(frame)
-        else 0,  # data.max_boxes: annotated, not scored
-        "non_finite_images": n_non_finite,  # NaN/inf logits or maps: rows with null prediction and scores, left out above
-        "images_per_second": images_scored / loop_seconds if loop_seconds > 0 else float("nan"),
-        "images_scored_this_invocation": images_scored,
-        "seconds": round(total_seconds - setup_seconds, 2),
-        "setup_seconds": round(setup_seconds, 2),
-        "total_seconds": round(total_seconds, 2),
+        "errors_by_stage": errors_by_stage(run_dir) if n_errors else [],
+        **dataset_numbers(frame, settings, tau, n_non_finite),
+        **timing(RunTimes(images_scored, loop_seconds, total_seconds, setup_seconds)),
         "provenance": origin,
         "maxboxacc_v2": maxboxacc_summary(frame, settings.scores.maxboxacc.thresholds) if len(frame) else None,
-        "localisation_context": None,
         "triage": triage_counts(frame["triage"]),
         "triage_rule": triage_rule_text(settings.report.triage),
         "shortcuts": shortcuts,
         "strategies": strategies,
         "confusions": confusion_pairs(frame),
-        "groups": groups,
+        "groups": {c: group_table(frame, c) for c in settings.report.group_by if c in frame.columns},
         "model": setup.model.info,
         "target_layer": setup.target_layer,
         "definitions": choices,
@@ -378,6 +343,105 @@ def finalize_run(
     summary["localisation_context"] = localisation_context(
         frame, summary, float(settings.scores.taus[0]), scored_area(frame, settings, setup)
     )
+    publish(run_dir, summary, frame, classes, settings)
+    return summary
+
+
+def table_metadata(origin: dict, choices: dict, config_yaml: str, setup) -> tuple[dict, dict]:
+    """The schema metadata of the tables: ``compact`` (provenance, definitions, versions, target layer) for
+    every table, and ``compact`` plus the resolved config and class list for the samples and maps tables
+    (1,000 ImageNet names would make an empty errors table 70 KB)."""
+    compact = {
+        "cam_audit.provenance": json.dumps(logs.json_safe(origin)),
+        "cam_audit.definitions": json.dumps(choices),
+        "cam_audit.versions": json.dumps(package_versions()),
+        "cam_audit.target_layer": setup.target_layer,
+    }
+    full = {
+        **compact,
+        "cam_audit.config": config_yaml,
+        "cam_audit.classes": json.dumps(list(setup.classes.names)),
+        "cam_audit.class_keys": json.dumps(list(setup.classes.keys)),
+    }
+    return compact, full
+
+
+def merge_tables(
+    run_dir: Path, settings: Settings, samples_schema: pa.Schema, compact: dict, metadata: dict
+) -> tuple[int, int]:
+    """The parts merged into ``samples.parquet``, ``errors.parquet`` (and ``maps.parquet``); their row counts."""
+    parts_dir = run_dir / "parts"
+    n_rows = merge_parts(list_parts(parts_dir, "samples"), run_dir / "samples.parquet", samples_schema, metadata)
+    n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, compact)
+    if settings.cam.save_maps:
+        from pipeline.reports.saved_maps import MAPS_SCHEMA
+
+        merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
+    return n_rows, n_errors
+
+
+def add_findings_columns(run_dir: Path, settings: Settings, samples_schema: pa.Schema):
+    """The columns known only over the whole run (``pred_strategy``, ``triage``, ``triage_reason``) added to
+    ``samples.parquet`` in one rewrite. Returns the finite rows (every dataset number is over them), how
+    many rows were not finite, and the strategies section of the summary."""
+    full = pd.read_parquet(run_dir / "samples.parquet")
+    # the model's strategies per class (pipeline.reports.strategies); pred_strategy goes in with the triage rewrite
+    strategies, full[STRATEGY_COLUMN] = find_strategies(full, settings.report.strategies, settings.report.group_by)
+    full[["triage", "triage_reason"]] = add_triage_columns(
+        run_dir / "samples.parquet", full, settings.report.triage, extra=strategy_column(full[STRATEGY_COLUMN])
+    )
+    frame, n_non_finite = finite_rows(full, samples_schema)
+    return frame, n_non_finite, strategies
+
+
+def write_class_table(run_dir: Path, frame: pd.DataFrame, tau: str, compact: dict) -> pd.DataFrame:
+    """``classes.parquet`` (per true class, with the faithfulness means and column descriptions); returns it."""
+    classes = class_table(frame, tau) if len(frame) else pd.DataFrame()
+    classes = faithfulness_report.with_class_faithfulness(classes, frame)  # faithfulness.* per true class
+    table = with_descriptions(pa.Table.from_pandas(classes, preserve_index=False), class_descriptions(tau))
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in compact.items()}}
+    )
+    write_table_atomic(table, run_dir / "classes.parquet")
+    return classes
+
+
+def errors_by_stage(run_dir: Path) -> list[dict]:
+    """``errors.parquet`` counted by stage and error type."""
+    errors = pd.read_parquet(run_dir / "errors.parquet")
+    return errors.groupby(["stage", "error_type"]).size().rename("n").reset_index().to_dict("records")
+
+
+def dataset_numbers(frame: pd.DataFrame, settings: Settings, tau: str, n_non_finite: int) -> dict:
+    """The headline numbers over the finite rows: accuracy, both maps' scores, images without a box, boxes
+    over ``data.max_boxes``, images whose outputs were not finite (left out of every number)."""
+    if not len(frame):
+        empty = {"accuracy": float("nan"), "true_class_maps": {}, "predicted_class_maps": {}}
+        return {**empty, "images_without_box_in_input": 0, "boxes_over_cap": 0, "non_finite_images": n_non_finite}
+    return {
+        "accuracy": float(frame["correct"].mean()),
+        "true_class_maps": dataset_scores(frame, "true", tau),
+        "predicted_class_maps": dataset_scores(frame, "pred", tau),
+        "images_without_box_in_input": int((frame["n_boxes"] == 0).sum()),
+        "boxes_over_cap": int(frame["n_boxes_over_cap"].sum()),  # data.max_boxes: annotated, not scored
+        "non_finite_images": n_non_finite,  # NaN/inf logits or maps: null prediction and scores, left out above
+    }
+
+
+def timing(times: RunTimes) -> dict:
+    """The summary's speed and durations (the audit's own seconds without the set-up)."""
+    loop = times.loop_seconds
+    return {
+        "images_per_second": times.images_scored / loop if loop > 0 else float("nan"),
+        "images_scored_this_invocation": times.images_scored,
+        "seconds": round(times.total_seconds - times.setup_seconds, 2),
+        "setup_seconds": round(times.setup_seconds, 2),
+        "total_seconds": round(times.total_seconds, 2),
+    }
+
+
+def publish(run_dir: Path, summary: dict, frame: pd.DataFrame, classes: pd.DataFrame, settings: Settings) -> None:
+    """``summary.json``, the review page, the ``summary`` log event and (in text mode) the printed summary."""
     write_json_atomic(run_dir / "summary.json", summary)
     if settings.report.review_page:
         from pipeline.reports.review_page import render_review_page
@@ -400,7 +464,6 @@ def finalize_run(
     )
     if settings.runtime.log_format != "json":  # in json mode the event above is the output
         print(text)
-    return summary
 
 
 def scored_area(frame: pd.DataFrame, settings, setup) -> np.ndarray:
@@ -566,12 +629,13 @@ def confusion_pairs(frame: pd.DataFrame, top: int = 10) -> list[dict]:
     ]
 
 
+def pct(value) -> str:
+    """A share as a percentage with one decimal, ``n/a`` when undefined."""
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
+
+
 def render_summary(summary: dict) -> str:
-    """A few lines a person reads at the end of the run."""
-
-    def pct(value) -> str:
-        return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
-
+    """A few lines a person reads at the end of the run (a failed sanity check first)."""
     true = summary.get("true_class_maps") or {}
     lines = [
         f"Audit of {summary['images']} images in {summary['seconds']:.1f}s ({summary['images_per_second']:.1f} images/s scored), "
@@ -580,6 +644,15 @@ def render_summary(summary: dict) -> str:
         f"lift {true.get('energy_lift', float('nan')):.2f}, pointing game {pct(true.get('pointing_game_accuracy'))}, "
         f"GT-known loc. {pct(true.get('gt_known_localisation_accuracy'))}, top-1 loc. {pct(true.get('top1_localisation_accuracy'))}",
     ]
+    lines += setup_lines(summary) + data_lines(summary) + findings_lines(summary)
+    lines += strategy_lines(summary.get("strategies"))
+    first, faithfulness = faithfulness_report.summary_lines(summary)  # a failed sanity check is printed first
+    return "\n".join(first + lines + faithfulness + [f"  report: {summary['run_dir']}"])
+
+
+def setup_lines(summary: dict) -> list[str]:
+    """Random weights, the input geometry, the layer and the coordinate space."""
+    lines = []
     if (summary.get("model") or {}).get("random_weights"):
         lines.append(
             f"  WARNING: model {summary['model'].get('name')} has random weights (model.allow_random_weights=true): "
@@ -588,11 +661,8 @@ def render_summary(summary: dict) -> str:
     definitions = summary.get("definitions") or {}
     pre = definitions.get("preprocess") or {}
     if pre:
-        geometry = (
-            f"{pre.get('resize_size')} -> {pre.get('size')}"
-            if pre.get("mode") == "resize_crop"
-            else str(pre.get("size"))
-        )
+        resize_crop = pre.get("mode") == "resize_crop"
+        geometry = f"{pre.get('resize_size')} -> {pre.get('size')}" if resize_crop else str(pre.get("size"))
         from_model = sorted(k for k, v in (pre.get("sources") or {}).items() if v == "model")
         origin = f" ({', '.join(from_model)} from {pre.get('model_metadata_from')})" if from_model else ""
         space = str(definitions.get("coordinate_space", "input")).split(":")[0]
@@ -600,6 +670,12 @@ def render_summary(summary: dict) -> str:
             f"  input: {pre.get('mode')} {geometry}, {pre.get('interpolation')}{origin}; "
             f"layer {summary.get('target_layer')}; scores in {space} coordinates"
         )
+    return lines
+
+
+def data_lines(summary: dict) -> list[str]:
+    """MaxBoxAccV2, boxes over the cap, non-finite images, skipped samples, the group breakdowns."""
+    lines = []
     if summary.get("maxboxacc_v2"):
         box = summary["maxboxacc_v2"]
         lines.append(
@@ -615,14 +691,19 @@ def render_summary(summary: dict) -> str:
             f"  {summary['non_finite_images']} images gave non-finite logits or maps: no prediction, no scores "
             "(column non_finite_output), left out of every number above"
         )
-    for entry in summary["errors_by_stage"]:
-        lines.append(f"  skipped at {entry['stage']}: {entry['n']} x {entry['error_type']}")
+    lines += [f"  skipped at {e['stage']}: {e['n']} x {e['error_type']}" for e in summary["errors_by_stage"]]
     for column, rows in summary["groups"].items():
-        for row in rows:
-            lines.append(
-                f"  {column}={row[column]}: {row['count']} images, accuracy {pct(row['accuracy'])}, "
-                f"predicted-class map energy in box {row['pred_energy_in_box']:.3f}"
-            )
+        lines += [
+            f"  {column}={row[column]}: {row['count']} images, accuracy {pct(row['accuracy'])}, "
+            f"predicted-class map energy in box {row['pred_energy_in_box']:.3f}"
+            for row in rows
+        ]
+    return lines
+
+
+def findings_lines(summary: dict) -> list[str]:
+    """Localisation in context, triage and its rule, the shortcut finder's verdicts."""
+    lines = []
     if summary.get("localisation_context"):
         lines.append(f"  localisation: {summary['localisation_context']['reading']}")
     if summary.get("triage"):
@@ -632,9 +713,7 @@ def render_summary(summary: dict) -> str:
     shortcuts = summary.get("shortcuts") or {}
     if shortcuts.get("collapse"):
         lines.append(f"  WARNING: {shortcuts['collapse']['message']}")
-    for entry in shortcuts.get("classes", []):
-        if not entry["flagged"]:
-            continue
+    for entry in (e for e in shortcuts.get("classes", []) if e["flagged"]):
         spot = entry.get("hot_spot") or {}
         where = f"; off-box evidence: {spot['verdict']}" if spot.get("verdict") else ""
         lines.append(
@@ -645,8 +724,4 @@ def render_summary(summary: dict) -> str:
         )
     if shortcuts and not shortcuts.get("flagged"):
         lines.append(f"  shortcut finder: no predicted class flagged ({shortcuts.get('tested', 0)} tested)")
-    lines += strategy_lines(summary.get("strategies"))
-    first, faithfulness = faithfulness_report.summary_lines(summary)  # a failed sanity check is printed first
-    lines = first + lines + faithfulness
-    lines.append(f"  report: {summary['run_dir']}")
-    return "\n".join(lines)
+    return lines
