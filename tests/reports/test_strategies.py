@@ -201,3 +201,27 @@ def test_pictures_and_summary_lines(planted, tmp_path):
 
 def test_column_name_is_what_finalize_writes():
     assert STRATEGY_COLUMN == "pred_strategy" and MAP_GRID_COLUMN == "pred_map_grid"
+
+
+def test_backdrop_centres_each_image_on_its_object(tmp_path):
+    """The pictures' backdrop: each image placed as the run placed it, shifted so that its boxes' centre is the
+    centre of the window twice the input (the map grid's frame); where no image reaches, grey."""
+    from PIL import Image
+
+    from pipeline.data.dataset import PreprocessSpec
+    from pipeline.data.records import SampleRecord
+    from pipeline.reports.strategies import object_centred_mean_input
+
+    records = []
+    for number, (x, y) in enumerate([(4, 4), (20, 12)]):  # a white 8 x 8 object at two places of a black 32 x 32
+        pixels = np.zeros((32, 32, 3), np.uint8)
+        pixels[y : y + 8, x : x + 8] = 255
+        path = tmp_path / f"image{number}.png"
+        Image.fromarray(pixels).save(path)
+        records.append(SampleRecord(f"i{number}", str(path), 0, np.array([[x, y, x + 8, y + 8]], np.float32)))
+    spec = PreprocessSpec(mode="resize", size=32, resize_size=None)
+    mean = object_centred_mean_input(records, spec)
+    assert mean.shape == (64, 64, 3)
+    assert (mean[28:36, 28:36] == 255).all()  # both objects on the centre
+    assert mean[30:34, 36:40].max() == 0  # beside it, black in both images
+    assert (mean[0, 63] == 128).all()  # the window's corner: no image reaches it
