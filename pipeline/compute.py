@@ -17,7 +17,7 @@ import torch
 from torch.profiler import record_function
 
 from pipeline.data.batch import Batch
-from pipeline.export import label_quality
+from pipeline.export import label_quality, probabilities
 from pipeline.faithfulness.columns import audit_batch_columns
 from pipeline.maps.engine import UpsampledMaps, upsample_and_normalise
 from pipeline.maps.warp import original_grid_sizes
@@ -199,6 +199,8 @@ def audit_batch(
     output.signed_maps = torch.nan_to_num(output.signed_maps, nan=0.0, posinf=0.0, neginf=0.0)  # nulled below anyway
     probs = output.logits.softmax(dim=1)
     columns = prediction_columns(output.logits, labels)
+    if setup.settings.report.save_probabilities:  # [B, C]: to probabilities.parquet (not a samples column)
+        columns[probabilities.COLUMN] = probs
     columns["n_boxes"] = input_boxes.valid.sum(dim=1).float()
     columns["no_box_in_input"] = (~input_boxes.valid.any(dim=1)).float()
     size = (images.shape[-2], images.shape[-1])

@@ -27,6 +27,7 @@ from pipeline.data.device_decode import DECODE_OPTIONS
 from pipeline.data.geometry import MODES
 from pipeline.data.records import BOX_UNITS
 from pipeline.errors import ConfigError
+from pipeline.export.probabilities import DTYPES as PROBABILITY_DTYPES
 from pipeline.maps.methods import METHODS
 from pipeline.reports.strategies import FRAMES, GROUP_COLUMNS
 
@@ -154,6 +155,7 @@ RULES: tuple[Rule, ...] = (
     Rule("scores.maxboxacc.thresholds", whole(1), "a whole number >= 1"),
     Rule("report.rows_per_part", whole(1), "a whole number >= 1"),
     Rule("report.triage.on_object_min_excess_energy", number(-1.0, 1.0), "an excess energy in [-1, 1]"),
+    Rule("report.probabilities_dtype", one_of(*PROBABILITY_DTYPES), "one of " + ", ".join(PROBABILITY_DTYPES)),
     Rule("report.triage.max_box_fraction", number(0.0, 1.0), "a box area fraction in [0, 1]"),
     Rule("report.shortcuts.alpha", number(0.0, 1.0, above_minimum=True), "a false-alarm rate in (0, 1]"),
     Rule("report.shortcuts.min_effect", number(0.0), "a difference of shares >= 0"),

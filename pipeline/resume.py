@@ -1,11 +1,11 @@
 """Resume, before the loop: the rows a stop left half-done are completed.
 
 A run stopped between a batch's samples part and its pictures (a full disk in the overlay thread: exit 4)
-left samples that are scored but have no overlay (``report.overlays``) or no maps row (``cam.save_maps``)
-and no error; a resume skips scored samples, so they would stay so. :func:`complete_done_rows` drops the
-orphan rows first (:func:`pipeline.run_folder.drop_orphan_rows`), then makes those samples' maps again with
-the same model and configuration (the fingerprint guarantees it) and draws their overlays from the stored
-rows, or writes an ``overlay`` errors row.
+left samples that are scored but have no overlay (``report.overlays``), no maps row (``cam.save_maps``) or no
+probabilities row (``report.save_probabilities``) and no error; a resume skips scored samples, so they would
+stay so. :func:`complete_done_rows` drops the orphan rows first (:func:`pipeline.run_folder.drop_orphan_rows`),
+then makes those samples' maps and probabilities again with the same model and configuration (the
+fingerprint guarantees it) and draws their overlays from the stored rows, or writes an ``overlay`` errors row.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pipeline.compute import BatchFit, audit_fitting
 from pipeline.data.dataset import AuditDataset, collate_samples
 from pipeline.data.device_decode import decode_batch_on_device
 from pipeline.data.records import SampleRecord
+from pipeline.export import probabilities
 from pipeline.reports import saved_maps
 from pipeline.reports import schema as report_schema
 from pipeline.reports.overlays import overlay_rows, safe_file_stem, save_overlays
@@ -60,19 +61,24 @@ def complete_done_rows(setup: AuditSetup, run_dir: Path, max_boxes: int | None, 
     stored = pa.concat_tables(stored_parts)  # one layout: checked by check_part_layout
     dropped = drop_orphan_rows(run_dir / "parts", set(stored.column("id").to_pylist()))
     missing_overlay, missing_maps = incomplete_rows(setup, run_dir, stored, setup.settings.cam.save_maps)
-    redo = [r for r in setup.records if r.sample_id in missing_overlay | missing_maps]
+    missing_probabilities = set()
+    if setup.settings.report.save_probabilities:
+        written = set(read_column(list_parts(run_dir / "parts", probabilities.TABLE), "id"))
+        missing_probabilities = set(stored.column("id").to_pylist()) - written
+    redo = [r for r in setup.records if r.sample_id in missing_overlay | missing_maps | missing_probabilities]
     if dropped or redo:
         logs.event(
             logger,
             "resume_completed",
-            f"resume: {dropped} orphan rows dropped; {len(missing_overlay)} overlays and {len(missing_maps)} saved "
-            "maps of samples already scored are made now",
+            f"resume: {dropped} orphan rows dropped; {len(missing_overlay)} overlays, {len(missing_maps)} saved "
+            f"maps and {len(missing_probabilities)} probabilities rows of samples already scored are made now",
             orphan_rows=dropped,
             overlays=len(missing_overlay),
             maps=len(missing_maps),
+            probabilities=len(missing_probabilities),
         )
     if redo:
-        redo_rows(setup, run_dir, max_boxes, sink, stored, redo, missing_overlay, missing_maps)
+        redo_rows(setup, run_dir, max_boxes, sink, stored, redo, missing_overlay, missing_maps, missing_probabilities)
 
 
 def redo_rows(
@@ -84,8 +90,10 @@ def redo_rows(
     redo: list[SampleRecord],
     missing_overlay: set[str],
     missing_maps: set[str],
+    missing_probabilities: set[str] = frozenset(),
 ) -> None:
-    """Run the model again on ``redo`` and write the missing maps rows and overlays (captions from ``stored``)."""
+    """Run the model again on ``redo`` and write the missing maps and probabilities rows and overlays (captions
+    from ``stored``)."""
     position = {sample_id: i for i, sample_id in enumerate(stored.column("id").to_pylist())}
     labels = torch.tensor([r.label for r in redo], dtype=torch.long)
     fit = BatchFit.from_option(setup.settings.runtime.batch_size, setup.device)
@@ -101,13 +109,21 @@ def redo_rows(
             sink.add_errors(report_schema.error_rows([(r, "overlay", "ImageUnreadable", why) for r in unreadable]))
         if not len(batch):
             continue
-        for piece, (_, maps, view) in audit_fitting(setup, batch, labels[batch.index], fit):
+        for piece, (columns, maps, view) in audit_fitting(setup, batch, labels[batch.index], fit):
             piece_ids = [redo[i].sample_id for i in piece.index.tolist()]
             table = stored.take(pa.array([position[i] for i in piece_ids]))
             needed = np.flatnonzero([i in missing_maps for i in piece_ids])
             if needed.size:
                 rows = saved_maps.map_rows(table.column("id"), maps.signed_low_res, piece, setup.map_names)
                 sink.add_maps(rows.take(pa.array(needed)))
+            needed = np.flatnonzero([i in missing_probabilities for i in piece_ids])
+            if needed.size:
+                report = setup.settings.report
+                schema = probabilities.probabilities_schema(len(setup.classes.names), report.probabilities_dtype)
+                softmax = columns[probabilities.COLUMN].detach().float().cpu()
+                sink.add_probabilities(
+                    probabilities.probability_rows(table.column("id"), softmax, schema).take(pa.array(needed))
+                )
             draw = np.flatnonzero([i in missing_overlay for i in piece_ids])
             if draw.size:
                 original = None

@@ -347,12 +347,12 @@ def done_ids(parts_dir: Path) -> set[str]:
 
 
 def drop_orphan_rows(parts_dir: Path, scored: set[str]) -> int:
-    """Rewrite the maps parts and the errors parts' ``overlay`` rows without the rows of samples that have no
-    samples row: the parts of one batch are flushed one table after the other, so a kill between two flushes
-    leaves them; the samples are audited again and would get a second maps row, or a stale overlay error.
-    Returns how many rows went."""
+    """Rewrite the maps and probabilities parts and the errors parts' ``overlay`` rows without the rows of
+    samples that have no samples row: the parts of one batch are flushed one table after the other, so a kill
+    between two flushes leaves them; the samples are audited again and would get a second maps row, or a stale
+    overlay error. Returns how many rows went."""
     dropped = 0
-    for table_name in ("maps", "errors"):
+    for table_name in ("maps", "probabilities", "errors"):
         for path in list_parts(parts_dir, table_name):
             table = read_part(path)
             orphan = ~pc.is_in(table.column("id"), pa.array(sorted(scored), pa.string())).to_numpy(zero_copy_only=False)

@@ -101,6 +101,8 @@ class ReportSettings:
     shortcuts: ShortcutSettings = field(default_factory=ShortcutSettings)
     strategies: StrategySettings = field(default_factory=StrategySettings)
 
+    save_probabilities: bool = False  # probabilities.parquet: the softmax over all classes per image
+    probabilities_dtype: str = "float32"  # float32 | float16
 
 @dataclass
 class FaithfulnessSettings:

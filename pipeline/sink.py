@@ -2,8 +2,9 @@
 
 The run loop hands every batch to a :class:`RowSink` and knows nothing about files. The one sink,
 :class:`ParquetPartsSink`, writes atomic Parquet parts under ``<run>/parts/`` (``samples``, ``errors`` and,
-with ``cam.save_maps``, ``maps``; :mod:`pipeline.reports.parts`) and draws the overlays, on two background
-threads so that the loop goes on with the next batch meanwhile:
+with ``cam.save_maps``, ``maps``; with ``report.save_probabilities``, ``probabilities``;
+:mod:`pipeline.reports.parts`) and draws the overlays, on two background threads so that the loop goes on
+with the next batch meanwhile:
 
 - the **parquet thread** owns every :class:`~pipeline.reports.parts.PartWriter`: it waits for a batch's
   host copy, builds its rows (:mod:`pipeline.rows`), adds them to the parts, counts the non-finite images
@@ -27,6 +28,7 @@ import torch
 
 from pipeline.data.batch import Batch
 from pipeline.data.records import SampleRecord
+from pipeline.export import probabilities
 from pipeline.failure_budget import FailureBudget
 from pipeline.maps.engine import UpsampledMaps
 from pipeline.reports import saved_maps
@@ -53,6 +55,9 @@ class RowSink(Protocol):
 
     def add_maps(self, rows: pa.Table) -> None:
         """Rows of ``maps.parquet`` (:data:`pipeline.reports.saved_maps.MAPS_SCHEMA`); ignored without it."""
+
+    def add_probabilities(self, rows: pa.Table) -> None:
+        """Rows of ``probabilities.parquet`` (:mod:`pipeline.export.probabilities`); ignored without it."""
 
     def done_ids(self) -> set[str]:
         """The samples already written by an earlier invocation (a resume skips them)."""
@@ -97,6 +102,17 @@ class ParquetPartsSink:
             if settings.cam.save_maps
             else None
         )
+        self.probabilities = (
+            PartWriter(
+                self.parts_dir,
+                probabilities.TABLE,
+                probabilities.probabilities_schema(len(setup.classes.names), report.probabilities_dtype),
+                rank,
+                report.rows_per_part,
+            )
+            if report.save_probabilities
+            else None
+        )
         pending = max(1, settings.runtime.writer_queue)
         self.parquet = BackgroundWorker("parquet", pending)
         self.overlays = BackgroundWorker("overlays", pending) if report.overlays != "none" else None
@@ -114,6 +130,10 @@ class ParquetPartsSink:
     def add_maps(self, rows: pa.Table) -> None:
         if self.maps is not None:
             self.parquet.submit(self.maps.add, rows)
+
+    def add_probabilities(self, rows: pa.Table) -> None:
+        if self.probabilities is not None:
+            self.parquet.submit(self.probabilities.add, rows)
 
     def done_ids(self) -> set[str]:
         return done_ids(self.parts_dir)
@@ -147,6 +167,11 @@ class ParquetPartsSink:
         self.budget.non_finite.append(int(pc.sum(table.column("non_finite_output")).as_py() or 0))
         if self.maps is not None:
             self.maps.add(saved_maps.map_rows(table.column("id"), maps.signed_low_res, batch, self.setup.map_names))
+        if self.probabilities is not None:
+            softmax = host.vectors[probabilities.COLUMN]
+            self.probabilities.add(
+                probabilities.probability_rows(table.column("id"), softmax, self.probabilities.schema)
+            )
         self._write_overlay_errors()
         if self.overlays is not None:
             report = self.setup.settings.report
@@ -174,7 +199,7 @@ class ParquetPartsSink:
 
     def _flush(self) -> None:
         """On the parquet thread: every writer's pending rows into a part."""
-        for writer in (self.maps, self.samples, self.errors):
+        for writer in (self.maps, self.probabilities, self.samples, self.errors):
             if writer is not None:
                 writer.flush()
 

@@ -377,6 +377,13 @@ def merge_tables(
         from pipeline.reports.saved_maps import MAPS_SCHEMA
 
         merge_parts(list_parts(parts_dir, "maps"), run_dir / "maps.parquet", MAPS_SCHEMA, metadata)
+    if settings.report.save_probabilities:
+        from pipeline.export import probabilities
+
+        schema = probabilities.probabilities_schema(
+            len(json.loads(metadata["cam_audit.classes"])), settings.report.probabilities_dtype
+        )
+        merge_parts(list_parts(parts_dir, probabilities.TABLE), run_dir / "probabilities.parquet", schema, metadata)
     return n_rows, n_errors
 
 

@@ -15,6 +15,7 @@ BAD_VALUES = {
     "cam.class_score": "probability",
     "scores.space": "stored",
     "report.overlays": "some",
+    "report.probabilities_dtype": "float64",
     "runtime.device": "gpu",
     "runtime.precision": "fp8",
     "runtime.channels_last": "maybe",
