@@ -34,7 +34,8 @@ def fo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("fo-export"))
+    # with probabilities.parquet: the export gives each prediction logits = log p (FiftyOne's brain reads them)
+    return tiny_run(tmp_path_factory.mktemp("fo-export"), **{"report.save_probabilities": "true"})
 
 
 def export(*args: str) -> subprocess.CompletedProcess:
@@ -100,6 +101,7 @@ def test_exporting_again_updates_the_samples_instead_of_adding_them(fo, run_dir)
     tampered = dataset.one(fo.ViewField("audit_id") == "img_00001")
     truth = tampered.triage
     tampered.triage, tampered.ground_truth_boxes = "tampered", None
+    tampered.tags.append("reviewed")  # a reviewer's tag: kept, the sample is updated in place
     tampered.save()
     dataset.delete_samples(dataset.match(fo.ViewField("audit_id") == "img_00002"))
     stray = fo.Sample(filepath=str(run_dir / "stray.jpg"), audit_id="not_in_this_run")
@@ -112,6 +114,7 @@ def test_exporting_again_updates_the_samples_instead_of_adding_them(fo, run_dir)
     assert len(dataset) == 12 and len(set(ids)) == 12 and "not_in_this_run" not in ids
     restored = dataset.one(fo.ViewField("audit_id") == "img_00001")
     assert restored.triage == truth and len(restored.ground_truth_boxes.detections) == 1
+    assert restored.tags == ["reviewed"] and restored.id == tampered.id
 
 
 def test_another_run_under_the_same_name_is_refused_unless_overwritten(fo, run_dir, tmp_path):
@@ -156,3 +159,21 @@ def test_hardness_and_mistakenness_equal_fiftyones_brain_on_the_same_logits(fo):
     np.testing.assert_allclose(ours_h.numpy(), theirs_h, atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(ours_m.numpy(), theirs_m, atol=2e-6, rtol=1e-5)
     assert (logits.argmax(axis=1) == labels).any() and (logits.argmax(axis=1) != labels).any()
+
+
+def test_the_exported_hardness_and_mistakenness_are_what_fiftyones_brain_computes_from_the_run(fo, run_dir):
+    import fiftyone.brain as fob
+
+    assert export(run_dir, "--name", "brain-run").returncode == 0
+    dataset = fo.load_dataset("brain-run")
+    assert all(len(p.logits) == 3 for p in dataset.values("prediction"))  # log of probabilities.parquet
+    fob.compute_hardness(dataset, "prediction", hardness_field="fo_hardness")
+    fob.compute_mistakenness(
+        dataset, "prediction", label_field="ground_truth", mistakenness_field="fo_mistakenness", use_logits=True
+    )
+    ours = np.array(dataset.values("hardness")), np.array(dataset.values("mistakenness"))
+    theirs = np.array(dataset.values("fo_hardness")), np.array(dataset.values("fo_mistakenness"))
+    np.testing.assert_allclose(ours[0], theirs[0], atol=1e-5)  # float32 on the device against float64
+    np.testing.assert_allclose(ours[1], theirs[1], atol=1e-5)
+    correct = np.array(dataset.values("correct"))
+    assert ((ours[1] > 0.5) == ~correct).all()
