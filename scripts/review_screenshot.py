@@ -2,7 +2,7 @@
 
     python scripts/review_screenshot.py RUN_DIR [--out docs/review-page.png] [--width 1280] [--height 1600]
 
-Opens ``RUN_DIR/review.html`` in Debian's Chromium (``pipeline.reports.browser``), waits for the
+Opens ``RUN_DIR/review.html`` in Debian's Chromium (``tests/browser.py``), waits for the
 pictures of the first screen, and writes a PNG of the top ``--height`` pixels, scaled by ``--scale``
 and saved with the strongest PNG compression so that it stays small enough to commit.
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.reports.browser import headless_chromium  # noqa: E402
+from tests.browser import headless_chromium  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

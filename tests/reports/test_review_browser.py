@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 
-from pipeline.reports.browser import find_chromium
+from tests.browser import find_chromium
 from tests.helpers_corpus import base_overrides, good_dataset, run_in_process, write_classes
 
 EVIL = "<script>document.title='pwned';window.pwned=1</script>"
@@ -40,7 +40,7 @@ def _browser_or_skip():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the browser test: {missing}")
         pytest.skip(missing)
-    from pipeline.reports.browser import headless_chromium
+    from tests.browser import headless_chromium
 
     return headless_chromium(*WINDOW)
 
