@@ -1,9 +1,10 @@
-"""Print the README's data dictionary: every column of samples.parquet, classes.parquet and errors.parquet,
-its Arrow type and its description, from the same schema code the run writes its tables with.
+"""The data dictionary of docs/data-dictionary.md: every column of samples.parquet, classes.parquet and
+errors.parquet, its Arrow type and its description, from the same schema code the run writes its tables with.
 
-    python scripts/data_dictionary.py          # the Markdown block, as it stands in the README
+    python scripts/data_dictionary.py          # print the Markdown block, as it stands in docs/data-dictionary.md
+    python scripts/data_dictionary.py --write  # replace the block in docs/data-dictionary.md with it
 
-``tests/reports/test_data_dictionary.py`` checks that the README holds exactly this output.
+``tests/reports/test_data_dictionary.py`` checks that docs/data-dictionary.md holds exactly this output.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.scores.registry import tau_key  # noqa: E402
 from pipeline.settings import settings_from_config  # noqa: E402
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "data-dictionary.md"
 START, END = "<!-- data-dictionary:start -->", "<!-- data-dictionary:end -->"
 
 
@@ -83,5 +85,15 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+def write(path: Path = DOC) -> None:
+    """Replace the block between the two markers in ``path`` with the generated one."""
+    text = path.read_text()
+    start, end = text.index(START), text.index(END) + len(END)
+    path.write_text(text[:start] + markdown() + text[end:])
+
+
 if __name__ == "__main__":
-    print(markdown())
+    if sys.argv[1:] == ["--write"]:
+        write()
+    else:
+        print(markdown())
