@@ -41,55 +41,14 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
         except (ValueError, FileNotFoundError) as error:
             raise ConfigError("model.checkpoint", str(error).splitlines()[0]) from error
     try:
-        if model_cfg.get("_target_"):
-            import hydra.utils
-
-            module = hydra.utils.instantiate({"_target_": model_cfg._target_, **(model_cfg.get("kwargs") or {})})
-            built = BuiltModel(module)
-        elif name == "default":
-            built = _build_default(cache_dir, data_cfg)
-        elif name.startswith("timm:"):
-            module = build_timm(name[len("timm:") :], model_cfg.get("num_classes") or None)
-            cfg = getattr(module, "pretrained_cfg", {}) or {}
-            built = BuiltModel(
-                module,
-                mean=tuple(cfg["mean"]) if "mean" in cfg else None,
-                std=tuple(cfg["std"]) if "std" in cfg else None,
-                preprocess=timm_preprocess(cfg),
-                preprocess_source=f"timm pretrained_cfg of {name[len('timm:') :]}",
-                classes=timm_classes(module),
-            )
-        else:
-            state_classes = infer_num_classes(state) if state is not None else None
-            module = build_torchvision(name, model_cfg.get("num_classes") or state_classes, model_cfg.get("weights"))
-            built = BuiltModel(module)
-            if model_cfg.get("weights"):
-                chosen = torchvision_weights(name, str(model_cfg.weights))
-                built.preprocess, built.mean, built.std = torchvision_preprocess(chosen)
-                built.classes = torchvision_classes(chosen)
-                built.preprocess_source = f"torchvision weights {name} {chosen.name}"
+        built = _build_architecture(model_cfg, name, cache_dir, data_cfg, state)
     except ConfigError:
         raise
     except (ValueError, KeyError, ImportError, FileNotFoundError) as error:
         raise ConfigError("model.name", str(error)) from error
     random_weights = _random_weights(model_cfg, name)  # after the name is known to be a model
     if state is not None:
-        try:
-            load_weights_into(built.module, state, by_position=bool(model_cfg.get("load_by_position")))
-        except (ValueError, RuntimeError) as error:
-            raise ConfigError("model.checkpoint", str(error).splitlines()[0]) from error
-        built.info["checkpoint"] = str(model_cfg.checkpoint)
-        # A checkpoint that states its classes or preprocessing describes these very weights: it wins.
-        stated_classes, stated_preprocess = checkpoint_classes(extra), checkpoint_preprocess(extra)
-        if stated_classes:
-            built.classes, built.classes_bind = stated_classes, True
-        # Its preprocessing replaces the architecture's as a whole: a size from one and a crop ratio from the
-        # other would describe neither.
-        if stated_preprocess:
-            built.preprocess = stated_preprocess
-            built.preprocess_source = f"checkpoint {model_cfg.checkpoint}"
-        if "mean" in extra and "std" in extra:
-            built.mean, built.std = tuple(extra["mean"]), tuple(extra["std"])
+        _load_checkpoint(built, model_cfg, state, extra)
     if model_cfg.get("mean"):
         built.mean = tuple(model_cfg.mean)
     if model_cfg.get("std"):
@@ -99,6 +58,57 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
     built.info["name"] = name
     built.info["random_weights"] = random_weights
     return built
+
+
+def _build_architecture(model_cfg, name: str, cache_dir: Path, data_cfg, state) -> BuiltModel:
+    """The module and what its source says about it: a ``_target_``, the built-in default, ``timm:<arch>``
+    or a torchvision architecture (sized from the checkpoint's ``state`` when ``num_classes`` is not set)."""
+    if model_cfg.get("_target_"):
+        import hydra.utils
+
+        return BuiltModel(hydra.utils.instantiate({"_target_": model_cfg._target_, **(model_cfg.get("kwargs") or {})}))
+    if name == "default":
+        return _build_default(cache_dir, data_cfg)
+    if name.startswith("timm:"):
+        module = build_timm(name[len("timm:") :], model_cfg.get("num_classes") or None)
+        cfg = getattr(module, "pretrained_cfg", {}) or {}
+        return BuiltModel(
+            module,
+            mean=tuple(cfg["mean"]) if "mean" in cfg else None,
+            std=tuple(cfg["std"]) if "std" in cfg else None,
+            preprocess=timm_preprocess(cfg),
+            preprocess_source=f"timm pretrained_cfg of {name[len('timm:') :]}",
+            classes=timm_classes(module),
+        )
+    state_classes = infer_num_classes(state) if state is not None else None
+    module = build_torchvision(name, model_cfg.get("num_classes") or state_classes, model_cfg.get("weights"))
+    built = BuiltModel(module)
+    if model_cfg.get("weights"):
+        chosen = torchvision_weights(name, str(model_cfg.weights))
+        built.preprocess, built.mean, built.std = torchvision_preprocess(chosen)
+        built.classes = torchvision_classes(chosen)
+        built.preprocess_source = f"torchvision weights {name} {chosen.name}"
+    return built
+
+
+def _load_checkpoint(built: BuiltModel, model_cfg, state: dict, extra: dict) -> None:
+    """Load ``state`` into the module; what the checkpoint states about its classes, preprocessing and
+    normalisation describes these very weights, so it wins over the architecture's."""
+    try:
+        load_weights_into(built.module, state, by_position=bool(model_cfg.get("load_by_position")))
+    except (ValueError, RuntimeError) as error:
+        raise ConfigError("model.checkpoint", str(error).splitlines()[0]) from error
+    built.info["checkpoint"] = str(model_cfg.checkpoint)
+    stated_classes, stated_preprocess = checkpoint_classes(extra), checkpoint_preprocess(extra)
+    if stated_classes:
+        built.classes, built.classes_bind = stated_classes, True
+    # Its preprocessing replaces the architecture's as a whole: a size from one and a crop ratio from the
+    # other would describe neither.
+    if stated_preprocess:
+        built.preprocess = stated_preprocess
+        built.preprocess_source = f"checkpoint {model_cfg.checkpoint}"
+    if "mean" in extra and "std" in extra:
+        built.mean, built.std = tuple(extra["mean"]), tuple(extra["std"])
 
 
 def _random_weights(model_cfg, name: str) -> bool | None:

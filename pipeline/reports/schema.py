@@ -166,62 +166,82 @@ def pandas_metadata(schema: pa.Schema, extension_dtypes: dict[str, str]) -> byte
 
 def samples_schema(setup, settings: Settings) -> pa.Schema:
     """The schema of the samples table for this run (fixed by the ``settings`` and ``setup.map_names`` /
-    ``setup.metadata``, so parts of a resumed run match). Every field has a ``description`` in its metadata; flags with undefined values are
-    nullable booleans (pandas reads them as ``boolean``), missing numbers are null."""
+    ``setup.metadata``, so parts of a resumed run match). Every field has a ``description`` in its metadata;
+    flags with undefined values are nullable booleans (pandas reads them as ``boolean``), missing numbers
+    are null."""
     fields = [pa.field(name, dtype, metadata={"description": IDENTITY_DESCRIPTIONS[name]}) for name, dtype in IDENTITY]
-    extension: dict[str, str] = {}
+    columns = map_columns(setup.map_names, settings) + per_image_columns(settings)
+    if setup.metadata is not None:
+        taken = {f.name for f in fields} | {name for name, _, _, _ in columns}
+        columns += [
+            (column, dtype, METADATA_DESCRIPTION, pandas_dtype)
+            for column, (dtype, pandas_dtype) in metadata_arrow_types(setup.metadata).items()
+            if column not in taken
+        ]
+    fields += [pa.field(name, dtype, metadata={"description": about}) for name, dtype, about, _ in columns]
+    extension = {name: pandas_dtype for name, _, _, pandas_dtype in columns if pandas_dtype}
+    schema = pa.schema(fields)
+    return schema.with_metadata({b"pandas": pandas_metadata(schema, extension)})
 
-    def add(name: str, dtype: pa.DataType, description: str) -> None:
-        fields.append(pa.field(name, dtype, metadata={"description": description}))
 
-    prefixes = [""] + (["neg_"] if settings.cam.negative else [])
-    for prefix in prefixes:
-        for name in setup.map_names:
+# (name, Arrow type, description, pandas extension dtype or None): one column of the samples table.
+Column = tuple[str, pa.DataType, str, "str | None"]
+
+
+def map_columns(map_names: list[str], settings: Settings) -> list[Column]:
+    """Every map's columns: its class (top-k maps), emptiness, raw maximum and every score of the registry,
+    for the positive maps and with ``cam.negative`` the ``neg_`` ones. A 1 / 0 / NaN score is a boolean
+    with nulls (pandas ``boolean``)."""
+    columns: list[Column] = []
+    for prefix in [""] + (["neg_"] if settings.cam.negative else []):
+        for name in map_names:
             map_name = f"{prefix}{name}"
             about = map_description(map_name)
             if name.startswith("top"):
-                add(f"{map_name}_class", pa.int32(), f"{MAP_COLUMN_DESCRIPTIONS['class']}; {about}")
-                add(f"{map_name}_class_name", pa.string(), f"{MAP_COLUMN_DESCRIPTIONS['class_name']}; {about}")
-                add(f"{map_name}_prob", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['prob']}; {about}")
-            add(f"{map_name}_empty", pa.bool_(), f"{MAP_COLUMN_DESCRIPTIONS['empty']}; {about}")
-            add(f"{map_name}_map_max", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['map_max']}; {about}")
+                columns += [
+                    (f"{map_name}_class", pa.int32(), f"{MAP_COLUMN_DESCRIPTIONS['class']}; {about}", None),
+                    (f"{map_name}_class_name", pa.string(), f"{MAP_COLUMN_DESCRIPTIONS['class_name']}; {about}", None),
+                    (f"{map_name}_prob", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['prob']}; {about}", None),
+                ]
+            columns += [
+                (f"{map_name}_empty", pa.bool_(), f"{MAP_COLUMN_DESCRIPTIONS['empty']}; {about}", None),
+                (f"{map_name}_map_max", pa.float32(), f"{MAP_COLUMN_DESCRIPTIONS['map_max']}; {about}", None),
+            ]
             for score, dtype in score_fields(settings.scores.taus):
-                column = f"{map_name}_{score}"
-                if pa.types.is_boolean(dtype):  # 1 / 0 / NaN from the score function: a boolean with nulls
-                    add(column, pa.bool_(), f"{registry.describe(score)}; {about}")
-                    extension[column] = "boolean"
-                else:
-                    add(column, dtype, f"{registry.describe(score)}; {about}")  # peaks too: null for an empty map
+                boolean = pa.types.is_boolean(dtype)  # peaks and boxes too: null for an empty map
+                columns.append(
+                    (
+                        f"{map_name}_{score}",
+                        dtype,
+                        f"{registry.describe(score)}; {about}",
+                        "boolean" if boolean else None,
+                    )
+                )
+    return columns
+
+
+def per_image_columns(settings: Settings) -> list[Column]:
+    """The per-image vectors and extras the settings switch on: the MaxBoxAccV2 state, the off-box grid, the
+    strategy grid and the faithfulness columns."""
+    columns: list[Column] = []
     if settings.scores.maxboxacc.enabled:
-        add(
-            "true_maxboxacc_best_iou",
-            pa.list_(pa.float32(), settings.scores.maxboxacc.thresholds),
-            MAXBOXACC_DESCRIPTION,
-        )
+        thresholds = settings.scores.maxboxacc.thresholds
+        columns.append(("true_maxboxacc_best_iou", pa.list_(pa.float32(), thresholds), MAXBOXACC_DESCRIPTION, None))
     grid = settings.report.shortcuts.grid
     if grid > 0:
-        add(
-            GRID_COLUMN,
-            pa.list_(pa.float32(), grid * grid),
+        about = (
             "the predicted-class map's energy outside the boxes per cell of a "
-            "grid x grid partition of the network input (row-major; report.shortcuts.grid)",
+            "grid x grid partition of the network input (row-major; report.shortcuts.grid)"
         )
+        columns.append((GRID_COLUMN, pa.list_(pa.float32(), grid * grid), about, None))
     strategy_grid = settings.report.strategies.grid
     if strategy_grid > 0:
-        add(MAP_GRID_COLUMN, pa.list_(pa.float32(), strategy_grid * strategy_grid), MAP_GRID_DESCRIPTION)
+        columns.append(
+            (MAP_GRID_COLUMN, pa.list_(pa.float32(), strategy_grid * strategy_grid), MAP_GRID_DESCRIPTION, None)
+        )
     for name, dtype, description in faithfulness_fields(settings.faithfulness):
-        add(name, dtype, description)
-        if pa.types.is_boolean(dtype):
-            extension[name] = "boolean"
-    if setup.metadata is not None:
-        taken = {f.name for f in fields}
-        for column, (dtype, pandas_dtype) in metadata_arrow_types(setup.metadata).items():
-            if column not in taken:
-                add(column, dtype, METADATA_DESCRIPTION)
-                if pandas_dtype:
-                    extension[column] = pandas_dtype
-    schema = pa.schema(fields)
-    return schema.with_metadata({b"pandas": pandas_metadata(schema, extension)})
+        columns.append((name, dtype, description, "boolean" if pa.types.is_boolean(dtype) else None))
+    return columns
 
 
 def is_metadata_field(field: pa.Field) -> bool:
