@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Nightly audit that a bad night cannot pass (README "Nightly job").
+# Nightly audit that a bad night cannot pass (docs/compare-and-nightly.md, "Nightly job").
 #
 #   scripts/nightly.sh              audit tonight into $NIGHTLY_ROOT/<UTC date>/, then compare it
 #                                   1. with the PINNED REFERENCE ($NIGHTLY_ROOT/REFERENCE names it): a regression
@@ -14,7 +14,7 @@
 # events (runtime.log_format=json), compare's verdicts (event "compare": compare.json with verdict, tripped and
 # the numbers) and this script's own events ("nightly_start", "reference_pinned", "nightly_end", "error").
 #
-# Exit status (the README's "Exit statuses" table):
+# Exit status (the "Exit statuses" table of docs/usage.md):
 #   0    the audit finished and every gate passed against the reference and against last night
 #   1    a compare gate tripped (against the reference or last night; the "compare" lines say which)
 #   2    configuration or usage error: a bad option of the audit or of compare, a folder that already holds a

@@ -164,13 +164,13 @@ def test_a_night_with_a_third_of_the_images_fails_the_coverage_gate(nights):
     assert summary["images"] == 4  # the audit itself finished: only the gate sees the missing images
 
 
-def test_the_exit_statuses_are_the_readme_table():
-    """The script's comment listed exit 4 as "unexpected" while the README's table says 4 is a full disk."""
+def test_the_exit_statuses_are_the_documented_table():
+    """The script's comment and the "Exit statuses" table of docs/usage.md agree (4 is a full disk, not "unexpected")."""
     text = SCRIPT.read_text()
     block = text.split("# Exit status", 1)[1].split("# Environment", 1)[0]
     script = {int(m[1]): m[2] for m in re.finditer(r"^#   (\d+)\s+(.+)$", block, re.M)}
-    readme = (MAIN / "README.md").read_text().split("### Exit statuses", 1)[1].split("\n\n", 2)[1]
-    table = {int(m[1]): m[2] for m in re.finditer(r"^\| (\d+) \| (.+) \|$", readme, re.M)}
+    doc = (MAIN / "docs" / "usage.md").read_text().split("### Exit statuses", 1)[1].split("\n\n", 2)[1]
+    table = {int(m[1]): m[2] for m in re.finditer(r"^\| (\d+) \| (.+) \|$", doc, re.M)}
     assert set(script) | {143} == set(table)  # 143 is on the line of 130 in the script
     assert "143 terminated" in script[130]
     for code, word in ((1, "gate"), (2, "configuration"), (3, "failed"), (4, "disk is full"), (5, "unexpected")):

@@ -72,7 +72,7 @@ def test_a_retyped_option_that_differs_is_refused_naming_it(started):
 
 
 def test_a_sweep_job_named_by_its_overrides_resumes(tmp_path):
-    """The README's sweep: folders named by hydra.job.override_dirname (`cam.method=layercam,data.limit=4`).
+    """The sweep of docs/scaling.md: folders named by hydra.job.override_dirname (`cam.method=layercam,data.limit=4`).
     Resuming one failed with "mismatched input '='": the folder name was parsed as overrides."""
     good_dataset(tmp_path / "data", 6)
     overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 1})

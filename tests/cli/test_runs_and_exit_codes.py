@@ -137,8 +137,8 @@ def test_an_unexpected_error_exits_4_not_1(monkeypatch, tmp_path, capsys):
     )  # accepted: the log has the traceback
 
 
-def test_exit_code_table_is_in_the_readme():
-    readme = (MAIN / "README.md").read_text()
+def test_exit_code_table_is_in_the_docs():
+    doc = (MAIN / "docs" / "usage.md").read_text()
     for name, code in vars(ExitCode).items():
         if not name.startswith("_"):
-            assert f"| {code} |" in readme, name
+            assert f"| {code} |" in doc, name
