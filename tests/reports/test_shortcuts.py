@@ -73,7 +73,7 @@ def peak_off_object(frame, rows, share, rng):
 def test_false_alarm_rate_is_at_most_alpha_under_the_null(off_peak_rate):
     """100 audits in which the predicted class says nothing about whether the maps peak off the object:
     flagged in at most alpha + 2.5 standard errors of them (min_effect 0, so the test alone decides).
-    1,000 such audits at alpha 0.01 (4,000 shuffles) gave 0.4 % (rate 0.05) and 0.7 % (rate 0.3), see the README."""
+    1,000 such audits at alpha 0.01 (4,000 shuffles) gave 0.4 % (rate 0.05) and 0.7 % (rate 0.3), see docs/findings.md."""
     rng = np.random.default_rng(3)
     settings = ShortcutSettings(alpha=0.05, min_effect=0.0, permutations=2000)
     alarms = [
