@@ -3,8 +3,11 @@
 A run writes ``parts/<table>-r<rank>-<seq>.parquet``: each part is written to a temporary name and
 renamed into place, so every file on disk is complete and readable at all times, a killed run loses at
 most the rows it had not flushed, and a resumed run knows exactly which samples are done. Each rank of a
-multi-process run writes its own parts (``rank`` in the name). ``merge_parts`` streams the parts into one
-file, one row group per part, without holding the table in memory.
+multi-process run writes its own parts (``rank`` in the name); each shard of a sharded run (``runtime.shards``,
+:mod:`pipeline.shards`) writes into its own folder ``parts/shard-<NNN>/``, and :func:`list_parts` of ``parts/``
+lists those too. ``merge_parts`` writes the parts into one file in id order: streamed, one row group per part,
+without holding the table in memory when the parts are in id order already (one process); sorted in memory
+when they are not (ranks and shards interleave the ids), so that every way of running gives the same table.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import re
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
 
 PART_PATTERN = re.compile(r"^(?P<table>[a-z_]+)-r(?P<rank>\d+)-(?P<seq>\d+)\.parquet$")
+SHARD_FOLDER = re.compile(r"^shard-(?P<shard>\d+)$")  # parts/shard-003/: the parts of shard 3 (pipeline.shards)
+SORTED_ROWS_PER_GROUP = 16384  # row groups of a table merge_parts had to sort
 
 
 class DamagedPart(Exception):
@@ -77,14 +83,21 @@ class PartWriter:
 
 
 def list_parts(parts_dir: Path, table: str) -> list[Path]:
-    """The complete parts of ``table``, in (rank, seq) order; temporary files are ignored."""
+    """The complete parts of ``table`` in ``parts_dir`` and in its shard folders (``shard-<NNN>/``), in
+    (shard, rank, seq) order, ``parts_dir``'s own first; temporary files are ignored."""
     if not parts_dir.is_dir():
         return []
     found = []
     for path in parts_dir.iterdir():
         match = PART_PATTERN.match(path.name)
         if match and match["table"] == table:
-            found.append(((int(match["rank"]), int(match["seq"])), path))
+            found.append(((-1, int(match["rank"]), int(match["seq"])), path))
+        shard = SHARD_FOLDER.match(path.name)
+        if shard and path.is_dir():
+            for inner in path.iterdir():
+                match = PART_PATTERN.match(inner.name)
+                if match and match["table"] == table:
+                    found.append(((int(shard["shard"]), int(match["rank"]), int(match["seq"])), inner))
     return [path for _, path in sorted(found)]
 
 
@@ -127,17 +140,36 @@ def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
         raise DamagedPart(path, error) from error
 
 
+def id_order(parts: list[Path], column: str = "id") -> pa.Array | None:
+    """The positions that put the rows of ``parts`` (concatenated) in ``column`` order, stable; None when they
+    are in that order already (one process writes its parts in the index's id order)."""
+    ids = pa.chunked_array([read_part(path, [column]).column(column) for path in parts], pa.string())
+    if len(ids) < 2:
+        return None
+    if pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py():
+        return None
+    return pc.sort_indices(ids)  # stable: rows of one id keep their parts' order
+
+
 def merge_parts(parts: list[Path], out: Path, schema: pa.Schema, metadata: dict[str, str]) -> int:
-    """Stream ``parts`` into ``out`` (atomically), one row group per part, with ``metadata`` in the
-    schema. Returns the row count."""
+    """Write ``parts`` into ``out`` (atomically) with ``metadata`` in the schema, in id order when the schema
+    has an ``id`` column (:func:`id_order`): streamed one row group per part when they are in that order
+    already, sorted in memory otherwise (the rows of several ranks or shards). Returns the row count."""
     schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
+    order = id_order(parts) if parts and "id" in schema.names else None
     rows = 0
     # whatever fails (a damaged part, a full disk), the temporary file does not stay in the run folder
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for path in parts:
-            table = read_part(path).select(schema.names).cast(schema)
-            writer.write_table(table)
-            rows += table.num_rows
+        if order is None:
+            for path in parts:
+                table = read_part(path).select(schema.names).cast(schema)
+                writer.write_table(table)
+                rows += table.num_rows
+        else:
+            table = pa.concat_tables([read_part(path).select(schema.names).cast(schema) for path in parts])
+            for start in range(0, len(order), SORTED_ROWS_PER_GROUP):
+                writer.write_table(table.take(order[start : start + SORTED_ROWS_PER_GROUP]))
+            rows = table.num_rows
         if not parts:
             writer.write_table(schema.empty_table())
     return rows
@@ -147,11 +179,14 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
     """Delete the temporary files an interrupted run left: half-written parts (``parts/.*.tmp-PID``), a
     half-merged table (``.samples.parquet.tmp-PID``), half-written overlays and thumbnails
     (``overlays/.*.tmp-PID``, ``overlays/thumbs/.*.tmp-PID``) and hot-spot pictures (``shortcuts/``).
-    None of them is ever complete; call it only while holding the run folder (resume). Returns them."""
+    None of them is ever complete; call it only while holding the run folder (resume, the merge of a sharded
+    run: its shards' folders ``parts/shard-<NNN>/`` too). Returns them."""
     removed = []
+    shard_folders = sorted((run_dir / "parts").glob("shard-*"))
     for folder in (
         run_dir,
         run_dir / "parts",
+        *shard_folders,
         run_dir / "overlays",
         run_dir / "overlays" / "thumbs",
         run_dir / "shortcuts",
