@@ -27,6 +27,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy pipeline
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)
