@@ -6,7 +6,9 @@
   folder. The kernel drops the lock when its process dies, so a lock file left by a killed run is stale:
   the next run takes it over. Where ``flock`` is not supported (some network file systems), the pid and
   host are checked instead: a live pid on this host holds the folder, a dead one is stale, and another
-  host's lock must be removed by hand.
+  host's lock must be removed by hand. The shards of a sharded run (:mod:`pipeline.shards`) hold the
+  folder's lock *shared* (they run at once; a run or a merge, which take it exclusively, is refused while
+  any of them runs) and each its own exclusive lock in ``parts/shard-<NNN>/``.
 - **Fingerprint**: everything that decides which rows a run holds and what they mean, stored as
   ``parts/fingerprint.json`` beside the parts: the whole effective configuration except what only decides
   where and how the run executes (``runtime.*`` but the precision, ``cache_dir``, ``resume``) or only shapes
@@ -52,19 +54,25 @@ FINGERPRINT_NAME = "fingerprint.json"
 # What the fingerprint holds: 2 since the whole configuration and the contents (classes, dataset, boxes) are in
 # it. A stored fingerprint without it was written by an older version: the keys it lacks cannot be checked.
 VERSION_KEY, FINGERPRINT_VERSION = "fingerprint_version", 2
+# A sharded run's fingerprint also holds the resolved configuration its shards ran with (pipeline.shards), for
+# the merge to build the same set-up; it is not compared.
+RECORDED_CONFIG_KEY = "recorded_config"
 
 
 @dataclass
 class RunLock:
-    """An exclusive hold on a run folder; :meth:`release` (or process death) gives it up."""
+    """A hold on a run folder; :meth:`release` (or process death) gives it up."""
 
     path: Path
     fd: int
+    shared: bool = False  # held with other processes (the shards of a run): the file is theirs too
 
     def release(self) -> None:
-        """Remove the lock file and drop the lock (unlink first: a waiting run then creates a fresh file)."""
+        """Drop the lock; an exclusive holder removes the lock file first (a waiting run then creates a fresh
+        file), a shared one leaves it to the others that may still hold it."""
         try:
-            self.path.unlink(missing_ok=True)
+            if not self.shared:
+                self.path.unlink(missing_ok=True)
         finally:
             os.close(self.fd)
 
@@ -78,6 +86,8 @@ def _holder(path: Path) -> dict:
 
 
 def _describe(holder: dict) -> str:
+    if not holder:  # shared holders write nothing: the shards of a sharded run
+        return "the shards of a sharded run (runtime.shards), or a run starting"
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
 
 
@@ -91,10 +101,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def acquire_lock(run_dir: Path) -> RunLock:
-    """Take the run folder for this process, or raise ConfigError (``hydra.run.dir``) naming the holder.
+def acquire_lock(run_dir: Path, shared: bool = False, option: str = "hydra.run.dir", what: str = "") -> RunLock:
+    """Take the run folder for this process, or raise ConfigError (``option``) naming the holder.
 
-    A refusal leaves the folder as it was (the holder's lock file is only read).
+    ``shared``: held together with other shared holders (the shards of a run), refused while an exclusive
+    holder has it and refusing one meanwhile; a shared holder writes nothing into the file. ``what`` names
+    the folder in the refusal (``shard 3 of <run>``). A refusal leaves the folder as it was (the holder's lock
+    file is only read).
     """
     path = run_dir / LOCK_NAME
     while True:
@@ -106,12 +119,12 @@ def acquire_lock(run_dir: Path) -> RunLock:
                 "hydra.run.dir", f"output folder {str(run_dir)!r} cannot be written ({error.strerror or error})"
             ) from error
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise ConfigError(
-                "hydra.run.dir",
-                f"{run_dir} is in use by another run ({_describe(_holder(path))}); wait for it "
+                option,
+                f"{what or run_dir} is in use by another run ({_describe(_holder(path))}); wait for it "
                 "to finish, or choose another hydra.run.dir",
             ) from None
         except OSError as error:
@@ -126,6 +139,9 @@ def acquire_lock(run_dir: Path) -> RunLock:
         if same:
             break
         os.close(fd)
+    if shared:  # what an exclusive holder killed earlier wrote would name it as the holder
+        os.ftruncate(fd, 0)
+        return RunLock(path, fd, shared=True)
     payload = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -247,6 +263,9 @@ def run_fingerprint(cfg: DictConfig, setup) -> dict[str, object]:
     # resolved: runtime.precision=auto is bf16 on CUDA and fp32 on the CPU, so the option alone would let a
     # run started on the CPU be resumed on a GPU with bf16 rows after fp32 ones
     out["runtime.precision"] = str(setup.precision)
+    shards = int(OmegaConf.select(cfg, "runtime.shards", default=1) or 1)
+    if shards > 1:  # which samples a shard audits depends on it (pipeline.shards); unsharded runs keep no key
+        out["runtime.shards"] = shards
     out[VERSION_KEY] = FINGERPRINT_VERSION
     return json.loads(json.dumps(out, default=str))  # plain JSON values, as they read back from the file
 
@@ -276,6 +295,7 @@ def check_fingerprint(parts_dir: Path, fingerprint: dict[str, object], unchecked
             f"{path} cannot be read ({error}); remove it only if you are sure this resume uses the "
             "configuration the parts were made with",
         ) from error
+    stored.pop(RECORDED_CONFIG_KEY, None)  # what the shards ran with, for their merge: not compared
     unrecorded = sorted(set(fingerprint) - set(stored)) if VERSION_KEY not in stored else []
     warnings = []
     if unrecorded:
@@ -317,6 +337,23 @@ def store_fingerprint(parts_dir: Path, fingerprint: dict[str, object]) -> None:
     """Write ``parts/fingerprint.json`` (atomically) before the first part."""
     parts_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(parts_dir / FINGERPRINT_NAME, json.dumps(fingerprint, indent=1, sort_keys=True))
+
+
+def create_fingerprint(parts_dir: Path, record: dict[str, object]) -> bool:
+    """Write ``parts/fingerprint.json`` only when there is none, atomically: written to a temporary file,
+    then hard-linked into place (a link never replaces a file, also over NFS). True when this call wrote it,
+    False when another process had (the shards of one run start at once: one of them writes it)."""
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    path = parts_dir / FINGERPRINT_NAME
+    temporary = parts_dir / f".{FINGERPRINT_NAME}.tmp-{os.getpid()}"
+    temporary.write_text(json.dumps(record, indent=1, sort_keys=True))
+    try:
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def check_part_layout(parts: list[Path], schema: pa.Schema) -> None:
