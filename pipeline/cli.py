@@ -1,5 +1,6 @@
 """Command line: ``python -m pipeline [hydra overrides]`` or ``cam-audit [overrides]``; ``cam-audit compare ...``
-(or ``cam-audit-compare``) compares two finished audits (:mod:`pipeline.reports.compare`).
+(or ``cam-audit-compare``) compares two finished audits (:mod:`pipeline.reports.compare`); ``cam-audit merge RUN``
+writes the report of a sharded run (:mod:`pipeline.merge`).
 
 Exit statuses (:class:`pipeline.errors.ExitCode`, the README's table): 0 done; 2 a configuration error (ours
 or Hydra's own, e.g. an unknown key or option), one line naming the option, before any work (``runtime.debug=true``
@@ -112,7 +113,11 @@ def _main(cfg: DictConfig) -> None:
             f"cam-audit: configuration error: runtime.log_format: unknown format {log_format!r}; use text or json",
             ExitCode.CONFIG,
         )
-    logs.configure(log_format, run_dir / f"{hydra_cfg.job.name}.log")
+    shared = unshared_shard_folder(hydra_cfg, cfg)
+    if shared:
+        logs.configure(log_format, None)
+        fail(f"cam-audit: configuration error: {shared}", ExitCode.CONFIG)
+    logs.configure(log_format, run_dir / job_log_name(hydra_cfg.job.name, cfg))
     created = _existing_ancestor if hydra_cfg.mode == RunMode.RUN else None
     accepted = False
 
@@ -156,13 +161,13 @@ def _main(cfg: DictConfig) -> None:
             # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
             fail(
                 f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
-                f"free space, then run again with {resume_command(run_dir)}",
+                f"free space, then run again with {resume_command(run_dir, cfg)}",
                 ExitCode.DISK_FULL,
             )
         if isinstance(error, Terminated) or _terminated:  # (or an error of the stop itself: a killed loader worker)
-            fail(f"cam-audit: terminated (SIGTERM); continue with {resume_command(run_dir)}", ExitCode.TERMINATED)
+            fail(f"cam-audit: terminated (SIGTERM); continue with {resume_command(run_dir, cfg)}", ExitCode.TERMINATED)
         if isinstance(error, KeyboardInterrupt):
-            fail(f"cam-audit: interrupted; continue with {resume_command(run_dir)}", ExitCode.INTERRUPTED)
+            fail(f"cam-audit: interrupted; continue with {resume_command(run_dir, cfg)}", ExitCode.INTERRUPTED)
         if isinstance(error, Exception):
             logger.error(
                 "cam-audit: unexpected error (a bug; please report it with this traceback): %s: %s",
@@ -174,6 +179,29 @@ def _main(cfg: DictConfig) -> None:
             logging.shutdown()
             sys.exit(ExitCode.INTERNAL)
         raise  # SystemExit
+
+
+def job_log_name(job_name: str, cfg: DictConfig) -> str:
+    """The job log's file name: ``cam-audit.log``; a shard's ``cam-audit-shard-<NNN>.log`` (the shards of a
+    run write into one folder at once, from several hosts: one file each)."""
+    shards = int(cfg.runtime.get("shards", 1) or 1)
+    return f"{job_name}-shard-{int(cfg.runtime.get('shard', 0)):03d}.log" if shards > 1 else f"{job_name}.log"
+
+
+def unshared_shard_folder(hydra_cfg, cfg: DictConfig) -> str | None:
+    """In a multirun the shards of one run must write into one folder, but Hydra gives every job its own
+    (``hydra.sweep.subdir``, by default the job's number): the refusal's text when this job's folder is named
+    after its number or its shard, None when it is not (or the run is not sharded, or not a multirun)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN or int(cfg.runtime.get("shards", 1) or 1) < 2:
+        return None
+    subdir = str(hydra_cfg.sweep.subdir)
+    if subdir != str(hydra_cfg.job.num) and "runtime.shard=" not in subdir:
+        return None
+    return (
+        f"hydra.sweep.subdir: the shards of a run must share one folder, but this job's is {subdir!r} (one per "
+        "job); add hydra.sweep.subdir=. (the run folder is then hydra.sweep.dir), or leave runtime.shard out of "
+        "its name ('hydra.job.config.override_dirname.exclude_keys=[runtime.shard]')"
+    )
 
 
 def resume_overrides(run_dir: Path, typed: list[str]) -> list[str]:
@@ -222,9 +250,14 @@ def quote_run_dir(argv: list[str]) -> list[str]:
     return out
 
 
-def resume_command(run_dir: Path) -> str:
-    """The options that continue the run in ``run_dir``, as one pastes them into a shell."""
-    return f"{shlex.quote(f'hydra.run.dir={run_dir}')} resume=true"
+def resume_command(run_dir: Path, cfg: DictConfig | None = None) -> str:
+    """The options that continue the run in ``run_dir``, as one pastes them into a shell; a shard's name its
+    shard (the folder's recorded options are another shard's)."""
+    command = f"{shlex.quote(f'hydra.run.dir={run_dir}')} resume=true"
+    shards = int(cfg.runtime.get("shards", 1) or 1) if cfg is not None else 1
+    if shards > 1:
+        command += f" runtime.shards={shards} runtime.shard={int(cfg.runtime.get('shard', 0))}"
+    return command
 
 
 def on_sigterm(signum, frame) -> None:
@@ -279,6 +312,9 @@ def composition_error_message(error: Exception) -> str:
         offered = (
             message.split("Available options in", 1)[-1].split(":", 1)[-1].strip() if "Available" in message else ""
         )
+        if group == "hydra/launcher" and given.startswith("submitit"):  # conf/hydra/launcher/shards_*.yaml need it
+            offered = "install the slurm extra: pip install 'cam-audit[slurm]' (hydra-submitit-launcher)"
+            return f"{group}: no option {given!r} ({offered})"
         return f"{group}: no option {given!r}" + (f" (available: {', '.join(offered.split())})" if offered else "")
     cause = error.__cause__
     if not isinstance(cause, OmegaConfBaseException):
@@ -312,6 +348,8 @@ Commands:
                                              pass / fail verdict (cam-audit compare --help; also cam-audit-compare)
   cam-audit export fiftyone RUN [...]        a finished audit (cam.save_maps=true) as a FiftyOne dataset for review
                                              (cam-audit export fiftyone --help; the fiftyone extra)
+  cam-audit merge RUN [OVERRIDE ...]         the report of a sharded run (runtime.shards) once every shard is
+                                             complete (cam-audit merge --help; README "Beyond one node")
   scripts/nightly.sh [pin NIGHT]             the nightly job: audit, then compare with the pinned reference and
                                              with last night (README "Nightly job")
 
@@ -322,7 +360,8 @@ Exit statuses: 0 done (compare: every gate passed), 1 a compare gate tripped, 2 
 
 def main() -> None:
     """Console-script entry point (``cam-audit``); ``cam-audit compare ...`` runs :func:`compare_main`,
-    ``cam-audit export ...`` :func:`pipeline.export.command.export_main`."""
+    ``cam-audit export ...`` :func:`pipeline.export.command.export_main`, ``cam-audit merge ...``
+    :func:`merge_main`."""
     global _existing_ancestor
     argv = sys.argv[1:]
     if argv[:1] == ["compare"]:
@@ -331,6 +370,8 @@ def main() -> None:
         from pipeline.export.command import export_main
 
         sys.exit(export_main(argv[1:]))
+    if argv[:1] == ["merge"]:
+        sys.exit(merge_main(argv[1:]))
     if "--help" in argv or "-h" in argv:  # Hydra's help lists the options only: the commands first
         print(USAGE)
         sys.stdout.flush()
@@ -526,6 +567,64 @@ def compare_main(argv: list[str] | None = None) -> int:
     if code:
         print(f"cam-audit compare: REGRESSION: {verdict_line(result)}", file=sys.stderr)
     return code
+
+
+def merge_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cam-audit merge",
+        description="Write the report of a sharded run (runtime.shards) from its shards' parts: samples.parquet, "
+        "classes.parquet, errors.parquet, summary.json and the review page, as one process would have, and the "
+        "sanity check once. Refused (exit 2, naming them) while a shard runs or is not complete.",
+    )
+    parser.add_argument("run", type=Path, help="the run folder the shards wrote into")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="key=value for how the merge runs (runtime.device=cpu, runtime.num_workers=0, "
+        "runtime.max_error_fraction=0.2, report.review_page=false); one that changes the rows is refused",
+    )
+    return parser
+
+
+def merge_main(argv: list[str] | None = None) -> int:
+    """``cam-audit merge RUN [OVERRIDE ...]``: exit 0 when the report is written; 2 when the folder is in use
+    (a shard still runs), not a sharded run, a shard is not complete or a sample has no row (naming them), or an
+    override is refused; 3 too many failed samples over the whole run; 4 a full disk; 5 a bug; 143 / 130
+    stopped (run it again)."""
+    from pipeline.merge import merge_run
+
+    args = merge_parser().parse_args(argv)
+    log_format = requested_log_format(args.overrides)
+    logs.configure(log_format, args.run / "cam-audit-merge.log")  # opened once the merge is accepted
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        merge_run(args.run, args.overrides)
+    except ConfigError as error:
+        fail(f"cam-audit merge: cannot merge: {one_line(str(error))}", ExitCode.CONFIG)
+    except TooManyFailures as error:
+        fail(f"cam-audit merge: stopped: {error}", ExitCode.TOO_MANY_FAILURES)
+    except Terminated:
+        fail(f"cam-audit merge: terminated (SIGTERM); merge again: cam-audit merge {args.run}", ExitCode.TERMINATED)
+    except KeyboardInterrupt:
+        fail(f"cam-audit merge: interrupted; merge again: cam-audit merge {args.run}", ExitCode.INTERRUPTED)
+    except Exception as error:
+        if isinstance(error, OSError) and is_disk_full(error):
+            fail(
+                f"cam-audit merge: stopped: the disk of {args.run} is full ({error}); free space, merge again",
+                ExitCode.DISK_FULL,
+            )
+        logger.error(
+            "cam-audit merge: unexpected error (a bug; please report it with this traceback): %s: %s",
+            type(error).__name__,
+            error,
+            exc_info=error,
+            extra={"event": "crash", "fields": {"exit_code": ExitCode.INTERNAL}},
+        )
+        logging.shutdown()
+        return ExitCode.INTERNAL
+    logging.shutdown()
+    return ExitCode.OK
 
 
 def compare_main_exit() -> None:

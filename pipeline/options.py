@@ -74,6 +74,7 @@ CLASS_SCORES = ("logit", "softmax")  # pipeline.maps.engine.CamEngine
 SCORE_SPACES = ("input", "original")  # pipeline.scores.space
 OVERLAY_MODES = ("needs_look", "misclassified", "all", "none")  # pipeline.reports.overlays.overlay_rows
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # pipeline.setup.PRECISIONS, and auto
+RANK_SOURCES = ("torchrun", "submitit")  # runtime.ranks_from (pipeline.distributed)
 SWITCHES = ("auto", "true", "false")  # runtime.channels_last (YAML true / false arrive as booleans)
 LOG_FORMATS = ("text", "json")  # pipeline.logs.LOG_FORMATS
 SYNTHETIC_SPLITS = ("audit", "train")  # pipeline.demo.synthetic.SPLITS (not imported: it would load OpenCV)
@@ -193,6 +194,9 @@ RULES: tuple[Rule, ...] = (
     Rule("runtime.num_workers", whole(0), "a whole number >= 0"),
     Rule("runtime.max_error_fraction", number(0.0, 1.0), "a number in [0, 1]"),
     Rule("runtime.min_samples_for_error_check", whole(0), "a whole number >= 0"),
+    Rule("runtime.shards", whole(1), "a whole number of shards >= 1 (1 = not sharded)"),
+    Rule("runtime.shard", whole(0), "a whole number >= 0, below runtime.shards"),
+    Rule("runtime.ranks_from", one_of(*RANK_SOURCES), "one of " + ", ".join(RANK_SOURCES)),
 )
 
 

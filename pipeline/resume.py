@@ -36,10 +36,12 @@ from pipeline.sink import RowSink
 logger = logging.getLogger("pipeline.resume")
 
 
-def incomplete_rows(setup: AuditSetup, run_dir: Path, stored: pa.Table, save_maps: bool) -> tuple[set[str], set[str]]:
+def incomplete_rows(
+    setup: AuditSetup, run_dir: Path, stored: pa.Table, save_maps: bool, parts_dir: Path | None = None
+) -> tuple[set[str], set[str]]:
     """The ids of ``stored`` (the samples rows on disk) whose overlay is missing without an overlay error, and
     those whose maps row is missing (``save_maps``)."""
-    parts_dir, overlay_dir = run_dir / "parts", run_dir / "overlays"
+    parts_dir, overlay_dir = parts_dir or run_dir / "parts", run_dir / "overlays"
     report = setup.settings.report
     ids = stored.column("id").to_pylist()
     missing_overlay: set[str] = set()
@@ -53,17 +55,20 @@ def incomplete_rows(setup: AuditSetup, run_dir: Path, stored: pa.Table, save_map
     return missing_overlay, missing_maps
 
 
-def complete_done_rows(setup: AuditSetup, run_dir: Path, max_boxes: int | None, sink: RowSink) -> None:
+def complete_done_rows(
+    setup: AuditSetup, run_dir: Path, max_boxes: int | None, sink: RowSink, parts_dir: Path | None = None
+) -> None:
     """Complete the scored samples of an interrupted run (see the module docstring); writes through ``sink``."""
-    stored_parts = [read_part(path) for path in list_parts(run_dir / "parts", "samples")]
+    parts_dir = parts_dir or run_dir / "parts"  # a shard's own folder (pipeline.shards): never another shard's rows
+    stored_parts = [read_part(path) for path in list_parts(parts_dir, "samples")]
     if not stored_parts:
         return
     stored = pa.concat_tables(stored_parts)  # one layout: checked by check_part_layout
-    dropped = drop_orphan_rows(run_dir / "parts", set(stored.column("id").to_pylist()))
-    missing_overlay, missing_maps = incomplete_rows(setup, run_dir, stored, setup.settings.cam.save_maps)
+    dropped = drop_orphan_rows(parts_dir, set(stored.column("id").to_pylist()))
+    missing_overlay, missing_maps = incomplete_rows(setup, run_dir, stored, setup.settings.cam.save_maps, parts_dir)
     missing_probabilities = set()
     if setup.settings.report.save_probabilities:
-        written = set(read_column(list_parts(run_dir / "parts", probabilities.TABLE), "id"))
+        written = set(read_column(list_parts(parts_dir, probabilities.TABLE), "id"))
         missing_probabilities = set(stored.column("id").to_pylist()) - written
     redo = [r for r in setup.records if r.sample_id in missing_overlay | missing_maps | missing_probabilities]
     if dropped or redo:

@@ -4,7 +4,12 @@ Read it top to bottom: :func:`run_audit` checks every option, takes the run fold
 (:mod:`pipeline.run_folder`) and calls :func:`open_run` (set-up, resume checks, the folder accepted),
 :func:`audit_loop` (batches from the loader through :func:`pipeline.compute.audit_batch` into a
 :class:`~pipeline.sink.RowSink`, within the :class:`~pipeline.failure_budget.FailureBudget`) and
-:func:`finish_run` (the ranks gathered, the explainer's sanity check, :func:`pipeline.reports.finalize.finalize_run`).
+:func:`finish_run` (the ranks gathered, then :func:`pipeline.merge.write_report`: the explainer's sanity check
+and :func:`pipeline.reports.finalize.finalize_run`).
+
+A sharded run (``runtime.shards``, :mod:`pipeline.shards`) takes the same path on its shard of the dataset, into
+its own ``parts/shard-<NNN>/``; it ends with :func:`finish_shard` (its complete mark) instead of the report, and
+the last shard to finish merges them all (:func:`merge_if_last`) once it has given up its locks.
 """
 
 from __future__ import annotations
@@ -23,22 +28,20 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import distributed, logs, provenance
+from pipeline import distributed, logs, shards
 from pipeline.compute import BatchFit, audit_fitting
 from pipeline.data.dataset import AuditDataset, collate_samples
 from pipeline.data.device_decode import decode_batch_on_device
 from pipeline.data.records import SampleRecord
 from pipeline.errors import ConfigError, is_disk_full
-from pipeline.failure_budget import FailureBudget, check_failure_budget
-from pipeline.faithfulness.sanity import run_sanity_check
+from pipeline.failure_budget import FailureBudget
+from pipeline.merge import merge_when_complete, write_report
 from pipeline.options import check_options
 from pipeline.reports import schema as report_schema
 from pipeline.reports.background import BackgroundWriteError
-from pipeline.reports.finalize import finalize_run
 from pipeline.reports.parts import DamagedPart, list_parts, remove_leftovers
 from pipeline.resume import complete_done_rows
 from pipeline.run_folder import (
-    acquire_lock,
     check_fingerprint,
     check_part_layout,
     refuse_existing_run,
@@ -58,7 +61,8 @@ class OpenRun:
 
     setup: AuditSetup
     samples_schema: pa.Schema
-    resumed: bool  # the folder held parts of an earlier invocation
+    shard: shards.Shard  # the shard of the dataset it audits (all of it when not sharded)
+    resumed: bool  # the folder (the shard's folder) held parts of an earlier invocation
     started: float  # time.perf_counter() at the start
     started_utc: str
     setup_seconds: float  # data generation, training, model load: not the audit's time
@@ -71,15 +75,17 @@ def run_audit(cfg: DictConfig, run_dir: Path, on_accepted: Callable[[], None] | 
     command line writes Hydra's record and opens the job log then); nothing before it writes to ``run_dir``
     except a probe file that is removed at once.
 
-    Under ``torchrun`` every rank runs this on its shard (:mod:`pipeline.distributed`); rank 0 returns
-    the summary of the whole run, the other ranks a line of their own counts.
+    Under ``torchrun`` every rank runs this on its share (:mod:`pipeline.distributed`); rank 0 returns
+    the summary of the whole run, the other ranks a line of their own counts. A shard of a sharded run
+    returns its own counts, or the summary of the whole run when it was the last and merged.
     """
     settings = settings_from_config(cfg)  # built once: an unknown or ill-typed option stops here
     check_options(cfg)  # every value in range, every enumerated option known: before anything is built
-    ranks = distributed.from_environment(settings.runtime.rank)
+    shard = shards.from_settings(settings.runtime)  # runtime.shard of runtime.shards: which samples
+    ranks = distributed.from_environment(settings.runtime.rank, settings.runtime.ranks_from)
     distributed.start(ranks, settings.runtime.sync_timeout_minutes)
     try:
-        return _run_holding_the_folder(cfg, settings, run_dir, ranks, on_accepted)
+        return _run_holding_the_folder(cfg, settings, run_dir, ranks, shard, on_accepted)
     finally:
         distributed.stop(ranks)
 
@@ -89,9 +95,11 @@ def _run_holding_the_folder(
     settings: Settings,
     run_dir: Path,
     ranks: distributed.Ranks,
+    shard: shards.Shard,
     on_accepted: Callable[[], None] | None,
 ) -> dict:
-    """The run under the folder's lock: rank 0 holds it, the other ranks learn whether it got it."""
+    """The run under the folder's locks (:func:`pipeline.shards.acquire_locks`): rank 0 holds them, the other
+    ranks learn whether it got them. A shard gives them up before it merges (:func:`merge_if_last`)."""
     started, started_utc = time.perf_counter(), logs.utc_now_iso()
     folders = set(distributed.gather(ranks, str(run_dir)))
     if len(folders) > 1:  # every rank sees the same list, so all of them stop here
@@ -100,22 +108,17 @@ def _run_holding_the_folder(
             f"the ranks resolved different run folders ({', '.join(sorted(folders))}); set "
             "hydra.run.dir explicitly so that every rank writes to the same folder",
         )
-    lock, refusal = None, None
-    if ranks.is_main:
-        try:
-            lock = acquire_lock(run_dir)
-        except ConfigError as error:
-            refusal = (error.option, error.reason)
-    refusal = distributed.gather(ranks, refusal)[0]
-    if refusal is not None:
-        raise ConfigError(*refusal)
+    locks = distributed.on_main(ranks, lambda: shards.acquire_locks(run_dir, shard)) or []
     try:
-        run = open_run(cfg, settings, run_dir, ranks, on_accepted, started, started_utc)
+        run = open_run(cfg, settings, run_dir, ranks, shard, on_accepted, started, started_utc)
         n_done, elapsed = audit_loop(cfg, run, run_dir, ranks)
-        return finish_run(cfg, run, run_dir, ranks, n_done, elapsed)
+        if not shard.is_sharded:
+            return finish_run(cfg, run, run_dir, ranks, n_done, elapsed)
+        shard_counts = finish_shard(run, run_dir, ranks, n_done, elapsed)
     finally:
-        if lock is not None:
+        for lock in reversed(locks):
             lock.release()
+    return merge_if_last(cfg, run, run_dir, ranks, shard_counts)
 
 
 def open_run(
@@ -123,15 +126,16 @@ def open_run(
     settings: Settings,
     run_dir: Path,
     ranks: distributed.Ranks,
+    shard: shards.Shard,
     on_accepted: Callable[[], None] | None,
     started: float,
     started_utc: str,
 ) -> OpenRun:
-    """Build the run (:func:`pipeline.setup.prepare`), check a resume against the folder (fingerprint, table
-    layout), then accept the folder: ``on_accepted``, the ``configured`` event, leftovers removed and the
-    fingerprint stored. A refusal before the acceptance leaves the folder as it was."""
-    parts_dir = run_dir / "parts"
-    existing = refuse_existing_run(run_dir, bool(cfg.resume))
+    """Build the run (:func:`pipeline.setup.prepare`), check a resume (and every shard) against the folder
+    (fingerprint, table layout), then accept the folder: ``on_accepted``, the ``configured`` event, leftovers
+    removed and the fingerprint stored. A refusal before the acceptance leaves the folder as it was."""
+    parts_dir = shard.parts_dir(run_dir)
+    existing = parts_already_written(run_dir, shard, bool(cfg.resume))
     if not ranks.is_main:
         distributed.barrier(ranks)  # rank 0 builds the caches (built-in dataset, default model) first
     setup = prepare(cfg, run_dir, ranks, settings)
@@ -141,9 +145,8 @@ def open_run(
     fingerprint = run_fingerprint(cfg, setup)
     samples_schema = report_schema.samples_schema(setup, settings)
     warn_shadowed_metadata(setup.metadata, samples_schema)
-    if existing:  # a resume: the rows on disk must have been made with the same configuration and layout
-        for warning in check_fingerprint(parts_dir, fingerprint, settings.runtime.resume_unchecked):
-            print(f"cam-audit: warning: {warning}", file=sys.stderr)
+    for warning in check_configuration(cfg, run_dir, ranks, shard, fingerprint, bool(existing)):
+        print(f"cam-audit: warning: {warning}", file=sys.stderr)
     try:
         check_part_layout(list_parts(parts_dir, "samples"), samples_schema)
     except DamagedPart as error:
@@ -159,15 +162,50 @@ def open_run(
         target_layer=setup.target_layer,
         device=str(setup.device),
         model=setup.model.info,
-        resume=bool(cfg.resume),
+        resume=bool(cfg.resume) or bool(existing),
+        **({"shard": shard.index, "shards": shard.count} if shard.is_sharded else {}),
     )
     distributed.barrier(ranks)  # every rank has read the run's state before any rank writes to it
     if ranks.is_main:
-        if cfg.resume:
-            remove_leftovers(run_dir)
-        store_fingerprint(parts_dir, fingerprint)
+        start_writing(run_dir, shard, fingerprint, bool(cfg.resume))
     distributed.barrier(ranks)
-    return OpenRun(setup, samples_schema, bool(existing), started, started_utc, setup_seconds)
+    return OpenRun(setup, samples_schema, shard, bool(existing), started, started_utc, setup_seconds)
+
+
+def parts_already_written(run_dir: Path, shard: shards.Shard, resume: bool) -> list[Path]:
+    """The parts an earlier invocation left, checked before anything is built: a run's (refused without
+    ``resume``, :func:`pipeline.run_folder.refuse_existing_run`), or a shard's own, which a shard started again
+    continues without ``resume`` (a requeued job re-runs its command line: :func:`pipeline.shards.parts_on_disk`)."""
+    if shard.is_sharded:
+        return shards.parts_on_disk(run_dir, shard, resume)
+    return refuse_existing_run(run_dir, resume)
+
+
+def start_writing(run_dir: Path, shard: shards.Shard, fingerprint: dict, resume: bool) -> None:
+    """On rank 0, once the folder is accepted: the leftovers of a stopped invocation removed and the fingerprint
+    stored; a shard touches its own folder only (the others may be writing into the shared ones), and is not
+    complete until it finishes again (its fingerprint is the run's, claimed before)."""
+    if shard.is_sharded:
+        shards.remove_shard_leftovers(run_dir, shard)
+        shards.clear_complete(run_dir, shard)
+        return
+    if resume:
+        remove_leftovers(run_dir)
+    store_fingerprint(run_dir / "parts", fingerprint)
+
+
+def check_configuration(
+    cfg: DictConfig, run_dir: Path, ranks: distributed.Ranks, shard: shards.Shard, fingerprint: dict, resumed: bool
+) -> list[str]:
+    """The rows already in the folder must have been made with this configuration: a resume's
+    (:func:`pipeline.run_folder.check_fingerprint`), and every shard's, resumed or not, against the first
+    shard's (:func:`pipeline.shards.claim_fingerprint`, on rank 0). Returns warning lines; a ConfigError names
+    what differs."""
+    unchecked = bool(cfg.runtime.resume_unchecked)
+    if shard.is_sharded:
+        claim = lambda: shards.claim_fingerprint(run_dir, shard, fingerprint, resolved_config(cfg), unchecked)
+        return distributed.on_main(ranks, claim) or []
+    return check_fingerprint(run_dir / "parts", fingerprint, unchecked) if resumed else []
 
 
 def ignore_sigterm(worker_id: int) -> None:
@@ -192,9 +230,11 @@ def make_loader(setup: AuditSetup, todo: list[SampleRecord], max_boxes: int | No
     )
 
 
-def records_to_audit(records: list[SampleRecord], done: set[str], ranks: distributed.Ranks):
-    """This rank's share of ``records`` not ``done`` yet: ``(to audit, found bad by the index)``."""
-    todo = [r for r in distributed.shard(records, ranks) if r.sample_id not in done]
+def records_to_audit(
+    records: list[SampleRecord], done: set[str], ranks: distributed.Ranks, shard: shards.Shard = shards.Shard()
+):
+    """This rank's share of this shard's ``records`` not ``done`` yet: ``(to audit, found bad by the index)``."""
+    todo = [r for r in distributed.shard(shards.select(records, shard), ranks) if r.sample_id not in done]
     return [r for r in todo if not r.problem], [r for r in todo if r.problem]
 
 
@@ -202,12 +242,13 @@ def audit_loop(cfg: DictConfig, run: OpenRun, run_dir: Path, ranks: distributed.
     """Every batch of this rank's remaining samples through the model into the sink, within the failure
     budget. Returns how many samples this invocation audited or failed in the loader, and the loop's seconds."""
     setup, runtime = run.setup, run.setup.settings.runtime
-    budget = FailureBudget(runtime.max_error_fraction, runtime.min_samples_for_error_check, run_dir / "parts")
-    sink = ParquetPartsSink(run_dir, setup, run.samples_schema, ranks.rank, budget)
+    parts_dir = run.shard.parts_dir(run_dir)
+    budget = FailureBudget(runtime.max_error_fraction, runtime.min_samples_for_error_check, parts_dir)
+    sink = ParquetPartsSink(run_dir, setup, run.samples_schema, ranks.rank, budget, parts_dir)
     try:
-        todo, bad = records_to_audit(setup.records, sink.done_ids(), ranks)
+        todo, bad = records_to_audit(setup.records, sink.done_ids(), ranks, run.shard)
         if run.resumed and ranks.is_main:
-            complete_done_rows(setup, run_dir, max_boxes_option(cfg), sink)
+            complete_done_rows(setup, run_dir, max_boxes_option(cfg), sink, parts_dir)
         if bad:
             sink.add_errors(report_schema.error_rows([(r, "index", r.problem.type, r.problem.message) for r in bad]))
             budget.failed += len(bad)
@@ -290,35 +331,63 @@ def _progress_event(done: int, total: int, failed: int, seconds: float) -> None:
 def finish_run(
     cfg: DictConfig, run: OpenRun, run_dir: Path, ranks: distributed.Ranks, n_seen: int, elapsed: float
 ) -> dict:
-    """Gather the ranks; rank 0 checks the failure budget over the whole run, runs the explainer's sanity
-    check and writes the report (:func:`pipeline.reports.finalize.finalize_run`)."""
+    """Gather the ranks; rank 0 writes the report (:func:`pipeline.merge.write_report`: the failure budget over
+    the whole run, the explainer's sanity check, :func:`pipeline.reports.finalize.finalize_run`)."""
     per_rank = distributed.gather(ranks, (n_seen, elapsed))  # also the barrier: every rank's parts are on disk
     if not ranks.is_main:
-        message = f"rank {ranks.rank}/{ranks.world_size}: {n_seen} images in {elapsed:.1f}s"
-        print(f"{message}; rank 0 writes the report")
-        logs.event(logger, "rank_done", message, rank=ranks.rank, images=n_seen, seconds=elapsed)
-        return {"rank": ranks.rank, "images_scored_this_invocation": n_seen, "seconds": elapsed}
+        return _rank_done(ranks, n_seen, elapsed)
     n_seen, elapsed = sum(count for count, _ in per_rank), max(seconds for _, seconds in per_rank)
-    settings, setup = run.setup.settings, run.setup
-    check_failure_budget(run_dir / "parts", settings.runtime.max_error_fraction)
-    origin = {
-        "started_utc": run.started_utc,
-        "tool_version": provenance.tool_version(),
-        "git": provenance.git_revision(),
-        "checkpoint": provenance.checkpoint_provenance(setup.model.info.get("checkpoint")),
-        "dataset": provenance.dataset_fingerprint(setup.records),
-    }
-    sanity = run_sanity_check(setup, max_boxes_option(cfg))  # sanity.*: after the loop, on rank 0, before the report
-    return finalize_run(
-        run_dir,
-        settings,
-        resolved_config(cfg),
-        setup,
-        run.samples_schema,
-        images_scored=n_seen,
-        loop_seconds=elapsed,
-        total_seconds=time.perf_counter() - run.started,
-        setup_seconds=run.setup_seconds,
-        provenance=origin,
-        sanity_check=sanity,
+    return write_report(
+        cfg, run.setup, run.samples_schema, run_dir, n_seen, elapsed, run.started, run.started_utc, run.setup_seconds
     )
+
+
+def finish_shard(run: OpenRun, run_dir: Path, ranks: distributed.Ranks, n_seen: int, elapsed: float) -> dict:
+    """Gather the shard's ranks; rank 0 marks the shard complete (:func:`pipeline.shards.mark_complete`: its
+    images and seconds for the merge's summary) and says how many of the run's shards are."""
+    per_rank = distributed.gather(ranks, (n_seen, elapsed))  # every rank's parts are on disk
+    if not ranks.is_main:
+        return _rank_done(ranks, n_seen, elapsed)
+    n_seen, elapsed = sum(count for count, _ in per_rank), max(seconds for _, seconds in per_rank)
+    shard = run.shard
+    shards.mark_complete(
+        run_dir,
+        shard,
+        images=n_seen,
+        seconds=elapsed,
+        started_utc=run.started_utc,
+        finished_utc=logs.utc_now_iso(),
+        ranks=ranks.world_size,
+    )
+    complete = len(shards.completed(run_dir, shard.count))
+    message = f"{shard}: {n_seen} images in {elapsed:.1f}s; {complete} of {shard.count} shards complete"
+    logs.event(logger, "shard_done", message, shard=shard.index, shards=shard.count, images=n_seen, seconds=elapsed)
+    if run.setup.settings.runtime.log_format != "json":
+        print(message)
+    return {"shard": shard.index, "shards": shard.count, "images_scored_this_invocation": n_seen, "seconds": elapsed}
+
+
+def merge_if_last(cfg: DictConfig, run: OpenRun, run_dir: Path, ranks: distributed.Ranks, counts: dict) -> dict:
+    """After a shard has given up its locks: rank 0 merges the run when this shard is the last to finish
+    (``runtime.merge_when_last``; :func:`pipeline.merge.merge_when_complete`) and returns the summary;
+    otherwise the shard's ``counts``."""
+    if not ranks.is_main or not run.setup.settings.runtime.merge_when_last:
+        return counts
+    summary = merge_when_complete(cfg, run.setup, run.samples_schema, run_dir, run.started, run.setup_seconds)
+    if summary is None:  # another shard still runs, or one has not run yet: the last one merges
+        logs.event(
+            logger,
+            "merge_later",
+            f"{run.shard}: the last shard to finish writes the report (or, once every shard is complete, "
+            f"cam-audit merge {run_dir})",
+        )
+        return counts
+    return summary
+
+
+def _rank_done(ranks: distributed.Ranks, n_seen: int, elapsed: float) -> dict:
+    """A rank other than 0 at the end: its own counts (rank 0 writes the report, or the shard's mark)."""
+    message = f"rank {ranks.rank}/{ranks.world_size}: {n_seen} images in {elapsed:.1f}s"
+    print(f"{message}; rank 0 writes the report")
+    logs.event(logger, "rank_done", message, rank=ranks.rank, images=n_seen, seconds=elapsed)
+    return {"rank": ranks.rank, "images_scored_this_invocation": n_seen, "seconds": elapsed}

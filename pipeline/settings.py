@@ -84,8 +84,12 @@ class RuntimeSettings:
     log_every_batches: int = 20
     debug: bool = False
     rank: int = 0
+    ranks_from: str = "torchrun"  # torchrun | submitit: where several processes of one run learn their ranks
     sync_timeout_minutes: float = 720.0
     resume_unchecked: bool = False  # resume a folder whose fingerprint is missing or incomplete (pipeline.run_folder)
+    shards: int = 1  # a sharded run: the dataset split into this many shards by a hash of the id (pipeline.shards)
+    shard: int = 0  # the shard this job audits, 0 .. shards - 1
+    merge_when_last: bool = True  # the last shard to finish merges the shards into the report
 
 
 @dataclass

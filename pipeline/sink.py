@@ -78,7 +78,8 @@ class RowSink(Protocol):
 class ParquetPartsSink:
     """The rows of one rank into ``<run>/parts/``, the overlays into ``<run>/overlays/`` (see module doc).
 
-    ``schema`` is the samples schema, ``budget`` the failure budget its non-finite counts go to."""
+    ``schema`` is the samples schema, ``budget`` the failure budget its non-finite counts go to; ``parts_dir``
+    another folder for the parts (a shard's ``parts/shard-<NNN>/``, :mod:`pipeline.shards`)."""
 
     def __init__(
         self,
@@ -87,10 +88,11 @@ class ParquetPartsSink:
         schema: pa.Schema,
         rank: int,
         budget: FailureBudget,
+        parts_dir: Path | None = None,
     ):
         settings = setup.settings
         report = settings.report
-        self.parts_dir = run_dir / "parts"
+        self.parts_dir = parts_dir or run_dir / "parts"
         self.overlay_dir = run_dir / "overlays"
         self.setup, self.schema, self.budget = setup, schema, budget
         self.todo: list[SampleRecord] = []
