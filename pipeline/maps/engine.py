@@ -114,17 +114,23 @@ class CamEngine:
             logits = self.model(images)
         logits = logits.float()
         targets = choose_targets(logits.detach())
-        acts = self.layout.to_map(self._leaf).float()
+        leaf = self._leaf
+        if leaf is None:
+            raise RuntimeError("the target layer did not run in the model's forward pass")
+        acts = self.layout.to_map(leaf).float()
+        grads: Tensor | None
+        class_weights: Tensor | None
         if self.method.needs_gradients:
             scores = logits.softmax(dim=1) if self.class_score == "softmax" else logits
-            grads = []
+            per_target = []
             for k in range(targets.shape[1]):  # K is a handful of targets, not images
                 selected = scores.gather(1, targets[:, k : k + 1]).sum()
-                (grad,) = torch.autograd.grad(selected, self._leaf, retain_graph=k + 1 < targets.shape[1])
-                grads.append(self.layout.to_map(grad).float())
-            grads = torch.stack(grads, dim=1)  # [B, K, C, h, w]
+                (grad,) = torch.autograd.grad(selected, leaf, retain_graph=k + 1 < targets.shape[1])
+                per_target.append(self.layout.to_map(grad).float())
+            grads = torch.stack(per_target, dim=1)  # [B, K, C, h, w]
             class_weights = None
         else:
+            assert self.head_weight is not None, f"{self.method.name} needs the head's linear weights"
             grads = None
             class_weights = self.head_weight.float()[targets]  # [B, K, C]
         with torch.autocast(device_type, enabled=False):

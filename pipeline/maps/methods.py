@@ -27,6 +27,12 @@ def _weighted_sum(acts: Tensor, weights: Tensor) -> Tensor:
     return torch.einsum("bkc,bchw->bkhw", weights, acts)
 
 
+def _gradients(grads: Tensor | None, method: str) -> Tensor:
+    """The gradients a gradient method needs (the engine computes them when ``needs_gradients``)."""
+    assert grads is not None, f"{method} needs the gradients of the class score"
+    return grads
+
+
 def cam(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None) -> Tensor:
     """CAM (Zhou et al. 2016, arXiv 1512.04150): ``M = sum_k w_fc[c, k] A_k``; needs a GAP + linear head,
     no gradients."""
@@ -36,6 +42,7 @@ def cam(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None) -> Ten
 
 def gradcam(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None) -> Tensor:
     """Grad-CAM (Selvaraju et al., arXiv 1610.02391, eq. 1-2): ``a_k = mean_ij g_kij``; ``M = sum_k a_k A_k``."""
+    grads = _gradients(grads, "Grad-CAM")
     return _weighted_sum(acts, grads.mean(dim=(-2, -1)))
 
 
@@ -49,6 +56,7 @@ def gradcampp(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None, 
     gradients of order 1e-3 (a 7x7 map under global average pooling) that constant is as large as
     ``2 g^2`` and moves the normalised map by up to 0.03 (measured on EfficientNet-Lite0 in
     tests/maps/test_oracle_gradcam.py). The product follows the paper (``eps = 0``)."""
+    grads = _gradients(grads, "Grad-CAM++")
     g2 = grads.pow(2)
     g3 = grads.pow(3)
     act_sum = acts.sum(dim=(-2, -1))[:, None, :, None, None]  # [B, 1, C, 1, 1]
@@ -64,11 +72,13 @@ def gradcampp(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None, 
 
 def hirescam(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None) -> Tensor:
     """HiResCAM (Draelos & Carin, arXiv 2011.08891): ``M = sum_k g_k * A_k`` element-wise."""
+    grads = _gradients(grads, "HiResCAM")
     return (grads * acts[:, None]).sum(dim=2)
 
 
 def xgradcam(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None, eps: float = 1e-7) -> Tensor:
     """XGrad-CAM (Fu et al. 2020, arXiv 2008.02312): ``w_k = sum_ij g_kij A_kij / (sum_ij A_kij + eps)``."""
+    grads = _gradients(grads, "XGrad-CAM")
     numerator = (grads * acts[:, None]).sum(dim=(-2, -1))
     weights = numerator / (acts.sum(dim=(-2, -1))[:, None, :] + eps)
     return _weighted_sum(acts, weights)
@@ -76,6 +86,7 @@ def xgradcam(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None, e
 
 def layercam(acts: Tensor, grads: Tensor | None, class_weights: Tensor | None) -> Tensor:
     """LayerCAM (Jiang et al. 2021, IEEE TIP): ``M = sum_k ReLU(g_k) * A_k`` element-wise."""
+    grads = _gradients(grads, "LayerCAM")
     return (grads.clamp(min=0) * acts[:, None]).sum(dim=2)
 
 
