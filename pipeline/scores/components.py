@@ -200,7 +200,7 @@ class _ComponentStats(NamedTuple):
     """Per-run arrays [R]; the values at a component's root run describe the whole component.
 
     image: image index of the run; is_root: run represents its component; x1, y1, x2, y2: the
-    component's bounding box in pixel-edge coordinates (long); count: its pixel count; first: flat
+    component's bounding box in pixel-edge coordinates (long); pixels: its pixel count; first: flat
     index (within its image) of its first pixel in raster order.
     """
 
@@ -210,7 +210,7 @@ class _ComponentStats(NamedTuple):
     y1: torch.Tensor
     x2: torch.Tensor
     y2: torch.Tensor
-    count: torch.Tensor
+    pixels: torch.Tensor  # not "count": a NamedTuple field must not shadow tuple.count
     first: torch.Tensor
 
 
@@ -258,7 +258,7 @@ def largest_component_box(maps: torch.Tensor, empty: torch.Tensor, tau: float) -
         return out
     st = _component_stats(runs, H, W)
     # Key: larger count first, then earlier first pixel; unique per image.
-    key = torch.where(st.is_root, st.count * (H * W) + (H * W - 1 - st.first), -1)
+    key = torch.where(st.is_root, st.pixels * (H * W) + (H * W - 1 - st.first), -1)
     best = torch.full((B,), -1, dtype=torch.long, device=dev).scatter_reduce_(0, st.image, key, reduce="amax")
     chosen = st.is_root & (key == best[st.image])
     box = torch.stack([st.x1, st.y1, st.x2, st.y2], dim=1).to(torch.float32)

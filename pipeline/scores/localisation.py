@@ -251,6 +251,7 @@ def _kth_largest_key(keys: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor,
         value = value * bins + (chosen - bins // 2 if signed else chosen)
         same = digit == chosen[:, None].to(digit.dtype)
         ties = same if ties is None else ties & same
+    assert ties is not None  # _DIGITS is not empty
     return value, ties, remaining
 
 

@@ -119,7 +119,7 @@ def _iou64(x: ScoreInputs, tau: float) -> torch.Tensor:
     return x.once(("iou64", tau), lambda: _best_box_iou64(_component_box(x, tau), x.boxes, x.box_valid))
 
 
-# Score functions: (inputs[, tau]) -> [B] float32.
+# Score functions: (inputs[, tau]) -> [B] float32; per-tau scores are always called with their threshold.
 def _score_energy_in_box(x: ScoreInputs, tau: float | None = None) -> torch.Tensor:
     return _energy(x)
 
@@ -156,17 +156,17 @@ def _score_peak_col(x: ScoreInputs, tau: float | None = None) -> torch.Tensor:
     return torch.where(x.empty, _NAN, _peak(x)[:, 1])
 
 
-def _score_iou(x: ScoreInputs, tau: float | None = None) -> torch.Tensor:
+def _score_iou(x: ScoreInputs, tau: float) -> torch.Tensor:
     return _iou64(x, tau).to(torch.float32)
 
 
-def _score_localised(x: ScoreInputs, tau: float | None = None) -> torch.Tensor:
+def _score_localised(x: ScoreInputs, tau: float) -> torch.Tensor:
     iou64 = _iou64(x, tau)  # compared in float64, so that an IoU of exactly the threshold counts
     return torch.where(torch.isnan(iou64), _NAN, (iou64 >= x.iou_threshold).to(torch.float64)).to(torch.float32)
 
 
-def _box_corner(j: int) -> Callable[[ScoreInputs, float | None], torch.Tensor]:
-    def corner(x: ScoreInputs, tau: float | None = None) -> torch.Tensor:
+def _box_corner(j: int) -> Callable[[ScoreInputs, float], torch.Tensor]:
+    def corner(x: ScoreInputs, tau: float) -> torch.Tensor:
         return _component_box(x, tau)[:, j]
 
     return corner
@@ -295,7 +295,9 @@ def score_columns(taus: Sequence[float]) -> list[tuple[str, Score, float | None]
     keys = [tau_key(t) for t in taus]
     if len(set(keys)) != len(keys):
         raise ValueError(f"taus {list(taus)} give duplicate keys {keys}")
-    columns = [(score.name, score, None) for score in SCORES if not score.per_tau]
+    columns: list[tuple[str, Score, float | None]] = [
+        (score.name, score, None) for score in SCORES if not score.per_tau
+    ]
     for tau, key in zip(taus, keys):
         columns += [(f"{score.name}_{key}", score, float(tau)) for score in SCORES if score.per_tau]
     return columns
