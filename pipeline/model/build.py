@@ -12,6 +12,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -213,7 +214,8 @@ def build_timm(name: str, num_classes: int | None) -> nn.Module:
     except ImportError as error:
         raise ValueError(f"model.name=timm:{name} needs timm: pip install 'cam-audit[timm]'") from error
     try:
-        return timm.create_model(name, pretrained=False, **({"num_classes": num_classes} if num_classes else {}))
+        kwargs: dict[str, Any] = {"num_classes": num_classes} if num_classes else {}
+        return timm.create_model(name, pretrained=False, **kwargs)
     except RuntimeError as error:
         raise ValueError(f"model.name=timm:{name} is not a timm model: {error}") from error
 

@@ -34,7 +34,8 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
         ConfigError: naming the option when the model cannot be built or its weights cannot be loaded.
     """
     name = str(model_cfg.name)
-    state = extra = None
+    state: dict | None = None
+    extra: dict = {}
     if model_cfg.get("checkpoint") and name != "default":
         try:  # read once: the torchvision branch also sizes its head from it
             state, extra = load_state_dict(model_cfg.checkpoint)

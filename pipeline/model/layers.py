@@ -87,7 +87,8 @@ def resolve_target_layer(
             f"{name!r} is not a module with a spatial output ({layout.kind} layout); "
             f"candidates (last 12 of {len(names)}): {shown}"
         )
-    return name, modules[name], dict(candidates)[name]
+    shape = dict(candidates)[name]  # a map's shape after the layout: (C, h, w)
+    return name, modules[name], (shape[0], shape[1], shape[2])
 
 
 def find_linear_head(model: nn.Module, channels: int) -> torch.Tensor | None:

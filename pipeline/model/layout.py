@@ -48,6 +48,8 @@ class FeatureLayout:
             return output
         if self.kind == "nhwc":
             return output.permute(0, 3, 1, 2)
+        if self.grid is None:
+            raise ValueError("the tokens layout needs the patch grid (h, w)")
         batch, _, channels = output.shape
         patches = output[:, self.prefix_tokens :, :]
         return patches.reshape(batch, self.grid[0], self.grid[1], channels).permute(0, 3, 1, 2)
@@ -70,6 +72,7 @@ def detect_layout(model: nn.Module, option: str = "auto", input_size: int | None
         grid is not None
         and input_size
         and getattr(model, "dynamic_img_size", False)
+        and patch_embed is not None
         and hasattr(patch_embed, "dynamic_feat_size")
     ):
         grid = patch_embed.dynamic_feat_size((input_size, input_size))
@@ -79,7 +82,9 @@ def detect_layout(model: nn.Module, option: str = "auto", input_size: int | None
             raise ValueError(
                 "layout tokens needs a model that states num_prefix_tokens and patch_embed.grid_size (timm ViTs do)"
             )
-        return FeatureLayout("tokens", int(model.num_prefix_tokens), (int(grid[0]), int(grid[1])))
+        assert grid is not None  # is_tokens: the model has num_prefix_tokens and a grid
+        prefix = int(getattr(model, "num_prefix_tokens", 0))
+        return FeatureLayout("tokens", prefix, (int(grid[0]), int(grid[1])))
     if option == "nhwc" or (option == "auto" and str(getattr(model, "output_fmt", "NCHW")).upper() == "NHWC"):
         return FeatureLayout("nhwc")
     return FeatureLayout("nchw")
