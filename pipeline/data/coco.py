@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def _group_annotations(annotations: list) -> tuple[dict[object, list[dict]], lis
 # --------------------------------------------------------------------------------------------------
 
 
-def finite_number(value: object) -> bool:
+def finite_number(value: object) -> TypeGuard[int | float]:
     """True for an int or float (not bool) that is finite as a float.
 
     JSON integers have no size limit: ``1`` followed by 400 zeros is a valid int that no float holds
@@ -141,7 +142,7 @@ def _annotated_size(entry: dict) -> tuple[tuple[int, int] | None, str | None]:
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, int) and not isinstance(value, bool) and not finite_number(value):
             return None, f"{name} {_shown(value)} is too large for a float"
-    if not all(finite_number(v) and v > 0 for v in (width, height)):
+    if not (finite_number(width) and width > 0 and finite_number(height) and height > 0):
         return None, None
     return (int(round(width)), int(round(height))), None
 
@@ -323,8 +324,9 @@ def _image_record(sample_id: str, number: int, entry: object, context: _Context)
     assert isinstance(entry, dict)
     size, size_problem = _annotated_size(entry)
     image, path_problem = resolve_image_path(context.root, entry["file_name"], context.allow_outside_root)
-    if path_problem or image is None:
+    if path_problem is not None:
         return unusable_record(sample_id, "", path_problem.type, path_problem.message, size)
+    assert image is not None  # resolve_image_path gives a path or a problem
     image_path = str(image.resolve()) if is_file(image) else ""
 
     # duplicates: the first entry keeps the id / file (and the annotations); later ones are reported

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ class PreprocessSpec:
 
 
 # Where the data config says ``auto`` and the model's weights say nothing: ImageNet evaluation.
-PREPROCESS_FALLBACK = {"size": 224, "resize_size": 256, "interpolation": "bilinear"}
+PREPROCESS_FALLBACK: dict[str, Any] = {"size": 224, "resize_size": 256, "interpolation": "bilinear"}
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")  # what torchvision resizes uint8 tensors with
 
 

@@ -81,11 +81,10 @@ def decode_image(
                 "RGB", (max(min_side, 1) * width // min(width, height), max(min_side, 1) * height // min(width, height))
             )
         img.load()
-        if boxes_refer_to == "displayed":
-            img = ImageOps.exif_transpose(img)
+        shown: Image.Image = ImageOps.exif_transpose(img) if boxes_refer_to == "displayed" else img
         if transposed:
             width, height = height, width
-        array = _to_rgb_array(img)
+        array = _to_rgb_array(shown)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous(), (width, height)
 
 

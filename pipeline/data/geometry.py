@@ -199,7 +199,7 @@ def boxes_in_stored(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     A box that is inverted, not finite, or has no area inside the image is left out.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    finite = np.isfinite(boxes).all(axis=1)
+    finite = np.all(np.isfinite(boxes), axis=1)
     boxes = np.where(finite[:, None], boxes, 0.0)
     proper = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     clipped = np.stack(
@@ -262,7 +262,8 @@ def checked_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     if not good.all():  # the first wrong box, in words (the vector test above is the same rules, at once)
         bad = np.flatnonzero(~good)
         box = boxes[bad[0]]
-        reason = _box_problem(*(float(v) for v in box), width, height)
+        x1, y1, x2, y2 = (float(v) for v in box)
+        reason = _box_problem(x1, y1, x2, y2, width, height)
         shown = ", ".join(f"{v:g}" for v in box)
         others = f" ({len(bad)} of the {len(boxes)} boxes are wrong)" if len(bad) > 1 else ""
         raise BadAnnotation(f"annotated box {bad[0] + 1} ({shown}) {reason}; the image is {width}x{height}{others}")

@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -129,7 +131,8 @@ def box_array(boxes: object) -> tuple[np.ndarray | None, str | None]:
         ``(array float32 [N, 4], None)`` or ``(None, problem)``.
     """
     try:
-        rows = [np.asarray(box, dtype=np.float64).reshape(-1) for box in boxes]  # type: ignore[union-attr]
+        # not iterable: the TypeError below
+        rows = [np.asarray(box, dtype=np.float64).reshape(-1) for box in cast(Iterable[object], boxes)]
     except (TypeError, ValueError, OverflowError) as error:  # OverflowError: an integer past float range
         return None, f"boxes are not lists of numbers: {error}"
     if any(row.shape != (4,) for row in rows):
@@ -173,9 +176,10 @@ def resolve_label(value: object, classes: ClassList) -> tuple[int, str | None]:
         value = int(text)
     if isinstance(value, Real) and not isinstance(value, Integral):
         # pandas stores an integer column with an empty cell as float: accept integral floats only
-        if not float(value).is_integer():
+        as_float = float(value)
+        if not as_float.is_integer():
             return -1, f"label {value!r} is not an integer index"
-        value = int(value)
+        value = int(as_float)
     if isinstance(value, Integral):
         index = int(value)
         if not 0 <= index < len(classes):

@@ -201,11 +201,13 @@ def read_class_file(path: str | Path) -> ClassList:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
+        line_number = data[: error.start].count(b"\n") + 1
         raise ValueError(
-            f"classes file {path} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); save it as UTF-8"
+            f"classes file {path} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line_number}); save it as UTF-8"
         ) from None
-    keys, names, lines = [], [], {}
+    keys: list[str] = []
+    names: list[str] = []
+    lines: dict[str, int] = {}  # key -> the line it is on
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):

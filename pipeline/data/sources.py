@@ -302,7 +302,8 @@ def check_box_units(records: list[SampleRecord], box_units: str, option: str) ->
 def _image_size(record: SampleRecord) -> tuple[int, int] | None:
     """The record's ``(width, height)``: as annotated, else from the image file's header (None if unreadable)."""
     if record.annotated_size:
-        return tuple(record.annotated_size)
+        width, height = record.annotated_size  # a tuple, or a list read back from a file
+        return width, height
     try:
         with Image.open(record.image_path) as image:
             return image.size
