@@ -254,9 +254,8 @@ def resume_command(run_dir: Path, cfg: DictConfig | None = None) -> str:
     """The options that continue the run in ``run_dir``, as one pastes them into a shell; a shard's name its
     shard (the folder's recorded options are another shard's)."""
     command = f"{shlex.quote(f'hydra.run.dir={run_dir}')} resume=true"
-    shards = int(cfg.runtime.get("shards", 1) or 1) if cfg is not None else 1
-    if shards > 1:
-        command += f" runtime.shards={shards} runtime.shard={int(cfg.runtime.get('shard', 0))}"
+    if cfg is not None and int(cfg.runtime.get("shards", 1) or 1) > 1:
+        command += f" runtime.shards={int(cfg.runtime.shards)} runtime.shard={int(cfg.runtime.get('shard', 0))}"
     return command
 
 
@@ -349,7 +348,7 @@ Commands:
   cam-audit export fiftyone RUN [...]        a finished audit (cam.save_maps=true) as a FiftyOne dataset for review
                                              (cam-audit export fiftyone --help; the fiftyone extra)
   cam-audit merge RUN [OVERRIDE ...]         the report of a sharded run (runtime.shards) once every shard is
-                                             complete (cam-audit merge --help; README "Beyond one node")
+                                             complete (cam-audit merge --help; docs/scaling.md "Beyond one node")
   scripts/nightly.sh [pin NIGHT]             the nightly job: audit, then compare with the pinned reference and
                                              with last night (README "Nightly job")
 

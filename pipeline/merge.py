@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -139,7 +140,7 @@ def merge_when_complete(
         lock.release()
 
 
-def merge_run(run_dir: Path, overrides: list[str] = ()) -> dict:
+def merge_run(run_dir: Path, overrides: Sequence[str] = ()) -> dict:
     """``cam-audit merge RUN [OVERRIDE ...]``: the report of the sharded run in ``run_dir`` (see the module
     doc). ``overrides`` (``runtime.device=cpu``...) change how the merge runs; one that changes the rows is
     refused by the fingerprint check. ConfigError when the folder is in use, not a sharded run, or a shard is

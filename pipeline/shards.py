@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def claim_fingerprint(
         ) from error
 
 
-def recorded_config(run_dir: Path, overrides: list[str] = ()) -> tuple[DictConfig, dict]:
+def recorded_config(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, dict]:
     """The resolved configuration the shards of ``run_dir`` ran with (``parts/fingerprint.json``), with
     ``overrides`` (``key=value``) on top and ``runtime.precision`` as they resolved it; and the stored
     fingerprint. A ConfigError when the folder is not a sharded run."""
@@ -174,7 +175,9 @@ def recorded_config(run_dir: Path, overrides: list[str] = ()) -> tuple[DictConfi
         extra = OmegaConf.from_dotlist(list(overrides))
     except Exception as error:  # noqa: BLE001 -- OmegaConf's grammar errors have no common base
         raise ConfigError("overrides", f"cannot read {' '.join(overrides)!r}: {error}") from error
-    return OmegaConf.merge(cfg, extra), stored
+    merged = OmegaConf.merge(cfg, extra)
+    assert isinstance(merged, DictConfig)  # a mapping merged onto a mapping
+    return merged, stored
 
 
 def clear_complete(run_dir: Path, shard: Shard) -> None:

@@ -11,10 +11,11 @@ from pipeline.settings import SCHEMAS, settings_from_config
 from tests.helpers_corpus import CONF
 
 # conf/base/ holds what every option of a group shares (conf/base/<group>.yaml); it is not a group itself.
+# conf/hydra/ holds options of Hydra's own groups (hydra/launcher: tests/run/test_shard_launchers.py).
 GROUPS = {
     group.name: sorted(p.stem for p in group.glob("*.yaml"))
     for group in CONF.iterdir()
-    if group.is_dir() and group.name != "base"
+    if group.is_dir() and group.name not in ("base", "hydra")
 }
 BASES = {path.stem for path in (CONF / "base").glob("*.yaml")}
 
