@@ -388,6 +388,6 @@ def merge_if_last(cfg: DictConfig, run: OpenRun, run_dir: Path, ranks: distribut
 def _rank_done(ranks: distributed.Ranks, n_seen: int, elapsed: float) -> dict:
     """A rank other than 0 at the end: its own counts (rank 0 writes the report, or the shard's mark)."""
     message = f"rank {ranks.rank}/{ranks.world_size}: {n_seen} images in {elapsed:.1f}s"
-    print(f"{message}; rank 0 writes the report")
+    print(f"{message}; rank 0 finishes the run")
     logs.event(logger, "rank_done", message, rank=ranks.rank, images=n_seen, seconds=elapsed)
     return {"rank": ranks.rank, "images_scored_this_invocation": n_seen, "seconds": elapsed}

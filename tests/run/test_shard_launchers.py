@@ -6,6 +6,7 @@ array script without submitting it (no SLURM here).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,19 +58,31 @@ def test_a_multirun_over_the_shards_shares_one_folder_and_the_last_shard_merges(
     assert_merged(run_dir, ids)
 
 
-@pytest.mark.timeout(600)  # 18 s alone on 2 cores, 40 s beside other tests: two processes started by submitit
-def test_submitit_local_runs_the_shards_as_processes_into_one_folder(tiny, tmp_path):
+@pytest.mark.parametrize(
+    "tasks",
+    [1, pytest.param(2, marks=pytest.mark.slow)],  # 18 s alone on 2 cores; 2 tasks per shard: 45 s (four processes)
+)
+@pytest.mark.timeout(600)
+def test_submitit_local_runs_the_shards_as_processes_into_one_folder(tiny, tmp_path, tasks):
+    """One process per shard; with ``tasks_per_node=2``, as SLURM would, each shard is two tasks, which become its
+    two torch.distributed ranks through submitit (``runtime.ranks_from=submitit``), no torchrun."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     overrides, ids = tiny
     run_dir = tmp_path / "run"
     launcher = ["hydra/launcher=shards_local", f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=."]
+    launcher += [f"hydra.launcher.tasks_per_node={tasks}", "runtime.ranks_from=submitit"]
     result = multirun([*overrides, "runtime.shards=2", "runtime.shard=range(2)", *launcher], timeout=580)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
     assert_merged(run_dir, ids)
-    logs = sorted(path.name for path in (run_dir / ".submitit").glob("*/*_log.out"))
-    assert len(logs) == 2  # two jobs, each its own process
+    logs = sorted((run_dir / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2 * tasks  # two jobs of `tasks` tasks, each its own process
+    assert sum(f"rank 1/{tasks}" in path.read_text() for path in logs) == (2 if tasks > 1 else 0)
     for k in (0, 1):
         assert (run_dir / f"cam-audit-shard-{k:03d}.log").is_file()
+        mark = json.loads((run_dir / "parts" / f"shard-{k:03d}" / "complete.json").read_text())
+        assert mark["ranks"] == tasks
+        written = {path.name.split("-")[1] for path in (run_dir / "parts" / f"shard-{k:03d}").glob("samples-*")}
+        assert written == {f"r{rank:03d}" for rank in range(tasks)}  # each rank its own parts in its shard's folder
 
 
 class Submitted(Exception):
