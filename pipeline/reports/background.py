@@ -29,6 +29,9 @@ class BackgroundWriteError(RuntimeError):
     overlay thread's failure: that failure is kept as it is (worker and original error), not wrapped twice,
     so a full disk met by either thread is recognised as one."""
 
+    worker: str
+    error: BaseException
+
     def __init__(self, worker: str, error: BaseException):
         if isinstance(error, BackgroundWriteError):
             worker, error = error.worker, error.error

@@ -65,7 +65,7 @@ def safe_file_stem(sample_id: str, max_length: int = 80) -> str:
 
 def _heat(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """Blend a ``[H, W]`` map in [0, 1] over a ``[H, W, 3]`` BGR image with the JET colour map."""
-    colour = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), cv2.COLORMAP_JET)
+    colour = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(image, 0.5, colour, 0.5, 0)
 
 
@@ -84,14 +84,16 @@ def _legend(width: int, size: int, tau: float | None, map_box: bool) -> np.ndarr
     what "in box" and "excess" mean. The same for every overlay of a run's size: drawn once (read-only)."""
     from PIL import Image, ImageDraw
 
-    items = [("box", GREEN, "annotated box")]
+    items: list[tuple[str, tuple[int, int, int] | None, str]] = [("box", GREEN, "annotated box")]
     if map_box:
         at = f" at tau = {tau:g}" if tau is not None else ""
         items.append(("box", MAGENTA, f"box of the map thresholded{at}"))
     items.append(("cross", None, "peak of the map"))
     step, margin, swatch = overlay_text.line_height(size), 6, size
     # the items flow left to right, on as many lines as the width needs
-    placed, x, row = [], margin, 0
+    placed = []
+    x: float = margin
+    row = 0
     for kind, colour, label in items:
         need = swatch + 6 + overlay_text.text_width(label, size) + 2 * size
         if x > margin and x + need > width - margin:

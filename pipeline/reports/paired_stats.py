@@ -23,8 +23,8 @@ def binomial_tail_half(k: int, n: int) -> float:
     if k > n:
         return 0.0
     if n > 2000:
-        i = np.arange(k, n + 1, dtype=np.float64)
-        log_terms = math.lgamma(n + 1) - log_factorial(i) - log_factorial(n - i) - n * math.log(2.0)
+        tail = np.arange(k, n + 1, dtype=np.float64)  # the i of the sum
+        log_terms = math.lgamma(n + 1) - log_factorial(tail) - log_factorial(n - tail) - n * math.log(2.0)
         top = log_terms.max()
         return float(min(1.0, np.exp(top) * np.exp(log_terms - top).sum()))
     term, total = 1, 0  # term = C(n, i), built up from C(n, 0)

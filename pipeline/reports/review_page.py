@@ -342,7 +342,9 @@ def _images_context(frame: pd.DataFrame, overlay_dir: Path, max_images: int) -> 
         return [], [], 0
     if "triage" not in frame.columns:  # a run from before triage existed: the misclassified ones
         frame = frame.assign(triage=np.where(frame["correct"].astype(bool), "ok", "distracted"))
-    image_rows, galleries, left_out = [], [], 0
+    image_rows: list[dict] = []
+    galleries: list[dict] = []
+    left_out = 0
     for category in SEVERITY_ORDER:
         members = frame[frame["triage"] == category]
         if not len(members):

@@ -66,6 +66,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -308,7 +309,7 @@ def find_shortcuts(frame: pd.DataFrame, settings: ShortcutSettings) -> dict:
     for index in np.flatnonzero(tested):
         flagged = bool(adjusted[index] <= settings.alpha and effect[index] >= settings.min_effect)
         members = groups == index
-        entry = {
+        entry: dict[str, Any] = {
             "pred_name": str(labels[index]),
             "images": int(counts[index]),
             "off_object_peak_share": float(1.0 - on_object[members].mean()),
@@ -390,6 +391,7 @@ def hot_spot_picture(
     scaled = np.zeros_like(share_map) if peak <= 0 else share_map / peak
     heat = cv2.applyColorMap(np.round(255 * scaled).astype(np.uint8), cv2.COLORMAP_INFERNO)
     heat = cv2.resize(heat, (side, side), interpolation=cv2.INTER_NEAREST)
+    base: np.ndarray
     if backdrop is None:
         base = np.full((side, side, 3), 128, np.uint8)
     else:

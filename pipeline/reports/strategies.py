@@ -54,6 +54,7 @@ import warnings
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -429,7 +430,7 @@ def find_strategies(
     started = time.perf_counter()
     group_by = list(group_by or [])
     ids = pd.Series(pd.array([pd.NA] * len(frame), dtype="Int32"), index=frame.index)
-    section = {
+    section: dict[str, Any] = {
         "rule": rule_text(settings),
         "settings": asdict(settings),
         "classes": [],
@@ -622,6 +623,7 @@ def cluster_panel(mean_map: np.ndarray, backdrop: np.ndarray | None, caption: st
     scaled = mean_map / peak if peak > 0 else np.zeros_like(mean_map)
     heat = cv2.applyColorMap(np.round(255 * scaled).astype(np.uint8), cv2.COLORMAP_INFERNO)
     heat = cv2.resize(heat, (side, side), interpolation=cv2.INTER_LINEAR)
+    base: np.ndarray
     if backdrop is None:
         base = np.full((side, side, 3), 128, np.uint8)
     else:
