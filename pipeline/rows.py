@@ -34,7 +34,7 @@ class HostColumns:
     names: list[str]
     matrix: torch.Tensor
     vectors: dict[str, torch.Tensor]
-    ready: object = None
+    ready: torch.cuda.Event | None = None
 
     def wait(self) -> None:
         """Block until the copies have landed (only the calling thread waits)."""

@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import torch
@@ -24,7 +25,7 @@ from pipeline.data.device_decode import resolve_decode
 from pipeline.data.records import ClassList, SampleRecord
 from pipeline.data.sources import check_index_problems, load_records, read_metadata
 from pipeline.errors import ConfigError, OptionError
-from pipeline.faithfulness.columns import plan_faithfulness
+from pipeline.faithfulness.columns import FaithfulnessPlan, plan_faithfulness
 from pipeline.maps.engine import CamEngine
 from pipeline.maps.methods import CamMethod, get_method
 from pipeline.model.build import BuiltModel
@@ -35,6 +36,9 @@ from pipeline.options import check_memory_per_worker, check_options, check_top_k
 from pipeline.reports import schema as report_schema
 from pipeline.run_folder import weights_digest
 from pipeline.settings import Settings, settings_from_config
+
+if TYPE_CHECKING:  # imported when scores.maxboxacc.enabled only
+    from pipeline.scores.maxboxacc import MaxBoxAccV2
 
 logger = logging.getLogger("pipeline.setup")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,7 +60,9 @@ class AuditSetup:
     map_names: list[str]
     input_mean: torch.Tensor | None = None  # [1, 3, 1, 1] on the device: normalisation the model expects
     input_std: torch.Tensor | None = None
-    maxboxacc: object = None  # a MaxBoxAccV2 when scores.maxboxacc.enabled (its per-image state goes in the rows)
+    maxboxacc: MaxBoxAccV2 | None = (
+        None  # a MaxBoxAccV2 when scores.maxboxacc.enabled (its per-image state goes in the rows)
+    )
     score_space: str = "input"  # scores.space: input | original
     original_max_side: int = 512  # scores.original_max_side
     preprocess_sources: dict | None = (
@@ -68,7 +74,7 @@ class AuditSetup:
     channels_last: bool = False  # the model and its inputs in channels-last memory format (runtime.channels_last)
     decode_on_device: bool = False  # data.decode resolved: JPEGs decoded in batches on the device
     settings: Settings = field(default_factory=Settings)  # cam, scores, runtime, report as typed values
-    faithfulness: object = None  # pipeline.faithfulness.columns.FaithfulnessPlan: what audit_batch adds
+    faithfulness: FaithfulnessPlan | None = None  # what audit_batch adds
 
 
 def resolve_precision(option: str, device: torch.device) -> str:
@@ -244,13 +250,14 @@ def build_engine(
     if settings.runtime.compile:
         # The target layer's hook stays in the compiled model (Dynamo traces module hooks); its side effect
         # (keeping the activations) splits the graph there: trunk and head are compiled apart.
-        engine.model = torch.compile(engine.model)
+        engine.model = torch.compile(engine.model)  # type: ignore[assignment]  # an OptimizedModule (a Module); the stub says Callable
     return engine
 
 
 def input_normalisation(built: BuiltModel, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's input mean and std as ``[1, 3, 1, 1]`` tensors on the device (a zero std is refused: it
     makes every input inf/NaN)."""
+    assert built.mean is not None and built.std is not None  # build_model fills in ImageNet's when unknown
     if not all(float(v) > 0 and float(v) != float("inf") for v in built.std):
         raise ConfigError("model.std", f"every value must be a finite number above 0, got {list(built.std)}")
     mean = torch.tensor(built.mean, device=device).view(1, 3, 1, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,5 +21,6 @@ def synthetic_spec(synthetic_cfg=None) -> SyntheticSpec:
         if isinstance(synthetic_cfg, DictConfig)
         else dict(synthetic_cfg)
     )
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in plain.items() if k in names}
+    assert isinstance(plain, dict)  # a mapping's container is a dict
+    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in plain.items() if k in names}
     return SyntheticSpec(**values)
