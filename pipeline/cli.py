@@ -144,41 +144,53 @@ def _main(cfg: DictConfig) -> None:
             remove_created_folders(run_dir, created)
         if cfg.runtime.debug and isinstance(error, Exception):
             raise
-        if isinstance(error, MissingMandatoryValue):
-            # a `???` left in the config (e.g. data.images of data=imagenet_val): name the key, not a traceback
-            key = error.full_key or "?"
-            fail(
-                f"cam-audit: configuration error: {key}: is required (the config has ??? here); pass {key}=<value>",
-                ExitCode.CONFIG,
-            )
-        if isinstance(error, ConfigError):
-            fail(f"cam-audit: configuration error: {one_line(str(error))}", ExitCode.CONFIG)
-        if isinstance(error, InterpolationResolutionError):
-            fail(f"cam-audit: configuration error: {one_line(str(error))}", ExitCode.CONFIG)
-        if isinstance(error, TooManyFailures):
-            fail(f"cam-audit: stopped: {error}", ExitCode.TOO_MANY_FAILURES)
-        if isinstance(error, OSError) and is_disk_full(error):
-            # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
-            fail(
-                f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
-                f"free space, then run again with {resume_command(run_dir, cfg)}",
-                ExitCode.DISK_FULL,
-            )
-        if isinstance(error, Terminated) or _terminated:  # (or an error of the stop itself: a killed loader worker)
-            fail(f"cam-audit: terminated (SIGTERM); continue with {resume_command(run_dir, cfg)}", ExitCode.TERMINATED)
-        if isinstance(error, KeyboardInterrupt):
-            fail(f"cam-audit: interrupted; continue with {resume_command(run_dir, cfg)}", ExitCode.INTERRUPTED)
+        stop = stop_line(error, run_dir, cfg)
+        if stop is not None:
+            fail(*stop)
         if isinstance(error, Exception):
-            logger.error(
-                "cam-audit: unexpected error (a bug; please report it with this traceback): %s: %s",
-                type(error).__name__,
-                error,
-                exc_info=error,
-                extra={"event": "crash", "fields": {"exit_code": ExitCode.INTERNAL}},
-            )
-            logging.shutdown()
-            sys.exit(ExitCode.INTERNAL)
+            report_bug(error)
         raise  # SystemExit
+
+
+def stop_line(error: BaseException, run_dir: Path, cfg: DictConfig) -> tuple[str, ExitCode] | None:
+    """The one line and the exit status of an error that ends a run, by its type; None for a bug (an
+    unexpected exception: traceback, exit 5) or a SystemExit."""
+    if isinstance(error, MissingMandatoryValue):
+        # a `???` left in the config (e.g. data.images of data=imagenet_val): name the key, not a traceback
+        key = error.full_key or "?"
+        return (
+            f"cam-audit: configuration error: {key}: is required (the config has ??? here); pass {key}=<value>",
+            ExitCode.CONFIG,
+        )
+    if isinstance(error, (ConfigError, InterpolationResolutionError)):
+        return f"cam-audit: configuration error: {one_line(str(error))}", ExitCode.CONFIG
+    if isinstance(error, TooManyFailures):
+        return f"cam-audit: stopped: {error}", ExitCode.TOO_MANY_FAILURES
+    if isinstance(error, OSError) and is_disk_full(error):
+        # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
+        return (
+            f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
+            f"free space, then run again with {resume_command(run_dir, cfg)}",
+            ExitCode.DISK_FULL,
+        )
+    if isinstance(error, Terminated) or _terminated:  # (or an error of the stop itself: a killed loader worker)
+        return f"cam-audit: terminated (SIGTERM); continue with {resume_command(run_dir, cfg)}", ExitCode.TERMINATED
+    if isinstance(error, KeyboardInterrupt):
+        return f"cam-audit: interrupted; continue with {resume_command(run_dir, cfg)}", ExitCode.INTERRUPTED
+    return None
+
+
+def report_bug(error: Exception) -> None:
+    """An unexpected error: its traceback on stderr and in the job log, exit 5."""
+    logger.error(
+        "cam-audit: unexpected error (a bug; please report it with this traceback): %s: %s",
+        type(error).__name__,
+        error,
+        exc_info=error,
+        extra={"event": "crash", "fields": {"exit_code": ExitCode.INTERNAL}},
+    )
+    logging.shutdown()
+    sys.exit(ExitCode.INTERNAL)
 
 
 def job_log_name(job_name: str, cfg: DictConfig) -> str:
