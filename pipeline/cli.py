@@ -406,6 +406,37 @@ def main() -> None:
         fail("cam-audit: terminated (SIGTERM)", ExitCode.TERMINATED)
     except KeyboardInterrupt:
         fail("cam-audit: interrupted", ExitCode.INTERRUPTED)
+    except Exception as error:
+        failed = failed_launcher_job(error)
+        if failed is None:
+            raise
+        logs.configure(requested_log_format(argv), None)
+        fail(*failed)
+
+
+# A job of a multirun started by hydra-submitit-launcher (hydra/launcher=shards_slurm or shards_local) reports
+# its end on its own stderr; the launching process gets submitit's exception with that stream's tail. Its last
+# cam-audit line says how the job ended: the launching command exits with the status that line stands for.
+JOB_ENDINGS = (
+    ("cam-audit: configuration error", ExitCode.CONFIG),
+    ("cam-audit: stopped: the disk", ExitCode.DISK_FULL),
+    ("cam-audit: stopped:", ExitCode.TOO_MANY_FAILURES),
+    ("cam-audit: terminated", ExitCode.TERMINATED),
+    ("cam-audit: interrupted", ExitCode.INTERRUPTED),
+)
+
+
+def failed_launcher_job(error: Exception) -> tuple[str, int] | None:
+    """``(one line, exit status)`` for submitit's error about a job of the multirun that failed (the job's own
+    last ``cam-audit:`` line, its status by :data:`JOB_ENDINGS`, 5 when it crashed); None for any other error."""
+    if not type(error).__module__.startswith("submitit"):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("cam-audit:")]
+    job = lines[0] if lines else type(error).__name__
+    said = ours[-1] if ours else (lines[-1] if lines else "")
+    code = next((status for prefix, status in JOB_ENDINGS if said.startswith(prefix)), ExitCode.INTERNAL)
+    return f"cam-audit: a job of the multirun failed ({one_line(job)}): {said}", code
 
 
 def compare_parser() -> argparse.ArgumentParser:

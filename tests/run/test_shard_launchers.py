@@ -139,3 +139,23 @@ def test_the_slurm_launcher_config_becomes_an_sbatch_array_of_the_shards(tmp_pat
     jobs = [cloudpickle.loads(path.read_bytes()) for path in sorted((run_dir / ".submitit").glob("*.pkl"))]
     assert sorted(tuple(job.args[0]) for job in jobs) == [("runtime.shards=8", f"runtime.shard={k}") for k in range(8)]
     assert all(job.args[1] == "hydra.sweep.dir" for job in jobs)  # every job's folder: the shared sweep folder
+
+
+def test_a_failed_job_of_the_launcher_ends_the_multirun_with_its_own_status():
+    """submitit hands the launching process a job's failure as its exception (a traceback, exit 1 before): the
+    command exits with the status of the job's last cam-audit line, in one line."""
+    utils = pytest.importorskip("submitit.core.utils")
+    from pipeline.cli import failed_launcher_job
+
+    head = "Job 1129 (task: 0) with path /run/.submitit/1129/1129_0_result.pkl\nhas not produced any output"
+    for said, status in (
+        ("cam-audit: configuration error: runtime.shard: 2 is not a shard of runtime.shards=2", ExitCode.CONFIG),
+        ("cam-audit: stopped: 9 of 10 samples failed", ExitCode.TOO_MANY_FAILURES),
+        ("cam-audit: stopped: the disk of /run is full", ExitCode.DISK_FULL),
+        ("cam-audit: terminated (SIGTERM); continue with ...", ExitCode.TERMINATED),
+        ("ZeroDivisionError: division by zero", ExitCode.INTERNAL),  # a crash: its traceback is in the job's log
+    ):
+        error = utils.UncompletedJobError(f"{head} (state: FINISHED)\nError stream produced:\n----\n{said}\n")
+        line, code = failed_launcher_job(error)
+        assert code == status and line.endswith(said) and "Job 1129 (task: 0)" in line and "\n" not in line
+    assert failed_launcher_job(ValueError("not the launcher's")) is None

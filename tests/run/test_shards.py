@@ -168,9 +168,13 @@ def test_shards_run_at_once_into_one_folder_and_merge_into_the_one_process_repor
     assert last.returncode == 0, last.stderr[-2000:]
     assert "shard 2 of 3" in last.stdout and "3 of 3 shards complete" in last.stdout
     assert not (run_dir / "summary.json").exists()  # runtime.merge_when_last=false: only cam-audit merge writes it
-    merged = merge_cli(run_dir)
+    other = merge_cli(run_dir, "scores.tolerance=3")  # an option that changes the rows: not the shards' set-up
+    assert other.returncode == ExitCode.CONFIG and "scores.tolerance" in other.stderr, other.stderr[-2000:]
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "cam-audit-merge.log").exists()
+    merged = merge_cli(run_dir, "runtime.batch_size=2")  # how the merge runs (its sanity check): accepted
     assert merged.returncode == 0, merged.stderr[-2000:]
     assert "Audit of 24 images" in merged.stdout
+    assert "merging 3 shards" in (run_dir / "cam-audit-merge.log").read_text()
     assert_same_report(run_dir, single)
     summary = read_summary(run_dir)
     assert summary["images_scored_this_invocation"] == 24  # the shards' images, summed
