@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from signal import SIG_IGN, SIGTERM, signal
+from signal import SIG_IGN, SIGTERM, SIGUSR1, SIGUSR2, signal
 
 import pyarrow as pa
 import torch
@@ -208,11 +208,14 @@ def check_configuration(
     return check_fingerprint(run_dir / "parts", fingerprint, unchecked) if resumed else []
 
 
-def ignore_sigterm(worker_id: int) -> None:
-    """In a loader worker: ignore SIGTERM. A scheduler signals the whole process group; the main process stops
-    the run (pipeline.cli: exit 143, parts kept) and shuts its workers down itself. A worker killed by the
-    signal first made the main process report "DataLoader worker ... killed by signal" (a traceback)."""
-    signal(SIGTERM, SIG_IGN)
+def ignore_scheduler_signals(worker_id: int) -> None:
+    """In a loader worker: ignore SIGTERM, SIGUSR1 and SIGUSR2. A scheduler signals the whole process group; the
+    main process stops the run (pipeline.cli: exit 143, parts kept) and shuts its workers down itself. A worker
+    killed by the signal first made the main process report "DataLoader worker ... killed by signal" (a
+    traceback); in a submitit job (hydra/launcher=shards_slurm) a worker inherits submitit's SIGUSR2 handler,
+    which would requeue the job a second time and exit the worker."""
+    for scheduler_signal in (SIGTERM, SIGUSR1, SIGUSR2):
+        signal(scheduler_signal, SIG_IGN)
 
 
 def make_loader(setup: AuditSetup, todo: list[SampleRecord], max_boxes: int | None, batch_size: int) -> DataLoader:
@@ -226,7 +229,7 @@ def make_loader(setup: AuditSetup, todo: list[SampleRecord], max_boxes: int | No
         pin_memory=setup.device.type == "cuda",
         collate_fn=collate_samples,
         persistent_workers=False,
-        worker_init_fn=ignore_sigterm,
+        worker_init_fn=ignore_scheduler_signals,
     )
 
 

@@ -120,6 +120,23 @@ def test_a_shard_outside_the_count_is_refused_before_any_work(tmp_path):
         assert not (tmp_path / "run").exists()
 
 
+def test_loader_workers_leave_the_schedulers_signals_to_the_main_process():
+    """SLURM signals every process of a job: a loader worker must neither stop on SIGTERM nor run submitit's
+    SIGUSR2 handler (inherited by the fork: it would requeue the shard a second time)."""
+    from pipeline.run import ignore_scheduler_signals
+
+    signals = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    saved = {number: signal.getsignal(number) for number in signals}
+    try:
+        for number in signals:
+            signal.signal(number, lambda *_: None)  # as submitit's handlers would be
+        ignore_scheduler_signals(0)
+        assert [signal.getsignal(number) for number in signals] == [signal.SIG_IGN] * 3
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """24 images and their one-process run (the reference): ``(overrides, reference run folder, ids)``."""
