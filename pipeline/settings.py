@@ -108,6 +108,7 @@ class ReportSettings:
     save_probabilities: bool = False  # probabilities.parquet: the softmax over all classes per image
     probabilities_dtype: str = "float32"  # float32 | float16
 
+
 @dataclass
 class FaithfulnessSettings:
     """``faithfulness`` (conf/faithfulness/default.yaml): does the map point at what the model uses
