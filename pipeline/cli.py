@@ -152,7 +152,7 @@ def _main(cfg: DictConfig) -> None:
         raise  # SystemExit
 
 
-def stop_line(error: BaseException, run_dir: Path, cfg: DictConfig) -> tuple[str, ExitCode] | None:
+def stop_line(error: BaseException, run_dir: Path, cfg: DictConfig) -> tuple[str, int] | None:
     """The one line and the exit status of an error that ends a run, by its type; None for a bug (an
     unexpected exception: traceback, exit 5) or a SystemExit."""
     if isinstance(error, MissingMandatoryValue):
