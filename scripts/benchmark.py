@@ -414,8 +414,8 @@ def run_benchmark(cfg, args, skip: set[str], tmp: Path) -> dict:
         if device.type == "cuda"
         else f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
         "model": args.model,
-        "source": args.source,
-        "images_on_disk": args.images,
+        "source": args.source if args.model != "default" else "synthetic (the built-in default)",
+        "images_on_disk": args.images if args.model != "default" else len(setup.records),
         "images_in_memory": n_images,
         "batch_size": int(cfg.runtime.batch_size),
         "rounds": args.rounds,
