@@ -115,7 +115,7 @@ class FaithfulnessSettings:
     (pipeline/faithfulness; docs/definitions.md, "Faithfulness")."""
 
     confidence: bool = True  # average drop / increase in confidence of the pred and true maps, every image
-    sample: int = 300  # deletion / insertion AUC on this many images (hash of the id); 0 = off
+    sample: int = 32  # deletion / insertion AUC on this many images (hash of the id); 0 = off
     steps: int = 16  # deletion / insertion steps (n + 1 scores per curve)
     blur_kernel: int = 11  # insertion's blur: Gaussian kernel size (RISE gkern klen)
     blur_sigma: float = 5.0  # and sigma (RISE gkern nsig)

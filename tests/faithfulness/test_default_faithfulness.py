@@ -13,10 +13,18 @@ from tests.helpers_corpus import DEFAULT_CACHE, compose
 
 
 def test_deletion_is_below_insertion_for_the_default_model(tmp_path):
-    cfg = compose(["data.limit=64", "runtime.num_workers=0", "runtime.progress=false", f"cache_dir={DEFAULT_CACHE}"])
+    cfg = compose(
+        [
+            "data.limit=64",
+            "faithfulness.sample=64",
+            "runtime.num_workers=0",
+            "runtime.progress=false",
+            f"cache_dir={DEFAULT_CACHE}",
+        ]
+    )
     setup = prepare(cfg, tmp_path / "prepare")
     records = [r for r in setup.records if not r.problem]
-    assert len(setup.faithfulness.sample_ids) == len(records) == 64  # fewer images than faithfulness.sample: all
+    assert len(setup.faithfulness.sample_ids) == len(records) == 64  # the sample is every image here
     setup.faithfulness.bind(records, setup.device)
     dataset = AuditDataset(records, setup.preprocess)
     deletion, insertion, drop = [], [], []

@@ -114,13 +114,13 @@ def test_a_resumed_run_keeps_the_sample(finished, tmp_path):
 
 
 def test_a_failed_sanity_check_is_printed_first(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(
+    monkeypatch.setitem(  # cam=gradcam makes class-agnostic maps in this run
         methods.METHODS,
-        "activations",
-        methods.CamMethod("activations", activation_sum, needs_gradients=True, needs_head_weights=False),
+        "gradcam",
+        methods.CamMethod("gradcam", activation_sum, needs_gradients=True, needs_head_weights=False),
     )
     good_dataset(tmp_path / "data", 8)
-    summary = run_in_process(overrides(tmp_path, **{"cam.method": "activations"}), tmp_path / "run")
+    summary = run_in_process(overrides(tmp_path), tmp_path / "run")
     printed = capsys.readouterr().out.strip().splitlines()
     assert summary["sanity_check"]["passed"] is False
     assert printed[0].startswith("WARNING: sanity check failed:") and "do not depend on the class" in printed[0]

@@ -13,7 +13,7 @@ Planted failures (each for a reason the check is built to see):
   last block, threshold 0.5; 0.396 at the default layer).
 A real method fails too: LayerCAM (and Grad-CAM++) weigh the channels by ReLU'd gradients; under the
 default model's global-average-pool + linear head that is a positive mix of the same activations whatever
-the class or the head (measured: class Spearman 0.91 on 64 images; the head's, 0.91 too).
+the class or the head (measured on 64 images: class Spearman 0.79, 0.91 after randomising the head).
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ def sanity_of(tmp_path: Path, overrides: list[str]) -> dict:
 
 @pytest.fixture
 def planted_method(monkeypatch):
+    """``cam=gradcam`` makes the planted maps in this test (the option rules know the real method names only)."""
     monkeypatch.setitem(
         methods.METHODS,
-        "activations",
-        methods.CamMethod("activations", activation_sum, needs_gradients=True, needs_head_weights=False),
+        "gradcam",
+        methods.CamMethod("gradcam", activation_sum, needs_gradients=True, needs_head_weights=False),
     )
 
 
@@ -63,7 +64,7 @@ def test_the_default_model_at_its_default_layer_passes(tmp_path):
 
 
 def test_an_edge_detector_of_the_input_fails_both(tmp_path, planted_method):
-    check = sanity_of(tmp_path, ["cam.method=activations", "model.target_layer=features.0", "sanity.sample=16"])
+    check = sanity_of(tmp_path, ["model.target_layer=features.0", "sanity.sample=16"])
     assert check["passed"] is False
     assert check["maps_depend_on_weights"]["passed"] is False and check["maps_depend_on_class"]["passed"] is False
     for stage in check["stages"]:  # nothing below features.0 has weights: the maps never change
@@ -81,7 +82,7 @@ def test_maps_of_a_random_head_fail_on_the_weights(tmp_path, monkeypatch):
 
 
 def test_maps_that_ignore_the_class_fail_on_the_class(tmp_path, planted_method):
-    check = sanity_of(tmp_path, ["cam.method=activations", "sanity.sample=16"])
+    check = sanity_of(tmp_path, ["sanity.sample=16"])
     assert check["maps_depend_on_class"]["passed"] is False
     assert check["class_sensitivity"]["spearman"] == pytest.approx(1.0)
     assert check["passed"] is False
@@ -95,5 +96,5 @@ def test_gradcam_at_the_input_side_convolution_fails_on_the_weights(tmp_path):
 
 def test_layercam_on_a_gap_head_fails_on_the_class(tmp_path):
     check = sanity_of(tmp_path, ["cam=layercam", "sanity.sample=16"])
-    assert check["maps_depend_on_class"]["passed"] is False  # 0.74 on these 16 images, 0.91 on 64
+    assert check["maps_depend_on_class"]["passed"] is False  # 0.74 on these 16 images, 0.79 on 64
     assert check["passed"] is False
