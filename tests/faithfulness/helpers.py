@@ -40,7 +40,7 @@ def product_columns(model, inputs, made, maps=None, confidence=True, sample=True
     )
     plan.bind(records, inputs.device)
     chosen = made.maps.normalised if maps is None else maps
-    empty = torch.zeros(chosen.shape[:2], dtype=torch.bool)
+    empty = torch.zeros(chosen.shape[:2], dtype=torch.bool, device=chosen.device)
 
     def predict(x):
         with torch.no_grad():
