@@ -101,12 +101,11 @@ class ReportSettings:
     group_by: list[str] = field(default_factory=lambda: ["marker_present"])
     review_page: bool = True
     review_max_images: int = 500
+    save_probabilities: bool = False  # probabilities.parquet: the softmax over all classes per image
+    probabilities_dtype: str = "float32"  # float32 | float16
     triage: TriageSettings = field(default_factory=TriageSettings)
     shortcuts: ShortcutSettings = field(default_factory=ShortcutSettings)
     strategies: StrategySettings = field(default_factory=StrategySettings)
-
-    save_probabilities: bool = False  # probabilities.parquet: the softmax over all classes per image
-    probabilities_dtype: str = "float32"  # float32 | float16
 
 
 @dataclass
