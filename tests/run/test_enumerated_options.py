@@ -20,6 +20,7 @@ BAD_VALUES = {
     "runtime.precision": "fp8",
     "runtime.channels_last": "maybe",
     "runtime.log_format": "xml",
+    "runtime.ranks_from": "slurm",
     "data.decode": "nvjpeg",
     "data.metadata_missing": "ignore",
     "data.preprocess.mode": "crop",
