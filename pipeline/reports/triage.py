@@ -141,19 +141,10 @@ def triage_with_reasons(frame: pd.DataFrame, settings: TriageSettings = TriageSe
     on = hit & enough
     off = ~hit & ~enough
     category = np.select(
+        # one condition per category of CATEGORIES, in its order; the last, ok, is the default
         [no_box, empty, crowded & ~correct, crowded, ~correct & on, ~correct & off, ~correct, off, ~on],
-        [
-            "object_not_in_input",
-            "empty_map",
-            "wrong_not_testable",
-            "right_not_testable",
-            "confused_on_object",
-            "distracted",
-            "wrong_mixed_evidence",
-            "right_for_wrong_reason",
-            "right_mixed_evidence",
-        ],
-        default="ok",
+        list(CATEGORIES[:-1]),
+        default=CATEGORIES[-1],
     )
     which = np.where(correct, "true", "pred")
     peak = np.where(hit, "peak in a box", "peak off every box")
