@@ -8,11 +8,13 @@ import json
 import subprocess
 
 import pandas as pd
+import pytest
 
 from pipeline.errors import ExitCode
 from tests.helpers_corpus import MAIN, base_overrides, cli_command, good_dataset
 
 
+@pytest.mark.slow  # two real processes racing: 15-30 s on 2 cores (the lock itself: tests/run/test_run_folder.py)
 def test_two_runs_into_one_new_folder_at_once_one_runs_one_is_refused(tmp_path):
     ids = good_dataset(tmp_path / "data", 12)
     overrides = base_overrides(

@@ -10,11 +10,13 @@ import subprocess
 import time
 
 import pandas as pd
+import pytest
 
 from pipeline.errors import ExitCode
 from tests.helpers_corpus import MAIN, add_sample, base_overrides, cli_command, good_dataset, run_cli
 
 
+@pytest.mark.slow  # a real process signalled mid-run, then resumed: 20-50 s on 2 cores
 def test_sigterm_mid_run_keeps_the_parts_logs_and_exits_143_then_resume_finishes(tmp_path):
     root, run_dir = tmp_path / "data", tmp_path / "run"
     ids = good_dataset(root, 60, side=16)

@@ -164,6 +164,7 @@ def test_an_overlay_writer_crash_stops_the_run(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "samples.parquet").exists()
 
 
+@pytest.mark.slow  # a real process killed mid-run: 25 s on 2 cores
 def test_sigkill_while_the_writers_have_work_queued_then_resume_gives_every_image_once(tmp_path):
     root, run_dir = tmp_path / "data", tmp_path / "run"
     ids = good_dataset(root, 96, side=16)

@@ -31,6 +31,7 @@ def test_ranks_come_from_torchrun_environment(monkeypatch):
     assert from_environment(0) == Ranks(2, 4, 0)
 
 
+@pytest.mark.slow  # torchrun, three processes: 20 s on 2 cores
 @pytest.mark.timeout(300)
 def test_torchrun_two_ranks_give_the_single_process_rows(tmp_path):
     root = tmp_path / "data"
@@ -53,6 +54,7 @@ def test_torchrun_two_ranks_give_the_single_process_rows(tmp_path):
     assert summary["images"] == 14 and summary["images_scored_this_invocation"] == 14  # summed over the ranks
 
 
+@pytest.mark.slow  # torchrun, three processes: 18 s on 2 cores
 @pytest.mark.timeout(300)
 def test_a_run_interrupted_with_one_process_is_finished_by_two(tmp_path):
     """Resume across world sizes: the parts a single process left are kept, two ranks audit only the rest."""

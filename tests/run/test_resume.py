@@ -31,6 +31,7 @@ def _read_every_part(parts_dir: Path) -> dict[str, list[str]]:
     return ids
 
 
+@pytest.mark.slow  # a real process killed mid-run: 30 s on 2 cores; resume stays in CI (below, tests/cli/test_resume_cli.py)
 def test_sigkill_mid_run_then_resume_gives_every_sample_exactly_once(tmp_path):
     root, run_dir = tmp_path / "data", tmp_path / "run"
     ids = good_dataset(root, 120, side=16)
