@@ -11,6 +11,9 @@ Each dataclass below plays two parts:
 - **settings**: :func:`settings_from_config` turns the composed config into these objects once
   (``OmegaConf.to_object``); the low-level modules take them, never the config.
 
+None is frozen: OmegaConf makes a frozen dataclass a read-only node that the YAML values cannot be merged
+into. This module imports nothing of the pipeline's stages: :mod:`pipeline.reports` takes its settings from here.
+
 The schema checks keys and types only; ranges and rules between options (``scores.taus`` in [0, 1],
 ``cam.top_k`` at most the class count) stay in the rule table of :mod:`pipeline.options`. The defaults
 here mirror the YAML files (a test keeps them equal); a run takes its values from the YAML.
@@ -28,9 +31,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from pipeline.errors import ConfigError
-from pipeline.reports.shortcuts import ShortcutSettings
-from pipeline.reports.strategies import StrategySettings
-from pipeline.reports.triage import TriageSettings
 
 SCHEMA_GROUP = "schema"  # ConfigStore group of the schemas: schema/cam, schema/scores, ...
 
@@ -90,6 +90,48 @@ class RuntimeSettings:
     shards: int = 1  # a sharded run: the dataset split into this many shards by a hash of the id (pipeline.shards)
     shard: int = 0  # the shard this job audits, 0 .. shards - 1
     merge_when_last: bool = True  # the last shard to finish merges the shards into the report
+
+
+@dataclass
+class TriageSettings:
+    """``report.triage``: when a map counts as lying on or off the annotated object
+    (:mod:`pipeline.reports.triage`)."""
+
+    on_object_min_excess_energy: float = 0.2
+    max_box_fraction: float = 0.75
+
+
+@dataclass
+class ShortcutSettings:
+    """``report.shortcuts``: the shortcut finder's test and hot spot (:mod:`pipeline.reports.shortcuts`)."""
+
+    alpha: float = 0.01
+    min_effect: float = 0.25
+    min_images: int = 5
+    permutations: int = 10000
+    seed: int = 0
+    grid: int = 16
+    collapse_share: float = 0.5
+    hot_spot_shifts: int = 999
+    hot_spot_max_images: int = 500
+
+
+@dataclass
+class StrategySettings:
+    """``report.strategies``: the clustering of the predicted-class maps (:mod:`pipeline.reports.strategies`)."""
+
+    grid: int = 16
+    frame: str = "object"
+    by: str = "pred"
+    min_images: int = 20
+    smooth: float = 1.0
+    neighbours: int = 10
+    max_clusters: int = 8
+    max_images: int = 5000
+    seed: int = 0
+    examples: int = 4
+    off_object_share: float = 0.5
+    max_pictures: int = 20
 
 
 @dataclass

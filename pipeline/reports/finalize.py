@@ -39,10 +39,10 @@ from pipeline.reports.strategies import (
     strategy_lines,
     write_strategy_pictures,
 )
-from pipeline.reports.triage import CATEGORIES, TriageSettings, triage_counts, triage_rule_text, triage_with_reasons
+from pipeline.reports.triage import CATEGORIES, triage_counts, triage_rule_text, triage_with_reasons
 from pipeline.scores import registry
 from pipeline.scores.registry import Aggregate, tau_key
-from pipeline.settings import ScoresSettings, Settings
+from pipeline.settings import ScoresSettings, Settings, TriageSettings
 
 logger = logging.getLogger("pipeline.reports")
 

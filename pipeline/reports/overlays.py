@@ -321,7 +321,8 @@ def overlay_rows(table: pa.Table, mode: str, triage_settings=None) -> np.ndarray
         return np.arange(table.num_rows)
     if mode == "misclassified":
         return np.flatnonzero(~table.column("correct").fill_null(True).to_numpy(zero_copy_only=False))
-    from pipeline.reports.triage import NO_LOOK_NEEDED, TriageSettings, triage
+    from pipeline.reports.triage import NO_LOOK_NEEDED, triage
+    from pipeline.settings import TriageSettings
 
     categories = triage(_scalar_columns(table).to_pandas(), triage_settings or TriageSettings())
     return np.flatnonzero(~np.isin(categories.to_numpy(), NO_LOOK_NEEDED))
@@ -335,7 +336,8 @@ def _scalar_columns(table: pa.Table) -> pa.Table:
 def triage_lines(table: pa.Table, rows: np.ndarray, triage_settings=None) -> list[tuple[str, str]]:
     """``(triage, triage_reason)`` of the batch rows ``rows``, as the finished run's samples.parquet will
     have them (:func:`pipeline.reports.triage.triage_with_reasons` with ``report.triage``)."""
-    from pipeline.reports.triage import TriageSettings, triage_with_reasons
+    from pipeline.reports.triage import triage_with_reasons
+    from pipeline.settings import TriageSettings
 
     if rows.size == 0:
         return []

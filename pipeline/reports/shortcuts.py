@@ -64,31 +64,17 @@ then say little about the model.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipeline.settings import ShortcutSettings
+
 GRID_COLUMN = "pred_off_box_grid"
 HIT_COLUMN = "pred_pointing_hit"
-
-
-@dataclass
-class ShortcutSettings:
-    """``report.shortcuts`` (conf/report/default.yaml); also its schema (:mod:`pipeline.settings`), so not
-    frozen (OmegaConf makes a frozen dataclass a read-only node)."""
-
-    alpha: float = 0.01
-    min_effect: float = 0.25
-    min_images: int = 5
-    permutations: int = 10000
-    seed: int = 0
-    grid: int = 16
-    collapse_share: float = 0.5
-    hot_spot_shifts: int = 999
-    hot_spot_max_images: int = 500
 
 
 def rule_text(settings: ShortcutSettings) -> str:

@@ -52,12 +52,14 @@ import math
 import time
 import warnings
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from pipeline.settings import StrategySettings
 
 MAP_GRID_COLUMN = "pred_map_grid"
 STRATEGY_COLUMN = "pred_strategy"
@@ -75,24 +77,6 @@ STRATEGY_DESCRIPTION = (
 GROUP_COLUMNS = {"pred": "pred_name", "true": "label_name"}
 FRAMES = ("object", "input")
 CHUNK = 8192  # rows prepared and assigned at once beyond the cap
-
-
-@dataclass
-class StrategySettings:
-    """``report.strategies`` (conf/report/default.yaml); also its schema (:mod:`pipeline.settings`)."""
-
-    grid: int = 16
-    frame: str = "object"
-    by: str = "pred"
-    min_images: int = 20
-    smooth: float = 1.0
-    neighbours: int = 10
-    max_clusters: int = 8
-    max_images: int = 5000
-    seed: int = 0
-    examples: int = 4
-    off_object_share: float = 0.5
-    max_pictures: int = 20
 
 
 # -- on the device, during the run -----------------------------------------------------------------------

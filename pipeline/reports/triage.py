@@ -36,10 +36,10 @@ reachable with ``max_box_fraction`` = 1) leaves the pointing game alone to decid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
+
+from pipeline.settings import TriageSettings
 
 # The categories in the order they are assigned.
 CATEGORIES: tuple[str, ...] = (
@@ -82,17 +82,6 @@ MEANINGS: dict[str, str] = {
     "right_mixed_evidence": "right, and the true-class map's peak and its energy disagree about the object",
     "ok": "right, and the true-class map lies on the object",
 }
-
-
-@dataclass
-class TriageSettings:
-    """``report.triage``: when a map counts as lying on or off the annotated object.
-
-    Also the schema of ``report.triage`` (:mod:`pipeline.settings`): not frozen, since OmegaConf makes a
-    frozen dataclass a read-only node that the YAML values cannot be merged into."""
-
-    on_object_min_excess_energy: float = 0.2
-    max_box_fraction: float = 0.75
 
 
 def _as_float(frame: pd.DataFrame, column: str) -> np.ndarray:
