@@ -4,12 +4,17 @@ a blurred copy restores it (deletion AUC below insertion AUC, on average and for
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.compute import audit_batch
 from pipeline.data.dataset import AuditDataset, collate_samples
 from pipeline.setup import prepare
 from tests.helpers_corpus import DEFAULT_CACHE, compose
+
+# the built-in default model: a fresh clone generates its data and trains it first (minutes on 2 cores), then
+# 64 images x 31 forwards each: make test-all
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
 
 
 def test_deletion_is_below_insertion_for_the_default_model(tmp_path):

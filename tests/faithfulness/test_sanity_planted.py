@@ -30,6 +30,9 @@ from pipeline.maps import methods
 from pipeline.setup import prepare
 from tests.helpers_corpus import DEFAULT_CACHE, compose
 
+# the built-in default model: a fresh clone generates its data and trains it first (minutes on 2 cores): make test-all
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
+
 
 def activation_sum(acts, grads, class_weights):
     """A planted "method": the activations summed over channels, the same for every target class."""

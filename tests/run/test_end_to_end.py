@@ -19,14 +19,17 @@ from pipeline.reports.triage import NO_LOOK_NEEDED
 from pipeline.run import run_audit
 from tests.helpers_corpus import DEFAULT_CACHE as CACHE
 from tests.helpers_corpus import MAIN as ROOT
+from tests.helpers_corpus import base_overrides, good_dataset
 
 LIMIT = 400
 # Small parts so that the slice spans several: a part is written once whole batches reach ROWS_PER_PART
 # rows, the rest at the end (400 rows in batches of 64 -> 128, 128, 128, 16).
 ROWS_PER_PART, BATCH_SIZE = 128, 64
 # The first run on a fresh clone generates the data and trains the model inside the fixture (a few minutes
-# on 2 cores): allow for it beyond the suite's default per-test timeout.
+# on 2 cores): allow for it beyond the suite's default per-test timeout. Every test of the default model is
+# slow for that reason (make test-all); the command-line test also runs on the tiny model in the fast suite.
 pytestmark = pytest.mark.timeout(1800)
+DEFAULT_MODEL = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,7 @@ def default_run(tmp_path_factory, compose_config):
     return run_dir, pd.read_parquet(run_dir / "samples.parquet"), summary
 
 
+@DEFAULT_MODEL
 def test_rows_schema_and_metadata(default_run):
     run_dir, frame, summary = default_run
     assert len(frame) == LIMIT and frame["id"].is_unique
@@ -90,6 +94,7 @@ def test_rows_schema_and_metadata(default_run):
     assert [pq.read_metadata(part).num_rows for part in parts] == [128, 128, 128, 16]
 
 
+@DEFAULT_MODEL
 def test_one_overlay_per_image_that_needs_a_look(default_run):
     run_dir, frame, summary = default_run
     needs_look = frame.loc[~frame["triage"].isin(NO_LOOK_NEEDED), "id"]
@@ -100,6 +105,7 @@ def test_one_overlay_per_image_that_needs_a_look(default_run):
     assert sum(summary["triage"].values()) == len(frame) and summary["triage"]["ok"] == (frame["triage"] == "ok").sum()
 
 
+@DEFAULT_MODEL
 def test_planted_shortcut_is_visible(default_run):
     """Marker images' predicted-class maps sit off the object (they peak on the marker)."""
     _, frame, summary = default_run
@@ -118,6 +124,7 @@ def test_planted_shortcut_is_visible(default_run):
     assert summary["shortcuts"]["flagged"] == ["triangle"]
 
 
+@DEFAULT_MODEL
 def test_shortcut_hot_spot_lies_on_the_marker(default_run):
     """Where the flagged class's off-box energy goes: each image's off-box peak cell is on its marker (the
     marker is drawn at a random place per image, so per image is where it can be checked), and so are
@@ -163,6 +170,7 @@ def test_shortcut_hot_spot_lies_on_the_marker(default_run):
     assert entry["hot_spot"]["verdict"].startswith("no fixed location")
 
 
+@DEFAULT_MODEL
 def test_verdicts_agree_with_the_evidence(default_run):
     """No "off the object" row has a pointing hit on its judged map; every row not ok says why; the
     localisation numbers come with their context."""
@@ -177,6 +185,7 @@ def test_verdicts_agree_with_the_evidence(default_run):
     assert context["median_box_to_object_area"] > 1.5 and context["reading"].startswith("maps are wider")
 
 
+@DEFAULT_MODEL
 def test_classes_table(default_run):
     run_dir, frame, _ = default_run
     classes = pd.read_parquet(run_dir / "classes.parquet")
@@ -194,19 +203,16 @@ def test_classes_table(default_run):
         assert row["accuracy"] == pytest.approx(expected[row["label_name"]])
 
 
-def test_command_line_prints_where_the_report_went(tmp_path):
+@pytest.mark.parametrize("model", [pytest.param("default", marks=DEFAULT_MODEL), "tiny"])
+def test_command_line_prints_where_the_report_went(tmp_path, model):
     out = tmp_path / "cli-run"
+    if model == "default":
+        options = ["data.limit=48", f"cache_dir={CACHE}", "runtime.progress=false", "runtime.num_workers=0"]
+    else:
+        good_dataset(tmp_path / "data", 6)
+        options = base_overrides(tmp_path / "data", tmp_path / "cache")
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            f"hydra.run.dir={out}",
-            "data.limit=48",
-            f"cache_dir={CACHE}",
-            "runtime.progress=false",
-            "runtime.num_workers=0",
-        ],
+        [sys.executable, "-m", "pipeline", f"hydra.run.dir={out}", *options],
         capture_output=True,
         text=True,
         cwd=ROOT,

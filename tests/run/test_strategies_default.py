@@ -16,7 +16,8 @@ from pipeline.reports.strategies import STRATEGY_COLUMN, StrategySettings, find_
 from pipeline.run import run_audit
 from tests.helpers_corpus import DEFAULT_CACHE as CACHE
 
-pytestmark = pytest.mark.timeout(1800)  # a fresh clone generates the data and trains the model first
+# a fresh clone generates the data and trains the model first (minutes on 2 cores), then 1,200 images: make test-all
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
