@@ -89,6 +89,11 @@ def test_nights_compare_with_the_pinned_reference_and_log_json_lines(tmp_path):
     assert events(bad, "nightly_end")[0]["exit_code"] == 2 and events(bad, "error")  # the audit's own error event
 
 
+# Seven runs of the script (about a dozen Python processes: 50-120 s on 2 cores): the tests of the pinned
+# reference over several nights are slow (make test-all); the first test above keeps one pin and one compare.
+SEVEN_NIGHTS = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory) -> dict:
     """12 images, each labelled with the class TinyNet seed 0 predicts for it (accuracy 1, found by a first
@@ -124,6 +129,7 @@ def _by_baseline(result: dict) -> dict[str, dict]:
     return {Path(line["baseline"]).name: line for line in events(result, "compare")}
 
 
+@SEVEN_NIGHTS
 def test_a_regressed_night_stays_red_against_the_pinned_reference(nights):
     assert nights["n1"]["code"] == 0, nights["n1"]["text"][-3000:]
     summary = json.loads((nights["root"] / "2026-12-06" / "summary.json").read_text())
@@ -140,6 +146,7 @@ def test_a_regressed_night_stays_red_against_the_pinned_reference(nights):
     assert end["reference"] == "2026-12-06" and end["previous"] == "2026-12-07"
 
 
+@SEVEN_NIGHTS
 def test_the_reference_changes_only_when_pinned_on_purpose(nights):
     assert nights["pin_unfinished"]["code"] == 2  # not a finished night: refused, the pin unchanged
     assert nights["pin"]["code"] == 0
@@ -153,6 +160,7 @@ def test_the_reference_changes_only_when_pinned_on_purpose(nights):
     assert (nights["root"] / "REFERENCE").read_text() == "2026-12-08\n"
 
 
+@SEVEN_NIGHTS
 def test_a_night_with_a_third_of_the_images_fails_the_coverage_gate(nights):
     assert nights["n5"]["code"] == 1, nights["n5"]["text"][-3000:]
     for line in events(nights["n5"], "compare"):  # against the reference and against last night
