@@ -138,6 +138,28 @@ def test_loader_workers_leave_the_schedulers_signals_to_the_main_process():
             signal.signal(number, handler)
 
 
+def test_shards_run_in_turn_in_this_process_merge_into_the_one_process_report(tmp_path):
+    """The fast suite's sharded run, in this process (the two tests below start a dozen processes each: make
+    test-all): three shards one after another, the last one merges, and the report is the one-process run's."""
+    ids = good_dataset(tmp_path / "data", 12)
+    overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 2})
+    run_in_process(overrides, tmp_path / "single")
+    for k in range(3):
+        assert not (tmp_path / "run" / "summary.json").exists()
+        run_in_process(sharded(overrides, k, 3), tmp_path / "run")
+    assert_same_report(tmp_path / "run", tmp_path / "single")
+    summary = read_summary(tmp_path / "run")
+    assert summary["images_scored_this_invocation"] == len(ids)  # the shards' images, summed
+    assert [s["shard"] for s in summary["provenance"]["shards"]] == [0, 1, 2]
+    assert sum(s["images"] for s in summary["provenance"]["shards"]) == len(ids)
+    assert not (tmp_path / "run" / ".cam-audit.lock").exists()
+
+
+# The two tests below start shards as processes (two at once, a stop with SIGTERM, the merge command): about
+# ten Python processes each, 30-40 s apiece on 2 cores.
+SHARD_PROCESSES = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """24 images and their one-process run (the reference): ``(overrides, reference run folder, ids)``."""
@@ -151,6 +173,7 @@ def corpus(tmp_path_factory):
     return overrides, root / "single", ids
 
 
+@SHARD_PROCESSES
 @pytest.mark.timeout(600)
 def test_shards_run_at_once_into_one_folder_and_merge_into_the_one_process_report(corpus, tmp_path):
     overrides, single, ids = corpus
@@ -202,6 +225,7 @@ def test_shards_run_at_once_into_one_folder_and_merge_into_the_one_process_repor
     assert not (run_dir / ".cam-audit.lock").exists()
 
 
+@SHARD_PROCESSES
 @pytest.mark.timeout(600)
 def test_a_shard_stopped_mid_run_continues_when_started_again_and_the_last_shard_merges(corpus, tmp_path):
     overrides, single, ids = corpus
