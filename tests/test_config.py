@@ -22,13 +22,13 @@ BASES = {path.stem for path in (CONF / "base").glob("*.yaml")}
 
 def file_values(group: str, option: str) -> dict:
     """What ``group=option`` should put under ``cfg.<group>``: the group's base file (if any), then the
-    option's own file on top."""
-    values = {}
+    option's own file on top, merged key by key (``preprocess.mode`` of an option replaces that one key)."""
+    layers = []
     for path in ([CONF / "base" / f"{group}.yaml"] if group in BASES else []) + [CONF / group / f"{option}.yaml"]:
-        layer = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        layer = OmegaConf.load(path)
         layer.pop("defaults", None)
-        values.update(layer)
-    return values
+        layers.append(layer)
+    return OmegaConf.to_container(OmegaConf.merge(*layers), resolve=False)
 
 
 def test_default_config_composes_with_every_group(compose_config):
