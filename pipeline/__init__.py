@@ -1,10 +1,8 @@
 """cam-audit: Grad-CAM maps of an image classifier scored against the annotated boxes.
 
-Importing the package registers the structured-config schemas of the config groups in Hydra's
-ConfigStore (:mod:`pipeline.settings`): every entry point (the command line, ``run_audit`` callers that
-compose with ``hydra.compose``, the scripts) imports it before Hydra composes ``conf/``.
+Importing the package imports nothing else: a stage's module (``pipeline.data.records``, ``pipeline.scores``,
+``pipeline.maps``) brings only what it uses itself (no Hydra, no pandas). The structured-config schemas of the
+config groups are stored in Hydra's ConfigStore by :func:`pipeline.settings.register_schemas`, which every
+caller that composes ``conf/`` calls first: :mod:`pipeline.cli` when imported (so ``cam-audit`` and
+``python -m pipeline``), the scripts and the tests before their ``hydra.compose``.
 """
-
-from pipeline.settings import register_schemas
-
-register_schemas()

@@ -42,6 +42,9 @@ from omegaconf.errors import (
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError, ExitCode, Terminated, TooManyFailures, is_disk_full
+from pipeline.settings import register_schemas
+
+register_schemas()  # before hydra.main (or a resume's hydra.compose) composes conf/, whose files name them
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 DEFAULT_RUN_DIR = "outputs"  # the fixed prefix of hydra.run.dir in conf/config.yaml

@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -198,8 +197,15 @@ class Settings:
 
 
 def register_schemas() -> None:
-    """Store every schema in Hydra's ConfigStore as ``schema/<group>`` (idempotent; runs at import of
-    :mod:`pipeline`, so before any entry point composes)."""
+    """Store every schema in Hydra's ConfigStore as ``schema/<group>``.
+
+    Every caller that composes ``conf/`` with Hydra calls it first (the YAML files name these schemas):
+    :mod:`pipeline.cli` when it is imported (``hydra.main`` and a resume's ``hydra.compose``), the scripts
+    and the tests before their ``compose``. Calling it again stores the same nodes again (idempotent).
+    Hydra is imported here, not with this module, so that importing the settings stays light.
+    """
+    from hydra.core.config_store import ConfigStore
+
     store = ConfigStore.instance()
     for group, schema in SCHEMAS.items():
         store.store(group=SCHEMA_GROUP, name=group, node=schema)

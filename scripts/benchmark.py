@@ -63,6 +63,7 @@ from pipeline.data.dataset import AuditDataset, collate_samples
 from pipeline.faithfulness.sanity import run_sanity_check
 from pipeline.model.from_config import build_model
 from pipeline.run import run_audit  # noqa: E402
+from pipeline.settings import register_schemas
 from pipeline.setup import AuditSetup, prepare
 
 # The 42 photos: beside the checkout, or where CAM_AUDIT_SAMPLE says (scripts/gpu_check.sh on a GPU machine).
@@ -190,6 +191,7 @@ def benchmark_config(tmp: Path, model: str, batch_size: int, overrides: list[str
             f"cache_dir={tmp / 'cache'}",
         ]
     )
+    register_schemas()  # conf/ names the groups' schemas
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(
             config_name="config",

@@ -21,7 +21,7 @@ from pipeline.reports.finalize import TRIAGE_DESCRIPTIONS, class_descriptions  #
 from pipeline.reports.schema import ERRORS_SCHEMA, MAXBOXACC_DESCRIPTION, METADATA_DESCRIPTION, samples_schema  # noqa: E402
 from pipeline.reports.strategies import STRATEGY_COLUMN, STRATEGY_DESCRIPTION  # noqa: E402
 from pipeline.scores.registry import tau_key  # noqa: E402
-from pipeline.settings import settings_from_config  # noqa: E402
+from pipeline.settings import register_schemas, settings_from_config  # noqa: E402
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "data-dictionary.md"
@@ -35,6 +35,7 @@ def _type(field) -> str:
 def samples_rows() -> list[tuple[str, str, str]]:
     """``(column, type, description)``: the identity columns, then one map's columns as ``<m>_...``
     (``m`` = pred, true, top2.., neg_*), the top-k extras, MaxBoxAccV2's state and metadata columns."""
+    register_schemas()  # conf/ names the groups' schemas
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["cam.top_k=2", "scores.maxboxacc.enabled=true"])
     setup = SimpleNamespace(map_names=["pred", "true", "top2"], metadata=None)

@@ -15,8 +15,13 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
+from pipeline.settings import register_schemas
 from tests.helpers_corpus import REAL_PHOTO_SAMPLE, build_bad_input_corpus, compose
 from tests.helpers_tiny_model import TinyNet
+
+# Tests compose conf/ with Hydra in several places (tests.helpers_corpus.compose, hydra.compose directly),
+# and its files name the groups' schemas: stored once for the session.
+register_schemas()
 
 
 @pytest.fixture(scope="session")

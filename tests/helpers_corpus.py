@@ -238,8 +238,9 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import pipeline  # noqa: F401 -- registers the groups' schemas (conf/*/ name /schema/<group>)
+    from pipeline.settings import register_schemas
 
+    register_schemas()  # conf/*/ name /schema/<group>
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
