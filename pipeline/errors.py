@@ -1,6 +1,7 @@
 """Errors that stop a run with a one-line message (the command line maps each to an exit status)."""
 
 import errno
+from enum import IntEnum
 
 
 class ConfigError(Exception):
@@ -47,7 +48,7 @@ def is_disk_full(error: BaseException) -> bool:
     )
 
 
-class ExitCode:
+class ExitCode(IntEnum):
     """Exit statuses of ``cam-audit`` and ``cam-audit compare`` (one table, in the README too).
 
     Python's own exit status for an uncaught exception is 1; every uncaught exception is mapped to
