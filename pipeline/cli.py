@@ -1,5 +1,5 @@
 """Command line: ``python -m pipeline [hydra overrides]`` or ``cam-audit [overrides]``; ``cam-audit compare ...``
-(or ``cam-audit-compare``) compares two finished audits (:mod:`pipeline.reports.compare`); ``cam-audit merge RUN``
+(or ``cam-audit-compare``) compares two finished audits (:mod:`pipeline.compare`); ``cam-audit merge RUN``
 writes the report of a sharded run (:mod:`pipeline.merge`).
 
 Exit statuses (:class:`pipeline.errors.ExitCode`, the README's table): 0 done; 2 a configuration error (ours
@@ -540,7 +540,7 @@ def compare_main(argv: list[str] | None = None) -> int:
     audited different data under the same ids (other true labels, other class lists), a gate cannot be evaluated,
     the output cannot be written or an option is wrong; 4 when the disk is full. ``--format json``: stdout is one
     JSON line (compare.json with the log-event keys), an error one JSON line on stderr."""
-    from pipeline.reports.compare import (
+    from pipeline.compare import (
         compare_json,
         compare_with_statistics,
         default_out,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import compare_main
-from pipeline.reports.compare import compare_runs
+from pipeline.compare import compare_runs
 from tests.helpers_corpus import base_overrides, good_dataset, run_in_process
 
 

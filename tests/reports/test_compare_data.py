@@ -129,11 +129,11 @@ def test_an_unwritable_out_is_exit_2_and_a_full_disk_exit_4(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert err.startswith("cam-audit compare: --out: the comparison cannot be written") and "Traceback" not in err
 
-    import pipeline.reports.compare
+    import pipeline.compare
 
     def full(result, out):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pipeline.reports.compare, "write_comparison", full)
+    monkeypatch.setattr(pipeline.compare, "write_comparison", full)
     assert compare_main(args + ["--out", str(tmp_path / "cmp")]) == ExitCode.DISK_FULL
     assert "free space" in capsys.readouterr().err

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.reports.compare import add_holm, evaluate_gates
-from pipeline.reports.paired_stats import holm_adjusted
+from pipeline.compare.gates import evaluate_gates
+from pipeline.compare.paired_stats import holm_adjusted
+from pipeline.compare.significance import add_holm
 
 
 def holm_rejects(p: np.ndarray, alpha: float) -> np.ndarray:

@@ -14,8 +14,8 @@ import pytest
 from scipy.stats import binomtest
 
 from pipeline.cli import compare_main
-from pipeline.reports.compare import compare_with_statistics, default_out
-from pipeline.reports.paired_stats import class_mean_statistic, mcnemar_exact, mean_statistic, paired_bootstrap
+from pipeline.compare import compare_with_statistics, default_out
+from pipeline.compare.paired_stats import class_mean_statistic, mcnemar_exact, mean_statistic, paired_bootstrap
 
 
 @pytest.mark.parametrize(

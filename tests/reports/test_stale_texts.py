@@ -33,7 +33,7 @@ def test_the_reworded_empty_map_text_is_no_definition_change():
     """A reference pinned before the rewording must not show "DEFINITIONS CHANGED" every night after it."""
     import inspect
 
-    from pipeline.reports.compare import definition_differences
+    from pipeline.compare import definition_differences
     from pipeline.reports.finalize import definition_choices
 
     new = "constant after ReLU: peak-based scores null (no peak), counted in empty_maps"
