@@ -16,7 +16,13 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from pipeline.settings import register_schemas
-from tests.helpers_corpus import REAL_PHOTO_SAMPLE, build_bad_input_corpus, compose
+from tests.helpers_corpus import (
+    REAL_PHOTO_SAMPLE,
+    REAL_PHOTOS_REQUIRED,
+    build_bad_input_corpus,
+    compose,
+    real_photos_missing,
+)
 from tests.helpers_tiny_model import TinyNet
 
 # Tests compose conf/ with Hydra in several places (tests.helpers_corpus.compose, hydra.compose directly),
@@ -54,10 +60,25 @@ def bad_input_corpus(tmp_path_factory: pytest.TempPathFactory, big_jpeg: Path) -
     return root, build_bad_input_corpus(root, big_jpeg)
 
 
+def _stop_without_real_photos() -> None:
+    """Skip the test where the real-photo sample or its model packages are missing, with the reason; fail
+    instead where ``CAM_AUDIT_REQUIRE_REAL_PHOTOS=1`` says they must be there."""
+    reason = real_photos_missing()
+    if reason is None:
+        return
+    if REAL_PHOTOS_REQUIRED:
+        pytest.fail(f"CAM_AUDIT_REQUIRE_REAL_PHOTOS is set but {reason}", pytrace=False)
+    pytest.skip(f"real-photo test not run: {reason}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("real_photos") is not None:
+        _stop_without_real_photos()
+
+
 @pytest.fixture(scope="session")
 def real_photo_sample() -> Path:
-    """``shared/data/imagenet-sample`` beside the checkout (42 ImageNet photos, VOC XML boxes,
-    ``classes.txt``); the test is skipped where it is absent."""
-    if not REAL_PHOTO_SAMPLE.is_dir():
-        pytest.skip("shared/data/imagenet-sample is not beside the checkout")
+    """The 42 ImageNet photos with VOC XML boxes and ``classes.txt``
+    (:data:`tests.helpers_corpus.REAL_PHOTO_SAMPLE`); skipped or failed as the ``real_photos`` marker."""
+    _stop_without_real_photos()
     return REAL_PHOTO_SAMPLE

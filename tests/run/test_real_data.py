@@ -34,7 +34,7 @@ MISCLASSIFIED = {
     "Granny_Smith",
     "strawberry",
 }
-pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared/data/imagenet-sample is not beside the checkout")
+pytestmark = pytest.mark.real_photos
 
 
 # The README's standard ImageNet preprocessing, stated in full (auto would take timm's bicubic).
