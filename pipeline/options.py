@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -35,13 +36,18 @@ Check = Callable[[object], bool]
 _ABSENT = object()  # OmegaConf.select's answer for a key the composed config does not have
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: object) -> TypeGuard[int]:
+    """An int that is not a bool (Python counts true / false as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def whole(minimum: int) -> Check:
     """An int (not a bool) ``>= minimum``."""
-    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    return lambda value: _integer(value) and value >= minimum
 
 
 def number(minimum: float, maximum: float = math.inf, above_minimum: bool = False) -> Check:
@@ -139,7 +145,9 @@ RULES: tuple[Rule, ...] = (
         auto_or(one_of(*INTERPOLATIONS)),
         "auto or one of " + ", ".join(INTERPOLATIONS),
     ),
-    Rule("data.preprocess.fill", lambda value: whole(0)(value) and value <= 255, "a whole number 0..255 (one byte)"),
+    Rule(
+        "data.preprocess.fill", lambda value: _integer(value) and 0 <= value <= 255, "a whole number 0..255 (one byte)"
+    ),
     Rule("data.preprocess.boxes_refer_to", one_of(*BOXES_REFER_TO), "one of " + ", ".join(BOXES_REFER_TO)),
     Rule("data.preprocess.check_annotated_size", boolean, "true or false"),
     Rule("data.preprocess.max_pixels", whole(1), "a whole number of pixels >= 1"),
@@ -181,7 +189,11 @@ RULES: tuple[Rule, ...] = (
     Rule("report.strategies.max_pictures", whole(0), "a whole number >= 0"),
     Rule("faithfulness.sample", whole(0), "a whole number of images >= 0 (0 = no deletion / insertion)"),
     Rule("faithfulness.steps", whole(1), "a whole number of steps >= 1"),
-    Rule("faithfulness.blur_kernel", lambda value: whole(1)(value) and value % 2 == 1, "an odd whole number of pixels"),
+    Rule(
+        "faithfulness.blur_kernel",
+        lambda value: _integer(value) and value >= 1 and value % 2 == 1,
+        "an odd whole number of pixels",
+    ),
     Rule("faithfulness.blur_sigma", number(0.0, above_minimum=True), "a number of pixels > 0"),
     Rule("sanity.sample", whole(0), "a whole number of images >= 0 (0 = no sanity check)"),
     Rule("sanity.stages", whole(1), "a whole number of stages >= 1"),

@@ -11,6 +11,7 @@ fingerprint guarantees it) and draws their overlays from the stored rows, or wri
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +94,9 @@ def redo_rows(
     sink: RowSink,
     stored: pa.Table,
     redo: list[SampleRecord],
-    missing_overlay: set[str],
-    missing_maps: set[str],
-    missing_probabilities: set[str] = frozenset(),
+    missing_overlay: AbstractSet[str],
+    missing_maps: AbstractSet[str],
+    missing_probabilities: AbstractSet[str] = frozenset(),
 ) -> None:
     """Run the model again on ``redo`` and write the missing maps and probabilities rows and overlays (captions
     from ``stored``)."""

@@ -58,8 +58,8 @@ class AuditSetup:
     device: torch.device
     preprocess: PreprocessSpec
     map_names: list[str]
-    input_mean: torch.Tensor | None = None  # [1, 3, 1, 1] on the device: normalisation the model expects
-    input_std: torch.Tensor | None = None
+    input_mean: torch.Tensor  # [1, 3, 1, 1] on the device: normalisation the model expects
+    input_std: torch.Tensor  # [1, 3, 1, 1] on the device
     maxboxacc: MaxBoxAccV2 | None = (
         None  # a MaxBoxAccV2 when scores.maxboxacc.enabled (its per-image state goes in the rows)
     )

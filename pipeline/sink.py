@@ -168,7 +168,9 @@ class ParquetPartsSink:
         self.samples.add(table)
         self.budget.non_finite.append(int(pc.sum(table.column("non_finite_output")).as_py() or 0))
         if self.maps is not None:
-            self.maps.add(saved_maps.map_rows(table.column("id"), maps.signed_low_res, batch, self.setup.map_names))
+            signed = maps.signed_low_res
+            assert signed is not None  # audit_batch keeps the layer-resolution map on every batch it returns
+            self.maps.add(saved_maps.map_rows(table.column("id"), signed, batch, self.setup.map_names))
         if self.probabilities is not None:
             softmax = host.vectors[probabilities.COLUMN]
             self.probabilities.add(

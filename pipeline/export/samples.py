@@ -99,6 +99,17 @@ class RunForExport:
         return dict(self.summary.get("provenance") or {})
 
 
+def recorded_config(text: str, samples_path: Path) -> dict:
+    """The run configuration recorded in ``samples_path``'s metadata (YAML ``text``) as a plain dict; ``{}``
+    when none was recorded. :class:`ExportError` when it is not a mapping (the run writes its composed config)."""
+    if not text:
+        return {}
+    config = OmegaConf.to_container(OmegaConf.create(text))
+    if not isinstance(config, dict):
+        raise ExportError(f"{samples_path}: the recorded run configuration (cam_audit.config) is not a mapping")
+    return config
+
+
 def open_run(run_dir: Path) -> RunForExport:
     """Read a finished run for export; :class:`ExportError` when it is not one or has no saved maps."""
     run_dir = Path(run_dir)
@@ -111,8 +122,7 @@ def open_run(run_dir: Path) -> RunForExport:
         raw = meta.get(f"cam_audit.{key}".encode())
         return json.loads(raw) if raw else default
 
-    config_text = meta.get(b"cam_audit.config", b"").decode()
-    config = OmegaConf.to_container(OmegaConf.create(config_text)) if config_text else {}
+    config = recorded_config(meta.get(b"cam_audit.config", b"").decode(), samples_path)
     definitions = meta_json("definitions", {})
     if "preprocess" not in definitions:
         raise ExportError(f"{samples_path} does not record the run's preprocessing (cam_audit.definitions)")
@@ -186,7 +196,7 @@ def review_flags(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
     strategies = summary.get("strategies") or {}
     group = GROUP_COLUMNS.get((strategies.get("settings") or {}).get("by", "pred"), "pred_name")
     suspects = {(s["name"], int(c)) for s in strategies.get("suspects") or [] for c in s.get("clusters", [])}
-    looks_off = [None] * len(frame)
+    looks_off: list[bool | None] = [None] * len(frame)
     if STRATEGY_COLUMN in frame and group in frame:
         for i, (name, cluster) in enumerate(zip(frame[group], frame[STRATEGY_COLUMN])):
             if cluster is not None and not pd.isna(cluster):
@@ -315,8 +325,8 @@ def build_samples(
                     "map_path": str(path.absolute()),
                     "range": list(HEATMAP_RANGE),
                 }
-            corners = tuple(row.get(f"{map_name}_box_{edge}_{run.tau}") for edge in ("x1", "y1", "x2", "y2"))
-            box = map_box_in_stored(corners, run.space, placement)
+            x1, y1, x2, y2 = (row.get(f"{map_name}_box_{edge}_{run.tau}") for edge in ("x1", "y1", "x2", "y2"))
+            box = map_box_in_stored((x1, y1, x2, y2), run.space, placement)
             class_name = row.get("pred_name" if map_name == "pred" else "label_name")
             items = []
             if box is not None and class_name is not None:
