@@ -431,74 +431,88 @@ def _save_one(
     tau: str | None,
     map_names: list[str],
 ) -> None:
-    """Draw and write the overlay of the ``i``-th selected image (batch row ``rows[i]``) and its thumbnail."""
+    """Draw and write the overlay of the ``i``-th selected image (batch row ``rows[i]``) and its thumbnail.
+
+    ``images``: ``[n, H, W, 3]`` uint8 network-input pictures and ``chosen_maps``: ``[n, K, H, W]`` normalised
+    maps of the selected rows (``K`` = ``map_names``)."""
     boxes = batch.boxes.coords[rows[i]][batch.boxes.valid[rows[i]]].numpy()
     # A right prediction's predicted- and true-class maps are one map: one panel, both names on it.
     same = bool(row["correct"])
     shown = [k for k, m in enumerate(map_names) if not (same and m == "true")]
-    captions = [
-        [
-            f"{row['id'][:40]}",
-            f"true: {row['label_name'][:30]}",
-            f"pred: {str(row['pred_name'])[:30]} ({_fmt(row['confidence'])})",
-        ]
-    ]
-    for k in shown:
-        m = map_names[k]
-        scores = f"in box {_fmt(row[f'{m}_energy_in_box'])}, excess {_fmt(row[f'{m}_excess_energy'])}"
-        if m == "pred" and same:
-            captions.append(
-                [
-                    f"map of pred = true: {str(row['pred_name'])[:20]}",
-                    scores,
-                    f"pointing game: {_hit(row['pred_pointing_hit'])}",
-                ]
-            )
-        elif m == "pred":
-            captions.append(
-                [
-                    f"map of pred: {str(row['pred_name'])[:26]}",
-                    scores,
-                    f"pointing game: {_hit(row['pred_pointing_hit'])}",
-                ]
-            )
-        elif m == "true":
-            captions.append(
-                [
-                    f"map of true: {row['label_name'][:26]}",
-                    scores,
-                    f"pointing game: {_hit(row['true_pointing_hit'])}, p(true) {_fmt(row['prob_true'])}",
-                ]
-            )
-        else:
-            captions.append(
-                [f"map of {m}: {str(row[f'{m}_class_name'])[:26]}", scores, f"p({m}) {_fmt(row[f'{m}_prob'])}"]
-            )
-    header = []
-    if row.get("triage"):
-        header = [f"triage: {row['triage']}", f"why: {row['triage_reason']}"]
-    map_boxes = None
-    if tau:  # the thresholded maps' boxes, in the picture's pixels
-        map_boxes = tuple(
-            np.array([row[f"{map_names[k]}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64)
-            for k in shown
-        )
+    captions = [_image_caption(row)] + [_map_caption(row, map_names[k], same) for k in shown]
+    header = [f"triage: {row['triage']}", f"why: {row['triage_reason']}"] if row.get("triage") else []
+    map_boxes = _map_boxes(row, [map_names[k] for k in shown], tau)
     tau_value = int(tau[len("tau") :]) / 100 if tau else None
     whole = (
         _original_picture(original, int(rows[i]), batch.boxes_stored.valid[rows[i]]) if original is not None else None
     )
     if whole is not None:
-        image, grid_boxes, grid_maps, seen = whole
+        image, boxes, grid_maps, seen = whole
         if map_boxes is not None:  # box columns are in stored pixels: back onto the scoring grid
-            scale_x, scale_y = (float(v) for v in original[0].grid_scale[int(rows[i])])
-            map_boxes = tuple(b * np.array([scale_x, scale_y, scale_x, scale_y]) for b in map_boxes)
-        image, boxes, maps = image, grid_boxes, [grid_maps[k] for k in shown]
+            map_boxes = _boxes_on_grid(map_boxes, original[0].grid_scale[int(rows[i])])
+        maps = [grid_maps[k] for k in shown]
     else:
         image, seen, maps = np.ascontiguousarray(images[i]), None, [chosen_maps[i][k] for k in shown]
     picture, thumbnail = draw_overlay_and_thumbnail(
         image, boxes, maps, captions, seen=seen, map_boxes=map_boxes, header=header, tau=tau_value
     )
-    name = f"{safe_file_stem(row['id'])}.jpg"
+    _write_picture_and_thumbnail(out_dir, row["id"], picture, thumbnail)
+
+
+def _image_caption(row: dict) -> list[str]:
+    """The first panel's lines: the image's id, true class and prediction with its confidence."""
+    return [
+        f"{row['id'][:40]}",
+        f"true: {row['label_name'][:30]}",
+        f"pred: {str(row['pred_name'])[:30]} ({_fmt(row['confidence'])})",
+    ]
+
+
+def _map_caption(row: dict, m: str, same: bool) -> list[str]:
+    """The lines of map ``m``'s panel: its class, its box scores and its pointing game or probability.
+    ``same``: a right prediction, whose ``pred`` panel is also the true class's map."""
+    scores = f"in box {_fmt(row[f'{m}_energy_in_box'])}, excess {_fmt(row[f'{m}_excess_energy'])}"
+    if m == "pred" and same:
+        return [
+            f"map of pred = true: {str(row['pred_name'])[:20]}",
+            scores,
+            f"pointing game: {_hit(row['pred_pointing_hit'])}",
+        ]
+    if m == "pred":
+        return [
+            f"map of pred: {str(row['pred_name'])[:26]}",
+            scores,
+            f"pointing game: {_hit(row['pred_pointing_hit'])}",
+        ]
+    if m == "true":
+        return [
+            f"map of true: {row['label_name'][:26]}",
+            scores,
+            f"pointing game: {_hit(row['true_pointing_hit'])}, p(true) {_fmt(row['prob_true'])}",
+        ]
+    return [f"map of {m}: {str(row[f'{m}_class_name'])[:26]}", scores, f"p({m}) {_fmt(row[f'{m}_prob'])}"]
+
+
+def _map_boxes(row: dict, shown_names: list[str], tau: str | None) -> tuple[np.ndarray, ...] | None:
+    """The thresholded maps' boxes of the shown maps, each ``[4]`` float64 ``(x1, y1, x2, y2)`` in the
+    picture's pixels (NaN for an empty map); None without a ``tau`` box column."""
+    if not tau:
+        return None
+    return tuple(
+        np.array([row[f"{m}_box_{c}_{tau}"] for c in ("x1", "y1", "x2", "y2")], dtype=np.float64) for m in shown_names
+    )
+
+
+def _boxes_on_grid(map_boxes: tuple[np.ndarray, ...], grid_scale: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """Each ``[4]`` box from stored-image pixels onto the scoring grid; ``grid_scale`` ``[2]`` is the image's
+    ``(x, y)`` grid pixels per stored pixel."""
+    scale_x, scale_y = (float(v) for v in grid_scale)
+    return tuple(b * np.array([scale_x, scale_y, scale_x, scale_y]) for b in map_boxes)
+
+
+def _write_picture_and_thumbnail(out_dir: Path, sample_id: str, picture: np.ndarray, thumbnail: np.ndarray) -> None:
+    """``picture`` as ``<id>.jpg`` in ``out_dir`` and ``thumbnail`` under ``thumbs/``, each written atomically."""
+    name = f"{safe_file_stem(sample_id)}.jpg"
     write_jpeg_atomic(out_dir / name, picture)
     (out_dir / THUMB_DIR).mkdir(exist_ok=True)
     write_jpeg_atomic(out_dir / THUMB_DIR / name, thumbnail)
