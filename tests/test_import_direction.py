@@ -1,5 +1,5 @@
-"""Imports go one way: the stages do not pull in the configuration machinery and the settings do not import the
-reports."""
+"""Imports go one way: the stages do not pull in the configuration machinery, the settings do not import the
+reports, and the data and model seams do not import the built-in demo (it is their client)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,15 @@ def test_a_stage_imports_neither_pandas_nor_hydra(module: str) -> None:
 def test_settings_import_nothing_of_the_reports() -> None:
     reports = [name for name in imported_modules(PIPELINE / "settings.py") if name.startswith("pipeline.reports")]
     assert reports == []
+
+
+@pytest.mark.parametrize("folder", ["data", "model"])
+def test_data_and_model_never_import_the_demo(folder: str) -> None:
+    offending = {
+        str(path.relative_to(MAIN)): sorted(name for name in imported_modules(path) if name.startswith("pipeline.demo"))
+        for path in sorted((PIPELINE / folder).glob("*.py"))
+    }
+    assert {path: names for path, names in offending.items() if names} == {}
 
 
 def test_imported_modules_resolves_relative_imports() -> None:

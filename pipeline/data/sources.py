@@ -5,7 +5,8 @@ Every source (built-in synthetic, ILSVRC/VOC XML, COCO JSON, manifest) ends as t
 records) and paths cannot leave the data root unless ``data.allow_outside_root`` is set.
 
 ``data.source`` names a :class:`DatasetFormat` of :data:`DATASET_FORMATS`: the built-in ones are
-registered below, a new one registers itself from ``pipeline/data/<name>.py`` with
+registered below (``synthetic`` by the dotted path of the demo's reader, :func:`reader_at`: this package never
+imports ``pipeline.demo``), a new one registers itself from ``pipeline/data/<name>.py`` with
 :func:`register_dataset_format` (so a new format is that module and its ``conf/data/<name>.yaml``).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import pkgutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -140,19 +142,20 @@ def dataset_format(name: str) -> DatasetFormat:
     return DATASET_FORMATS[name]
 
 
-@register_dataset_format("synthetic", samples_option="data.synthetic", annotations_option="data.synthetic")
-def read_synthetic_source(data_cfg: DictConfig, cache_dir: Path, model_classes: ModelClasses = None) -> DatasetRead:
-    """The built-in demo dataset (``pipeline/demo/``), generated under ``cache_dir`` on first use: VOC XML
-    with its own classes file and metadata (``metadata.csv`` without the columns that repeat the report's own,
-    :func:`~pipeline.demo.synthetic.report_metadata`: no warning the user could not act on)."""
-    from pipeline.data.voc import read_voc
-    from pipeline.demo.defaults import synthetic_spec
-    from pipeline.demo.synthetic import ensure_synthetic, report_metadata
+def reader_at(path: str) -> Callable[[DictConfig, Path, ModelClasses], DatasetRead]:
+    """The reader named by ``path`` (``"package.module:function"``), imported the first time it reads: a
+    format whose reader lives outside this package is listed here without this package importing it."""
 
-    root = ensure_synthetic(cache_dir, synthetic_spec(data_cfg.synthetic))
-    split = root / data_cfg.synthetic.split
-    classes = read_class_file(root / "classes.txt")
-    return DatasetRead(read_voc(split / "images", split / "annotations", classes), classes, report_metadata(split))
+    def read(data_cfg: DictConfig, cache_dir: Path, model_classes: ModelClasses = None) -> DatasetRead:
+        return pkgutil.resolve_name(path)(data_cfg, cache_dir, model_classes)
+
+    return read
+
+
+# The built-in demo dataset (pipeline/demo/), generated under cache_dir on first use: its reader is the demo's.
+register_dataset_format("synthetic", samples_option="data.synthetic", annotations_option="data.synthetic")(
+    reader_at("pipeline.demo.sources:read_synthetic_source")
+)
 
 
 @register_dataset_format("voc", samples_option="data.images", annotations_option="data.annotations")

@@ -1,8 +1,14 @@
-"""The ``model`` config group -> a :class:`~pipeline.model.build.BuiltModel`."""
+"""The ``model`` config group -> a :class:`~pipeline.model.build.BuiltModel`.
+
+``model.name`` is a torchvision architecture, ``timm:<arch>``, a label for a ``_target_`` module, or a name of
+:data:`NAMED_BUILDERS`: a model built, with the weights it manages itself, by a function outside this package
+(the built-in default, ``pipeline/demo/sources.py``), named by its dotted path and imported on first use.
+"""
 
 from __future__ import annotations
 
 import logging
+import pkgutil
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -25,6 +31,9 @@ from pipeline.model.build import (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 logger = logging.getLogger("pipeline.model")
+# model.name -> "package.module:function" of its builder, ``(cache_dir, data_cfg) -> BuiltModel``: the model
+# and its own trained weights (model.checkpoint is not read for it).
+NAMED_BUILDERS: dict[str, str] = {"default": "pipeline.demo.sources:build_default_model"}
 
 
 def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
@@ -36,7 +45,7 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
     name = str(model_cfg.name)
     state: dict | None = None
     extra: dict = {}
-    if model_cfg.get("checkpoint") and name != "default":
+    if model_cfg.get("checkpoint") and name not in NAMED_BUILDERS:
         try:  # read once: the torchvision branch also sizes its head from it
             state, extra = load_state_dict(model_cfg.checkpoint)
         except (ValueError, FileNotFoundError) as error:
@@ -62,14 +71,14 @@ def build_model(model_cfg, cache_dir: Path, data_cfg=None) -> BuiltModel:
 
 
 def _build_architecture(model_cfg, name: str, cache_dir: Path, data_cfg, state) -> BuiltModel:
-    """The module and what its source says about it: a ``_target_``, the built-in default, ``timm:<arch>``
+    """The module and what its source says about it: a ``_target_``, a named builder, ``timm:<arch>``
     or a torchvision architecture (sized from the checkpoint's ``state`` when ``num_classes`` is not set)."""
     if model_cfg.get("_target_"):
         import hydra.utils
 
         return BuiltModel(hydra.utils.instantiate({"_target_": model_cfg._target_, **(model_cfg.get("kwargs") or {})}))
-    if name == "default":
-        return _build_default(cache_dir, data_cfg)
+    if name in NAMED_BUILDERS:
+        return pkgutil.resolve_name(NAMED_BUILDERS[name])(cache_dir, data_cfg)
     if name.startswith("timm:"):
         module = build_timm(name[len("timm:") :], model_cfg.get("num_classes") or None)
         cfg = getattr(module, "pretrained_cfg", {}) or {}
@@ -114,7 +123,7 @@ def _load_checkpoint(built: BuiltModel, model_cfg, state: dict, extra: dict) -> 
 
 def _random_weights(model_cfg, name: str) -> bool | None:
     """Whether the model will audit random weights: True for a torchvision or timm model built without
-    ``model.weights`` or ``model.checkpoint``, False when weights are loaded (or the built-in default's),
+    ``model.weights`` or ``model.checkpoint``, False when weights are loaded (or a named builder's own),
     None for a ``_target_`` module without a checkpoint (its constructor decides).
 
     Raises:
@@ -124,7 +133,7 @@ def _random_weights(model_cfg, name: str) -> bool | None:
     allowed = model_cfg.get("allow_random_weights", False)
     if not isinstance(allowed, bool):
         raise ConfigError("model.allow_random_weights", f"{allowed!r} is not true or false")
-    if model_cfg.get("checkpoint") or name == "default" and not model_cfg.get("_target_"):
+    if model_cfg.get("checkpoint") or name in NAMED_BUILDERS and not model_cfg.get("_target_"):
         return False
     if model_cfg.get("_target_"):
         return None
@@ -145,25 +154,3 @@ def _random_weights(model_cfg, name: str) -> bool | None:
         "model.allow_random_weights=true: %s has random weights; its maps and scores describe no trained model", name
     )
     return True
-
-
-def _build_default(cache_dir: Path, data_cfg) -> BuiltModel:
-    """The built-in CNN, trained on the synthetic training split on first use and cached."""
-    from pipeline.demo.defaults import synthetic_spec
-    from pipeline.demo.train_default import ensure_default_model, load_default_model
-
-    spec = synthetic_spec(data_cfg.synthetic if data_cfg is not None and "synthetic" in data_cfg else None)
-    path = ensure_default_model(Path(cache_dir), spec)
-    module, checkpoint = load_default_model(path)
-    return BuiltModel(
-        module,
-        classes=(tuple(checkpoint["classes"]), tuple(checkpoint["classes"])),
-        classes_bind=True,
-        mean=tuple(checkpoint["mean"]),
-        std=tuple(checkpoint["std"]),
-        input_size=int(checkpoint["input_size"]),
-        info={"checkpoint": str(path)},
-        # trained on the whole image resized to a square, antialiased bilinear (train_default.py)
-        preprocess={"size": int(checkpoint["input_size"]), "interpolation": "bilinear"},
-        preprocess_source="built-in default model checkpoint",
-    )
