@@ -17,9 +17,10 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import math
 import sys
 from pathlib import Path
+
+from pipeline.jsonio import json_safe
 
 LOG_FORMATS = ("text", "json")
 _INSTALLED: list[logging.Handler] = []  # the handlers ``configure`` added, removed by the next call (multirun jobs)
@@ -28,32 +29,6 @@ _INSTALLED: list[logging.Handler] = []  # the handlers ``configure`` added, remo
 def utc_now_iso() -> str:
     """Now in UTC, ISO 8601 with seconds and a ``Z`` (e.g. ``2026-12-01T10:20:00Z``)."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def json_safe(value):
-    """``value`` with every non-finite float replaced by None (strict JSON has no NaN or Infinity), and
-    numpy / pandas scalars turned into Python ones."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar
-        try:
-            value = value.item()
-        except (ValueError, TypeError):
-            return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    try:  # pandas.NA and NaT: missing
-        import pandas as pd
-
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
 
 
 class JsonLinesFormatter(logging.Formatter):

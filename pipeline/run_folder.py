@@ -45,8 +45,8 @@ import pyarrow.compute as pc
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError
+from pipeline.jsonio import dumps_strict, write_json_atomic
 from pipeline.reports.parts import layout_differences, list_parts, read_column, read_part, write_table_atomic
 
 LOCK_NAME = ".cam-audit.lock"
@@ -336,7 +336,7 @@ def _short(values: dict, key: str) -> str:
 def store_fingerprint(parts_dir: Path, fingerprint: dict[str, object]) -> None:
     """Write ``parts/fingerprint.json`` (atomically) before the first part."""
     parts_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(parts_dir / FINGERPRINT_NAME, json.dumps(fingerprint, indent=1, sort_keys=True))
+    write_json_atomic(parts_dir / FINGERPRINT_NAME, fingerprint, indent=1, sort_keys=True)
 
 
 def create_fingerprint(parts_dir: Path, record: dict[str, object]) -> bool:
@@ -346,7 +346,7 @@ def create_fingerprint(parts_dir: Path, record: dict[str, object]) -> bool:
     parts_dir.mkdir(parents=True, exist_ok=True)
     path = parts_dir / FINGERPRINT_NAME
     temporary = parts_dir / f".{FINGERPRINT_NAME}.tmp-{os.getpid()}"
-    temporary.write_text(json.dumps(record, indent=1, sort_keys=True))
+    temporary.write_text(dumps_strict(record, indent=1, sort_keys=True))
     try:
         os.link(temporary, path)
         return True

@@ -37,8 +37,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError
+from pipeline.jsonio import write_json_atomic
 from pipeline.reports.parts import list_parts, read_column, read_part
 from pipeline.run_folder import (
     FINGERPRINT_NAME,
@@ -189,7 +189,7 @@ def mark_complete(run_dir: Path, shard: Shard, **facts) -> None:
     """Every sample of ``shard`` is written: ``complete.json`` in its folder, with ``facts`` (images, seconds,
     start and end time, ranks) for the merge's summary."""
     payload = {"shard": shard.index, "shards": shard.count, **facts}
-    write_text_atomic(shard.parts_dir(run_dir) / COMPLETE_NAME, json.dumps(payload, indent=1, sort_keys=True))
+    write_json_atomic(shard.parts_dir(run_dir) / COMPLETE_NAME, payload, indent=1, sort_keys=True)
 
 
 def completed(run_dir: Path, count: int) -> dict[int, dict]:

@@ -12,7 +12,7 @@ import pytest
 from pipeline import atomic
 from pipeline.atomic import atomic_path, write_atomic, write_bytes_atomic
 from pipeline.errors import is_disk_full
-from pipeline.reports.finalize import write_json_atomic
+from pipeline.jsonio import write_json_atomic
 from pipeline.reports.overlays import write_jpeg_atomic
 from pipeline.reports.parts import merge_parts, write_table_atomic
 from pipeline.run_folder import FINGERPRINT_NAME, store_fingerprint

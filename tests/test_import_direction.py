@@ -44,7 +44,17 @@ def loaded_after_import(module: str) -> list[str]:
     return done.stdout.split()
 
 
-@pytest.mark.parametrize("module", ["pipeline.data.records", "pipeline.scores", "pipeline.maps", "pipeline.settings"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pipeline.data.records",
+        "pipeline.scores",
+        "pipeline.maps",
+        "pipeline.settings",
+        "pipeline.jsonio",
+        "pipeline.logs",
+    ],
+)
 def test_a_stage_imports_neither_pandas_nor_hydra(module: str) -> None:
     assert loaded_after_import(module) == []
 

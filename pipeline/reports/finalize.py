@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
 from pipeline.faithfulness import summary as faithfulness_report
+from pipeline.jsonio import dumps_strict, write_json_atomic
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import find_shortcuts, write_hot_spot_pictures
@@ -103,26 +104,6 @@ def coordinate_space(scores: ScoresSettings) -> str:
             "in scoring-grid pixels"
         )
     return "input: network-input pixels (pixel-edge); boxes transformed with the image and clipped to it"
-
-
-def strict_json_value(value):
-    """``value`` with every non-finite float (NaN, +-inf, also NumPy's) replaced by ``None``, recursively
-    through dicts, lists and tuples, so that ``json.dumps(..., allow_nan=False)`` writes strict JSON
-    (``null``; bare ``NaN`` is rejected by strict parsers). Other values are returned as they are."""
-    if isinstance(value, dict):
-        return {key: strict_json_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json_value(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as strict JSON (non-finite numbers become ``null``) through a temporary file."""
-    write_text_atomic(path, json.dumps(strict_json_value(payload), indent=2, default=str, allow_nan=False))
 
 
 def package_versions() -> dict[str, str]:
@@ -352,7 +333,7 @@ def table_metadata(origin: dict, choices: dict, config_yaml: str, setup) -> tupl
     every table, and ``compact`` plus the resolved config and class list for the samples and maps tables
     (1,000 ImageNet names would make an empty errors table 70 KB)."""
     compact = {
-        "cam_audit.provenance": json.dumps(logs.json_safe(origin)),
+        "cam_audit.provenance": dumps_strict(origin),
         "cam_audit.definitions": json.dumps(choices),
         "cam_audit.versions": json.dumps(package_versions()),
         "cam_audit.target_layer": setup.target_layer,

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from pipeline.data.records import SampleRecord
+from pipeline.jsonio import write_json_atomic
 from pipeline.provenance import dataset_fingerprint
-from pipeline.reports.finalize import write_json_atomic
 from tests.helpers_corpus import CLASSES, base_overrides, good_dataset, run_in_process, write_classes
 from tests.helpers_tiny_model import TinyNet
 

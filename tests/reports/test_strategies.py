@@ -1,14 +1,12 @@
 """The strategy clustering (pipeline/reports/strategies.py) on planted maps: the grids made on the device,
 two known strategies against one, determinism, the cap on the graph's size, what is left unclustered."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from pipeline.reports.finalize import strict_json_value
+from pipeline.jsonio import dumps_strict
 from pipeline.reports.strategies import (
     MAP_GRID_COLUMN,
     STRATEGY_COLUMN,
@@ -190,7 +188,7 @@ def test_pictures_and_summary_lines(planted, tmp_path):
     assert (tmp_path / entry["picture"]).stat().st_size > 1000
     assert "picture" not in {e["name"]: e for e in section["classes"]}["one"]  # one cluster: nothing to compare
     assert all("mean_map" not in c for e in section["classes"] for c in e["clusters"])
-    json.dumps(strict_json_value(section), allow_nan=False)  # summary.json holds it as strict JSON
+    dumps_strict(section)  # summary.json holds it as strict JSON
     lines = strategy_lines(section)
     assert lines[0] == "  strategies: 1 of the 2 predicted classes clustered have several clusters of maps (two 2)"
     assert "strategy suspect: predicted 'two': 1 of its 2 clusters (40 images, 20%) look off the object" in lines[1]

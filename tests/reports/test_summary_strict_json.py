@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.reports.finalize import strict_json_value, write_json_atomic
+from pipeline.jsonio import json_safe, write_json_atomic
 from tests.helpers_corpus import add_sample, base_overrides, noise_image, run_in_process, write_classes
 
 
@@ -31,7 +31,7 @@ def test_non_finite_numbers_become_null_at_any_depth(tmp_path):
         "g": None,
         "h": 3,
     }
-    assert strict_json_value(payload) == {
+    assert json_safe(payload) == {
         "a": None,
         "b": [1.0, None, {"c": None}],
         "d": 2.5,
