@@ -443,6 +443,8 @@ def failed_launcher_job(error: Exception) -> tuple[str, int] | None:
 
 
 def compare_parser() -> argparse.ArgumentParser:
+    from pipeline.scores.aggregates import gate_metrics  # the registry's gateable metrics name --max-drop's METRIC
+
     parser = argparse.ArgumentParser(
         prog="cam-audit compare",
         description="Compare two finished audits of the same images: "
@@ -462,8 +464,7 @@ def compare_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="METRIC=VALUE",
         help="exit 1 when METRIC fell by more than VALUE and the fall is significant (repeatable); METRIC: "
-        "accuracy, true_energy_in_box, true_energy_lift, true_excess_energy, true_pointing_game, true_gt_known_localisation, "
-        "pred_energy_in_box; VALUE as a fraction (accuracy=0.01 is one point)",
+        f"{', '.join(gate_metrics())}; VALUE as a fraction (accuracy=0.01 is one point)",
     )
     parser.add_argument(
         "--max-class-drop",

@@ -12,17 +12,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.compare.significance import METRICS
+from pipeline.compare.significance import compared_metrics
 from pipeline.errors import ConfigError
+from pipeline.scores.aggregates import gate_metrics
 
 
 def parse_max_drops(entries: list[str]) -> dict[str, float]:
     """``["accuracy=0.01", ...]`` -> ``{"accuracy": 0.01}``; ValueError naming a bad entry or metric."""
-    out = {}
+    out: dict[str, float] = {}
+    names = list(gate_metrics())
     for entry in entries or []:
         name, sep, value = entry.partition("=")
-        if not sep or name not in METRICS:
-            raise ValueError(f"--max-drop {entry!r}: use METRIC=VALUE with METRIC one of {', '.join(METRICS)}")
+        if not sep or name not in names:
+            raise ValueError(f"--max-drop {entry!r}: use METRIC=VALUE with METRIC one of {', '.join(names)}")
         try:
             out[name] = float(value)
         except ValueError:
@@ -45,9 +47,10 @@ def check_gated_metrics(
     """Every gated metric must be computable on both runs: a column that one run lacks (another version, a
     score switched off) or that no common image defines in both would make its gate print "drop +nan ...
     passed". Raises :class:`~pipeline.errors.ConfigError` naming the option and the run instead."""
+    columns = {name: template.format(tau=tau) for name, (template, _) in compared_metrics().items()}
     for option, gated in (("--max-drop", max_drops), ("--max-class-drop", max_class_drops)):
         for metric in gated:
-            column = METRICS[metric][0].format(tau=tau)
+            column = columns[metric]
             lacking = [str(d) for d, frame in ((baseline_dir, before), (current_dir, after)) if column not in frame]
             if lacking:
                 raise ConfigError(
@@ -62,8 +65,15 @@ def check_gated_metrics(
                 )
 
 
+def drop_of(metric: str, delta: float) -> float:
+    """How much worse ``metric`` got: ``-delta`` when higher is better (the registry's ``better``), ``delta``
+    when lower is."""
+    return (delta if gate_metrics()[metric].aggregate.better == "lower" else -delta) + 0.0  # no "-0.0000"
+
+
 def overall_gate(metric: str, allowed: float, test: dict | None) -> dict:
-    """One ``--max-drop`` gate: tripped when ``-delta > allowed``, the test significant and the delta negative."""
+    """One ``--max-drop`` gate: tripped when the drop (:func:`drop_of`) is beyond ``allowed`` and the test
+    significant."""
     if test is None:
         return {
             "metric": metric,
@@ -72,7 +82,7 @@ def overall_gate(metric: str, allowed: float, test: dict | None) -> dict:
             "tripped": False,
             "reason": "not in both runs",
         }
-    drop = -test["delta"] + 0.0  # + 0.0: no "-0.0000" printed for no change
+    drop = drop_of(metric, test["delta"])
     return {
         "metric": metric,
         "scope": "overall",
@@ -80,7 +90,7 @@ def overall_gate(metric: str, allowed: float, test: dict | None) -> dict:
         "drop": drop,
         "significant": test["significant"],
         **({"p": test["p"]} if "p" in test else {"low": test["low"], "high": test["high"]}),
-        "tripped": bool(drop > allowed and test["significant"] and test["delta"] < 0),
+        "tripped": bool(drop > allowed and test["significant"] and drop > 0),
     }
 
 
@@ -89,7 +99,7 @@ def class_gates(metric: str, allowed: float, eligible: pd.DataFrame, alpha: floa
     below ``alpha`` (column ``{metric}_p_holm``), then one summary entry (scope ``per class``)."""
     gates = []
     for _, row in eligible.iterrows():
-        drop, p, p_holm = -row[f"{metric}_delta"] + 0.0, row[f"{metric}_p"], row[f"{metric}_p_holm"]
+        drop, p, p_holm = drop_of(metric, row[f"{metric}_delta"]), row[f"{metric}_p"], row[f"{metric}_p_holm"]
         if drop > allowed and p_holm < alpha:
             gates.append(
                 {

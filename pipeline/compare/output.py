@@ -11,6 +11,7 @@ import pyarrow as pa
 from pipeline.reports.finalize import write_json_atomic
 from pipeline.reports.parts import write_table_atomic
 from pipeline.reports.schema import with_descriptions
+from pipeline.scores.aggregates import gate_metrics
 
 # compare.json's keys, in order: the verdict first.
 COMPARE_JSON_KEYS = (
@@ -51,17 +52,6 @@ SAMPLES_DIFF_COLUMNS = {
     "null for an empty map, or when the coordinate space or the preprocessing differ (two pixel grids)",
 }
 
-# What each gated metric measures, for the per-class columns' descriptions.
-METRIC_MEANINGS = {
-    "accuracy": "accuracy (share of the class's images predicted right)",
-    "true_energy_in_box": "mean share of the true-class map's energy inside the boxes",
-    "true_energy_lift": "mean true-class energy lift (energy in box / box area fraction)",
-    "true_excess_energy": "mean true-class excess energy ((E - A) / (1 - A))",
-    "true_pointing_game": "pointing-game accuracy of the true-class map",
-    "true_gt_known_localisation": "GT-known localisation accuracy of the true-class map (first tau)",
-    "pred_energy_in_box": "mean share of the predicted-class map's energy inside the boxes",
-}
-
 
 def classes_diff_descriptions(columns: list[str], alpha: float, min_class_images: int) -> dict[str, str]:
     """Each ``classes_diff.parquet`` column's description (``{metric}_{kind}`` columns from the metric's
@@ -87,12 +77,13 @@ def classes_diff_descriptions(columns: list[str], alpha: float, min_class_images
         "(--min-class-images); a --max-class-drop gate trips when this is below --alpha and the drop beyond its "
         "threshold; null for smaller classes: reported, never gated",
     }
+    meanings = {name: metric.description for name, metric in gate_metrics().items()}
     out = {}
     for column in columns:
         if column in fixed:
             out[column] = fixed[column]
             continue
-        for metric, meaning in METRIC_MEANINGS.items():
+        for metric, meaning in meanings.items():
             kind = column[len(metric) + 1 :] if column.startswith(f"{metric}_") else None
             if kind in kinds:
                 out[column] = f"{meaning}: {kinds[kind]}"

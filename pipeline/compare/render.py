@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from pipeline.scores.aggregates import MAP_WORDS, headline_metrics
+
+
+def headline_lines(overall: dict) -> list[str]:
+    """Each registry headline number (:func:`~pipeline.scores.aggregates.headline_metrics`: accuracy, then the
+    true-class maps') before -> after (difference), over the common images."""
+    lines = []
+    for metric in headline_metrics():
+        key, words = metric.aggregate.name, metric.aggregate.label
+        label = f"{MAP_WORDS[metric.map_name]} {words}" if metric.map_name else words
+        before, after = overall["baseline"].get(key, float("nan")), overall["current"].get(key, float("nan"))
+        lines.append(f"  {label}: {before:.3f} -> {after:.3f} ({after - before:+.3f})")
+    return lines
+
 
 def render_comparison(result: dict, top: int = 5) -> str:
     """The lines a person reads: what differs in definitions, the headline deltas, who broke, which classes."""
@@ -15,15 +29,7 @@ def render_comparison(result: dict, top: int = 5) -> str:
         lines.append("  DEFINITIONS CHANGED (score deltas mix the model's change with these):")
     lines += [f"    {e['choice']}: {e['baseline']!r} -> {e['current']!r}" for e in result["definitions"]]
     if "delta" in overall:
-        before, after = overall["baseline"], overall["current"]
-        for key, label in (
-            ("accuracy", "accuracy"),
-            ("energy_in_box", "true-class energy in box"),
-            ("energy_lift", "energy lift"),
-            ("pointing_game_accuracy", "pointing game"),
-            ("gt_known_localisation_accuracy", "GT-known loc."),
-        ):
-            lines.append(f"  {label}: {before[key]:.3f} -> {after[key]:.3f} ({after[key] - before[key]:+.3f})")
+        lines += headline_lines(overall)
     lines.append(f"  {overall['broke']} images broke (right -> wrong), {overall['fixed']} fixed (wrong -> right)")
     samples = result["samples"]
     for _, row in samples[samples["change"] == "broke"].head(top).iterrows():

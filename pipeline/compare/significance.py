@@ -1,6 +1,6 @@
 """Paired tests on the images both runs scored: is a change more than chance?
 
-Every metric of :data:`METRICS` is tested over all common images (:func:`paired_tests`) and per true class
+Every metric of :func:`compared_metrics` (the score registry's gateable aggregates) is tested over all common images (:func:`paired_tests`) and per true class
 (:func:`class_tests`, with Holm's correction over the classes: :func:`add_holm`). Accuracy uses McNemar's exact
 test (only the images that changed carry information); the map numbers a paired bootstrap.
 """
@@ -13,24 +13,30 @@ import numpy as np
 import pandas as pd
 
 from pipeline.compare.paired_stats import (
+    Statistic,
     class_mean_statistic,
     holm_adjusted,
     mcnemar_exact,
     mean_statistic,
     paired_bootstrap,
 )
+from pipeline.scores.aggregates import gate_metrics
 
-# Metrics that can be tested and gated: name -> (samples column, statistic). The column name holds
-# ``{tau}`` where the first tau's key goes. accuracy is tested with McNemar's exact test (and also bootstrapped).
-METRICS = {
-    "accuracy": ("correct", mean_statistic),
-    "true_energy_in_box": ("true_energy_in_box", mean_statistic),
-    "true_energy_lift": ("true_energy_lift", mean_statistic),
-    "true_excess_energy": ("true_excess_energy", mean_statistic),
-    "true_pointing_game": ("true_pointing_hit", class_mean_statistic),
-    "true_gt_known_localisation": ("true_localised_{tau}", mean_statistic),
-    "pred_energy_in_box": ("pred_energy_in_box", mean_statistic),
+# The paired statistic of each aggregation kind compare can test: on every bootstrap resample the same number
+# the summary reports (a share of the defined values is their mean). A kind without one cannot be gated.
+STATISTICS: dict[str, Statistic] = {
+    "mean": mean_statistic,
+    "share_with_box": mean_statistic,
+    "class_balanced_mean": class_mean_statistic,
 }
+
+
+def compared_metrics() -> dict[str, tuple[str, Statistic]]:
+    """The metrics compare tests and gates (:func:`pipeline.scores.aggregates.gate_metrics`): name ->
+    (samples column, with ``{tau}`` where the first tau's key goes; paired statistic of its kind).
+    accuracy is tested with McNemar's exact test (and also bootstrapped)."""
+    return {name: (metric.column, STATISTICS[metric.aggregate.kind]) for name, metric in gate_metrics().items()}
+
 
 # z of the two-sided 95% normal interval: a percentile interval's half-width / Z95 is its standard error.
 Z95 = 1.959963984540054
@@ -63,7 +69,7 @@ def paired_tests(before: pd.DataFrame, after: pd.DataFrame, tau: str, resamples:
     """Every metric's change on the common images: point delta, percentile CI at ``1 - alpha`` (paired
     bootstrap), and for accuracy McNemar's exact p. ``significant``: the CI excludes 0 (accuracy: p < alpha)."""
     tests = {}
-    for name, (template, statistic) in METRICS.items():
+    for name, (template, statistic) in compared_metrics().items():
         column = template.format(tau=tau)
         if column not in before.columns or column not in after.columns:
             continue
@@ -111,12 +117,13 @@ def class_tests(
     """Per true class, for each of ``metrics``: baseline, current, delta, CI at ``1 - alpha`` and a two-sided p
     (accuracy: McNemar exact; others: normal approximation with the bootstrap's standard error, so that a
     Holm-corrected p of many classes stays resolvable). One row per class."""
+    columns = {metric: compared_metrics()[metric][0].format(tau=tau) for metric in metrics}
     rows = []
     for (label, name), index in before.groupby(["label", "label_name"]).groups.items():
         b, a = before.loc[index], after.loc[index]
         row = {"label": int(label), "label_name": name, "count": len(index)}
         for metric in metrics:
-            x, y, _ = _paired_values(b, a, METRICS[metric][0].format(tau=tau))
+            x, y, _ = _paired_values(b, a, columns[metric])
             row.update(_class_metric(x, y, metric, resamples, seed, alpha))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import platform
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pipeline import logs
 from pipeline.atomic import write_text_atomic
 from pipeline.faithfulness import summary as faithfulness_report
 from pipeline.jsonio import dumps_strict, write_json_atomic
+from pipeline.reports.headline import format_number, headline_line
 from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import find_shortcuts, write_hot_spot_pictures
@@ -42,7 +42,17 @@ from pipeline.reports.strategies import (
 )
 from pipeline.reports.triage import CATEGORIES, triage_counts, triage_rule_text, triage_with_reasons
 from pipeline.scores import registry
-from pipeline.scores.registry import Aggregate, tau_key
+from pipeline.scores.aggregates import (
+    ACCURACY,
+    ACCURACY_COLUMN,
+    MAP_SHORT,
+    aggregate_value,
+    display,
+    group_columns,
+    mean_defined,
+    summary_aggregates,
+)
+from pipeline.scores.registry import tau_key
 from pipeline.settings import ScoresSettings, Settings, TriageSettings
 
 logger = logging.getLogger("pipeline.reports")
@@ -121,65 +131,12 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def _mean(series: pd.Series) -> float:
-    values = series.dropna()
-    return float(values.mean()) if len(values) else float("nan")
-
-
-def _share_with_box(frame: pd.DataFrame, column: str) -> float:
-    """Share of the rows with a defined value (a box in the input, a non-empty map) where it is 1."""
-    values = frame[column]
-    defined = values.notna()
-    return float(values[defined].mean()) if defined.any() else float("nan")
-
-
-def _share_with_box_and_correct(frame: pd.DataFrame, column: str) -> float:
-    """As :func:`_share_with_box`, a row counting as 1 only when it is also correctly classified (ILSVRC top-1)."""
-    values = frame[column]
-    defined = values.notna()
-    return (
-        float((values[defined].astype(bool) & frame.loc[defined, "correct"]).mean()) if defined.any() else float("nan")
-    )
-
-
-def _class_balanced_mean(frame: pd.DataFrame, column: str) -> float:
-    """Per true class the mean of the defined values, then the mean over classes (TorchRay's pointing game)."""
-    per_class = frame.assign(_value=frame[column]).dropna(subset=["_value"]).groupby("label")["_value"].mean()
-    return float(per_class.mean()) if len(per_class) else float("nan")
-
-
-# The summary aggregations a score can declare (pipeline.scores.registry.AggregationKind):
-# (rows, column) -> one number.
-AGGREGATIONS: dict[str, Callable[[pd.DataFrame, str], float]] = {
-    "mean": lambda frame, column: _mean(frame[column]),
-    "class_balanced_mean": _class_balanced_mean,
-    "share_with_box": _share_with_box,
-    "share_with_box_and_correct": _share_with_box_and_correct,
-}
-
-
-def _aggregate(frame: pd.DataFrame, column: str, aggregate: Aggregate) -> float:
-    """One aggregate of one column; NaN when the rows lack the column (a run from before the score existed,
-    read by compare), so that two runs' summaries always have the same keys."""
-    return AGGREGATIONS[aggregate.kind](frame, column) if column in frame.columns else float("nan")
-
-
-def summary_aggregates(tau: str) -> list[tuple[str, str, Aggregate]]:
-    """``(column suffix, summary name, aggregate)`` of every registry score with aggregates, in registry
-    order; a per-tau score is summarised at ``tau`` (the first of ``scores.taus``) only."""
-    out = []
-    for score in registry.SCORES:
-        column = f"{score.name}_{tau}" if score.per_tau else score.name
-        out += [(column, aggregate.name, aggregate) for aggregate in score.aggregates]
-    return out
-
-
 def dataset_scores(frame: pd.DataFrame, map_name: str, tau: str, class_table_only: bool = False) -> dict[str, float]:
     """Headline numbers of one map (``true`` or ``pred``) over the rows of ``frame``: each aggregate the
     score registry declares (with ``class_table_only``, those whose ``class_maps`` name this map), then
     the count of empty maps (true-class maps only in the class table)."""
     out = {
-        name: _aggregate(frame, f"{map_name}_{column}", aggregate)
+        name: aggregate_value(frame, f"{map_name}_{column}", aggregate)
         for column, name, aggregate in summary_aggregates(tau)
         if not class_table_only or map_name in aggregate.class_maps
     }
@@ -239,19 +196,16 @@ def class_descriptions(tau: str) -> dict[str, str]:
 
 
 def group_table(frame: pd.DataFrame, column: str) -> list[dict]:
-    """Accuracy and energy in box of both maps per value of a metadata column (e.g. marker_present)."""
+    """Per value of a metadata column (e.g. marker_present): its images, accuracy, and the plain mean of
+    each column of :func:`~pipeline.scores.aggregates.group_columns` (the registry's ``group_maps``)."""
     out = []
     for value, group in frame.groupby(column, dropna=False):
         out.append(
             {
                 column: value.item() if hasattr(value, "item") else value,
                 "count": len(group),
-                "accuracy": float(group["correct"].mean()),
-                "pred_energy_in_box": _mean(group["pred_energy_in_box"]),
-                "true_energy_in_box": _mean(group["true_energy_in_box"]),
-                "pred_energy_lift": _mean(group["pred_energy_lift"]),
-                "pred_excess_energy": _mean(group["pred_excess_energy"]),
-                "pred_pointing_hit": _mean(group["pred_pointing_hit"]),
+                ACCURACY.name: aggregate_value(group, ACCURACY_COLUMN, ACCURACY),
+                **{name: mean_defined(group[name]) for name, _, _ in group_columns()},
             }
         )
     return out
@@ -407,7 +361,7 @@ def dataset_numbers(frame: pd.DataFrame, settings: Settings, tau: str, n_non_fin
         empty = {"accuracy": float("nan"), "true_class_maps": {}, "predicted_class_maps": {}}
         return {**empty, "images_without_box_in_input": 0, "boxes_over_cap": 0, "non_finite_images": n_non_finite}
     return {
-        "accuracy": float(frame["correct"].mean()),
+        ACCURACY.name: aggregate_value(frame, ACCURACY_COLUMN, ACCURACY),
         "true_class_maps": dataset_scores(frame, "true", tau),
         "predicted_class_maps": dataset_scores(frame, "pred", tau),
         "images_without_box_in_input": int((frame["n_boxes"] == 0).sum()),
@@ -624,13 +578,10 @@ def pct(value) -> str:
 
 def render_summary(summary: dict) -> str:
     """A few lines a person reads at the end of the run (a failed sanity check first)."""
-    true = summary.get("true_class_maps") or {}
     lines = [
         f"Audit of {summary['images']} images in {summary['seconds']:.1f}s ({summary['images_per_second']:.1f} images/s scored), "
         f"{summary['errors']} skipped",
-        f"  accuracy {pct(summary['accuracy'])} | true-class maps: energy in box {true.get('energy_in_box', float('nan')):.3f}, "
-        f"lift {true.get('energy_lift', float('nan')):.2f}, pointing game {pct(true.get('pointing_game_accuracy'))}, "
-        f"GT-known loc. {pct(true.get('gt_known_localisation_accuracy'))}, top-1 loc. {pct(true.get('top1_localisation_accuracy'))}",
+        headline_line(summary),
     ]
     lines += setup_lines(summary) + data_lines(summary) + findings_lines(summary)
     lines += strategy_lines(summary.get("strategies"))
@@ -681,12 +632,17 @@ def data_lines(summary: dict) -> list[str]:
         )
     lines += [f"  skipped at {e['stage']}: {e['n']} x {e['error_type']}" for e in summary["errors_by_stage"]]
     for column, rows in summary["groups"].items():
-        lines += [
-            f"  {column}={row[column]}: {row['count']} images, accuracy {pct(row['accuracy'])}, "
-            f"predicted-class map energy in box {row['pred_energy_in_box']:.3f}"
-            for row in rows
-        ]
+        lines += [f"  {column}={row[column]}: {row['count']} images, {group_numbers(row)}" for row in rows]
     return lines
+
+
+def group_numbers(row: dict) -> str:
+    """One summary group's accuracy and means (:func:`group_table`), each with its map and label."""
+    numbers = [f"accuracy {format_number(row.get(ACCURACY.name), ACCURACY)}"]
+    for name, map_name, score in group_columns():
+        shown = display(score)
+        numbers.append(f"{MAP_SHORT[map_name]} {shown.label} {format_number(row.get(name), shown)}")
+    return ", ".join(numbers)
 
 
 def findings_lines(summary: dict) -> list[str]:

@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.faithfulness.review import review_context as faithfulness_context
+from pipeline.reports.headline import headline_values
 from pipeline.reports.overlays import EXCESS_MEANING, IN_BOX_MEANING, THUMB_DIR, safe_file_stem
 from pipeline.reports.triage import CATEGORIES, MEANINGS, NO_LOOK_NEEDED, SEVERITY_ORDER
+from pipeline.scores.aggregates import ACCURACY, MAP_SHORT, MAP_WORDS, Metric, display, group_columns
 
 CLASS_ROWS_SHOWN = 20
 
@@ -67,18 +69,18 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def _headline_label(metric: Metric) -> str:
+    """A headline row's name: the label, the map for a map's number, and what its values mean."""
+    words = f"{MAP_WORDS[metric.map_name]} {metric.aggregate.label}" if metric.map_name else metric.aggregate.label
+    return f"{words} ({metric.aggregate.reading})" if metric.aggregate.reading else words
+
+
 def _headline(summary: dict) -> list[tuple[str, str]]:
-    true = summary.get("true_class_maps") or {}
-    rows = [
-        ("images", fmt(summary.get("images"))),
-        ("skipped (errors.parquet)", fmt(summary.get("errors"))),
-        ("accuracy", fmt(summary.get("accuracy"), True)),
-        ("true-class energy in box", fmt(true.get("energy_in_box"))),
-        ("excess energy (0 = uniform, 1 = all in box)", fmt(true.get("excess_energy"))),
-        ("energy lift (1 = uniform)", fmt(true.get("energy_lift"))),
-        ("pointing game", fmt(true.get("pointing_game_accuracy"), True)),
-        ("GT-known localisation", fmt(true.get("gt_known_localisation_accuracy"), True)),
-        ("top-1 localisation", fmt(true.get("top1_localisation_accuracy"), True)),
+    """The images, the skipped ones, each registry headline number (:func:`headline_values`), MaxBoxAccV2."""
+    rows = [("images", fmt(summary.get("images"))), ("skipped (errors.parquet)", fmt(summary.get("errors")))]
+    rows += [
+        (_headline_label(metric), fmt(value, metric.aggregate.percent, metric.aggregate.digits))
+        for metric, value in headline_values(summary)
     ]
     if summary.get("maxboxacc_v2"):
         rows.append(("MaxBoxAccV2", fmt(summary["maxboxacc_v2"]["maxboxacc_v2"], True)))
@@ -253,31 +255,19 @@ def _strategy_context(strategies: dict, overlay_dir: Path) -> dict:
 
 
 def _group_context(summary: dict) -> list[dict]:
+    """One table per ``report.group_by`` column: images, accuracy and the registry's group means
+    (:func:`~pipeline.scores.aggregates.group_columns`)."""
+    columns = [(name, MAP_SHORT[map_name], display(score)) for name, map_name, score in group_columns()]
     out = []
     for column, rows in (summary.get("groups") or {}).items():
-        headers = [
-            column,
-            "images",
-            "accuracy",
-            "pred. map energy in box",
-            "pred. map excess energy",
-            "true map energy in box",
-            "pred. map pointing",
-        ]
+        headers = [column, "images", ACCURACY.label] + [f"{words} {shown.label}" for _, words, shown in columns]
         out.append(
             {
                 "column": column,
                 "headers": headers,
                 "rows": [
-                    [
-                        fmt(r[column]),
-                        fmt(r["count"]),
-                        fmt(r["accuracy"], True),
-                        fmt(r["pred_energy_in_box"]),
-                        fmt(r.get("pred_excess_energy")),
-                        fmt(r["true_energy_in_box"]),
-                        fmt(r["pred_pointing_hit"], True),
-                    ]
+                    [fmt(r[column]), fmt(r["count"]), fmt(r.get(ACCURACY.name), True)]
+                    + [fmt(r.get(name), shown.percent, shown.digits) for name, _, shown in columns]
                     for r in rows
                 ],
             }

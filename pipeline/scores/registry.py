@@ -4,8 +4,10 @@ Each :class:`Score` says what the run computes (its function), how it is stored 
 it moves between coordinate spaces, how it is summarised per class and per dataset, and what it means
 (one line, used as the Parquet field description and the README's data dictionary). :func:`score_map`,
 the samples schema, :func:`~pipeline.scores.space.coordinates_to_stored` and the class and dataset tables
-of ``pipeline.reports.finalize`` all iterate over this registry; adding a score is one function here (or
-in ``localisation.py``) and one entry in :data:`SCORES`.
+of ``pipeline.reports.finalize`` all iterate over this registry, and so do the printed summary, the review page's
+headline and group tables and ``cam-audit compare`` (through :mod:`pipeline.scores.aggregates`); adding a
+score, or a gateable headline number, is one function here (or in ``localisation.py``) and one entry in
+:data:`SCORES`.
 
 A score function takes the :class:`ScoreInputs` of one batch (and the threshold ``tau`` for the
 ``per_tau`` scores) and returns ``[B]`` float32 with NaN where undefined. Shared intermediate results
@@ -41,13 +43,16 @@ _NAN = float("nan")
 # "x_pixel"/"y_pixel": a pixel index, the stored pixel that holds the grid pixel's centre.
 Coordinate = Literal["x_edge", "y_edge", "x_pixel", "y_pixel"]
 
-# How a column is summarised over a set of rows (a class or the whole dataset); implemented in
-# pipeline.reports.finalize.AGGREGATIONS:
+# How a column is summarised over a set of rows (a class or the whole dataset); the functions, with their
+# formulas, are pipeline.scores.aggregates.AGGREGATIONS:
 # "mean": mean over the rows where it is defined (NaN skipped);
 # "class_balanced_mean": per true class the mean (hits / (hits + misses)), then the mean over classes (TorchRay);
 # "share_with_box": share of the rows with a defined value where it is 1 (the first tau only);
 # "share_with_box_and_correct": the same, counting only correctly classified rows as 1 (the first tau only).
 AggregationKind = Literal["mean", "class_balanced_mean", "share_with_box", "share_with_box_and_correct"]
+
+# Which way a summary number is better; a compare gate trips on a change the other way.
+Direction = Literal["higher", "lower"]
 
 
 def tau_key(tau: float) -> str:
@@ -59,13 +64,30 @@ def tau_key(tau: float) -> str:
 class Aggregate:
     """One summary number of a score: ``name`` in the summary / class table, computed by ``kind``.
 
-    ``class_maps``: the maps (``true``, ``pred``) whose mean goes into ``classes.parquet`` (per true
-    class); every aggregate goes into the summary for both the true- and predicted-class maps.
+    Every aggregate goes into the summary for both the true- and predicted-class maps; the other fields say
+    where else it appears, so that each list of numbers (the printed summary, the review page, compare) is
+    derived from :data:`SCORES` (:mod:`pipeline.scores.aggregates`):
+
+    - ``class_maps``: the maps (``true``, ``pred``) whose value goes into ``classes.parquet`` (per true class);
+    - ``label``, ``percent``, ``digits``, ``reading``: how a person reads it (a share as a percentage, else
+      with ``digits`` decimals; ``reading``: what its values mean, beside the label on the review page);
+    - ``better``: ``higher`` or ``lower``; a compare gate trips on a change the other way;
+    - ``headline``: a headline number of the true-class maps (printed summary, review page, compare's text);
+    - ``gate``: compare's name for it (``<map>_<gate>``, for each map of ``gate_maps``): tested on the common
+      images and gateable with ``--max-drop`` / ``--max-class-drop``; None: not compared.
     """
 
     name: str
     kind: AggregationKind
     class_maps: tuple[str, ...] = ("true",)
+    label: str = ""
+    percent: bool = False
+    digits: int = 3
+    reading: str = ""
+    better: Direction = "higher"
+    headline: bool = False
+    gate: str | None = None
+    gate_maps: tuple[str, ...] = ("true",)
 
 
 @dataclass
@@ -183,6 +205,7 @@ class Score:
     per_tau: bool = False  # one column per threshold of scores.taus
     coordinate: Coordinate | None = None  # converted between coordinate spaces when set
     aggregates: tuple[Aggregate, ...] = ()  # summary numbers (per dataset, and per class for class_maps)
+    group_maps: tuple[str, ...] = ()  # maps whose plain mean goes into each summary group (report.group_by)
 
 
 SCORES: tuple[Score, ...] = (
@@ -190,7 +213,18 @@ SCORES: tuple[Score, ...] = (
         "energy_in_box",
         _score_energy_in_box,
         "share of the map's energy inside the annotated boxes, sum(M*G)/sum(M) (Score-CAM's energy-based pointing game)",
-        aggregates=(Aggregate("energy_in_box", "mean", ("true", "pred")),),
+        aggregates=(
+            Aggregate(
+                "energy_in_box",
+                "mean",
+                ("true", "pred"),
+                label="energy in box",
+                headline=True,
+                gate="energy_in_box",
+                gate_maps=("true", "pred"),
+            ),
+        ),
+        group_maps=("pred", "true"),
     ),
     Score(
         "box_area_fraction",
@@ -201,26 +235,58 @@ SCORES: tuple[Score, ...] = (
         "energy_lift",
         _score_energy_lift,
         "energy in box / box area fraction: 1 = no better than a uniform map; at most 1 / box area fraction",
-        aggregates=(Aggregate("energy_lift", "mean"),),
+        aggregates=(
+            Aggregate(
+                "energy_lift",
+                "mean",
+                label="energy lift",
+                digits=2,
+                reading="1 = uniform",
+                headline=True,
+                gate="energy_lift",
+            ),
+        ),
+        group_maps=("pred",),
     ),
     Score(
         "excess_energy",
         _score_excess_energy,
         "(E - A) / (1 - A), E energy in box, A box area fraction: 0 = uniform map, 1 = all energy in the boxes, < 0 = avoids them; null when A = 1",
-        aggregates=(Aggregate("excess_energy", "mean", ("true", "pred")),),
+        aggregates=(
+            Aggregate(
+                "excess_energy",
+                "mean",
+                ("true", "pred"),
+                label="excess energy",
+                reading="0 = uniform, 1 = all in box",
+                headline=True,
+                gate="excess_energy",
+            ),
+        ),
+        group_maps=("pred",),
     ),
     Score(
         "pointing_hit",
         _score_pointing_hit,
         "true when the map's maximum lies within the pointing tolerance of a box, false when not, null for an empty map or no box",
         dtype="bool",
-        aggregates=(Aggregate("pointing_game_accuracy", "class_balanced_mean"),),
+        aggregates=(
+            Aggregate(
+                "pointing_game_accuracy",
+                "class_balanced_mean",
+                label="pointing game",
+                percent=True,
+                headline=True,
+                gate="pointing_game",
+            ),
+        ),
+        group_maps=("pred",),
     ),
     Score(
         "relevance_rank_accuracy",
         _score_relevance_rank,
         "share of the |G| highest-valued pixels that lie inside the boxes (Arras et al. 2022)",
-        aggregates=(Aggregate("relevance_rank_accuracy", "mean"),),
+        aggregates=(Aggregate("relevance_rank_accuracy", "mean", label="relevance rank accuracy"),),
     ),
     Score(
         "relevance_mass_accuracy",
@@ -252,8 +318,21 @@ SCORES: tuple[Score, ...] = (
         per_tau=True,
         dtype="bool",
         aggregates=(
-            Aggregate("gt_known_localisation_accuracy", "share_with_box"),
-            Aggregate("top1_localisation_accuracy", "share_with_box_and_correct"),
+            Aggregate(
+                "gt_known_localisation_accuracy",
+                "share_with_box",
+                label="GT-known localisation",
+                percent=True,
+                headline=True,
+                gate="gt_known_localisation",
+            ),
+            Aggregate(
+                "top1_localisation_accuracy",
+                "share_with_box_and_correct",
+                label="top-1 localisation",
+                percent=True,
+                headline=True,
+            ),
         ),
     ),
     Score(

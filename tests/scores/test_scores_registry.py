@@ -6,7 +6,7 @@ import pyarrow as pa
 import torch
 
 from pipeline.reports import finalize, schema
-from pipeline.scores import registry, score_map
+from pipeline.scores import aggregates, registry, score_map
 from pipeline.scores.registry import Aggregate, Score, describe, score_columns, score_for_column
 from pipeline.scores.space import coordinates_to_stored
 from tests.scores.scores_reference import nan_equal, score_inputs
@@ -98,8 +98,8 @@ def test_a_new_registry_entry_reaches_score_map_schema_space_and_summary(monkeyp
 
 
 def test_summary_aggregates_follow_the_registry_order():
-    names = [name for _, name, _ in finalize.summary_aggregates("tau015")]
+    names = [name for _, name, _ in aggregates.summary_aggregates("tau015")]
     assert names[:4] == ["energy_in_box", "energy_lift", "excess_energy", "pointing_game_accuracy"]
     assert names[-2:] == ["gt_known_localisation_accuracy", "top1_localisation_accuracy"]
     for score in registry.SCORES:  # every declared kind can be computed
-        assert all(aggregate.kind in finalize.AGGREGATIONS for aggregate in score.aggregates), score.name
+        assert all(aggregate.kind in aggregates.AGGREGATIONS for aggregate in score.aggregates), score.name
