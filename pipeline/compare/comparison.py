@@ -15,14 +15,17 @@ from pipeline.compare.gates import check_gated_metrics, evaluate_gates, verdict
 from pipeline.compare.runs import common_rows, first_tau, read_pair
 from pipeline.compare.significance import add_holm, class_tests, paired_tests
 from pipeline.reports.finalize import dataset_scores
+from pipeline.scores.aggregates import ACCURACY, ACCURACY_COLUMN, aggregate_value
 
 
 def overall_numbers(before: pd.DataFrame, after: pd.DataFrame, before_tau: str, after_tau: str) -> dict:
     """Each run's dataset numbers on the common images (accuracy, then ``finalize.dataset_scores`` of the
-    true-class maps, each at its own first tau) and their differences."""
+    true-class maps, each at its own first tau: the registry's aggregates, as in ``summary.json``) and their
+    differences."""
     out = {}
     for name, frame, tau in (("baseline", before, before_tau), ("current", after, after_tau)):
-        out[name] = {"accuracy": float(frame["correct"].mean()), **dataset_scores(frame, "true", tau)}
+        accuracy = aggregate_value(frame, ACCURACY_COLUMN, ACCURACY)
+        out[name] = {ACCURACY.name: accuracy, **dataset_scores(frame, "true", tau)}
     out["delta"] = {key: out["current"][key] - out["baseline"][key] for key in out["baseline"]}
     return out
 
