@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.reports.finalize import write_json_atomic
+from pipeline.jsonio import write_json_atomic
 from pipeline.reports.parts import write_table_atomic
 from pipeline.reports.schema import with_descriptions
 from pipeline.scores.aggregates import gate_metrics
