@@ -285,6 +285,45 @@ def run_cli(overrides: list[str], run_dir: Path | str, timeout: float = 120) -> 
     return subprocess.run(cli_command(overrides, run_dir), cwd=MAIN, capture_output=True, text=True, timeout=timeout)
 
 
+def run_cli_here(overrides: list[str], run_dir: Path | str) -> subprocess.CompletedProcess:
+    """The command line's entry point (``pipeline.cli.main``, what ``python -m pipeline`` calls) in this process,
+    stdout and stderr captured: the exit status and the printed lines of :func:`run_cli` without a new
+    interpreter (its start, the torch imports, is 4-5 s on 2 cores). For the refusals and stops that end a
+    command; what only a real process shows (signals, process exit, concurrent starts) stays with
+    :func:`run_cli`. What the entry point changes in the process (``sys.argv``, the SIGTERM handler,
+    ``HYDRA_FULL_ERROR``, the log handlers it installs) is put back."""
+    import contextlib
+    import logging
+
+    from pipeline import cli, logs
+
+    argv = cli_command(overrides, run_dir)[3:]  # what follows ``python -m pipeline``
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_sigterm = sys.argv, signal.getsignal(signal.SIGTERM)
+    saved_full_error = os.environ.get("HYDRA_FULL_ERROR")
+    code = 0
+    try:
+        sys.argv = ["cam-audit", *argv]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        signal.signal(signal.SIGTERM, saved_sigterm)
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
+        root = logging.getLogger()
+        for handler in logs._INSTALLED:
+            root.removeHandler(handler)
+            handler.close()
+        logs._INSTALLED.clear()
+    return subprocess.CompletedProcess(["cam-audit", *argv], code, out.getvalue(), err.getvalue())
+
+
 def run_torchrun(
     overrides: list[str], run_dir: Path | str, processes: int = 2, timeout: float = 280
 ) -> subprocess.CompletedProcess:

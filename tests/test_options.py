@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.options import RULES, check_memory_per_worker, check_options
-from tests.helpers_corpus import base_overrides, compose, good_dataset, run_cli, run_in_process
+from tests.helpers_corpus import base_overrides, compose, good_dataset, run_cli_here, run_in_process
 
 BAD_OPTIONS = {
     "scores.taus=[]": "scores.taus",
@@ -54,7 +54,7 @@ def test_data_limit_takes_the_first_samples(world, tmp_path):
 
 
 def test_cli_bad_option_is_one_line_and_exit_2(world, tmp_path):
-    result = run_cli(base_overrides(world / "data", world / "cache") + ["scores.taus=[]"], tmp_path / "run")
+    result = run_cli_here(base_overrides(world / "data", world / "cache") + ["scores.taus=[]"], tmp_path / "run")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith(

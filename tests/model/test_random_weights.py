@@ -9,7 +9,7 @@ import torch
 
 from pipeline.errors import ConfigError
 from pipeline.model.from_config import build_model
-from tests.helpers_corpus import CONFIG_LINE, base_overrides, good_dataset, read_summary, run_cli, run_in_process
+from tests.helpers_corpus import CONFIG_LINE, base_overrides, good_dataset, read_summary, run_cli_here, run_in_process
 from tests.model.test_models import model_cfg
 
 TORCHVISION = {
@@ -58,7 +58,7 @@ def test_an_unknown_name_is_reported_before_the_missing_weights(tmp_path):
 
 def test_cli_refuses_random_weights_with_exit_2_and_one_line(tmp_path):
     good_dataset(tmp_path / "data", 4)
-    result = run_cli(base_overrides(tmp_path / "data", tmp_path / "cache", **TORCHVISION), tmp_path / "run")
+    result = run_cli_here(base_overrides(tmp_path / "data", tmp_path / "cache", **TORCHVISION), tmp_path / "run")
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("cam-audit:")]
     assert len(lines) == 1 and CONFIG_LINE.match(lines[0]), result.stderr[-2000:]

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.options import RULES
-from tests.helpers_corpus import base_overrides, good_dataset, run_cli, run_in_process
+from tests.helpers_corpus import base_overrides, good_dataset, run_cli_here, run_in_process
 
 # Every option whose rule is a list of allowed values (or a device name), with a value none allows.
 BAD_VALUES = {
@@ -49,7 +49,7 @@ def test_report_overlays_typo_through_the_command_line_leaves_no_trace(tmp_path)
     """It was refused only after the run was accepted and the model built, leaving .hydra/, the job log and
     parts/fingerprint.json behind."""
     good_dataset(tmp_path / "data", 2)
-    result = run_cli(
+    result = run_cli_here(
         base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.overlays": "some"}), tmp_path / "run"
     )
     assert result.returncode == 2, result.stderr[-2000:]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import TooManyFailures
-from tests.helpers_corpus import add_sample, base_overrides, good_dataset, run_cli, run_in_process, write_classes
+from tests.helpers_corpus import add_sample, base_overrides, good_dataset, run_cli_here, run_in_process, write_classes
 
 
 def test_a_set_whose_every_image_fails_stops_with_exit_3(tmp_path):
@@ -20,7 +20,7 @@ def test_a_set_whose_every_image_fails_stops_with_exit_3(tmp_path):
     with pytest.raises(TooManyFailures, match=r"none of the 24 samples could be audited \(failed at decode 24\)"):
         run_in_process(overrides, tmp_path / "run")  # even with every failure allowed: a report of nothing
     assert not (tmp_path / "run" / "summary.json").exists()
-    result = run_cli(overrides, tmp_path / "cli")
+    result = run_cli_here(overrides, tmp_path / "cli")
     assert result.returncode == 3, result.stderr[-2000:]
     assert "cam-audit: stopped: none of the 24 samples could be audited" in result.stderr
     assert "Audit of 0 images" not in result.stdout
