@@ -14,12 +14,11 @@ from pipeline.compare.definitions import definition_differences, grids_differ
 from pipeline.compare.gates import check_gated_metrics, evaluate_gates, verdict
 from pipeline.compare.runs import common_rows, first_tau, read_pair
 from pipeline.compare.significance import add_holm, class_tests, paired_tests
-from pipeline.reports.finalize import dataset_scores
-from pipeline.scores.aggregates import ACCURACY, ACCURACY_COLUMN, aggregate_value
+from pipeline.scores.aggregates import ACCURACY, ACCURACY_COLUMN, aggregate_value, dataset_scores
 
 
 def overall_numbers(before: pd.DataFrame, after: pd.DataFrame, before_tau: str, after_tau: str) -> dict:
-    """Each run's dataset numbers on the common images (accuracy, then ``finalize.dataset_scores`` of the
+    """Each run's dataset numbers on the common images (accuracy, then :func:`~pipeline.scores.aggregates.dataset_scores` of the
     true-class maps, each at its own first tau: the registry's aggregates, as in ``summary.json``) and their
     differences."""
     out = {}

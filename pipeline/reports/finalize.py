@@ -47,6 +47,7 @@ from pipeline.scores.aggregates import (
     ACCURACY_COLUMN,
     MAP_SHORT,
     aggregate_value,
+    dataset_scores,
     display,
     group_columns,
     mean_defined,
@@ -129,20 +130,6 @@ def package_versions() -> dict[str, str]:
         "pandas": pd.__version__,
         "opencv": cv2.__version__,
     }
-
-
-def dataset_scores(frame: pd.DataFrame, map_name: str, tau: str, class_table_only: bool = False) -> dict[str, float]:
-    """Headline numbers of one map (``true`` or ``pred``) over the rows of ``frame``: each aggregate the
-    score registry declares (with ``class_table_only``, those whose ``class_maps`` name this map), then
-    the count of empty maps (true-class maps only in the class table)."""
-    out = {
-        name: aggregate_value(frame, f"{map_name}_{column}", aggregate)
-        for column, name, aggregate in summary_aggregates(tau)
-        if not class_table_only or map_name in aggregate.class_maps
-    }
-    if not class_table_only or map_name == "true":
-        out["empty_maps"] = int(frame[f"{map_name}_empty"].sum())
-    return out
 
 
 def class_table(frame: pd.DataFrame, tau: str) -> pd.DataFrame:

@@ -4,7 +4,8 @@ is derived here from :data:`~pipeline.scores.registry.SCORES` (each score's ``ag
 
 - :func:`aggregate_value`: one :class:`~pipeline.scores.registry.Aggregate` of one column over a set of rows
   (the functions of :data:`AGGREGATIONS`, each with its formula);
-- :func:`summary_aggregates`: what ``summary.json``'s map sections and ``classes.parquet`` hold;
+- :func:`summary_aggregates`, :func:`dataset_scores`: what ``summary.json``'s map sections and
+  ``classes.parquet`` hold;
 - :func:`headline_metrics`: the headline numbers (the printed summary, the review page, compare's text);
 - :func:`gate_metrics`: what ``cam-audit compare`` tests and gates (``--max-drop`` names them);
 - :func:`group_columns`: the plain means in each group of ``report.group_by``.
@@ -92,6 +93,20 @@ def summary_aggregates(tau: str) -> list[tuple[str, str, Aggregate]]:
         for score in registry.SCORES
         for aggregate in score.aggregates
     ]
+
+
+def dataset_scores(frame: pd.DataFrame, map_name: str, tau: str, class_table_only: bool = False) -> dict[str, float]:
+    """The summary numbers of one map (``true`` or ``pred``) over the rows of ``frame``: each aggregate the
+    score registry declares (with ``class_table_only``, those whose ``class_maps`` name this map), then
+    the count of empty maps (true-class maps only in the class table)."""
+    out = {
+        name: aggregate_value(frame, f"{map_name}_{column}", aggregate)
+        for column, name, aggregate in summary_aggregates(tau)
+        if not class_table_only or map_name in aggregate.class_maps
+    }
+    if not class_table_only or map_name == "true":
+        out["empty_maps"] = int(frame[f"{map_name}_empty"].sum())
+    return out
 
 
 @dataclass(frozen=True)
