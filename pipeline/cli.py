@@ -1,355 +1,38 @@
-"""Command line: ``python -m pipeline [hydra overrides]`` or ``cam-audit [overrides]``; ``cam-audit compare ...``
-(or ``cam-audit-compare``) compares two finished audits (:mod:`pipeline.compare`); ``cam-audit merge RUN``
-writes the report of a sharded run (:mod:`pipeline.merge`).
+"""Command line: ``python -m pipeline [hydra overrides]`` or ``cam-audit [overrides]``, the audit, a Hydra
+application (:mod:`pipeline.hydra_app`); ``cam-audit compare ...`` (or ``cam-audit-compare``) compares two finished
+audits (:mod:`pipeline.compare`); ``cam-audit merge RUN`` writes the report of a sharded run
+(:mod:`pipeline.merge`).
 
 Exit statuses (:class:`pipeline.errors.ExitCode`, the README's table): 0 done; 2 a configuration error (ours
 or Hydra's own, e.g. an unknown key or option), one line naming the option, before any work (``runtime.debug=true``
 shows the traceback); 3 the run stopped on too many failed samples; 4 on a full disk (both resumable); 5 an
 unexpected error (traceback); 130 interrupted (SIGINT), 143 terminated (SIGTERM), both resumable; compare adds
-1 for a tripped gate.
-
-A start that is refused or fails before the run is accepted (a bad option, a folder that already holds a
-run) leaves no trace: Hydra's ``.hydra/`` record and the job log are written only once the run is accepted
-(``hydra.output_subdir`` is null in ``conf/config.yaml``; :func:`save_hydra_record` writes it instead), and
-a run folder this start created is removed again when it is still empty.
+1 for a tripped gate. The audit's and the merge's come from the stop tables of :mod:`pipeline.hydra_app`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import re
-import shlex
-import signal
 import sys
 from pathlib import Path
 
-import hydra
-import hydra.errors
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import (
-    ConfigAttributeError,
-    ConfigKeyError,
-    InterpolationResolutionError,
-    MissingMandatoryValue,
-    OmegaConfBaseException,
-)
-
 from pipeline import logs
-from pipeline.atomic import write_text_atomic
-from pipeline.errors import ConfigError, ExitCode, Terminated, TooManyFailures, is_disk_full
+from pipeline.errors import ConfigError, ExitCode, is_disk_full
+from pipeline.hydra_app import (
+    MERGE_STOPS,
+    SigtermGuard,
+    StopContext,
+    audit_command,
+    end_with,
+    log_format_of,
+    one_line,
+    parsed_overrides,
+    read_command_line,
+)
 from pipeline.settings import register_schemas
 
 register_schemas()  # before hydra.main (or a resume's hydra.compose) composes conf/, whose files name them
-
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-DEFAULT_RUN_DIR = "outputs"  # the fixed prefix of hydra.run.dir in conf/config.yaml
-HYDRA_RECORD = ".hydra"  # where Hydra would write config.yaml, hydra.yaml and overrides.yaml
-logger = logging.getLogger("pipeline.cli")
-_existing_ancestor: Path | None = None  # the nearest folder of hydra.run.dir that existed before this start
-_terminated = False  # SIGTERM arrived (on_sigterm)
-
-
-def one_line(text: str) -> str:
-    """A message of several lines (Hydra's, OmegaConf's) as one line."""
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
-def fail(message: str, code: int) -> None:
-    """Log ``message`` (one line on stderr; in the job log when the run was accepted) and exit with ``code``."""
-    logs.event(logger, "error", message, logging.ERROR, exit_code=code)
-    logging.shutdown()
-    sys.exit(code)
-
-
-def save_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
-    """Write ``.hydra/{config,hydra,overrides}.yaml`` as Hydra would, once the run is accepted.
-
-    A resumed run keeps the record of the run it continues (the resume fingerprint guarantees the same
-    numbers-changing configuration).
-    """
-    folder = run_dir / HYDRA_RECORD
-    if (folder / "config.yaml").exists():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    hydra_cfg = HydraConfig.get()
-    for name, content in (
-        ("config.yaml", cfg),
-        ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
-        ("overrides.yaml", hydra_cfg.overrides.task),
-    ):
-        write_text_atomic(folder / name, OmegaConf.to_yaml(content))
-
-
-def remove_created_folders(run_dir: Path, existing_ancestor: Path | None) -> None:
-    """Remove ``run_dir`` and its parents up to ``existing_ancestor`` while they are empty: the folders
-    this start created (Hydra makes the run folder before the configuration is checked)."""
-    if existing_ancestor is None:
-        return
-    folder = run_dir.absolute()
-    while folder != existing_ancestor and existing_ancestor in folder.parents:
-        try:
-            folder.rmdir()  # only an empty folder goes
-        except OSError:
-            return
-        folder = folder.parent
-
-
-@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def _main(cfg: DictConfig) -> None:
-    from pipeline.run import run_audit
-
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    typed = list(hydra_cfg.overrides.task)
-    recorded = resume_overrides(run_dir, typed) if cfg.resume else None
-    if recorded:  # resume=true: the run continues with the options it was started with (and the ones typed now)
-        cfg = hydra.compose(config_name="config", overrides=recorded + typed)
-    log_format = str(cfg.runtime.get("log_format", "text"))
-    if log_format not in logs.LOG_FORMATS:
-        logs.configure("text", None)
-        fail(
-            f"cam-audit: configuration error: runtime.log_format: unknown format {log_format!r}; use text or json",
-            ExitCode.CONFIG,
-        )
-    shared = unshared_shard_folder(hydra_cfg, cfg)
-    if shared:
-        logs.configure(log_format, None)
-        fail(f"cam-audit: configuration error: {shared}", ExitCode.CONFIG)
-    logs.configure(log_format, run_dir / job_log_name(hydra_cfg.job.name, cfg))
-    created = _existing_ancestor if hydra_cfg.mode == RunMode.RUN else None
-    accepted = False
-
-    def on_accepted() -> None:
-        nonlocal accepted
-        accepted = True
-        save_hydra_record(cfg, run_dir)
-        logs.open_run_log()
-
-    logs.event(
-        logger,
-        "start",
-        f"cam-audit start: run folder {run_dir}"
-        + (f"; resumed with the run's recorded options {' '.join(recorded)}" if recorded else ""),
-        run_dir=str(run_dir),
-        overrides=typed,
-        recorded_overrides=recorded or [],
-        resume=bool(cfg.resume),
-    )
-    try:
-        run_audit(cfg, run_dir, on_accepted=on_accepted)
-    except BaseException as error:
-        if not accepted:
-            remove_created_folders(run_dir, created)
-        if cfg.runtime.debug and isinstance(error, Exception):
-            raise
-        stop = stop_line(error, run_dir, cfg)
-        if stop is not None:
-            fail(*stop)
-        if isinstance(error, Exception):
-            report_bug(error)
-        raise  # SystemExit
-
-
-def stop_line(error: BaseException, run_dir: Path, cfg: DictConfig) -> tuple[str, int] | None:
-    """The one line and the exit status of an error that ends a run, by its type; None for a bug (an
-    unexpected exception: traceback, exit 5) or a SystemExit."""
-    if isinstance(error, MissingMandatoryValue):
-        # a `???` left in the config (e.g. data.images of data=imagenet_val): name the key, not a traceback
-        key = error.full_key or "?"
-        return (
-            f"cam-audit: configuration error: {key}: is required (the config has ??? here); pass {key}=<value>",
-            ExitCode.CONFIG,
-        )
-    if isinstance(error, (ConfigError, InterpolationResolutionError)):
-        return f"cam-audit: configuration error: {one_line(str(error))}", ExitCode.CONFIG
-    if isinstance(error, TooManyFailures):
-        return f"cam-audit: stopped: {error}", ExitCode.TOO_MANY_FAILURES
-    if isinstance(error, OSError) and is_disk_full(error):
-        # every part on disk is complete (written then renamed); the rows not yet flushed are audited again
-        return (
-            f"cam-audit: stopped: the disk of {run_dir} is full ({error}); the parts written so far are complete: "
-            f"free space, then run again with {resume_command(run_dir, cfg)}",
-            ExitCode.DISK_FULL,
-        )
-    if isinstance(error, Terminated) or _terminated:  # (or an error of the stop itself: a killed loader worker)
-        return f"cam-audit: terminated (SIGTERM); continue with {resume_command(run_dir, cfg)}", ExitCode.TERMINATED
-    if isinstance(error, KeyboardInterrupt):
-        return f"cam-audit: interrupted; continue with {resume_command(run_dir, cfg)}", ExitCode.INTERRUPTED
-    return None
-
-
-def report_bug(error: Exception) -> None:
-    """An unexpected error: its traceback on stderr and in the job log, exit 5."""
-    logger.error(
-        "cam-audit: unexpected error (a bug; please report it with this traceback): %s: %s",
-        type(error).__name__,
-        error,
-        exc_info=error,
-        extra={"event": "crash", "fields": {"exit_code": ExitCode.INTERNAL}},
-    )
-    logging.shutdown()
-    sys.exit(ExitCode.INTERNAL)
-
-
-def job_log_name(job_name: str, cfg: DictConfig) -> str:
-    """The job log's file name: ``cam-audit.log``; a shard's ``cam-audit-shard-<NNN>.log`` (the shards of a
-    run write into one folder at once, from several hosts: one file each)."""
-    shards = int(cfg.runtime.get("shards", 1) or 1)
-    return f"{job_name}-shard-{int(cfg.runtime.get('shard', 0)):03d}.log" if shards > 1 else f"{job_name}.log"
-
-
-def unshared_shard_folder(hydra_cfg, cfg: DictConfig) -> str | None:
-    """In a multirun the shards of one run must write into one folder, but Hydra gives every job its own
-    (``hydra.sweep.subdir``, by default the job's number): the refusal's text when this job's folder is named
-    after its number or its shard, None when it is not (or the run is not sharded, or not a multirun)."""
-    if hydra_cfg.mode != RunMode.MULTIRUN or int(cfg.runtime.get("shards", 1) or 1) < 2:
-        return None
-    subdir = str(hydra_cfg.sweep.subdir)
-    if subdir != str(hydra_cfg.job.num) and "runtime.shard=" not in subdir:
-        return None
-    return (
-        f"hydra.sweep.subdir: the shards of a run must share one folder, but this job's is {subdir!r} (one per "
-        "job); add hydra.sweep.subdir=. (the run folder is then hydra.sweep.dir), or leave runtime.shard out of "
-        "its name ('hydra.job.config.override_dirname.exclude_keys=[runtime.shard]')"
-    )
-
-
-def resume_overrides(run_dir: Path, typed: list[str]) -> list[str]:
-    """With ``resume=true``: the overrides the run in ``run_dir`` was started with (``.hydra/overrides.yaml``)
-    but those whose key or group is typed again now (the typed one counts), to compose before the typed ones,
-    so that ``hydra.run.dir=<folder> resume=true`` alone continues the run as it was started. An option typed
-    now that differs from the recorded one is then refused by the resume check (:mod:`pipeline.run_folder`).
-    Empty when the folder has no record (a run started in-process, or one refused before it was accepted)."""
-    path = run_dir / HYDRA_RECORD / "overrides.yaml"
-    if not path.is_file():
-        return []
-    recorded = [str(text) for text in OmegaConf.load(path)]
-    parser = OverridesParser.create()
-    typed_keys = {override.key_or_group for override in parser.parse_overrides(typed)}
-    return [
-        text
-        for text, override in zip(recorded, parser.parse_overrides(recorded))
-        if override.key_or_group not in typed_keys
-    ]
-
-
-# Characters that Hydra's override grammar reads in a value: a folder named by hydra.job.override_dirname
-# (``cam=layercam,data.limit=200``) must be quoted to be read as one path.
-HYDRA_SPECIAL = re.compile(r"[=,()\[\]\s'\"]")
-
-
-def hydra_quoted(value: str) -> str:
-    """``value`` as a quoted Hydra string when it holds characters the grammar reads; as given otherwise
-    (also when it is quoted already)."""
-    if not HYDRA_SPECIAL.search(value) or (len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]):
-        return value
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    return "'" + value.replace("'", "\\'") + "'"
-
-
-def quote_run_dir(argv: list[str]) -> list[str]:
-    """``hydra.run.dir=<folder>`` with the folder quoted for Hydra when needed (:func:`hydra_quoted`): resuming
-    a sweep job's folder ``.../cam=layercam,data.limit=200`` failed with "mismatched input '='"."""
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        out.append(f"{key}={hydra_quoted(value)}" if sep and key == "hydra.run.dir" else arg)
-    return out
-
-
-def resume_command(run_dir: Path, cfg: DictConfig | None = None) -> str:
-    """The options that continue the run in ``run_dir``, as one pastes them into a shell; a shard's name its
-    shard (the folder's recorded options are another shard's)."""
-    command = f"{shlex.quote(f'hydra.run.dir={run_dir}')} resume=true"
-    if cfg is not None and int(cfg.runtime.get("shards", 1) or 1) > 1:
-        command += f" runtime.shards={int(cfg.runtime.shards)} runtime.shard={int(cfg.runtime.get('shard', 0))}"
-    return command
-
-
-def on_sigterm(signum, frame) -> None:
-    """SIGTERM as Ctrl-C: raise :class:`Terminated` (a ``KeyboardInterrupt``) in the main thread, so that the
-    run stops the way an interrupt does (queued rows written, parts kept, the error event and the resume
-    hint logged) and exits 143. A second SIGTERM meanwhile is ignored: it must not cut the clean-up short.
-    (Forked loader workers inherit this handler: there the interrupt ends the worker quietly.)"""
-    global _terminated
-    _terminated = True
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated()
-
-
-def check_run_dir_argument(argv: list[str]) -> Path:
-    """Fail fast when ``hydra.run.dir`` cannot be created; returns its nearest existing folder.
-
-    Hydra creates the run folder before our code runs, and reports a failure there as its own traceback;
-    so the folder named on the command line (or the default's fixed prefix) is checked first. The check is
-    on the nearest existing ancestor: it must be a writable folder. Interpolations (``${now:...}``) are cut
-    off: only the fixed prefix can be checked.
-    """
-    value = DEFAULT_RUN_DIR
-    for arg in argv:
-        key, sep, given = arg.lstrip("+~").partition("=")
-        if sep and key == "hydra.run.dir":
-            value = given.strip("'\"")
-    fixed = value.split("${", 1)[0] or "."
-    ancestor = Path(fixed).expanduser().absolute()
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError("hydra.run.dir", f"{value!r} cannot be created: {str(ancestor)!r} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ConfigError("hydra.run.dir", f"{value!r} cannot be created: {str(ancestor)!r} is not writable")
-    return ancestor
-
-
-# Hydra's message for a config group option that does not exist: "Could not find 'cam/gradcam++'".
-MISSING_GROUP_OPTION = re.compile(r"Could not find '(?P<group>[\w.]+)/(?P<option>[^']+)'")
-
-
-def composition_error_message(error: Exception) -> str:
-    """Hydra's or OmegaConf's error while composing, as one line; the option's name first when OmegaConf
-    names it (``full_key``): an unknown key (``scores.tolerence: unknown option ...``) or a value the
-    group's schema refuses (``scores.tolerance: Value 'abc' ... could not be converted to Float ...``)."""
-    message = one_line(
-        str(error).split("Config search path")[0]
-    )  # Hydra appends its search path: not the user's concern
-    missing = MISSING_GROUP_OPTION.search(message)
-    if missing:  # cam=gradcam++: name the group as the option, and what it offers
-        group, given = missing["group"], missing["option"]
-        offered = (
-            message.split("Available options in", 1)[-1].split(":", 1)[-1].strip() if "Available" in message else ""
-        )
-        if group == "hydra/launcher" and given.startswith("submitit"):  # conf/hydra/launcher/shards_*.yaml need it
-            offered = "install the slurm extra: pip install 'cam-audit[slurm]' (hydra-submitit-launcher)"
-            return f"{group}: no option {given!r} ({offered})"
-        return f"{group}: no option {given!r}" + (f" (available: {', '.join(offered.split())})" if offered else "")
-    cause = error.__cause__
-    if not isinstance(cause, OmegaConfBaseException):
-        return message
-    key = getattr(cause, "full_key", None)
-    if not key:
-        return f"{message} ({one_line(str(cause))})"
-    reason = str(cause).strip().splitlines()[0]  # OmegaConf's next lines repeat the key and name the schema class
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-        return f"{key}: unknown option ({reason})"
-    return f"{key}: {reason} ({message})"
-
-
-def requested_log_format(argv: list[str]) -> str:
-    """``runtime.log_format`` from the command line (for messages printed before Hydra has composed)."""
-    for arg in argv:
-        key, sep, given = arg.lstrip("+~").partition("=")
-        if sep and key == "runtime.log_format" and given in logs.LOG_FORMATS:
-            return given
-    return "text"
-
 
 # Printed above Hydra's own help (``cam-audit --help``): the commands, not only the audit's options.
 USAGE = """\
@@ -373,10 +56,9 @@ Exit statuses: 0 done (compare: every gate passed), 1 a compare gate tripped, 2 
 
 
 def main() -> None:
-    """Console-script entry point (``cam-audit``); ``cam-audit compare ...`` runs :func:`compare_main`,
+    """Console-script entry point (``cam-audit``): ``cam-audit compare ...`` runs :func:`compare_main`,
     ``cam-audit export ...`` :func:`pipeline.export.command.export_main`, ``cam-audit merge ...``
-    :func:`merge_main`."""
-    global _existing_ancestor
+    :func:`merge_main`; anything else is the audit (:func:`pipeline.hydra_app.audit_command`)."""
     argv = sys.argv[1:]
     if argv[:1] == ["compare"]:
         sys.exit(compare_main(argv[1:]))
@@ -386,60 +68,11 @@ def main() -> None:
         sys.exit(export_main(argv[1:]))
     if argv[:1] == ["merge"]:
         sys.exit(merge_main(argv[1:]))
-    if "--help" in argv or "-h" in argv:  # Hydra's help lists the options only: the commands first
+    command = read_command_line(argv)
+    if command.help:  # Hydra's help lists the options only: the commands first
         print(USAGE)
         sys.stdout.flush()
-    argv = quote_run_dir(argv)
-    sys.argv[1:] = argv  # what hydra.main reads
-    signal.signal(signal.SIGTERM, on_sigterm)
-    logs.configure(requested_log_format(argv), None)
-    try:
-        _existing_ancestor = check_run_dir_argument(argv)
-    except ConfigError as error:
-        fail(f"cam-audit: configuration error: {error}", ExitCode.CONFIG)
-    # Hydra's own errors (an unknown key, a missing option file, a bad override) raise instead of printing
-    # several lines and exiting 1, so that they follow the exit-code table: one line, exit 2.
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    try:
-        _main()
-    except (hydra.errors.HydraException, OmegaConfBaseException) as error:
-        logs.configure(requested_log_format(argv), None)
-        fail(f"cam-audit: configuration error: {composition_error_message(error)}", ExitCode.CONFIG)
-    except Terminated:
-        fail("cam-audit: terminated (SIGTERM)", ExitCode.TERMINATED)
-    except KeyboardInterrupt:
-        fail("cam-audit: interrupted", ExitCode.INTERRUPTED)
-    except Exception as error:
-        failed = failed_launcher_job(error)
-        if failed is None:
-            raise
-        logs.configure(requested_log_format(argv), None)
-        fail(*failed)
-
-
-# A job of a multirun started by hydra-submitit-launcher (hydra/launcher=shards_slurm or shards_local) reports
-# its end on its own stderr; the launching process gets submitit's exception with that stream's tail. Its last
-# cam-audit line says how the job ended: the launching command exits with the status that line stands for.
-JOB_ENDINGS = (
-    ("cam-audit: configuration error", ExitCode.CONFIG),
-    ("cam-audit: stopped: the disk", ExitCode.DISK_FULL),
-    ("cam-audit: stopped:", ExitCode.TOO_MANY_FAILURES),
-    ("cam-audit: terminated", ExitCode.TERMINATED),
-    ("cam-audit: interrupted", ExitCode.INTERRUPTED),
-)
-
-
-def failed_launcher_job(error: Exception) -> tuple[str, int] | None:
-    """``(one line, exit status)`` for submitit's error about a job of the multirun that failed (the job's own
-    last ``cam-audit:`` line, its status by :data:`JOB_ENDINGS`, 5 when it crashed); None for any other error."""
-    if not type(error).__module__.startswith("submitit"):
-        return None
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    ours = [line for line in lines if line.startswith("cam-audit:")]
-    job = lines[0] if lines else type(error).__name__
-    said = ours[-1] if ours else (lines[-1] if lines else "")
-    code = next((status for prefix, status in JOB_ENDINGS if said.startswith(prefix)), ExitCode.INTERNAL)
-    return f"cam-audit: a job of the multirun failed ({one_line(job)}): {said}", code
+    audit_command(command)
 
 
 def compare_parser() -> argparse.ArgumentParser:
@@ -641,34 +274,13 @@ def merge_main(argv: list[str] | None = None) -> int:
     from pipeline.merge import merge_run
 
     args = merge_parser().parse_args(argv)
-    log_format = requested_log_format(args.overrides)
+    log_format = log_format_of(parsed_overrides(args.overrides))
     logs.configure(log_format, args.run / "cam-audit-merge.log")  # opened once the merge is accepted
-    signal.signal(signal.SIGTERM, on_sigterm)
+    SigtermGuard().install()
     try:
         merge_run(args.run, args.overrides)
-    except ConfigError as error:
-        fail(f"cam-audit merge: cannot merge: {one_line(str(error))}", ExitCode.CONFIG)
-    except TooManyFailures as error:
-        fail(f"cam-audit merge: stopped: {error}", ExitCode.TOO_MANY_FAILURES)
-    except Terminated:
-        fail(f"cam-audit merge: terminated (SIGTERM); merge again: cam-audit merge {args.run}", ExitCode.TERMINATED)
-    except KeyboardInterrupt:
-        fail(f"cam-audit merge: interrupted; merge again: cam-audit merge {args.run}", ExitCode.INTERRUPTED)
-    except Exception as error:
-        if isinstance(error, OSError) and is_disk_full(error):
-            fail(
-                f"cam-audit merge: stopped: the disk of {args.run} is full ({error}); free space, merge again",
-                ExitCode.DISK_FULL,
-            )
-        logger.error(
-            "cam-audit merge: unexpected error (a bug; please report it with this traceback): %s: %s",
-            type(error).__name__,
-            error,
-            exc_info=error,
-            extra={"event": "crash", "fields": {"exit_code": ExitCode.INTERNAL}},
-        )
-        logging.shutdown()
-        return ExitCode.INTERNAL
+    except BaseException as error:
+        end_with(error, MERGE_STOPS, StopContext("cam-audit merge", args.run, f"cam-audit merge {args.run}"))
     logging.shutdown()
     return ExitCode.OK
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.cli import hydra_quoted, quote_run_dir, resume_command
 from pipeline.errors import ExitCode
+from pipeline.hydra_app import hydra_quoted, quote_run_dir, resume_command
 from tests.helpers_corpus import CONFIG_LINE, MAIN, base_overrides, good_dataset, run_cli
 
 

@@ -145,7 +145,7 @@ def test_a_failed_job_of_the_launcher_ends_the_multirun_with_its_own_status():
     """submitit hands the launching process a job's failure as its exception (a traceback, exit 1 before): the
     command exits with the status of the job's last cam-audit line, in one line."""
     utils = pytest.importorskip("submitit.core.utils")
-    from pipeline.cli import failed_launcher_job
+    from pipeline.hydra_app import failed_launcher_job
 
     head = "Job 1129 (task: 0) with path /run/.submitit/1129/1129_0_result.pkl\nhas not produced any output"
     for said, status in (
