@@ -1,7 +1,8 @@
 """The command line as a nightly job sees it: runs never touch each other, one exit-code table, logs.
 
 One finished run (through ``python -m pipeline``, JSON log format) is the fixture; every other start is
-pointed at it or at a new folder and must leave no trace, or exit with the documented status.
+pointed at it or at a new folder and must leave no trace, or exit with the documented status (those starts
+call the entry point in this process, ``run_cli_here``: the same lines and status without an interpreter start).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.errors import ExitCode
-from tests.helpers_corpus import CONFIG_LINE, MAIN, base_overrides, good_dataset, run_cli
+from tests.helpers_corpus import CONFIG_LINE, MAIN, base_overrides, good_dataset, run_cli, run_cli_here
 
 
 def snapshot(folder) -> dict[str, str]:
@@ -60,10 +61,11 @@ def test_refused_start_leaves_the_finished_run_byte_for_byte(finished):
     tmp, overrides, _ = finished
     before = snapshot(tmp / "run")
     text = [o for o in overrides if not o.startswith("runtime.log_format")]
-    result = run_cli(text + ["cam.method=layercam"], tmp / "run")  # a valid start into a finished run
+    result = run_cli_here(text + ["cam.method=layercam"], tmp / "run")  # a valid start into a finished run
     assert result.returncode == ExitCode.CONFIG, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1 and "already holds a run" in result.stderr, result.stderr
-    result = run_cli(overrides + ["cam.method=nope"], tmp / "run")  # a bad option, json: the refusal is the last event
+    # a bad option, json: the refusal is the last event
+    result = run_cli_here(overrides + ["cam.method=nope"], tmp / "run")
     assert (
         result.returncode == ExitCode.CONFIG
         and json.loads(result.stderr.splitlines()[-1])["exit_code"] == ExitCode.CONFIG
@@ -74,12 +76,14 @@ def test_refused_start_leaves_the_finished_run_byte_for_byte(finished):
 def test_failed_start_creates_no_folder(finished):
     tmp, overrides, _ = finished
     target = tmp / "new" / "night"
-    result = run_cli([o for o in overrides if not o.startswith("runtime.log_format")] + ["cam.method=nope"], target)
+    result = run_cli_here(
+        [o for o in overrides if not o.startswith("runtime.log_format")] + ["cam.method=nope"], target
+    )
     assert result.returncode == ExitCode.CONFIG
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "cam.method" in result.stderr
     assert not (tmp / "new").exists()
     (tmp / "empty").mkdir()  # a folder that existed before the start stays, even empty
-    assert run_cli(overrides + ["cam.method=nope"], tmp / "empty").returncode == ExitCode.CONFIG
+    assert run_cli_here(overrides + ["cam.method=nope"], tmp / "empty").returncode == ExitCode.CONFIG
     assert (tmp / "empty").is_dir()
 
 
@@ -94,7 +98,7 @@ def test_failed_start_creates_no_folder(finished):
 def test_schema_errors_name_the_option_first_and_exit_2(tmp_path, override, option):
     """An unknown key or a wrong type in a fixed-key group (pipeline/settings.py) fails while Hydra composes:
     ``cam-audit: configuration error: <option>: ...``, exit 2, no folder."""
-    result = run_cli([override], tmp_path / "run")
+    result = run_cli_here([override], tmp_path / "run")
     assert result.returncode == ExitCode.CONFIG, result.stderr
     lines = result.stderr.strip().splitlines()
     match = CONFIG_LINE.match(lines[0]) if len(lines) == 1 else None
@@ -111,7 +115,7 @@ def test_schema_errors_name_the_option_first_and_exit_2(tmp_path, override, opti
     ],
 )
 def test_hydra_own_errors_are_one_line_and_exit_2(tmp_path, override, words):
-    result = run_cli([override], tmp_path / "run")
+    result = run_cli_here([override], tmp_path / "run")
     assert result.returncode == ExitCode.CONFIG, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cam-audit: configuration error:") and words in lines[0], lines
