@@ -97,8 +97,9 @@ def test_the_slurm_launcher_config_becomes_an_sbatch_array_of_the_shards(tmp_pat
     from hydra.utils import instantiate
     from submitit.slurm.slurm import SlurmExecutor
 
-    import pipeline  # noqa: F401 -- registers the groups' schemas
+    from pipeline.settings import register_schemas
 
+    register_schemas()  # conf/*/ name /schema/<group>
     fake_bin = tmp_path / "bin"  # submitit refuses to start without srun on the PATH: a stand-in never run
     fake_bin.mkdir()
     (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
