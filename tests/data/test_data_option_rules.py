@@ -5,8 +5,9 @@ changed the numbers or failed every sample: ``boxes_refer_to=display`` was taken
 exit 2, one line naming the option and what it may be, and no run folder left behind.
 
 Every value is checked in-process (the ConfigError, before any part); through the CLI (exit 2, the one line,
-the run folder removed) the three values of the issue always, the others in the slow set, like
-``tests/run/test_config_errors.py``. CLI starts (~4 s of imports each) run three at a time.
+the run folder removed) the three values of the issue always, through the entry point in this process
+(``run_cli_here``: no interpreter start, ~4 s of imports each), the others in the slow set as processes, three
+at a time, like ``tests/run/test_config_errors.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from pipeline.data.records import BOX_UNITS
 from pipeline.demo.synthetic import SPLITS
 from pipeline.errors import ConfigError
 from pipeline.options import SYNTHETIC_SPLITS, check_options
-from tests.helpers_corpus import CONFIG_LINE, TINY_MODEL, base_overrides, compose, good_dataset, run_cli, run_in_process
+from tests.helpers_corpus import (
+    CONFIG_LINE,
+    TINY_MODEL,
+    base_overrides,
+    compose,
+    good_dataset,
+    run_cli,
+    run_cli_here,
+    run_in_process,
+)
 
 # override -> (option named, words the message must hold: the allowed values or range)
 BAD_VALUES = {
@@ -86,7 +96,7 @@ def _run_dir(world, override: str):
 
 @pytest.fixture(scope="module")
 def cli_results(world) -> dict[str, subprocess.CompletedProcess]:
-    return _cli_results(world, CLI_ALWAYS)
+    return {override: run_cli_here(_overrides(world, override), _run_dir(world, override)) for override in CLI_ALWAYS}
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """Bad configuration: one line naming the option, exit code 2, before any work (in-process for every
-case, through ``python -m pipeline`` for the cases whose CLI path differs; the rest in the slow set).
+case, through the command line's entry point for the cases whose CLI path differs; the rest in the slow set).
 
-Subprocess start-up (~4 s: torch + torchvision imports) dominates, so independent CLI cases run
-concurrently, and the CLI variants of cases already checked in-process are marked ``slow``. The stop for
-too many failed samples (exit 3) runs in the same batch of CLI processes.
+Subprocess start-up (~4 s: torch + torchvision imports) dominates: the fast set calls the entry point in
+this process (``run_cli_here``, the same lines and exit status), with the stop for too many failed samples
+(exit 3); the slow set starts its CLI cases as processes, concurrently.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.helpers_corpus import (
     cli_command,
     failing_dataset,
     good_dataset,
+    run_cli_here,
     run_in_process,
 )
 from tests.helpers_tiny_model import TinyNet
@@ -148,8 +149,8 @@ def _run_concurrently(
 
 @pytest.fixture(scope="module")
 def cli_results(config_world, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    """The CLI runs of the fast set, started together: CLI_ALWAYS and a run stopped for too many
-    failures (exit 3)."""
+    """The CLI runs of the fast set, in this process: CLI_ALWAYS and a run stopped for too many failures
+    (exit 3)."""
     commands = {name: config_case(name, config_world)[:2] for name in CLI_ALWAYS}
     failing = tmp_path_factory.mktemp("failing")
     failing_dataset(failing / "data")
@@ -161,7 +162,7 @@ def cli_results(config_world, tmp_path_factory) -> dict[str, subprocess.Complete
         ),
         failing / "run",
     )
-    return _run_concurrently(commands)
+    return {name: run_cli_here(overrides, run_dir) for name, (overrides, run_dir) in commands.items()}
 
 
 @pytest.fixture(scope="module")
