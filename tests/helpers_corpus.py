@@ -290,14 +290,20 @@ def run_cli_here(overrides: list[str], run_dir: Path | str) -> subprocess.Comple
     stdout and stderr captured: the exit status and the printed lines of :func:`run_cli` without a new
     interpreter (its start, the torch imports, is 4-5 s on 2 cores). For the refusals and stops that end a
     command; what only a real process shows (signals, process exit, concurrent starts) stays with
-    :func:`run_cli`. What the entry point changes in the process (``sys.argv``, the SIGTERM handler,
-    ``HYDRA_FULL_ERROR``, the log handlers it installs) is put back."""
+    :func:`run_cli`."""
+    return run_command_here(cli_command(overrides, run_dir)[3:])  # what follows ``python -m pipeline``
+
+
+def run_command_here(argv: list[str]) -> subprocess.CompletedProcess:
+    """``cam-audit ARGV`` (``python -m pipeline ARGV``: an audit, ``export``, ``compare``, ``merge``) through its
+    entry point in this process, output captured (see :func:`run_cli_here`). What the entry point changes in
+    the process (``sys.argv``, the SIGTERM handler, ``HYDRA_FULL_ERROR``, the log handlers it installs) is put
+    back."""
     import contextlib
     import logging
 
     from pipeline import cli, logs
 
-    argv = cli_command(overrides, run_dir)[3:]  # what follows ``python -m pipeline``
     out, err = io.StringIO(), io.StringIO()
     saved_argv, saved_sigterm = sys.argv, signal.getsignal(signal.SIGTERM)
     saved_full_error = os.environ.get("HYDRA_FULL_ERROR")

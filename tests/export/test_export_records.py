@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from importlib.util import find_spec
 
 import numpy as np
@@ -26,7 +24,7 @@ from pipeline.export.samples import (
     review_flags,
 )
 from tests.export.helpers import tiny_run
-from tests.helpers_corpus import MAIN
+from tests.helpers_corpus import run_command_here
 
 
 @pytest.fixture(scope="module")
@@ -166,35 +164,17 @@ def test_a_run_without_saved_maps_is_refused_in_one_line(exported, tmp_path):
     (run_dir / "maps.parquet").unlink()  # as a run with cam.save_maps=false (the default) leaves it
     with pytest.raises(ExportError, match="cam.save_maps=true"):
         open_run(run_dir)
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "export", "fiftyone", str(run_dir)],
-        cwd=MAIN,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_command_here(["export", "fiftyone", str(run_dir)])
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "cam.save_maps=true" in done.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "pipeline", "export", "fiftyone", str(tmp_path / "nothing")],
-        cwd=MAIN,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    missing = run_command_here(["export", "fiftyone", str(tmp_path / "nothing")])
     assert missing.returncode == 2 and "not a finished audit" in missing.stderr
 
 
 @pytest.mark.skipif(find_spec("fiftyone") is not None, reason="FiftyOne is installed here")
 def test_without_fiftyone_the_command_says_how_to_install_the_extra(exported):
     run, _, _ = exported
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "export", "fiftyone", str(run.run_dir)],
-        cwd=MAIN,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_command_here(["export", "fiftyone", str(run.run_dir)])
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert ".[fiftyone]" in done.stderr and "setup_fiftyone.sh" in done.stderr
 
