@@ -1,5 +1,8 @@
 """Resuming from the command line (issue 23, cases 2 and 3): the printed resume command alone continues the
-run with the options it was started with; a sweep job's folder, named by its overrides, can be resumed."""
+run with the options it was started with; a sweep job's folder, named by its overrides, can be resumed.
+
+The commands go through the entry point in this process (``run_cli_here``: the same options, record and lines
+as ``python -m pipeline`` without an interpreter start); the sweep is a real multirun process."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import pytest
 
 from pipeline.errors import ExitCode
 from pipeline.hydra_app import hydra_quoted, quote_run_dir, resume_command
-from tests.helpers_corpus import CONFIG_LINE, MAIN, base_overrides, good_dataset, run_cli
+from tests.helpers_corpus import CONFIG_LINE, MAIN, base_overrides, good_dataset, run_cli_here
 
 
 def _definitions(run_dir: Path) -> dict:
@@ -35,7 +38,7 @@ def started(tmp_path) -> tuple[list[str], Path]:
     good_dataset(tmp_path / "data", 6)
     overrides = base_overrides(tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 1})
     run_dir = tmp_path / "run"
-    result = run_cli(overrides + ["cam.method=layercam", "data.limit=4"], run_dir)
+    result = run_cli_here(overrides + ["cam.method=layercam", "data.limit=4"], run_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     _interrupt(run_dir, keep_parts=2)
     return overrides, run_dir
@@ -43,7 +46,7 @@ def started(tmp_path) -> tuple[list[str], Path]:
 
 def test_the_resume_command_alone_continues_with_the_recorded_options(started):
     _, run_dir = started
-    result = run_cli(["resume=true"], run_dir)  # what the interrupted run prints: no option retyped
+    result = run_cli_here(["resume=true"], run_dir)  # what the interrupted run prints: no option retyped
     assert result.returncode == 0, result.stderr[-2000:]
     samples = pd.read_parquet(run_dir / "samples.parquet")
     assert sorted(samples["id"]) == [f"img_{i:05d}" for i in range(4)]  # data.limit=4 kept
@@ -55,7 +58,7 @@ def test_the_resume_command_alone_continues_with_the_recorded_options(started):
 def test_part_of_the_overrides_retyped_audits_the_same_set(started):
     """Was: `cam.method=layercam resume=true` without data.limit=4 audited all 6 images into the report."""
     _, run_dir = started
-    result = run_cli(["cam.method=layercam", "resume=true"], run_dir)
+    result = run_cli_here(["cam.method=layercam", "resume=true"], run_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(pd.read_parquet(run_dir / "samples.parquet")) == 4
 
@@ -63,7 +66,7 @@ def test_part_of_the_overrides_retyped_audits_the_same_set(started):
 def test_a_retyped_option_that_differs_is_refused_naming_it(started):
     _, run_dir = started
     before = sorted(p.name for p in (run_dir / "parts").iterdir())
-    result = run_cli(["data.limit=6", "cam.method=gradcam", "resume=true"], run_dir)
+    result = run_cli_here(["data.limit=6", "cam.method=gradcam", "resume=true"], run_dir)
     assert result.returncode == ExitCode.CONFIG
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and CONFIG_LINE.match(lines[0])["option"] == "resume", lines
@@ -99,7 +102,7 @@ def test_a_sweep_job_named_by_its_overrides_resumes(tmp_path):
     job = tmp_path / "sweep" / "cam.method=layercam,data.limit=4"
     assert job.is_dir(), sorted(p.name for p in (tmp_path / "sweep").iterdir())
     _interrupt(job, keep_parts=1)
-    result = run_cli(["resume=true"], job)
+    result = run_cli_here(["resume=true"], job)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(pd.read_parquet(job / "samples.parquet")) == 4 and _definitions(job)["cam_method"] == "layercam"
 
