@@ -60,7 +60,9 @@ def test_a_multirun_over_the_shards_shares_one_folder_and_the_last_shard_merges(
 
 @pytest.mark.parametrize(
     "tasks",
-    [1, pytest.param(2, marks=pytest.mark.slow)],  # 18 s alone on 2 cores; 2 tasks per shard: 45 s (four processes)
+    # real processes, one per shard (and task): 18 s alone on 2 cores; 2 tasks per shard: 45 s (four processes);
+    # Hydra's own launcher (above) keeps a multirun over the shards in the fast suite
+    [pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)],
 )
 @pytest.mark.timeout(600)
 def test_submitit_local_runs_the_shards_as_processes_into_one_folder(tiny, tmp_path, tasks):
