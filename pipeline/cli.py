@@ -30,9 +30,7 @@ from pipeline.hydra_app import (
     parsed_overrides,
     read_command_line,
 )
-from pipeline.settings import register_schemas
-
-register_schemas()  # before hydra.main (or a resume's hydra.compose) composes conf/, whose files name them
+from pipeline.jsonio import dumps_strict
 
 # Printed above Hydra's own help (``cam-audit --help``): the commands, not only the audit's options.
 USAGE = """\
@@ -155,7 +153,6 @@ def json_line(level: str, event: str, message: str, **fields) -> str:
     """One JSON log line as the audit's ``runtime.log_format=json`` writes them (``time``, ``level``, ``logger``,
     ``event``, ``message``, then ``fields``; non-finite numbers as null)."""
     import datetime
-    import json
 
     payload = {
         "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -165,7 +162,7 @@ def json_line(level: str, event: str, message: str, **fields) -> str:
         "message": message,
         **fields,
     }
-    return json.dumps(logs.json_safe(payload), allow_nan=False)
+    return dumps_strict(payload)
 
 
 def compare_main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,11 @@ from omegaconf.errors import (
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError, ExitCode, Terminated, TooManyFailures, is_disk_full
+from pipeline.settings import register_schemas
+
+# Before hydra.main (or a resume's hydra.compose) composes conf/, whose files name the schemas; here, not in
+# cli.py, because a submitit job process imports this module and not the command line's.
+register_schemas()
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 DEFAULT_RUN_DIR = "outputs"  # the fixed prefix of hydra.run.dir in conf/config.yaml

@@ -15,12 +15,11 @@ library use) nothing is set up here and Python's defaults apply.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import sys
 from pathlib import Path
 
-from pipeline.jsonio import json_safe
+from pipeline.jsonio import dumps_strict, json_safe
 
 LOG_FORMATS = ("text", "json")
 _INSTALLED: list[logging.Handler] = []  # the handlers ``configure`` added, removed by the next call (multirun jobs)
@@ -47,7 +46,7 @@ class JsonLinesFormatter(logging.Formatter):
         payload.update(json_safe(getattr(record, "fields", {}) or {}))
         if record.exc_info:
             payload["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(payload, allow_nan=False)
+        return dumps_strict(payload)
 
 
 class TextFormatter(logging.Formatter):
