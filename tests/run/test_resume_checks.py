@@ -9,6 +9,7 @@ one warning.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -35,16 +36,31 @@ def _differing(error: ConfigError) -> list[str]:
     return message.split(" differs from the one in ", 1)[1].split(" in ", 1)[1].split(":", 1)[0].split(", ")
 
 
-@pytest.fixture
-def finished(tmp_path) -> tuple[Path, list[str], Path]:
-    """A finished 6-image run with a checkpoint file: ``(data root, overrides, run_dir)``."""
-    root = tmp_path / "data"
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> tuple[Path, list[str]]:
+    """One finished 6-image run with a checkpoint file, made once under ``work/`` and copied to ``pristine/``:
+    ``(folder holding both, overrides)``."""
+    base = tmp_path_factory.mktemp("resume_checks")
+    work = base / "work"
+    root = work / "data"
     good_dataset(root, 6)
-    checkpoint = tmp_path / "model.pt"
+    checkpoint = work / "model.pt"
     torch.save(TinyNet().state_dict(), checkpoint)
-    overrides = base_overrides(root, tmp_path / "cache", **{"model.checkpoint": checkpoint})
-    run_in_process(overrides, tmp_path / "run")
-    return root, overrides, tmp_path / "run"
+    overrides = base_overrides(root, work / "cache", **{"model.checkpoint": checkpoint})
+    run_in_process(overrides, work / "run")
+    shutil.copytree(work, base / "pristine")
+    return base, overrides
+
+
+@pytest.fixture
+def finished(pristine) -> tuple[Path, list[str], Path]:
+    """The finished run, its data and checkpoint as they were made, at the same paths (the resume compares
+    the configuration, paths included): ``(data root, overrides, run_dir)``; the checkpoint is
+    ``root.parent / "model.pt"``. Each test may change them: the next one gets them back."""
+    base, overrides = pristine
+    shutil.rmtree(base / "work")
+    shutil.copytree(base / "pristine", base / "work")
+    return base / "work" / "data", overrides, base / "work" / "run"
 
 
 def _refused(overrides: list[str], run_dir: Path) -> ConfigError:
@@ -85,9 +101,9 @@ def test_edited_boxes_are_refused(finished):
     assert _differing(_refused(overrides, run_dir)) == ["data.boxes_sha256"]
 
 
-def test_another_checkpoint_under_the_same_path_is_refused(finished, tmp_path):
-    _, overrides, run_dir = finished
-    torch.save(TinyNet(seed=7).state_dict(), tmp_path / "model.pt")  # same path, other weights
+def test_another_checkpoint_under_the_same_path_is_refused(finished):
+    root, overrides, run_dir = finished
+    torch.save(TinyNet(seed=7).state_dict(), root.parent / "model.pt")  # same path, other weights
     assert _differing(_refused(overrides, run_dir)) == ["model.weights_sha256"]
 
 
