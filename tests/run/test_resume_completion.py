@@ -9,6 +9,7 @@ counted its sample as done although its samples row was never written (the sampl
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -37,16 +38,30 @@ def _part_holding(run_dir: Path, table: str, sample_id: str) -> Path:
     )
 
 
-@pytest.fixture
-def finished(tmp_path) -> tuple[list[str], list[str], Path]:
-    ids = good_dataset(tmp_path / "data", 8)
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
+    """An 8-image run with every overlay and the maps, made once under ``work/`` and copied to ``pristine/``:
+    ``(base, ids, overrides)``."""
+    base = tmp_path_factory.mktemp("resume_completion")
+    ids = good_dataset(base / "work" / "data", 8)
     overrides = base_overrides(
-        tmp_path / "data",
-        tmp_path / "cache",
+        base / "work" / "data",
+        base / "work" / "cache",
         **{"report.overlays": "all", "report.rows_per_part": 2, "runtime.batch_size": 2, "cam.save_maps": "true"},
     )
-    run_in_process(overrides, tmp_path / "run")
-    return ids, overrides, tmp_path / "run"
+    run_in_process(overrides, base / "work" / "run")
+    shutil.copytree(base / "work", base / "pristine")
+    return base, ids, overrides
+
+
+@pytest.fixture
+def finished(pristine) -> tuple[list[str], list[str], Path]:
+    """The run as it was made, at the same paths (a resume compares them): ``(ids, overrides, run_dir)``; each
+    test may change it, the next one gets it back."""
+    base, ids, overrides = pristine
+    shutil.rmtree(base / "work")
+    shutil.copytree(base / "pristine", base / "work")
+    return ids, overrides, base / "work" / "run"
 
 
 def test_missing_overlays_of_scored_rows_are_drawn_again_on_resume(finished):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -32,15 +33,27 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-@pytest.fixture
-def finished_run(tmp_path) -> tuple[list[str], list[str], Path]:
-    """A complete 4-image run: ``(ids, overrides, run_dir)``."""
-    ids = good_dataset(tmp_path / "data", 4)
+@pytest.fixture(scope="module")
+def pristine_run(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
+    """A complete 4-image run made once under ``work/``, copied to ``pristine/``: ``(base, ids, overrides)``."""
+    base = tmp_path_factory.mktemp("run_folder")
+    ids = good_dataset(base / "work" / "data", 4)
     overrides = base_overrides(
-        tmp_path / "data", tmp_path / "cache", **{"report.rows_per_part": 2, "runtime.batch_size": 2}
+        base / "work" / "data", base / "work" / "cache", **{"report.rows_per_part": 2, "runtime.batch_size": 2}
     )
-    run_in_process(overrides, tmp_path / "run")
-    return ids, overrides, tmp_path / "run"
+    run_in_process(overrides, base / "work" / "run")
+    shutil.copytree(base / "work", base / "pristine")
+    return base, ids, overrides
+
+
+@pytest.fixture
+def finished_run(pristine_run) -> tuple[list[str], list[str], Path]:
+    """The complete 4-image run as it was made, at the same paths (a resume compares them): ``(ids, overrides,
+    run_dir)``; each test may change it, the next one gets it back."""
+    base, ids, overrides = pristine_run
+    shutil.rmtree(base / "work")
+    shutil.copytree(base / "pristine", base / "work")
+    return ids, overrides, base / "work" / "run"
 
 
 @pytest.mark.parametrize(
