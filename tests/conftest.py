@@ -8,8 +8,16 @@ the real-photo sample.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+# OpenMP threads that sleep while they wait instead of spinning: the tests start processes (the command line,
+# loader workers) beside this one on 2-core machines, where the spinning threads of two processes made torch's
+# convolutions many times slower (tests/maps/test_oracle_gradcam.py beside one busy process: 21 s spinning,
+# 13 s passive; the same alone). Read when torch loads OpenMP, so set before torch is imported; processes that
+# the tests start inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 from omegaconf import DictConfig
