@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
 from pipeline.faithfulness import summary as faithfulness_report
 from pipeline.jsonio import dumps_strict, write_json_atomic
 from pipeline.reports.headline import format_number, headline_line
-from pipeline.reports.parts import list_parts, merge_parts, write_table_atomic
+from pipeline.reports.parts import list_parts, merge_parts, merged_table, write_table_atomic
 from pipeline.reports.schema import ERRORS_SCHEMA, map_description, with_descriptions
 from pipeline.reports.shortcuts import find_shortcuts, write_hot_spot_pictures
 from pipeline.reports.strategies import (
@@ -234,8 +233,9 @@ def finalize_run(
     origin = {**(provenance or {}), "finished_utc": logs.utc_now_iso(), "run_dir": str(run_dir)}
     choices = definition_choices(settings, setup)
     compact, metadata = table_metadata(origin, choices, config_yaml, setup)
-    n_rows, n_errors = merge_tables(run_dir, settings, samples_schema, compact, metadata)
-    frame, n_non_finite, strategies = add_findings_columns(run_dir, settings, samples_schema)
+    every_row, strategies = write_samples_table(run_dir, settings, samples_schema, metadata)
+    n_rows, n_errors = len(every_row), merge_other_tables(run_dir, settings, compact, metadata)
+    frame, n_non_finite = finite_rows(every_row, samples_schema)
     shortcuts = find_shortcuts(frame, settings.report.shortcuts)
     write_hot_spot_pictures(shortcuts, run_dir / "shortcuts", flagged_class_backdrops(frame, shortcuts, setup))
     write_strategy_pictures(strategies, run_dir / "strategies", cluster_backdrops(frame, strategies, setup))
@@ -288,12 +288,28 @@ def table_metadata(origin: dict, choices: dict, config_yaml: str, setup) -> tupl
     return compact, full
 
 
-def merge_tables(
-    run_dir: Path, settings: Settings, samples_schema: pa.Schema, compact: dict, metadata: dict
-) -> tuple[int, int]:
-    """The parts merged into ``samples.parquet``, ``errors.parquet`` (and ``maps.parquet``); their row counts."""
+def write_samples_table(
+    run_dir: Path, settings: Settings, samples_schema: pa.Schema, metadata: dict
+) -> tuple[pd.DataFrame, dict]:
+    """``samples.parquet``, written once: the samples parts in id order, with the columns known only over the
+    whole run appended (``triage``, ``triage_reason``; ``pred_strategy`` from the strategy clustering of
+    :mod:`pipeline.reports.strategies`). Returns every row as a frame and the strategies section of the summary."""
+    table = merged_table(list_parts(run_dir / "parts", "samples"), samples_schema, metadata)
+    full = table.to_pandas()
+    strategies, full[STRATEGY_COLUMN] = find_strategies(full, settings.report.strategies, settings.report.group_by)
+    triage = triage_columns(full, settings.report.triage)
+    full[["triage", "triage_reason"]] = triage
+    appended = {
+        **{name: (pa.array(triage[name].to_numpy(), pa.string()), TRIAGE_DESCRIPTIONS[name]) for name in triage},
+        **strategy_column(full[STRATEGY_COLUMN]),
+    }
+    write_table_atomic(with_columns(table, appended), run_dir / "samples.parquet")
+    return full, strategies
+
+
+def merge_other_tables(run_dir: Path, settings: Settings, compact: dict, metadata: dict) -> int:
+    """The parts merged into ``errors.parquet`` (and ``maps.parquet``, ``probabilities.parquet``); the error rows."""
     parts_dir = run_dir / "parts"
-    n_rows = merge_parts(list_parts(parts_dir, "samples"), run_dir / "samples.parquet", samples_schema, metadata)
     n_errors = merge_parts(list_parts(parts_dir, "errors"), run_dir / "errors.parquet", ERRORS_SCHEMA, compact)
     if settings.cam.save_maps:
         from pipeline.reports.saved_maps import MAPS_SCHEMA
@@ -306,21 +322,7 @@ def merge_tables(
             len(json.loads(metadata["cam_audit.classes"])), settings.report.probabilities_dtype
         )
         merge_parts(list_parts(parts_dir, probabilities.TABLE), run_dir / "probabilities.parquet", schema, metadata)
-    return n_rows, n_errors
-
-
-def add_findings_columns(run_dir: Path, settings: Settings, samples_schema: pa.Schema):
-    """The columns known only over the whole run (``pred_strategy``, ``triage``, ``triage_reason``) added to
-    ``samples.parquet`` in one rewrite. Returns the finite rows (every dataset number is over them), how
-    many rows were not finite, and the strategies section of the summary."""
-    full = pd.read_parquet(run_dir / "samples.parquet")
-    # the model's strategies per class (pipeline.reports.strategies); pred_strategy goes in with the triage rewrite
-    strategies, full[STRATEGY_COLUMN] = find_strategies(full, settings.report.strategies, settings.report.group_by)
-    full[["triage", "triage_reason"]] = add_triage_columns(
-        run_dir / "samples.parquet", full, settings.report.triage, extra=strategy_column(full[STRATEGY_COLUMN])
-    )
-    frame, n_non_finite = finite_rows(full, samples_schema)
-    return frame, n_non_finite, strategies
+    return n_errors
 
 
 def write_class_table(run_dir: Path, frame: pd.DataFrame, tau: str, compact: dict) -> pd.DataFrame:
@@ -507,27 +509,21 @@ TRIAGE_DESCRIPTIONS = {
 }
 
 
-def add_triage_columns(
-    path: Path, frame: pd.DataFrame, settings: TriageSettings, extra: dict[str, tuple[pa.Array, str]] | None = None
-) -> pd.DataFrame:
-    """The ``triage`` category and ``triage_reason`` of every row (:mod:`pipeline.reports.triage`), appended
-    to the Parquet file at ``path`` (rewritten atomically, its schema metadata kept); returns both columns.
-    ``extra`` (name -> (values, description)): further columns appended in the same rewrite (``pred_strategy``)."""
+def triage_columns(frame: pd.DataFrame, settings: TriageSettings) -> pd.DataFrame:
+    """The ``triage`` category and ``triage_reason`` of every row (:mod:`pipeline.reports.triage`)."""
     if len(frame):
-        columns = triage_with_reasons(frame, settings)
-    else:
-        columns = pd.DataFrame({"triage": pd.Series([], dtype=object), "triage_reason": pd.Series([], dtype=object)})
-    table = pq.read_table(path)
-    appended = {
-        name: (pa.array(columns[name].to_numpy(), pa.string()), TRIAGE_DESCRIPTIONS[name])
-        for name in ("triage", "triage_reason")
-    }
-    for name, (values, description) in {**appended, **(extra or {})}.items():
+        return triage_with_reasons(frame, settings)
+    return pd.DataFrame({"triage": pd.Series([], dtype=object), "triage_reason": pd.Series([], dtype=object)})
+
+
+def with_columns(table: pa.Table, columns: dict[str, tuple[pa.Array, str]]) -> pa.Table:
+    """``table`` with ``columns`` (name -> (values, description)) appended, each described in its field's
+    metadata; a column of that name already there is replaced (its schema metadata kept)."""
+    for name, (values, description) in columns.items():
         if name in table.column_names:
             table = table.drop_columns([name])
         table = table.append_column(pa.field(name, values.type, metadata={"description": description}), values)
-    write_table_atomic(table, path)
-    return columns
+    return table
 
 
 def confusion_pairs(frame: pd.DataFrame, top: int = 10) -> list[dict]:

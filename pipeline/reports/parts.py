@@ -8,6 +8,8 @@ multi-process run writes its own parts (``rank`` in the name); each shard of a s
 lists those too. ``merge_parts`` writes the parts into one file in id order: streamed, one row group per part,
 without holding the table in memory when the parts are in id order already (one process); sorted in memory
 when they are not (ranks and shards interleave the ids), so that every way of running gives the same table.
+The samples table is merged in memory instead (:func:`merged_table`): the run's end appends the columns known
+only over every row (triage, strategies) and writes ``samples.parquet`` once.
 """
 
 from __future__ import annotations
@@ -149,6 +151,20 @@ def id_order(parts: list[Path], column: str = "id") -> pa.Array | None:
     if pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py():
         return None
     return pc.sort_indices(ids)  # stable: rows of one id keep their parts' order
+
+
+def merged_table(parts: list[Path], schema: pa.Schema, metadata: dict[str, str]) -> pa.Table:
+    """``parts`` as one in-memory table with ``metadata`` in its schema, rows in ``id`` order (stable). For the
+    samples table: the columns it still lacks (triage, strategies) are known only over every row, so it is
+    merged in memory, completed and written once."""
+    schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
+    if not parts:
+        return schema.empty_table()
+    table = pa.concat_tables([read_part(path).select(schema.names).cast(schema) for path in parts])
+    ids = table.column("id")
+    if len(ids) > 1 and not pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py():
+        table = table.take(pc.sort_indices(ids))  # stable: rows of one id keep their parts' order
+    return table.replace_schema_metadata(schema.metadata)
 
 
 def merge_parts(parts: list[Path], out: Path, schema: pa.Schema, metadata: dict[str, str]) -> int:

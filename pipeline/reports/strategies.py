@@ -466,7 +466,7 @@ def find_strategies(
 
 
 def strategy_column(ids: pd.Series) -> dict:
-    """``pred_strategy`` for the samples rewrite (:func:`pipeline.reports.finalize.add_triage_columns`):
+    """``pred_strategy`` for the samples table (:func:`pipeline.reports.finalize.write_samples_table`):
     ``{name: (int32 Arrow array with nulls, description)}`` from the ``Int32`` ids of :func:`find_strategies`."""
     import pyarrow as pa
 
