@@ -348,6 +348,19 @@ def run_torchrun(
     )
 
 
+def start_cli_job(overrides: list[str], run_dir: Path) -> subprocess.Popen:
+    """``python -m pipeline`` in its own process group (a scheduler's job: a signal to the group reaches the
+    loader workers too), stdout and stderr captured as text."""
+    return subprocess.Popen(
+        cli_command(overrides, run_dir),
+        cwd=MAIN,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def kill_when_parts_written(
     overrides: list[str],
     run_dir: Path,

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pandas as pd
 import pytest
 
 from pipeline.errors import ExitCode
-from tests.helpers_corpus import MAIN, add_sample, base_overrides, cli_command, good_dataset, run_cli
+from tests.helpers_corpus import add_sample, base_overrides, good_dataset, run_cli, start_cli_job
 
 
 @pytest.mark.slow  # a real process signalled mid-run, then resumed: 20-50 s on 2 cores
@@ -33,14 +32,7 @@ def test_sigterm_mid_run_keeps_the_parts_logs_and_exits_143_then_resume_finishes
             "+model.kwargs.delay_s": 0.05,
         },
     )
-    process = subprocess.Popen(
-        cli_command(overrides, run_dir),
-        cwd=MAIN,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_cli_job(overrides, run_dir)
     try:
         deadline = time.monotonic() + 120
         while not list((run_dir / "parts").glob("samples-*.parquet")):

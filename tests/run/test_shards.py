@@ -23,7 +23,15 @@ import pytest
 
 from pipeline.errors import ConfigError, ExitCode
 from pipeline.shards import Shard, acquire_locks, select, shard_of
-from tests.helpers_corpus import MAIN, base_overrides, cli_command, good_dataset, read_summary, run_cli, run_in_process
+from tests.helpers_corpus import (
+    MAIN,
+    base_overrides,
+    good_dataset,
+    read_summary,
+    run_cli,
+    run_in_process,
+    start_cli_job,
+)
 
 TABLES = ("samples", "classes", "errors")
 # summary.json keys that differ between two runs of the same data: where and when they ran, how long, and how
@@ -34,18 +42,6 @@ TIMINGS |= {"images_scored_this_invocation"}
 
 def sharded(overrides: list[str], shard: int, shards: int) -> list[str]:
     return [*overrides, f"runtime.shards={shards}", f"runtime.shard={shard}"]
-
-
-def start_cli(overrides: list[str], run_dir: Path) -> subprocess.Popen:
-    """``python -m pipeline`` in its own process group (a scheduler's job), output captured."""
-    return subprocess.Popen(
-        cli_command(overrides, run_dir),
-        cwd=MAIN,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def merge_cli(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -179,7 +175,7 @@ def test_shards_run_at_once_into_one_folder_and_merge_into_the_one_process_repor
     overrides, single, ids = corpus
     run_dir = tmp_path / "run"
     options = [*overrides, "runtime.merge_when_last=false"]
-    running = [start_cli(sharded(options, k, 3), run_dir) for k in (0, 1)]  # two array tasks at once
+    running = [start_cli_job(sharded(options, k, 3), run_dir) for k in (0, 1)]  # two array tasks at once
     for process in running:
         out, err = process.communicate(timeout=300)
         assert process.returncode == 0, err[-2000:]
@@ -234,7 +230,7 @@ def test_a_shard_stopped_mid_run_continues_when_started_again_and_the_last_shard
     assert first.returncode == 0, first.stderr[-2000:]
     assert "1 of 2 shards complete" in first.stdout and not (run_dir / "summary.json").exists()
 
-    process = start_cli(sharded(overrides, 0, 2), run_dir)
+    process = start_cli_job(sharded(overrides, 0, 2), run_dir)
     own = run_dir / "parts" / "shard-000"
     try:
         deadline = time.monotonic() + 120
