@@ -12,7 +12,7 @@ from pipeline.compare.changes import class_changes, sample_changes
 from pipeline.compare.coverage import coverage, coverage_gates
 from pipeline.compare.definitions import definition_differences, grids_differ
 from pipeline.compare.gates import check_gated_metrics, evaluate_gates, verdict
-from pipeline.compare.runs import common_rows, first_tau, read_pair
+from pipeline.compare.runs import RunPair, common_rows, first_tau, read_pair
 from pipeline.compare.significance import add_holm, class_tests, paired_tests
 from pipeline.scores.aggregates import ACCURACY, ACCURACY_COLUMN, aggregate_value, dataset_scores
 
@@ -29,9 +29,12 @@ def overall_numbers(before: pd.DataFrame, after: pd.DataFrame, before_tau: str, 
     return out
 
 
-def compare_runs(baseline_dir: Path, current_dir: Path) -> dict:
-    """Compare two finished runs; see the package docstring for what comes back."""
-    before_all, after_all, before_definitions, after_definitions, data_notes = read_pair(baseline_dir, current_dir)
+def compare_runs(baseline_dir: Path, current_dir: Path, pair: RunPair | None = None) -> dict:
+    """Compare two finished runs; see the package docstring for what comes back. ``pair``: what
+    :func:`~pipeline.compare.runs.read_pair` gave for these folders, when the caller has read them already."""
+    before_all, after_all, before_definitions, after_definitions, data_notes = pair or read_pair(
+        baseline_dir, current_dir
+    )
     before, after = common_rows(before_all, after_all)
     samples = sample_changes(before, after)
     differences = definition_differences(before_definitions, after_definitions)
@@ -73,8 +76,9 @@ def compare_with_statistics(
     """:func:`compare_runs` plus the paired tests, the per-class tests, the coverage and the gates (see the
     package docstring); ``verdict`` (``pass`` / ``fail``) and ``tripped`` (the gates that tripped, with their
     numbers)."""
-    result = compare_runs(baseline_dir, current_dir)
-    before_all, after_all, definitions, _, _ = read_pair(baseline_dir, current_dir)
+    pair = read_pair(baseline_dir, current_dir)  # each run's samples read once for the whole comparison
+    result = compare_runs(baseline_dir, current_dir, pair)
+    before_all, after_all, definitions, _, _ = pair
     before, after = common_rows(before_all, after_all)
     tau = first_tau(definitions)
     max_drops, max_class_drops = dict(max_drops or {}), dict(max_class_drops or {})

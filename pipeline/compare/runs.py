@@ -123,7 +123,11 @@ def check_same_data(
     return notes, after
 
 
-def read_pair(baseline_dir: Path, current_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict, list[str]]:
+# read_pair's answer: (baseline rows, current rows, baseline definitions, current definitions, same-data notes)
+RunPair = tuple[pd.DataFrame, pd.DataFrame, dict, dict, list[str]]
+
+
+def read_pair(baseline_dir: Path, current_dir: Path) -> RunPair:
     """Both runs' rows and definition choices, checked to be of the same data (:func:`check_same_data`),
     and what that check found."""
     before_all, before_definitions = read_run(baseline_dir)
