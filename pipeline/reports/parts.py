@@ -142,36 +142,41 @@ def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
         raise DamagedPart(path, error) from error
 
 
+def sort_order(ids: pa.Array | pa.ChunkedArray) -> pa.Array | None:
+    """The positions that put ``ids`` in order, stable (rows of one id keep their order); None when they are in
+    order already (one process writes its parts in the index's id order)."""
+    if len(ids) < 2 or pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py():
+        return None
+    return pc.sort_indices(ids)
+
+
 def id_order(parts: list[Path], column: str = "id") -> pa.Array | None:
-    """The positions that put the rows of ``parts`` (concatenated) in ``column`` order, stable; None when they
-    are in that order already (one process writes its parts in the index's id order)."""
-    ids = pa.chunked_array([read_part(path, [column]).column(column) for path in parts], pa.string())
-    if len(ids) < 2:
-        return None
-    if pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py():
-        return None
-    return pc.sort_indices(ids)  # stable: rows of one id keep their parts' order
+    """:func:`sort_order` of the ``column`` of ``parts`` (concatenated), read from the files alone."""
+    return sort_order(pa.chunked_array([read_part(path, [column]).column(column) for path in parts], pa.string()))
+
+
+def with_metadata(schema: pa.Schema, metadata: dict[str, str]) -> pa.Schema:
+    """``schema`` with ``metadata`` added to its own."""
+    return schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
 
 
 def merged_table(parts: list[Path], schema: pa.Schema, metadata: dict[str, str]) -> pa.Table:
     """``parts`` as one in-memory table with ``metadata`` in its schema, rows in ``id`` order (stable). For the
     samples table: the columns it still lacks (triage, strategies) are known only over every row, so it is
     merged in memory, completed and written once."""
-    schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
+    schema = with_metadata(schema, metadata)
     if not parts:
         return schema.empty_table()
     table = pa.concat_tables([read_part(path).select(schema.names).cast(schema) for path in parts])
-    ids = table.column("id")
-    if len(ids) > 1 and not pc.all(pc.less_equal(ids[:-1], ids[1:])).as_py():
-        table = table.take(pc.sort_indices(ids))  # stable: rows of one id keep their parts' order
-    return table.replace_schema_metadata(schema.metadata)
+    order = sort_order(table.column("id"))
+    return (table if order is None else table.take(order)).replace_schema_metadata(schema.metadata)
 
 
 def merge_parts(parts: list[Path], out: Path, schema: pa.Schema, metadata: dict[str, str]) -> int:
     """Write ``parts`` into ``out`` (atomically) with ``metadata`` in the schema, in id order when the schema
     has an ``id`` column (:func:`id_order`): streamed one row group per part when they are in that order
     already, sorted in memory otherwise (the rows of several ranks or shards). Returns the row count."""
-    schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
+    schema = with_metadata(schema, metadata)
     order = id_order(parts) if parts and "id" in schema.names else None
     rows = 0
     # whatever fails (a damaged part, a full disk), the temporary file does not stay in the run folder
