@@ -200,8 +200,8 @@ def register_schemas() -> None:
     """Store every schema in Hydra's ConfigStore as ``schema/<group>``.
 
     Every caller that composes ``conf/`` with Hydra calls it first (the YAML files name these schemas):
-    :mod:`pipeline.cli` when it is imported (``hydra.main`` and a resume's ``hydra.compose``), the scripts
-    and the tests before their ``compose``. Calling it again stores the same nodes again (idempotent).
+    :mod:`pipeline.hydra_app` when it is imported (``hydra.main``, a resume's ``hydra.compose``, a launcher's job
+    process), the scripts and the tests before their ``compose``. Calling it again stores the same nodes again (idempotent).
     Hydra is imported here, not with this module, so that importing the settings stays light.
     """
     from hydra.core.config_store import ConfigStore
