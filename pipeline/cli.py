@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from pipeline import logs
-from pipeline.errors import ConfigError, ExitCode, is_disk_full
+from pipeline.errors import ConfigError, ExitCode, is_disk_full, one_line
 from pipeline.hydra_app import (
     MERGE_STOPS,
     SigtermGuard,
@@ -26,7 +26,6 @@ from pipeline.hydra_app import (
     audit_command,
     end_with,
     log_format_of,
-    one_line,
     parsed_overrides,
     read_command_line,
 )

@@ -65,3 +65,9 @@ class ExitCode(IntEnum):
     INTERNAL = 5  # an unexpected error (a bug): the traceback is in the job log and on stderr
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT (128 + 2, the shell convention); resume=true continues
     TERMINATED = 143  # stopped by SIGTERM (128 + 15: a scheduler's stop, kill); resume=true continues
+
+
+def one_line(text: object) -> str:
+    """A message of several lines (Hydra's, OmegaConf's, an exception's) as one line, for the one line a
+    refused command prints."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())

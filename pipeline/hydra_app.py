@@ -49,7 +49,7 @@ from omegaconf.errors import (
 
 from pipeline import logs
 from pipeline.atomic import write_text_atomic
-from pipeline.errors import ConfigError, ExitCode, Terminated, TooManyFailures, is_disk_full
+from pipeline.errors import ConfigError, ExitCode, Terminated, TooManyFailures, is_disk_full, one_line
 from pipeline.settings import register_schemas
 
 # Before hydra.main (or a resume's hydra.compose) composes conf/, whose files name the schemas; here, not in
@@ -91,11 +91,6 @@ def disk_full(error: BaseException, context: StopContext) -> bool:
 def terminated(error: BaseException, context: StopContext) -> bool:
     # after SIGTERM, an error of the stop itself (a killed loader worker) is the termination too
     return isinstance(error, Terminated) or context.sigterm_arrived
-
-
-def one_line(text: object) -> str:
-    """A message of several lines (Hydra's, OmegaConf's) as one line."""
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 def omegaconf_key(error: BaseException) -> str:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.errors import ExitCode, is_disk_full
+from pipeline.errors import ExitCode, is_disk_full, one_line
 from pipeline.export.checks import ExportError, check_run_folder, import_fiftyone
 
 DEFAULT_MAX_SIDE = 256  # pipeline.export.heatmaps.DEFAULT_MAX_SIDE (not imported: it needs torch)
@@ -60,10 +60,6 @@ def export_parser() -> argparse.ArgumentParser:
     )
     fiftyone.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
-
-
-def one_line(text: str) -> str:
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 def export_main(argv: list[str] | None = None) -> int:
