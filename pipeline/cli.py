@@ -29,7 +29,6 @@ from pipeline.hydra_app import (
     parsed_overrides,
     read_command_line,
 )
-from pipeline.jsonio import dumps_strict
 
 # Printed above Hydra's own help (``cam-audit --help``): the commands, not only the audit's options.
 USAGE = """\
@@ -149,19 +148,13 @@ def compare_parser() -> argparse.ArgumentParser:
 
 
 def json_line(level: str, event: str, message: str, **fields) -> str:
-    """One JSON log line as the audit's ``runtime.log_format=json`` writes them (``time``, ``level``, ``logger``,
-    ``event``, ``message``, then ``fields``; non-finite numbers as null)."""
-    import datetime
-
-    payload = {
-        "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "level": level,
-        "logger": "pipeline.compare",
-        "event": event,
-        "message": message,
-        **fields,
-    }
-    return dumps_strict(payload)
+    """One JSON log line of ``cam-audit compare``, as the audit's ``runtime.log_format=json`` writes them
+    (:class:`pipeline.logs.JsonLinesFormatter`: ``time``, ``level``, ``logger``, ``event``, ``message``, then
+    ``fields``; non-finite numbers as null)."""
+    record = logging.makeLogRecord(
+        {"name": "pipeline.compare", "levelname": level, "msg": message, "event": event, "fields": fields}
+    )
+    return logs.JsonLinesFormatter().format(record)
 
 
 def compare_main(argv: list[str] | None = None) -> int:

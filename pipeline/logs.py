@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.jsonio import dumps_strict, json_safe
+from pipeline.jsonio import dumps_strict
 
 LOG_FORMATS = ("text", "json")
 _INSTALLED: list[logging.Handler] = []  # the handlers ``configure`` added, removed by the next call (multirun jobs)
@@ -43,7 +43,7 @@ class JsonLinesFormatter(logging.Formatter):
             "event": getattr(record, "event", "message"),
             "message": record.getMessage(),
         }
-        payload.update(json_safe(getattr(record, "fields", {}) or {}))
+        payload.update(getattr(record, "fields", {}) or {})  # made JSON-safe with the rest by dumps_strict
         if record.exc_info:
             payload["traceback"] = self.formatException(record.exc_info)
         return dumps_strict(payload)
