@@ -12,12 +12,12 @@ def is_missing(value) -> bool:
     return value is None or value != value
 
 
-def format_number(value, aggregate: Aggregate, percent_digits: int = 1) -> str:
-    """``value`` as the aggregate says: a share as a percentage (``percent_digits`` decimals), else with its
-    ``digits`` decimals; ``n/a`` when undefined."""
+def format_number(value, aggregate: Aggregate) -> str:
+    """``value`` as the aggregate says: a share as a percentage with one decimal, else with its ``digits``
+    decimals; ``n/a`` when undefined."""
     if is_missing(value):
         return "n/a"
-    return f"{100 * value:.{percent_digits}f}%" if aggregate.percent else f"{value:.{aggregate.digits}f}"
+    return f"{100 * value:.1f}%" if aggregate.percent else f"{value:.{aggregate.digits}f}"
 
 
 def summary_value(summary: dict, metric: Metric):
